@@ -1,0 +1,229 @@
+//! Dynamic batching: a cloneable [`Batcher`] handle queues rows; inference threads, each owning
+//! one ONNX Runtime session, take whatever has queued as their next batch.
+//!
+//! The queue is a `Mutex<State>` with a `Condvar` rather than a channel to an async actor: the
+//! consumers are blocking threads, so a free thread pulls its next batch directly, with no hop
+//! through the async runtime, and the policy stays in [`state::State`].
+
+pub mod state;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use ort::session::Session;
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+use crate::config::BatchingConfig;
+use crate::error::FieldError;
+use crate::model::tensors::{predictions, Prediction, Rows};
+use crate::model::ModelSpec;
+use state::{Next, Pending, QueueFull, State};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InferError {
+    #[error("instances could not be encoded")]
+    Encode(Vec<FieldError>),
+    #[error("queue full")]
+    Full(QueueFull),
+    #[error("batcher closed")]
+    Closed,
+    #[error("inference failed: {0}")]
+    Failed(String),
+}
+
+type Reply = oneshot::Sender<Result<Vec<Prediction>, InferError>>;
+
+struct Job {
+    rows: Rows,
+    reply: Reply,
+}
+
+impl Pending for Job {
+    fn rows(&self) -> usize {
+        self.rows.len
+    }
+    fn is_cancelled(&self) -> bool {
+        // The receiver is dropped when axum drops the handler of a client that disconnected.
+        self.reply.is_closed()
+    }
+}
+
+/// Counters that show batching at work.
+#[derive(Debug, Default)]
+struct Stats {
+    batches: AtomicU64,
+    rows: AtomicU64,
+    largest_batch: AtomicU64,
+    cancelled_jobs: AtomicU64,
+}
+
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct StatsSnapshot {
+    pub batches: u64,
+    pub rows: u64,
+    pub largest_batch: u64,
+    pub cancelled_jobs: u64,
+}
+
+struct Shared {
+    state: Mutex<State<Job>>,
+    wake: Condvar,
+    stats: Stats,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State<Job>> {
+        self.state.lock().expect("batch queue lock poisoned: an inference thread panicked; this is a bug")
+    }
+}
+
+#[derive(Clone)]
+pub struct Batcher {
+    shared: Arc<Shared>,
+    spec: Arc<ModelSpec>,
+    max_batch_rows: usize,
+}
+
+/// The inference threads of one model; [`Workers::join`] waits for them after [`Batcher::close`].
+pub struct Workers(Vec<JoinHandle<()>>);
+
+impl Batcher {
+    pub fn start(spec: Arc<ModelSpec>, sessions: Vec<Session>, config: &BatchingConfig) -> std::io::Result<(Self, Workers)> {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(config.max_batch_rows, config.queue_capacity_rows, config.max_delay())),
+            wake: Condvar::new(),
+            stats: Stats::default(),
+        });
+        let handles = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(i, session)| {
+                let (shared, spec) = (shared.clone(), spec.clone());
+                std::thread::Builder::new()
+                    .name(format!("infer-{}-{i}", spec.name))
+                    .spawn(move || run_worker(&shared, &spec, session))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok((Self { shared, spec, max_batch_rows: config.max_batch_rows }, Workers(handles)))
+    }
+
+    pub fn spec(&self) -> &Arc<ModelSpec> {
+        &self.spec
+    }
+
+    /// Predicts validated instances, in order. Requests larger than one batch are split into
+    /// jobs that are queued together and reassembled here.
+    pub async fn infer(&self, instances: &[Value]) -> Result<Vec<Prediction>, InferError> {
+        let mut jobs = Vec::new();
+        let mut receivers = Vec::new();
+        for range in state::split(instances.len(), self.max_batch_rows) {
+            let rows = Rows::encode(&self.spec.plan, &instances[range.clone()], range.start).map_err(InferError::Encode)?;
+            let (reply, rx) = oneshot::channel();
+            jobs.push(Job { rows, reply });
+            receivers.push(rx);
+        }
+        {
+            let mut state = self.shared.lock();
+            if state.is_closed() {
+                return Err(InferError::Closed);
+            }
+            state.push_all(jobs, Instant::now()).map_err(InferError::Full)?;
+        }
+        self.shared.wake.notify_one();
+
+        let mut out = Vec::with_capacity(instances.len());
+        for rx in receivers {
+            let part = rx.await.map_err(|_| InferError::Failed("inference thread stopped before replying".into()))??;
+            out.extend(part);
+        }
+        Ok(out)
+    }
+
+    pub fn queued_rows(&self) -> usize {
+        self.shared.lock().queued_rows()
+    }
+
+    pub fn stats(&self) -> StatsSnapshot {
+        let s = &self.shared.stats;
+        StatsSnapshot {
+            batches: s.batches.load(Ordering::Relaxed),
+            rows: s.rows.load(Ordering::Relaxed),
+            largest_batch: s.largest_batch.load(Ordering::Relaxed),
+            cancelled_jobs: s.cancelled_jobs.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Refuses new rows; the inference threads finish what is queued, then exit.
+    pub fn close(&self) {
+        self.shared.lock().close();
+        self.shared.wake.notify_all();
+    }
+}
+
+impl Workers {
+    pub fn join(self) {
+        for handle in self.0 {
+            if handle.join().is_err() {
+                tracing::error!("an inference thread panicked");
+            }
+        }
+    }
+}
+
+fn run_worker(shared: &Shared, spec: &ModelSpec, mut session: Session) {
+    loop {
+        let (batch, dropped) = {
+            let mut state = shared.lock();
+            loop {
+                match state.next(Instant::now()) {
+                    Next::Run => break state.take_batch(Instant::now()),
+                    Next::WaitFor(wait) => state = shared.wake.wait_timeout(state, wait).expect("lock poisoned").0,
+                    Next::Idle => state = shared.wake.wait(state).expect("lock poisoned"),
+                    Next::Stop => return,
+                }
+            }
+        };
+        if dropped > 0 {
+            shared.stats.cancelled_jobs.fetch_add(dropped as u64, Ordering::Relaxed);
+        }
+        if !batch.is_empty() {
+            run_batch(shared, spec, &mut session, batch);
+        }
+    }
+}
+
+fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Vec<(Job, Duration)>) {
+    let rows = Rows::concat(batch.iter().map(|(job, _)| &job.rows));
+    let n = rows.len;
+    let result = rows
+        .into_inputs(&spec.plan)
+        .and_then(|inputs| session.run(inputs))
+        .map_err(|e| e.to_string())
+        .and_then(|outputs| predictions(&outputs, &spec.signature.outputs, n));
+
+    let stats = &shared.stats;
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats.rows.fetch_add(n as u64, Ordering::Relaxed);
+    stats.largest_batch.fetch_max(n as u64, Ordering::Relaxed);
+
+    match result {
+        Ok(predictions) => {
+            let mut predictions = predictions.into_iter();
+            for (job, _queued) in batch {
+                let part = predictions.by_ref().take(job.rows.len).collect();
+                // A client that left meanwhile no longer listens; nothing to do.
+                let _ = job.reply.send(Ok(part));
+            }
+        }
+        Err(message) => {
+            tracing::error!(model = %spec.name, rows = n, %message, "inference failed");
+            for (job, _) in batch {
+                let _ = job.reply.send(Err(InferError::Failed(message.clone())));
+            }
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The service's typed configuration, layered: `runtime.toml` < environment < command line.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use validator::Validate;
+
+use crate::cli::ServeArgs;
+
+/// Everything the service needs to start; built once by [`Config::load`] and passed by reference.
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    #[validate(nested)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub batching: BatchingConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub inference: InferenceConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub models: Vec<ModelConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to bind. `0.0.0.0` to accept connections from other hosts (PaaS, Docker).
+    pub host: IpAddr,
+    /// TCP port; 0 picks a free one. The platform's `PORT` overrides it.
+    pub port: u16,
+    /// Largest accepted request body, in bytes; larger bodies get 413.
+    #[validate(range(min = 64))]
+    pub body_limit_bytes: usize,
+    /// Most instances one `/predict` request may carry; more get 422.
+    #[validate(range(min = 1))]
+    pub max_instances_per_request: usize,
+    /// On SIGTERM/SIGINT, how long accepted requests may take to finish before the process exits.
+    #[validate(range(min = 1, max = 3600))]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            host: IpAddr::from([127, 0, 0, 1]),
+            port: 8080,
+            body_limit_bytes: 1024 * 1024,
+            max_instances_per_request: 1024,
+            shutdown_grace_seconds: 25,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchingConfig {
+    /// Most rows in one ONNX Runtime call; larger requests are split and reassembled in order.
+    #[validate(range(min = 1, max = 65536))]
+    pub max_batch_rows: usize,
+    /// How long a free inference thread may wait for a fuller batch, in milliseconds. 0 (the
+    /// default) never waits: rows that arrive while the model is busy form the next batch.
+    #[validate(range(max = 10000))]
+    pub max_delay_ms: u64,
+    /// Most rows waiting per model; beyond it requests get 503 with `Retry-After`.
+    #[validate(range(min = 1))]
+    pub queue_capacity_rows: usize,
+}
+
+impl Default for BatchingConfig {
+    fn default() -> Self {
+        Self { max_batch_rows: 64, max_delay_ms: 0, queue_capacity_rows: 4096 }
+    }
+}
+
+impl BatchingConfig {
+    pub fn max_delay(&self) -> Duration {
+        Duration::from_millis(self.max_delay_ms)
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct InferenceConfig {
+    /// Inference threads per model, each owning one ONNX Runtime session.
+    #[validate(range(min = 1, max = 256))]
+    pub sessions: usize,
+    /// ONNX Runtime intra-op threads per session.
+    #[validate(range(min = 1, max = 256))]
+    pub intra_op_threads: usize,
+    /// Path of `libonnxruntime.so`; when unset: `ORT_DYLIB_PATH`, then `.ort/` of the
+    /// project, then next to the executable.
+    pub ort_library: Option<PathBuf>,
+}
+
+impl Default for InferenceConfig {
+    fn default() -> Self {
+        Self { sessions: 1, intra_op_threads: 1, ort_library: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Name used in URLs (`/models/{name}/predict`).
+    #[validate(length(min = 1, max = 128), custom(function = "validate_model_name"))]
+    pub name: String,
+    /// The `.onnx` file; relative paths are resolved against the config file's folder.
+    pub path: PathBuf,
+    /// JSON Schema of one instance; when absent it is derived from the ONNX inputs.
+    pub schema: Option<PathBuf>,
+    /// Version reported in responses.
+    #[serde(default = "default_version")]
+    #[validate(length(min = 1, max = 64))]
+    pub version: String,
+    /// Serve this model at `POST /predict`. Exactly one model may set it; a lone model is the
+    /// default without it.
+    #[serde(default)]
+    pub default: bool,
+}
+
+fn default_version() -> String {
+    "1".to_owned()
+}
+
+fn validate_model_name(name: &str) -> Result<(), validator::ValidationError> {
+    let ok = name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(validator::ValidationError::new("model_name")
+            .with_message("may only hold ASCII letters, digits, '_', '-' and '.'".into()))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads the file named by `--config`/`INFERD_CONFIG`, applies command-line and environment
+    /// overrides (clap resolves those two, command line first), then checks the result.
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(&args.config)
+            .map_err(|source| ConfigError::Read { path: args.config.clone(), source })?;
+        let mut config: Config = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: args.config.clone(), message: e.to_string() })?;
+        let base = args.config.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.resolve_paths(&base);
+        config.apply(args);
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document whose relative paths are resolved against `base`; for tests.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::from("<inline>"), message: e.to_string() })?;
+        config.resolve_paths(base);
+        config.check()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        for model in &mut self.models {
+            model.path = base.join(&model.path);
+            model.schema = model.schema.as_ref().map(|s| base.join(s));
+        }
+        self.inference.ort_library = self.inference.ort_library.as_ref().map(|p| base.join(p));
+    }
+
+    fn apply(&mut self, args: &ServeArgs) {
+        let o = &args.overrides;
+        if let Some(host) = o.host {
+            self.server.host = host;
+        }
+        if let Some(port) = o.port {
+            self.server.port = port;
+        }
+        if let Some(rows) = o.max_batch_rows {
+            self.batching.max_batch_rows = rows;
+        }
+        if let Some(ms) = o.max_delay_ms {
+            self.batching.max_delay_ms = ms;
+        }
+        if let Some(rows) = o.queue_capacity_rows {
+            self.batching.queue_capacity_rows = rows;
+        }
+        if let Some(n) = o.sessions {
+            self.inference.sessions = n;
+        }
+        if let Some(n) = o.intra_op_threads {
+            self.inference.intra_op_threads = n;
+        }
+        if let Some(path) = &o.ort_library {
+            self.inference.ort_library = Some(path.clone());
+        }
+    }
+
+    /// Field ranges (validator) and the checks that span fields.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        self.validate().map_err(|e| ConfigError::Invalid(flatten_validation(&e)))?;
+        if self.models.is_empty() {
+            return Err(ConfigError::Invalid("no [[models]] configured".into()));
+        }
+        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid(format!("model name '{}' is used twice", w[0])));
+        }
+        let defaults = self.models.iter().filter(|m| m.default).count();
+        if defaults > 1 {
+            return Err(ConfigError::Invalid("more than one model sets default = true".into()));
+        }
+        if defaults == 0 && self.models.len() > 1 {
+            return Err(ConfigError::Invalid("several models are configured: set default = true on one".into()));
+        }
+        if self.batching.queue_capacity_rows < self.batching.max_batch_rows {
+            return Err(ConfigError::Invalid(format!(
+                "batching.queue_capacity_rows ({}) must be >= batching.max_batch_rows ({})",
+                self.batching.queue_capacity_rows, self.batching.max_batch_rows
+            )));
+        }
+        for model in &self.models {
+            if !model.path.is_file() {
+                return Err(ConfigError::Invalid(format!(
+                    "model '{}': file {} does not exist",
+                    model.name,
+                    model.path.display()
+                )));
+            }
+            if let Some(schema) = model.schema.as_ref().filter(|s| !s.is_file()) {
+                return Err(ConfigError::Invalid(format!(
+                    "model '{}': schema {} does not exist",
+                    model.name,
+                    schema.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The model served at `POST /predict`.
+    pub fn default_model(&self) -> &ModelConfig {
+        self.models.iter().find(|m| m.default).unwrap_or(&self.models[0])
+    }
+}
+
+/// Turns validator's nested error tree into `server.port: must be ...; ...`.
+fn flatten_validation(errors: &validator::ValidationErrors) -> String {
+    fn walk(prefix: &str, errors: &validator::ValidationErrors, out: &mut Vec<String>) {
+        for (field, kind) in errors.errors() {
+            let path = if prefix.is_empty() { field.to_string() } else { format!("{prefix}.{field}") };
+            match kind {
+                validator::ValidationErrorsKind::Field(list) => {
+                    for e in list {
+                        out.push(format!("{path}: {}", describe(e)));
+                    }
+                }
+                validator::ValidationErrorsKind::Struct(inner) => walk(&path, inner, out),
+                validator::ValidationErrorsKind::List(items) => {
+                    for (i, inner) in items {
+                        walk(&format!("{path}[{i}]"), inner, out);
+                    }
+                }
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk("", errors, &mut out);
+    out.sort();
+    out.join("; ")
+}
+
+fn describe(e: &validator::ValidationError) -> String {
+    if let Some(message) = &e.message {
+        return message.to_string();
+    }
+    let param = |k: &str| e.params.get(k).map(|v| v.to_string());
+    let got = param("value").map(|v| format!(", got {v}")).unwrap_or_default();
+    match (param("min"), param("max")) {
+        (Some(min), Some(max)) => format!("must be between {min} and {max}{got}"),
+        (Some(min), None) => format!("must be >= {min}{got}"),
+        (None, Some(max)) => format!("must be <= {max}{got}"),
+        (None, None) => format!("is invalid ({}){got}", e.code),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn repo() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    const ONE_MODEL: &str = r#"
+        [[models]]
+        name = "house_price"
+        path = "models/house_price.onnx"
+    "#;
+
+    #[test]
+    fn defaults_apply_and_a_lone_model_is_the_default() {
+        let config = Config::from_toml(ONE_MODEL, &repo()).unwrap();
+        assert_eq!(config.server.port, 8080);
+        assert_eq!(config.batching.max_delay_ms, 0);
+        assert_eq!(config.default_model().name, "house_price");
+        assert_eq!(config.default_model().version, "1");
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named_with_their_limit() {
+        let text = format!("[batching]\nmax_batch_rows = 0\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("batching.max_batch_rows: must be between 1 and 65536, got 0"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let text = format!("[server]\nprot = 1\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("unknown field `prot`"), "{err}");
+    }
+
+    #[test]
+    fn cross_field_checks() {
+        let two = format!("{ONE_MODEL}\n[[models]]\nname = \"b\"\npath = \"models/house_price.onnx\"\n");
+        let err = Config::from_toml(&two, &repo()).unwrap_err().to_string();
+        assert!(err.contains("set default = true on one"), "{err}");
+
+        let dup = format!("{ONE_MODEL}{ONE_MODEL}");
+        let err = Config::from_toml(&dup, &repo()).unwrap_err().to_string();
+        assert!(err.contains("used twice"), "{err}");
+
+        let text = format!("[batching]\nmax_batch_rows = 64\nqueue_capacity_rows = 8\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("queue_capacity_rows (8) must be >= batching.max_batch_rows (64)"), "{err}");
+
+        let missing = "[[models]]\nname = \"x\"\npath = \"models/nope.onnx\"\n";
+        let err = Config::from_toml(missing, &repo()).unwrap_err().to_string();
+        assert!(err.contains("does not exist"), "{err}");
+
+        let bad_name = "[[models]]\nname = \"a/b\"\npath = \"models/house_price.onnx\"\n";
+        let err = Config::from_toml(bad_name, &repo()).unwrap_err().to_string();
+        assert!(err.contains("models[0].name: may only hold"), "{err}");
+    }
+
+    #[test]
+    fn the_committed_runtime_toml_is_valid() {
+        let text = std::fs::read_to_string(repo().join("runtime.toml")).unwrap();
+        let config = Config::from_toml(&text, &repo()).unwrap();
+        assert_eq!(config.default_model().name, "house_price");
+    }
+}

@@ -1,0 +1,131 @@
+//! One error type for every HTTP rejection, one status map, one JSON body shape.
+
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+/// A problem with one field of a request, as JSON Pointer path plus a readable message.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldError {
+    pub path: String,
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize)]
+pub struct ErrorBody {
+    pub error: String,
+    pub error_type: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldError>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("expected a request with `content-type: application/json`")]
+    UnsupportedMediaType,
+    #[error("request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("{message}")]
+    InvalidRequest { message: String, details: Vec<FieldError> },
+    #[error("{} invalid field(s) in the request", .0.len())]
+    Validation(Vec<FieldError>),
+    #[error("model '{0}' is not served here")]
+    ModelNotFound(String),
+    #[error("no route for {0}")]
+    RouteNotFound(String),
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("models are still loading")]
+    NotReady,
+    #[error("the queue of model '{model}' is full ({queued} of {capacity} rows waiting); retry shortly")]
+    Overloaded { model: String, queued: usize, capacity: usize },
+    #[error("the server is shutting down")]
+    ShuttingDown,
+    /// A fault of ours; the cause is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::InvalidRequest { .. } | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ModelNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::NotReady | Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn error_type(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::InvalidRequest { .. } => "invalid_request",
+            Self::Validation(_) => "validation_error",
+            Self::ModelNotFound(_) => "model_not_found",
+            Self::RouteNotFound(_) => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotReady => "not_ready",
+            Self::Overloaded { .. } => "overloaded",
+            Self::ShuttingDown => "shutting_down",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    fn retry_after_seconds(&self) -> Option<u32> {
+        match self {
+            Self::Overloaded { .. } => Some(1),
+            Self::NotReady | Self::ShuttingDown => Some(5),
+            _ => None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if let Self::Internal(cause) = &self {
+            // Runs inside the request's span, so the line carries the request id.
+            tracing::error!(%cause, "internal error");
+        }
+        let details = match &self {
+            Self::Validation(details) => Some(details.clone()),
+            Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
+            _ => None,
+        };
+        let body = ErrorBody { error: self.to_string(), error_type: self.error_type(), details };
+        let mut response = (status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_seconds() {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overload_is_503_with_retry_after() {
+        let response = ApiError::Overloaded { model: "m".into(), queued: 9, capacity: 9 }.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+    }
+
+    #[test]
+    fn internal_errors_do_not_leak_their_cause() {
+        let err = ApiError::Internal("onnxruntime said: secret path /x".into());
+        assert_eq!(err.to_string(), "internal error");
+        assert_eq!(err.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}

@@ -1,0 +1,40 @@
+//! A JSON body extractor whose rejections use the service's error shape, not axum's plain text.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::de::DeserializeOwned;
+
+use super::AppState;
+use crate::error::ApiError;
+
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(rejected(rejection, state.config.server.body_limit_bytes)),
+        }
+    }
+}
+
+fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+        JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(source_text(&e.body_text())),
+        JsonRejection::JsonDataError(e) => {
+            ApiError::InvalidRequest { message: format!("request body has the wrong shape: {}", source_text(&e.body_text())), details: vec![] }
+        }
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit },
+        other => ApiError::MalformedJson(other.body_text()),
+    }
+}
+
+/// axum prefixes serde's message with its own sentence; keep serde's part, which has the position.
+fn source_text(text: &str) -> String {
+    text.split_once(": ").map(|(_, rest)| rest).unwrap_or(text).to_owned()
+}

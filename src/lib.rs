@@ -1,0 +1,12 @@
+//! inferd: serve ONNX models over HTTP with typed JSON, schema validation and dynamic batching.
+
+pub mod batch;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod model;
+pub mod registry;
+pub mod schema;
+pub mod startup;
+pub mod telemetry;

@@ -1,0 +1,31 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use inferd::cli::Cli;
+use inferd::config::Config;
+use inferd::startup::{shutdown_signal, Application};
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Cli::parse().serve_args();
+    let config = match Config::load(&args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("inferd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    inferd::telemetry::init();
+    let result = match Application::build(config).await {
+        Ok(app) => app.run_until_stopped(shutdown_signal()).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "inferd stopped");
+            eprintln!("inferd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

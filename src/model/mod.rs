@@ -1,0 +1,97 @@
+//! Loading ONNX models: the runtime library, sessions, and what each model takes and gives.
+
+pub mod signature;
+pub mod tensors;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use ort::environment::Environment;
+use ort::session::Session;
+
+use crate::config::{InferenceConfig, ModelConfig};
+use crate::schema::InstanceSchema;
+use signature::{FeedPlan, Signature};
+
+const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "ONNX Runtime library not found (looked in: {}); run scripts/fetch-onnxruntime.sh, \
+         or set ORT_DYLIB_PATH to a {ORT_LIBRARY}",
+        .0.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    LibraryMissing(Vec<PathBuf>),
+    #[error("cannot load ONNX Runtime from {path}: {message}")]
+    Library { path: PathBuf, message: String },
+    #[error("model '{model}': {message}")]
+    Model { model: String, message: String },
+}
+
+/// Where the runtime library is looked for, first match wins: the explicit setting (config,
+/// `--ort-library` or `ORT_DYLIB_PATH`), `.ort/` under the working directory and under the
+/// source tree the binary was built from, then the executable's own folder.
+pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
+    if let Some(path) = explicit {
+        return vec![path.to_path_buf()];
+    }
+    let mut out = vec![PathBuf::from(".ort").join(ORT_LIBRARY), Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(ORT_LIBRARY)];
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
+        out.push(dir.join(ORT_LIBRARY));
+        out.push(dir.join("libonnxruntime.so"));
+    }
+    out
+}
+
+/// Loads the runtime library and builds the process-wide ONNX Runtime environment.
+pub fn init_runtime(config: &InferenceConfig) -> Result<Environment, LoadError> {
+    let candidates = library_candidates(config.ort_library.as_deref());
+    let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| LoadError::LibraryMissing(candidates.clone()))?;
+    let library = |message: String| LoadError::Library { path: path.clone(), message };
+    ort::init_from(path)
+        .map_err(|e| library(e.to_string()))?
+        .with_name("inferd")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| library(e.to_string()))
+}
+
+/// Everything about a model except its sessions; shared by HTTP handlers and inference threads.
+#[derive(Debug)]
+pub struct ModelSpec {
+    pub name: String,
+    pub version: String,
+    pub signature: Signature,
+    pub schema: InstanceSchema,
+    pub plan: FeedPlan,
+}
+
+/// Opens `inference.sessions` sessions of one model and checks its schema against its inputs.
+pub fn load(env: &Environment, model: &ModelConfig, inference: &InferenceConfig) -> Result<(Arc<ModelSpec>, Vec<Session>), LoadError> {
+    let fail = |message: String| LoadError::Model { model: model.name.clone(), message };
+    let sessions = (0..inference.sessions)
+        .map(|_| open_session(env, &model.path, inference.intra_op_threads).map_err(|e| fail(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    let first = &sessions[0];
+    let signature = Signature::from_outlets(
+        first.inputs().iter().map(|o| (o.name(), o.dtype())),
+        first.outputs().iter().map(|o| (o.name(), o.dtype())),
+    )
+    .map_err(|e| fail(e.to_string()))?;
+    let schema = match &model.schema {
+        Some(path) => InstanceSchema::from_file(path),
+        None => InstanceSchema::derive(&signature, &model.name),
+    }
+    .map_err(|e| fail(e.to_string()))?;
+    let plan = FeedPlan::new(&signature, schema.fields()).map_err(|e| fail(e.to_string()))?;
+    let spec = ModelSpec { name: model.name.clone(), version: model.version.clone(), signature, schema, plan };
+    Ok((Arc::new(spec), sessions))
+}
+
+fn open_session(env: &Environment, path: &Path, intra_op_threads: usize) -> ort::Result<Session> {
+    Session::builder(env)?
+        .with_intra_threads(intra_op_threads)?
+        .with_inter_threads(1)?
+        .commit_from_file(path)
+}

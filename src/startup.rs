@@ -1,0 +1,147 @@
+//! Builds the application (binding first, so tests can use port 0) and runs it until a
+//! shutdown signal, then drains: no accepted request is dropped.
+
+use std::future::{Future, IntoFuture};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::batch::Workers;
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::model::LoadError;
+use crate::registry::Registry;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Readiness {
+    Loading,
+    Ready,
+    Failed(String),
+}
+
+pub struct Application {
+    listener: TcpListener,
+    addr: SocketAddr,
+    state: AppState,
+    readiness: watch::Sender<Readiness>,
+}
+
+impl Application {
+    pub async fn build(config: Config) -> Result<Self, StartupError> {
+        let addr = SocketAddr::new(config.server.host, config.server.port);
+        let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let (readiness, _) = watch::channel(Readiness::Loading);
+        Ok(Self { listener, addr, state: AppState::new(Arc::new(config)), readiness })
+    }
+
+    /// The bound address, with the real port when the config asked for port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn readiness(&self) -> watch::Receiver<Readiness> {
+        self.readiness.subscribe()
+    }
+
+    /// Serves at once (`/health` answers, `/ready` says 503), loads and warms up the models,
+    /// then serves predictions until `shutdown` resolves; then finishes what was accepted.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+        let started = Instant::now();
+        let Self { listener, addr, state, readiness } = self;
+        let config = state.config.clone();
+        let (stop_tx, stop_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+
+        let router = http::router(state.clone());
+        let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).into_future();
+        let server = tokio::spawn(server);
+        tracing::info!(%addr, "listening");
+
+        let workers = tokio::select! {
+            loaded = load(&state, config.clone()) => match loaded {
+                Ok(workers) => workers,
+                Err(e) => {
+                    let _ = readiness.send(Readiness::Failed(e.to_string()));
+                    server.abort();
+                    return Err(e.into());
+                }
+            },
+            () = stopped(stop_rx.clone()) => Vec::new(),
+        };
+        if state.loaded().is_some() {
+            let _ = readiness.send(Readiness::Ready);
+            tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
+        }
+
+        stopped(stop_rx).await;
+        let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let deadline = Instant::now() + grace;
+        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing accepted requests");
+        match tokio::time::timeout(grace, server).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(StartupError::Serve(e)),
+            Ok(Err(join)) => tracing::error!(%join, "server task failed"),
+            Err(_) => tracing::error!("shutdown grace elapsed with requests still in flight"),
+        }
+        if let Some(registry) = state.loaded() {
+            registry.close();
+        }
+        let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(Workers::join));
+        if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {
+            tracing::error!("inference threads did not finish within the grace period");
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+async fn load(state: &AppState, config: Arc<Config>) -> Result<Vec<Workers>, LoadError> {
+    let (registry, workers) = tokio::task::spawn_blocking(move || Registry::load(&config))
+        .await
+        .expect("model loading panicked; this is a bug")?;
+    registry.warm_up().await?;
+    state.set_registry(registry);
+    Ok(workers)
+}
+
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    // An error means the sender is gone, which only happens after it sent `true`.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM (what PaaS platforms, Docker and systemd send).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        tokio::signal::ctrl_c().await.expect("cannot install the SIGINT handler");
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("cannot install the SIGTERM handler")
+            .recv()
+            .await;
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received"),
+        () = terminate => tracing::info!("SIGTERM received"),
+    }
+}
