@@ -33,6 +33,8 @@ pub enum ApiError {
     InvalidRequest { message: String, details: Vec<FieldError> },
     #[error("{} invalid field(s) in the request", .0.len())]
     Validation(Vec<FieldError>),
+    #[error("the model could not run on these instances: {0}")]
+    ModelRejected(String),
     #[error("model '{0}' is not served here")]
     ModelNotFound(String),
     #[error("no route for {0}")]
@@ -56,7 +58,7 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidRequest { .. } | Self::Validation(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidRequest { .. } | Self::Validation(_) | Self::ModelRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ModelNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady | Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
@@ -71,6 +73,7 @@ impl ApiError {
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::Validation(_) => "validation_error",
+            Self::ModelRejected(_) => "model_rejected_input",
             Self::ModelNotFound(_) => "model_not_found",
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",

@@ -38,11 +38,18 @@ impl Registry {
     /// examples never reports ready.
     pub async fn warm_up(&self) -> Result<(), LoadError> {
         for (name, batcher) in &self.models {
-            let examples = batcher.spec().schema.examples();
-            batcher.infer(examples).await.map_err(|e| LoadError::Model {
-                model: name.clone(),
-                message: format!("warm-up with the schema's examples failed: {e:?}"),
-            })?;
+            let schema = &batcher.spec().schema;
+            match batcher.infer(schema.examples()).await {
+                Ok(_) => {}
+                // A derived schema's example (zeros, empty strings) is a guess the model may refuse.
+                Err(e) if schema.is_derived() => tracing::warn!(
+                    model = %name, error = ?e,
+                    "warm-up with a generated example failed; give the model a schema file with real examples"
+                ),
+                Err(e) => {
+                    return Err(LoadError::Model { model: name.clone(), message: format!("warm-up with the schema's examples failed: {e:?}") })
+                }
+            }
         }
         Ok(())
     }

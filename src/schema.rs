@@ -27,6 +27,8 @@ pub struct InstanceSchema {
     validator: Validator,
     /// Properties in document order, with their declared JSON type.
     fields: Vec<(String, String)>,
+    /// Built from the ONNX inputs rather than read from a file; its example is a guess.
+    derived: bool,
 }
 
 impl std::fmt::Debug for InstanceSchema {
@@ -73,7 +75,9 @@ impl InstanceSchema {
             "additionalProperties": false,
             "examples": [example],
         });
-        Self::from_document(document, &format!("<derived for {model}>"))
+        let mut schema = Self::from_document(document, &format!("<derived for {model}>"))?;
+        schema.derived = true;
+        Ok(schema)
     }
 
     fn from_document(document: Value, shown: &str) -> Result<Self, SchemaError> {
@@ -96,7 +100,7 @@ impl InstanceSchema {
                 None => Err(shape(format!("property '{name}' must declare one \"type\""))),
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let schema = Self { document, validator, fields };
+        let schema = Self { document, validator, fields, derived: false };
         if schema.examples().is_empty() {
             return Err(shape("needs at least one instance under \"examples\" (used to warm the model up)".into()));
         }
@@ -108,6 +112,10 @@ impl InstanceSchema {
             }
         }
         Ok(schema)
+    }
+
+    pub fn is_derived(&self) -> bool {
+        self.derived
     }
 
     pub fn document(&self) -> &Value {

@@ -31,6 +31,8 @@ pub enum InferError {
     Full(QueueFull),
     #[error("batcher closed")]
     Closed,
+    #[error("the model refused the rows: {0}")]
+    Rejected(String),
     #[error("inference failed: {0}")]
     Failed(String),
 }
@@ -199,11 +201,7 @@ fn run_worker(shared: &Shared, spec: &ModelSpec, mut session: Session) {
 fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Vec<(Job, Duration)>) {
     let rows = Rows::concat(batch.iter().map(|(job, _)| &job.rows));
     let n = rows.len;
-    let result = rows
-        .into_inputs(&spec.plan)
-        .and_then(|inputs| session.run(inputs))
-        .map_err(|e| e.to_string())
-        .and_then(|outputs| predictions(&outputs, &spec.signature.outputs, n));
+    let result = run_rows(spec, session, rows);
 
     let stats = &shared.stats;
     stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -219,11 +217,26 @@ fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Ve
                 let _ = job.reply.send(Ok(part));
             }
         }
+        Err(message) if batch.len() == 1 => {
+            // Rows that pass the schema can still be refused by the graph (an unseen category
+            // where the schema has no enum, say): the fault is this request's alone.
+            tracing::warn!(model = %spec.name, rows = n, %message, "model refused a request's rows");
+            let (job, _) = batch.into_iter().next().expect("one job");
+            let _ = job.reply.send(Err(InferError::Rejected(message)));
+        }
         Err(message) => {
-            tracing::error!(model = %spec.name, rows = n, %message, "inference failed");
-            for (job, _) in batch {
-                let _ = job.reply.send(Err(InferError::Failed(message.clone())));
+            // One request's rows must not fail its batch-mates: run each job on its own.
+            tracing::warn!(model = %spec.name, rows = n, jobs = batch.len(), %message, "batch failed; retrying its jobs one by one");
+            for (job, queued) in batch {
+                run_batch(shared, spec, session, vec![(job, queued)]);
             }
         }
     }
+}
+
+fn run_rows(spec: &ModelSpec, session: &mut Session, rows: Rows) -> Result<Vec<Prediction>, String> {
+    let n = rows.len;
+    let inputs = rows.into_inputs(&spec.plan).map_err(|e| e.to_string())?;
+    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
+    predictions(&outputs, &spec.signature.outputs, n)
 }

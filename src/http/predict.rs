@@ -71,6 +71,7 @@ async fn predict(state: &AppState, batcher: &Batcher, request_id: &RequestId, bo
         InferError::Encode(errors) => ApiError::Validation(errors),
         InferError::Full(full) => ApiError::Overloaded { model: spec.name.clone(), queued: full.queued, capacity: full.capacity },
         InferError::Closed => ApiError::ShuttingDown,
+        InferError::Rejected(message) => ApiError::ModelRejected(message),
         InferError::Failed(cause) => ApiError::Internal(format!("model '{}': {cause}", spec.name)),
     })?;
     let id = request_id.header_value().to_str().unwrap_or_default().to_owned();

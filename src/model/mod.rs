@@ -4,7 +4,7 @@ pub mod signature;
 pub mod tensors;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use ort::environment::Environment;
 use ort::session::Session;
@@ -44,8 +44,21 @@ pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     out
 }
 
-/// Loads the runtime library and builds the process-wide ONNX Runtime environment.
+/// ONNX Runtime allows one environment per process; every caller after the first shares it.
+static RUNTIME: Mutex<Option<Environment>> = Mutex::new(None);
+
+/// Loads the runtime library and builds the process-wide ONNX Runtime environment, once.
 pub fn init_runtime(config: &InferenceConfig) -> Result<Environment, LoadError> {
+    let mut runtime = RUNTIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(env) = runtime.as_ref() {
+        return Ok(env.clone());
+    }
+    let env = build_runtime(config)?;
+    *runtime = Some(env.clone());
+    Ok(env)
+}
+
+fn build_runtime(config: &InferenceConfig) -> Result<Environment, LoadError> {
     let candidates = library_candidates(config.ort_library.as_deref());
     let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| LoadError::LibraryMissing(candidates.clone()))?;
     let library = |message: String| LoadError::Library { path: path.clone(), message };

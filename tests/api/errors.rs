@@ -1,0 +1,137 @@
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use inferd::http::{router, AppState};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use tower::ServiceExt;
+
+use crate::helpers::{assert_error, instance_with, schema_example, test_config, TestApp};
+
+#[tokio::test]
+async fn malformed_json_is_400() {
+    let app = TestApp::spawn().await;
+    let response = app.client.post(app.url("/predict")).header("content-type", "application/json").body("{\"instances\": [").send().await.unwrap();
+    let body = assert_error(response, 400, "malformed_json").await;
+    assert!(body["error"].as_str().unwrap().contains("line 1"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_content_type_is_415() {
+    let app = TestApp::spawn().await;
+    let response = app.client.post(app.url("/predict")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    assert_error(response, 415, "unsupported_media_type").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn body_over_the_limit_is_413() {
+    let mut config = test_config();
+    config.server.body_limit_bytes = 1024;
+    let app = TestApp::spawn_with(config).await;
+    let instances = vec![schema_example("house_price"); 20];
+    let response = app.predict(&instances).await;
+    let body = assert_error(response, 413, "payload_too_large").await;
+    assert!(body["error"].as_str().unwrap().contains("1024 bytes"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_model_and_unknown_route_are_404() {
+    let app = TestApp::spawn().await;
+    let response = app.post_json("/models/nope/predict", &json!({"instances": [{}]})).await;
+    let body = assert_error(response, 404, "model_not_found").await;
+    assert!(body["error"].as_str().unwrap().contains("'nope'"));
+    let response = app.client.get(app.url("/nowhere")).send().await.unwrap();
+    assert_error(response, 404, "not_found").await;
+    let response = app.client.get(app.url("/predict")).send().await.unwrap();
+    assert_error(response, 405, "method_not_allowed").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_invalid_field_is_reported_with_its_path_rule_and_value() {
+    let app = TestApp::spawn().await;
+    let good = schema_example("house_price");
+    let mut missing = good.clone();
+    missing.as_object_mut().unwrap().remove("stories");
+    let instances = vec![
+        good.clone(),
+        instance_with(&good, "airco", json!("maybe")),
+        missing,
+        instance_with(&instance_with(&good, "bedrooms", json!(14)), "lotsize", json!("5000")),
+        instance_with(&good, "colour", json!("red")),
+    ];
+    let response = app.predict(&instances).await;
+    let body = assert_error(response, 422, "validation_error").await;
+    let mut details: Vec<(String, String)> = body["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["path"].as_str().unwrap().to_owned(), d["message"].as_str().unwrap().to_owned()))
+        .collect();
+    details.sort();
+    let want: Vec<(String, String)> = [
+        ("/instances/1/airco", r#"must be one of ["yes","no"], got "maybe""#),
+        ("/instances/2/stories", "is required"),
+        ("/instances/3/bedrooms", "must be <= 10, got 14"),
+        ("/instances/3/lotsize", r#"must be a number, got string "5000""#),
+        ("/instances/4/colour", "is not a field of this model"),
+    ]
+    .iter()
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .collect();
+    assert_eq!(details, want);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn instance_count_and_envelope_are_checked() {
+    let mut config = test_config();
+    config.server.max_instances_per_request = 3;
+    let app = TestApp::spawn_with(config).await;
+    let body = assert_error(app.predict(&[]).await, 422, "invalid_request").await;
+    assert_eq!(body["details"][0]["path"], "/instances");
+    let four = vec![schema_example("house_price"); 4];
+    let body = assert_error(app.predict(&four).await, 422, "invalid_request").await;
+    assert_eq!(body["details"][0]["message"], "must hold 1 to 3 instances, got 4");
+    let body = assert_error(app.post_json("/predict", &json!({"instances": "x"})).await, 422, "invalid_request").await;
+    assert!(body["error"].as_str().unwrap().contains("expected a sequence"), "{body}");
+    assert_error(app.post_json("/predict", &json!({"rows": []})).await, 422, "invalid_request").await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_full_queue_is_503_with_retry_after() {
+    let mut config = test_config();
+    config.batching.max_batch_rows = 2;
+    config.batching.queue_capacity_rows = 2;
+    let app = TestApp::spawn_with(config).await;
+    let three = vec![schema_example("house_price"); 3];
+    let response = app.predict(&three).await;
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body = assert_error(response, 503, "overloaded").await;
+    assert!(body["error"].as_str().unwrap().contains("0 of 2 rows"), "{body}");
+    // The refused request left nothing behind: a request that fits still passes.
+    assert_eq!(app.predict(&three[..2]).await.status(), 200);
+    app.stop().await;
+}
+
+/// Before models are loaded: `/health` is 200, `/ready` and predictions are 503.
+#[tokio::test]
+async fn not_ready_until_models_are_loaded() {
+    let app = router(AppState::new(Arc::new(test_config())));
+    let call = |method: &str, path: &str, body: &str| {
+        Request::builder().method(method).uri(path).header("content-type", "application/json").body(Body::from(body.to_owned())).unwrap()
+    };
+    let health = app.clone().oneshot(call("GET", "/health", "")).await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    for (method, path, body) in [("GET", "/ready", ""), ("POST", "/predict", r#"{"instances":[{}]}"#)] {
+        let response = app.clone().oneshot(call(method, path, body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE, "{path}");
+        assert!(response.headers().contains_key("retry-after"));
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+        let body: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(body["error_type"], "not_ready");
+    }
+}

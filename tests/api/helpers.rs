@@ -1,0 +1,113 @@
+use std::path::{Path, PathBuf};
+
+use inferd::config::Config;
+use inferd::startup::{Application, Readiness};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The committed `runtime.toml`, bound to an ephemeral loopback port.
+pub fn test_config() -> Config {
+    let text = std::fs::read_to_string(repo().join("runtime.toml")).expect("runtime.toml is committed");
+    let mut config = Config::from_toml(&text, &repo()).expect("runtime.toml is valid");
+    config.server.host = [127, 0, 0, 1].into();
+    config.server.port = 0;
+    config
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), inferd::startup::StartupError>>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(test_config()).await
+    }
+
+    /// Starts the app and returns once it reports ready (models loaded and warmed up).
+    pub async fn spawn_with(config: Config) -> Self {
+        let app = Application::build(config).await.expect("app builds");
+        let base = format!("http://{}", app.local_addr());
+        let mut readiness = app.readiness();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until_stopped(async move {
+            let _ = stopped.await;
+        }));
+        let state = readiness.wait_for(|r| *r != Readiness::Loading).await.expect("app reports readiness").clone();
+        assert_eq!(state, Readiness::Ready, "app failed to start");
+        Self { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client.post(self.url(path)).json(body).send().await.expect("request sent")
+    }
+
+    pub async fn predict(&self, instances: &[Value]) -> reqwest::Response {
+        self.post_json("/predict", &serde_json::json!({ "instances": instances })).await
+    }
+
+    pub async fn get_json(&self, path: &str) -> Value {
+        self.client.get(self.url(path)).send().await.expect("request sent").json().await.expect("JSON body")
+    }
+
+    /// Triggers a graceful shutdown and waits for it to finish.
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().expect("stopped once").send(());
+        self.task.take().expect("running").await.expect("app task").expect("clean shutdown");
+    }
+}
+
+/// The reference rows and predictions written by `models/train_house_price.py`.
+pub struct Reference {
+    pub instances: Vec<Value>,
+    pub expected: Vec<f64>,
+    pub sklearn: Vec<f64>,
+}
+
+pub fn reference(file: &str, key: &str) -> Reference {
+    let text = std::fs::read_to_string(repo().join("models").join(file)).expect("reference file is committed");
+    let doc: Value = serde_json::from_str(&text).expect("reference is JSON");
+    let floats = |k: &str| -> Vec<f64> {
+        doc.get(k).and_then(Value::as_array).map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect()).unwrap_or_default()
+    };
+    Reference { instances: doc["instances"].as_array().unwrap().clone(), expected: floats(key), sklearn: floats("sklearn_price") }
+}
+
+pub fn assert_close(got: f64, want: f64, rtol: f64, what: &str) {
+    let err = (got - want).abs() / want.abs().max(1e-12);
+    assert!(err <= rtol, "{what}: got {got}, want {want} (relative error {err:.2e} > {rtol:.0e})");
+}
+
+/// Asserts the one error shape every rejection uses, and returns the body.
+pub async fn assert_error(response: reqwest::Response, status: u16, error_type: &str) -> Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/json", "error bodies are JSON");
+    let body: Value = response.json().await.expect("JSON error body");
+    assert_eq!(body["error_type"], error_type, "{body}");
+    assert!(body["error"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
+    body
+}
+
+pub fn instance_with(base: &Value, field: &str, value: Value) -> Value {
+    let mut out = base.clone();
+    out[field] = value;
+    out
+}
+
+pub fn schema_example(model: &str) -> Value {
+    let path: &Path = &repo().join("schemas").join(format!("{model}.json"));
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    doc["examples"][0].clone()
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary, modules by topic. Each test starts the real application on
+//! port 0 with the committed models and talks HTTP to it.
+
+mod batching;
+mod errors;
+mod helpers;
+mod predict;
+mod process;

@@ -1,0 +1,118 @@
+//! Tests of the real binary as a process: exit codes, start-up errors and SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::helpers::{repo, schema_example};
+
+fn inferd() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_inferd"));
+    command.current_dir(repo()).env_remove("PORT").env_remove("INFERD_CONFIG").env("RUST_LOG", "info");
+    command
+}
+
+#[test]
+fn a_bad_config_exits_2_with_one_readable_line() {
+    let dir = std::env::temp_dir().join(format!("inferd-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, "[batching]\nmax_batch_rows = 0\n[[models]]\nname = \"m\"\npath = \"x.onnx\"\n").unwrap();
+    let out = inferd().args(["serve", "--config"]).arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("batching.max_batch_rows: must be between 1 and 65536, got 0"), "{stderr}");
+
+    let out = inferd().args(["--config", "does-not-exist.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("cannot read config file does-not-exist.toml"));
+}
+
+#[test]
+fn a_missing_runtime_library_is_one_clear_error_not_a_panic() {
+    let out = inferd().args(["--port", "0", "--host", "127.0.0.1"]).env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so").output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("ONNX Runtime library not found"), "{stderr}");
+    assert!(stderr.contains("scripts/fetch-onnxruntime.sh"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+struct Server {
+    child: Child,
+    base: String,
+    logs: std::sync::mpsc::Receiver<Value>,
+}
+
+/// Starts the binary on an ephemeral port and waits for its "ready" log line.
+fn start(extra: &[&str]) -> Server {
+    let mut child = inferd()
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("binary starts");
+    let (tx, logs) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                let _ = tx.send(value);
+            }
+        }
+    });
+    let mut base = None;
+    loop {
+        let line = logs.recv_timeout(Duration::from_secs(60)).expect("server logs until ready");
+        match line["message"].as_str() {
+            Some("listening") => base = Some(format!("http://{}", line["addr"].as_str().unwrap())),
+            Some("ready") => break,
+            _ => {}
+        }
+    }
+    Server { child, base: base.expect("listening is logged before ready"), logs }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_finishes_every_accepted_request_then_exits_0() {
+    // A long batching delay keeps the requests queued while the signal arrives.
+    let mut server = start(&["--max-delay-ms", "1500", "--max-batch-rows", "64"]);
+    let client = reqwest::Client::new();
+    let base = Arc::new(server.base.clone());
+    let clients = 40;
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (client, base) = (client.clone(), base.clone());
+            tokio::spawn(async move {
+                client.post(format!("{base}/predict")).json(&json!({"instances": [schema_example("house_price")]})).send().await
+            })
+        })
+        .collect();
+
+    // Wait until every request is queued, then signal.
+    loop {
+        let info: Value = client.get(format!("{base}/models/house_price")).send().await.unwrap().json().await.unwrap();
+        if info["queued_rows"] == clients {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+
+    for task in tasks {
+        let response = task.await.unwrap().expect("accepted request is answered");
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        assert!(body["predictions"][0]["price"].as_f64().is_some());
+    }
+    let exit = tokio::task::spawn_blocking(move || server.child.wait()).await.unwrap().unwrap();
+    assert_eq!(exit.code(), Some(0));
+    let messages: Vec<String> = server.logs.try_iter().filter_map(|l| l["message"].as_str().map(str::to_owned)).collect();
+    assert!(messages.iter().any(|m| m == "SIGTERM received"), "{messages:?}");
+    assert!(messages.iter().any(|m| m == "stopped"), "{messages:?}");
+}
