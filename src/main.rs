@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    inferd::telemetry::init();
+    let _log_guard = inferd::telemetry::init();
     let result = match Application::build(config).await {
         Ok(app) => app.run_until_stopped(shutdown_signal()).await,
         Err(e) => Err(e),

@@ -61,6 +61,7 @@ struct Stats {
     rows: AtomicU64,
     largest_batch: AtomicU64,
     cancelled_jobs: AtomicU64,
+    inference_us: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -69,6 +70,8 @@ pub struct StatsSnapshot {
     pub rows: u64,
     pub largest_batch: u64,
     pub cancelled_jobs: u64,
+    /// Time spent inside ONNX Runtime (encoding to tensors and decoding included), microseconds.
+    pub inference_us: u64,
 }
 
 struct Shared {
@@ -156,6 +159,7 @@ impl Batcher {
             rows: s.rows.load(Ordering::Relaxed),
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
             cancelled_jobs: s.cancelled_jobs.load(Ordering::Relaxed),
+            inference_us: s.inference_us.load(Ordering::Relaxed),
         }
     }
 
@@ -201,7 +205,9 @@ fn run_worker(shared: &Shared, spec: &ModelSpec, mut session: Session) {
 fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Vec<(Job, Duration)>) {
     let rows = Rows::concat(batch.iter().map(|(job, _)| &job.rows));
     let n = rows.len;
+    let started = Instant::now();
     let result = run_rows(spec, session, rows);
+    shared.stats.inference_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 
     let stats = &shared.stats;
     stats.batches.fetch_add(1, Ordering::Relaxed);
