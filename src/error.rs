@@ -58,7 +58,9 @@ impl ApiError {
             Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidRequest { .. } | Self::Validation(_) | Self::ModelRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::InvalidRequest { .. } | Self::Validation(_) | Self::ModelRejected(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
             Self::ModelNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady | Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,

@@ -24,8 +24,9 @@ impl Registry {
         for model_config in &config.models {
             let started = Instant::now();
             let (spec, sessions) = model::load(&env, model_config, &config.inference)?;
-            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching)
-                .map_err(|e| LoadError::Model { model: model_config.name.clone(), message: format!("cannot start threads: {e}") })?;
+            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching).map_err(|e| {
+                LoadError::Model { model: model_config.name.clone(), message: format!("cannot start threads: {e}") }
+            })?;
             tracing::info!(model = %model_config.name, version = %model_config.version, ms = started.elapsed().as_millis() as u64, "model loaded");
             models.insert(model_config.name.clone(), batcher);
             workers.push(threads);
@@ -47,7 +48,10 @@ impl Registry {
                     "warm-up with a generated example failed; give the model a schema file with real examples"
                 ),
                 Err(e) => {
-                    return Err(LoadError::Model { model: name.clone(), message: format!("warm-up with the schema's examples failed: {e:?}") })
+                    return Err(LoadError::Model {
+                        model: name.clone(),
+                        message: format!("warm-up with the schema's examples failed: {e:?}"),
+                    })
                 }
             }
         }

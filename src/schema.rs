@@ -41,7 +41,8 @@ impl InstanceSchema {
     pub fn from_file(path: &Path) -> Result<Self, SchemaError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read { path: shown.clone(), source })?;
-        let document = serde_json::from_str(&text).map_err(|source| SchemaError::Json { path: shown.clone(), source })?;
+        let document =
+            serde_json::from_str(&text).map_err(|source| SchemaError::Json { path: shown.clone(), source })?;
         Self::from_document(document, &shown)
     }
 
@@ -163,7 +164,10 @@ fn describe(base: &str, error: &ValidationError<'_>, out: &mut Vec<FieldError>) 
         }
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             for name in unexpected {
-                out.push(FieldError { path: format!("{path}/{}", escape(name)), message: "is not a field of this model".into() });
+                out.push(FieldError {
+                    path: format!("{path}/{}", escape(name)),
+                    message: "is not a field of this model".into(),
+                });
             }
             return;
         }
@@ -266,12 +270,16 @@ mod tests {
         instance["bedrooms"] = json!(3.0);
         assert!(errors(&schema, instance.clone()).is_empty());
         instance["bedrooms"] = json!(3.5);
-        assert_eq!(errors(&schema, instance), vec![("/instances/3/bedrooms".into(), "must be an integer, got number 3.5".into())]);
+        assert_eq!(
+            errors(&schema, instance),
+            vec![("/instances/3/bedrooms".into(), "must be an integer, got number 3.5".into())]
+        );
     }
 
     #[test]
     fn a_schema_whose_example_is_invalid_is_refused() {
-        let doc = json!({"type": "object", "properties": {"a": {"type": "integer", "maximum": 1}}, "examples": [{"a": 2}]});
+        let doc =
+            json!({"type": "object", "properties": {"a": {"type": "integer", "maximum": 1}}, "examples": [{"a": 2}]});
         let err = InstanceSchema::from_document(doc, "t").unwrap_err().to_string();
         assert!(err.contains("examples[0] does not satisfy"), "{err}");
     }

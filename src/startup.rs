@@ -59,7 +59,10 @@ impl Application {
 
     /// Serves at once (`/health` answers, `/ready` says 503), loads and warms up the models,
     /// then serves predictions until `shutdown` resolves; then finishes what was accepted.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartupError> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), StartupError> {
         let started = Instant::now();
         let Self { listener, addr, state, readiness } = self;
         let config = state.config.clone();
@@ -93,7 +96,10 @@ impl Application {
         stopped(stop_rx).await;
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let deadline = Instant::now() + grace;
-        tracing::info!(grace_seconds = grace.as_secs(), "shutting down: no new connections, finishing accepted requests");
+        tracing::info!(
+            grace_seconds = grace.as_secs(),
+            "shutting down: no new connections, finishing accepted requests"
+        );
         match tokio::time::timeout(grace, server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => return Err(StartupError::Serve(e)),

@@ -97,7 +97,11 @@ pub struct Batcher {
 pub struct Workers(Vec<JoinHandle<()>>);
 
 impl Batcher {
-    pub fn start(spec: Arc<ModelSpec>, sessions: Vec<Session>, config: &BatchingConfig) -> std::io::Result<(Self, Workers)> {
+    pub fn start(
+        spec: Arc<ModelSpec>,
+        sessions: Vec<Session>,
+        config: &BatchingConfig,
+    ) -> std::io::Result<(Self, Workers)> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(config.max_batch_rows, config.queue_capacity_rows, config.max_delay())),
             wake: Condvar::new(),
@@ -126,7 +130,8 @@ impl Batcher {
         let mut jobs = Vec::new();
         let mut receivers = Vec::new();
         for range in state::split(instances.len(), self.max_batch_rows) {
-            let rows = Rows::encode(&self.spec.plan, &instances[range.clone()], range.start).map_err(InferError::Encode)?;
+            let rows =
+                Rows::encode(&self.spec.plan, &instances[range.clone()], range.start).map_err(InferError::Encode)?;
             let (reply, rx) = oneshot::channel();
             jobs.push(Job { rows, reply });
             receivers.push(rx);
@@ -142,7 +147,8 @@ impl Batcher {
 
         let mut out = Vec::with_capacity(instances.len());
         for rx in receivers {
-            let part = rx.await.map_err(|_| InferError::Failed("inference thread stopped before replying".into()))??;
+            let part =
+                rx.await.map_err(|_| InferError::Failed("inference thread stopped before replying".into()))??;
             out.extend(part);
         }
         Ok(out)

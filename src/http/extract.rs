@@ -26,10 +26,13 @@ fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
         JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(source_text(&e.body_text())),
-        JsonRejection::JsonDataError(e) => {
-            ApiError::InvalidRequest { message: format!("request body has the wrong shape: {}", source_text(&e.body_text())), details: vec![] }
+        JsonRejection::JsonDataError(e) => ApiError::InvalidRequest {
+            message: format!("request body has the wrong shape: {}", source_text(&e.body_text())),
+            details: vec![],
+        },
+        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge { limit }
         }
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge { limit },
         other => ApiError::MalformedJson(other.body_text()),
     }
 }

@@ -47,7 +47,12 @@ pub async fn predict_named(
     predict(&state, batcher, &request_id, body).await
 }
 
-async fn predict(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: PredictRequest) -> Result<Json<PredictResponse>, ApiError> {
+async fn predict(
+    state: &AppState,
+    batcher: &Batcher,
+    request_id: &RequestId,
+    body: PredictRequest,
+) -> Result<Json<PredictResponse>, ApiError> {
     let spec = batcher.spec();
     let instances = body.instances;
     let max = state.config.server.max_instances_per_request;
@@ -69,7 +74,9 @@ async fn predict(state: &AppState, batcher: &Batcher, request_id: &RequestId, bo
     }
     let predictions = batcher.infer(&instances).await.map_err(|e| match e {
         InferError::Encode(errors) => ApiError::Validation(errors),
-        InferError::Full(full) => ApiError::Overloaded { model: spec.name.clone(), queued: full.queued, capacity: full.capacity },
+        InferError::Full(full) => {
+            ApiError::Overloaded { model: spec.name.clone(), queued: full.queued, capacity: full.capacity }
+        }
         InferError::Closed => ApiError::ShuttingDown,
         InferError::Rejected(message) => ApiError::ModelRejected(message),
         InferError::Failed(cause) => ApiError::Internal(format!("model '{}': {cause}", spec.name)),

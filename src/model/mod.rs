@@ -36,7 +36,10 @@ pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(path) = explicit {
         return vec![path.to_path_buf()];
     }
-    let mut out = vec![PathBuf::from(".ort").join(ORT_LIBRARY), Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(ORT_LIBRARY)];
+    let mut out = vec![
+        PathBuf::from(".ort").join(ORT_LIBRARY),
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(ORT_LIBRARY),
+    ];
     if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
         out.push(dir.join(ORT_LIBRARY));
         out.push(dir.join("libonnxruntime.so"));
@@ -81,7 +84,11 @@ pub struct ModelSpec {
 }
 
 /// Opens `inference.sessions` sessions of one model and checks its schema against its inputs.
-pub fn load(env: &Environment, model: &ModelConfig, inference: &InferenceConfig) -> Result<(Arc<ModelSpec>, Vec<Session>), LoadError> {
+pub fn load(
+    env: &Environment,
+    model: &ModelConfig,
+    inference: &InferenceConfig,
+) -> Result<(Arc<ModelSpec>, Vec<Session>), LoadError> {
     let fail = |message: String| LoadError::Model { model: model.name.clone(), message };
     let sessions = (0..inference.sessions)
         .map(|_| open_session(env, &model.path, inference.intra_op_threads).map_err(|e| fail(e.to_string())))
@@ -103,8 +110,5 @@ pub fn load(env: &Environment, model: &ModelConfig, inference: &InferenceConfig)
 }
 
 fn open_session(env: &Environment, path: &Path, intra_op_threads: usize) -> ort::Result<Session> {
-    Session::builder(env)?
-        .with_intra_threads(intra_op_threads)?
-        .with_inter_threads(1)?
-        .commit_from_file(path)
+    Session::builder(env)?.with_intra_threads(intra_op_threads)?.with_inter_threads(1)?.commit_from_file(path)
 }

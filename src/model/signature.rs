@@ -121,7 +121,9 @@ impl FeedPlan {
                 check_type(field, ty, input.elem)?;
             }
             let fields = fields.iter().map(|(f, _)| f.clone()).collect();
-            return Ok(Self { inputs: vec![InputPlan { name: input.name.clone(), elem: input.elem, fields, rank: 2 }] });
+            return Ok(Self {
+                inputs: vec![InputPlan { name: input.name.clone(), elem: input.elem, fields, rank: 2 }],
+            });
         }
         let mut inputs = Vec::with_capacity(signature.inputs.len());
         for input in &signature.inputs {
@@ -139,7 +141,12 @@ impl FeedPlan {
                 SignatureError(format!("the schema has no property for model input '{}'", input.name))
             })?;
             check_type(&input.name, ty, input.elem)?;
-            inputs.push(InputPlan { name: input.name.clone(), elem: input.elem, fields: vec![input.name.clone()], rank });
+            inputs.push(InputPlan {
+                name: input.name.clone(),
+                elem: input.elem,
+                fields: vec![input.name.clone()],
+                rank,
+            });
         }
         if let Some((extra, _)) = fields.iter().find(|(f, _)| !signature.inputs.iter().any(|i| &i.name == f)) {
             return Err(SignatureError(format!("schema property '{extra}' is not an input of the model")));

@@ -54,7 +54,9 @@ impl Column {
             }
             Self::I64(c) => c.push(as_int(value)?),
             Self::Bool(c) => c.push(value.as_bool().ok_or_else(|| format!("must be a boolean, got {value}"))?),
-            Self::String(c) => c.push(value.as_str().ok_or_else(|| format!("must be a string, got {value}"))?.to_owned()),
+            Self::String(c) => {
+                c.push(value.as_str().ok_or_else(|| format!("must be a string, got {value}"))?.to_owned())
+            }
         }
         Ok(())
     }
@@ -104,7 +106,8 @@ impl Rows {
                     for field in &input.fields {
                         let value = instance.get(field).unwrap_or(&Value::Null);
                         if let Err(message) = column.push(value) {
-                            errors.push(FieldError { path: format!("/instances/{}/{field}", first_index + i), message });
+                            errors
+                                .push(FieldError { path: format!("/instances/{}/{field}", first_index + i), message });
                         }
                     }
                 }
@@ -155,11 +158,19 @@ pub fn predictions(outputs: &SessionOutputs<'_>, infos: &[TensorInfo], rows: usi
         let value = outputs.get(&info.name).ok_or_else(|| format!("output '{}' missing from the run", info.name))?;
         let err = |e: ort::Error| format!("output '{}': {e}", info.name);
         let values: Vec<Value> = match info.elem {
-            ElemType::F32 => value.try_extract_tensor::<f32>().map_err(err)?.1.iter().map(|v| float(*v as f64)).collect(),
+            ElemType::F32 => {
+                value.try_extract_tensor::<f32>().map_err(err)?.1.iter().map(|v| float(*v as f64)).collect()
+            }
             ElemType::F64 => value.try_extract_tensor::<f64>().map_err(err)?.1.iter().map(|v| float(*v)).collect(),
-            ElemType::I32 => value.try_extract_tensor::<i32>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect(),
-            ElemType::I64 => value.try_extract_tensor::<i64>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect(),
-            ElemType::Bool => value.try_extract_tensor::<bool>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect(),
+            ElemType::I32 => {
+                value.try_extract_tensor::<i32>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect()
+            }
+            ElemType::I64 => {
+                value.try_extract_tensor::<i64>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect()
+            }
+            ElemType::Bool => {
+                value.try_extract_tensor::<bool>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect()
+            }
             ElemType::String => value.try_extract_strings().map_err(err)?.1.into_iter().map(Value::from).collect(),
         };
         if rows == 0 || values.len() % rows != 0 {
@@ -201,8 +212,12 @@ mod tests {
 
     #[test]
     fn encodes_row_major_and_accepts_integral_floats() {
-        let rows = Rows::encode(&plan(), &[json!({"a": 1, "b": 2.5, "n": 3.0, "s": "yes"}), json!({"a": 4, "b": 5, "n": 6, "s": "no"})], 0)
-            .unwrap();
+        let rows = Rows::encode(
+            &plan(),
+            &[json!({"a": 1, "b": 2.5, "n": 3.0, "s": "yes"}), json!({"a": 4, "b": 5, "n": 6, "s": "no"})],
+            0,
+        )
+        .unwrap();
         assert_eq!(rows.len, 2);
         assert_eq!(rows.columns[0], Column::F32(vec![1.0, 2.5, 4.0, 5.0]));
         assert_eq!(rows.columns[1], Column::I64(vec![3, 6]));

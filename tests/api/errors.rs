@@ -10,7 +10,14 @@ use crate::helpers::{assert_error, instance_with, schema_example, test_config, T
 #[tokio::test]
 async fn malformed_json_is_400() {
     let app = TestApp::spawn().await;
-    let response = app.client.post(app.url("/predict")).header("content-type", "application/json").body("{\"instances\": [").send().await.unwrap();
+    let response = app
+        .client
+        .post(app.url("/predict"))
+        .header("content-type", "application/json")
+        .body("{\"instances\": [")
+        .send()
+        .await
+        .unwrap();
     let body = assert_error(response, 400, "malformed_json").await;
     assert!(body["error"].as_str().unwrap().contains("line 1"), "{body}");
     app.stop().await;
@@ -19,7 +26,8 @@ async fn malformed_json_is_400() {
 #[tokio::test]
 async fn wrong_content_type_is_415() {
     let app = TestApp::spawn().await;
-    let response = app.client.post(app.url("/predict")).header("content-type", "text/plain").body("{}").send().await.unwrap();
+    let response =
+        app.client.post(app.url("/predict")).header("content-type", "text/plain").body("{}").send().await.unwrap();
     assert_error(response, 415, "unsupported_media_type").await;
     app.stop().await;
 }
@@ -122,7 +130,12 @@ async fn a_full_queue_is_503_with_retry_after() {
 async fn not_ready_until_models_are_loaded() {
     let app = router(AppState::new(Arc::new(test_config())));
     let call = |method: &str, path: &str, body: &str| {
-        Request::builder().method(method).uri(path).header("content-type", "application/json").body(Body::from(body.to_owned())).unwrap()
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
     };
     let health = app.clone().oneshot(call("GET", "/health", "")).await.unwrap();
     assert_eq!(health.status(), StatusCode::OK);

@@ -79,9 +79,16 @@ pub fn reference(file: &str, key: &str) -> Reference {
     let text = std::fs::read_to_string(repo().join("models").join(file)).expect("reference file is committed");
     let doc: Value = serde_json::from_str(&text).expect("reference is JSON");
     let floats = |k: &str| -> Vec<f64> {
-        doc.get(k).and_then(Value::as_array).map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect()).unwrap_or_default()
+        doc.get(k)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().map(|v| v.as_f64().unwrap()).collect())
+            .unwrap_or_default()
     };
-    Reference { instances: doc["instances"].as_array().unwrap().clone(), expected: floats(key), sklearn: floats("sklearn_price") }
+    Reference {
+        instances: doc["instances"].as_array().unwrap().clone(),
+        expected: floats(key),
+        sklearn: floats("sklearn_price"),
+    }
 }
 
 pub fn assert_close(got: f64, want: f64, rtol: f64, what: &str) {

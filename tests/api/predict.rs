@@ -1,6 +1,6 @@
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_close, assert_error, reference, schema_example, test_config, instance_with, TestApp};
+use crate::helpers::{assert_close, assert_error, instance_with, reference, schema_example, test_config, TestApp};
 
 #[tokio::test]
 async fn predictions_match_the_python_reference() {
@@ -23,7 +23,8 @@ async fn predictions_match_the_python_reference() {
 async fn matrix_input_model_matches_its_reference() {
     let app = TestApp::spawn().await;
     let reference = reference("house_price_linear.reference.json", "onnxruntime_variable");
-    let response = app.post_json("/models/house_price_linear/predict", &json!({"instances": reference.instances})).await;
+    let response =
+        app.post_json("/models/house_price_linear/predict", &json!({"instances": reference.instances})).await;
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["model"], "house_price_linear");
@@ -37,7 +38,7 @@ async fn matrix_input_model_matches_its_reference() {
 async fn response_carries_model_version_and_the_request_id() {
     let app = TestApp::spawn().await;
     let example = schema_example("house_price");
-    let response = app.predict(&[example.clone()]).await;
+    let response = app.predict(std::slice::from_ref(&example)).await;
     assert_eq!(response.status(), 200);
     let header = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: Value = response.json().await.unwrap();
@@ -86,7 +87,12 @@ async fn a_model_without_a_schema_file_gets_one_derived_from_its_inputs() {
 
     let reference = reference("house_price.reference.json", "onnxruntime_price");
     let body: Value = app.predict(&reference.instances[..1]).await.json().await.unwrap();
-    assert_close(body["predictions"][0]["price"].as_f64().unwrap(), reference.expected[0], 1e-5, "derived schema row 0");
+    assert_close(
+        body["predictions"][0]["price"].as_f64().unwrap(),
+        reference.expected[0],
+        1e-5,
+        "derived schema row 0",
+    );
 
     let wrong = instance_with(&reference.instances[0], "bedrooms", json!("three"));
     let body = assert_error(app.predict(&[wrong]).await, 422, "validation_error").await;

@@ -34,7 +34,11 @@ fn a_bad_config_exits_2_with_one_readable_line() {
 
 #[test]
 fn a_missing_runtime_library_is_one_clear_error_not_a_panic() {
-    let out = inferd().args(["--port", "0", "--host", "127.0.0.1"]).env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so").output().unwrap();
+    let out = inferd()
+        .args(["--port", "0", "--host", "127.0.0.1"])
+        .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("ONNX Runtime library not found"), "{stderr}");
@@ -88,7 +92,11 @@ async fn sigterm_finishes_every_accepted_request_then_exits_0() {
         .map(|_| {
             let (client, base) = (client.clone(), base.clone());
             tokio::spawn(async move {
-                client.post(format!("{base}/predict")).json(&json!({"instances": [schema_example("house_price")]})).send().await
+                client
+                    .post(format!("{base}/predict"))
+                    .json(&json!({"instances": [schema_example("house_price")]}))
+                    .send()
+                    .await
             })
         })
         .collect();
@@ -112,7 +120,8 @@ async fn sigterm_finishes_every_accepted_request_then_exits_0() {
     }
     let exit = tokio::task::spawn_blocking(move || server.child.wait()).await.unwrap().unwrap();
     assert_eq!(exit.code(), Some(0));
-    let messages: Vec<String> = server.logs.try_iter().filter_map(|l| l["message"].as_str().map(str::to_owned)).collect();
+    let messages: Vec<String> =
+        server.logs.try_iter().filter_map(|l| l["message"].as_str().map(str::to_owned)).collect();
     assert!(messages.iter().any(|m| m == "SIGTERM received"), "{messages:?}");
     assert!(messages.iter().any(|m| m == "stopped"), "{messages:?}");
 }
