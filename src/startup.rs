@@ -122,7 +122,6 @@ async fn load(state: &AppState, config: Arc<Config>) -> Result<Vec<Workers>, Loa
     let (registry, workers) = tokio::task::spawn_blocking(move || Registry::load(&config))
         .await
         .expect("model loading panicked; this is a bug")?;
-    registry.warm_up().await?;
     state.set_registry(registry);
     Ok(workers)
 }

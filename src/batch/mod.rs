@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use crate::config::BatchingConfig;
 use crate::error::FieldError;
-use crate::model::tensors::{predictions, Prediction, Rows};
+use crate::model::tensors::{Prediction, Rows};
 use crate::model::ModelSpec;
 use state::{Next, Pending, QueueFull, State};
 
@@ -212,7 +212,7 @@ fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Ve
     let rows = Rows::concat(batch.iter().map(|(job, _)| &job.rows));
     let n = rows.len;
     let started = Instant::now();
-    let result = run_rows(spec, session, rows);
+    let result = crate::model::run(spec, session, rows);
     shared.stats.inference_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 
     let stats = &shared.stats;
@@ -244,11 +244,4 @@ fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Ve
             }
         }
     }
-}
-
-fn run_rows(spec: &ModelSpec, session: &mut Session, rows: Rows) -> Result<Vec<Prediction>, String> {
-    let n = rows.len;
-    let inputs = rows.into_inputs(&spec.plan).map_err(|e| e.to_string())?;
-    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
-    predictions(&outputs, &spec.signature.outputs, n)
 }

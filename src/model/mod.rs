@@ -109,6 +109,37 @@ pub fn load(
     Ok((Arc::new(spec), sessions))
 }
 
+/// Runs encoded rows through one session and splits the outputs back into rows.
+pub fn run(spec: &ModelSpec, session: &mut Session, rows: tensors::Rows) -> Result<Vec<tensors::Prediction>, String> {
+    let n = rows.len;
+    let inputs = rows.into_inputs(&spec.plan).map_err(|e| e.to_string())?;
+    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
+    tensors::predictions(&outputs, &spec.signature.outputs, n)
+}
+
+/// Runs the schema's examples through every session, so that no first request pays for lazy
+/// initialisation and a model that cannot serve its own examples never reports ready.
+pub fn warm_up(spec: &ModelSpec, sessions: &mut [Session]) -> Result<(), LoadError> {
+    let fail = |message: String| LoadError::Model { model: spec.name.clone(), message };
+    let rows = tensors::Rows::encode(&spec.plan, spec.schema.examples(), 0)
+        .map_err(|e| fail(format!("the schema's examples cannot be encoded: {e:?}")))?;
+    for session in sessions {
+        match run(spec, session, rows.clone()) {
+            Ok(_) => {}
+            // A derived schema's example (zeros, empty strings) is a guess the model may refuse.
+            Err(message) if spec.schema.is_derived() => {
+                tracing::warn!(
+                    model = %spec.name, %message,
+                    "warm-up with a generated example failed; give the model a schema file with real examples"
+                );
+                return Ok(());
+            }
+            Err(message) => return Err(fail(format!("warm-up with the schema's examples failed: {message}"))),
+        }
+    }
+    Ok(())
+}
+
 fn open_session(env: &Environment, path: &Path, intra_op_threads: usize) -> ort::Result<Session> {
     Session::builder(env)?.with_intra_threads(intra_op_threads)?.with_inter_threads(1)?.commit_from_file(path)
 }

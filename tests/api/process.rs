@@ -84,7 +84,7 @@ fn start(extra: &[&str]) -> Server {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_finishes_every_accepted_request_then_exits_0() {
     // A long batching delay keeps the requests queued while the signal arrives.
-    let mut server = start(&["--max-delay-ms", "1500", "--max-batch-rows", "64"]);
+    let mut server = start(&["--max-delay-ms", "5000", "--max-batch-rows", "64"]);
     let client = reqwest::Client::new();
     let base = Arc::new(server.base.clone());
     let clients = 40;
@@ -101,12 +101,15 @@ async fn sigterm_finishes_every_accepted_request_then_exits_0() {
         })
         .collect();
 
-    // Wait until every request is queued, then signal.
+    // Wait until every request is queued (the delay holds them), then signal.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let info: Value = client.get(format!("{base}/models/house_price")).send().await.unwrap().json().await.unwrap();
         if info["queued_rows"] == clients {
             break;
         }
+        assert_eq!(info["stats"]["batches"], 0, "a batch ran before all requests were queued: {info}");
+        assert!(std::time::Instant::now() < deadline, "requests never all queued: {info}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
