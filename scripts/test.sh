@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a passing test suite: fetches the ONNX Runtime library,
-# then runs the unit and integration tests (which start the real server on port 0).
+# installs the standard Open Inference Protocol client (tritonclient) into .venv, then runs
+# the unit and integration tests (which start the real server on port 0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-onnxruntime.sh
+if ! .venv/bin/python -c "import tritonclient.http" 2>/dev/null; then
+  python3 -m venv .venv
+  .venv/bin/python -m pip install --quiet -r tests/oip/requirements.txt
+fi
 cargo test --locked "$@"

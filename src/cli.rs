@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server (the default).
     Serve(ServeArgs),
+    /// Print the OpenAPI document for the configured models (loads each model once).
+    Openapi(ServeArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -62,11 +64,8 @@ pub struct Overrides {
 }
 
 impl Cli {
-    /// The serve arguments, whether given with or without the `serve` word.
-    pub fn serve_args(self) -> ServeArgs {
-        match self.command {
-            Some(Command::Serve(args)) => args,
-            None => self.serve,
-        }
+    /// What to do, with `serve` when no subcommand is given.
+    pub fn into_command(self) -> Command {
+        self.command.unwrap_or(Command::Serve(self.serve))
     }
 }

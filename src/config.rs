@@ -114,14 +114,18 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// JSON Schema of one instance; when absent it is derived from the ONNX inputs.
     pub schema: Option<PathBuf>,
-    /// Version reported in responses.
+    /// Version reported in responses and used in `/models/{name}/versions/{version}`.
     #[serde(default = "default_version")]
-    #[validate(length(min = 1, max = 64))]
+    #[validate(length(min = 1, max = 64), custom(function = "validate_model_name"))]
     pub version: String,
-    /// Serve this model at `POST /predict`. Exactly one model may set it; a lone model is the
-    /// default without it.
+    /// Serve this entry at `POST /predict`. Exactly one entry may set it; when all entries
+    /// share one name, the first is the default without it.
     #[serde(default)]
     pub default: bool,
+    /// When several entries share a name, this one answers the routes without a version;
+    /// without it, the first entry listed does.
+    #[serde(default)]
+    pub default_version: bool,
 }
 
 fn default_version() -> String {
@@ -214,16 +218,24 @@ impl Config {
         if self.models.is_empty() {
             return Err(ConfigError::Invalid("no [[models]] configured".into()));
         }
-        let mut names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
-        names.sort_unstable();
-        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
-            return Err(ConfigError::Invalid(format!("model name '{}' is used twice", w[0])));
+        let mut keys: Vec<(&str, &str)> = self.models.iter().map(|m| (m.name.as_str(), m.version.as_str())).collect();
+        keys.sort_unstable();
+        if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid(format!("model '{}' version '{}' is configured twice", w[0].0, w[0].1)));
+        }
+        let mut names: Vec<&str> = keys.iter().map(|(name, _)| *name).collect();
+        names.dedup();
+        for name in &names {
+            let marked = self.models.iter().filter(|m| m.name == *name && m.default_version).count();
+            if marked > 1 {
+                return Err(ConfigError::Invalid(format!("model '{name}': more than one version sets default_version")));
+            }
         }
         let defaults = self.models.iter().filter(|m| m.default).count();
         if defaults > 1 {
             return Err(ConfigError::Invalid("more than one model sets default = true".into()));
         }
-        if defaults == 0 && self.models.len() > 1 {
+        if defaults == 0 && names.len() > 1 {
             return Err(ConfigError::Invalid("several models are configured: set default = true on one".into()));
         }
         if self.batching.queue_capacity_rows < self.batching.max_batch_rows {
@@ -251,9 +263,16 @@ impl Config {
         Ok(())
     }
 
-    /// The model served at `POST /predict`.
+    /// The entry served at `POST /predict`.
     pub fn default_model(&self) -> &ModelConfig {
         self.models.iter().find(|m| m.default).unwrap_or(&self.models[0])
+    }
+
+    /// The version of `name` that answers routes without a version.
+    pub fn default_version(&self, name: &str) -> Option<&ModelConfig> {
+        let mut versions = self.models.iter().filter(|m| m.name == name).peekable();
+        let first = *versions.peek()?;
+        Some(versions.find(|m| m.default_version).unwrap_or(first))
     }
 }
 
@@ -342,7 +361,7 @@ mod tests {
 
         let dup = format!("{ONE_MODEL}{ONE_MODEL}");
         let err = Config::from_toml(&dup, &repo()).unwrap_err().to_string();
-        assert!(err.contains("used twice"), "{err}");
+        assert!(err.contains("version '1' is configured twice"), "{err}");
 
         let text = format!("[batching]\nmax_batch_rows = 64\nqueue_capacity_rows = 8\n{ONE_MODEL}");
         let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
@@ -355,6 +374,17 @@ mod tests {
         let bad_name = "[[models]]\nname = \"a/b\"\npath = \"models/house_price.onnx\"\n";
         let err = Config::from_toml(bad_name, &repo()).unwrap_err().to_string();
         assert!(err.contains("models[0].name: may only hold"), "{err}");
+    }
+
+    #[test]
+    fn versions_of_one_model_pick_a_default_version() {
+        let two = format!("{ONE_MODEL}\n[[models]]\nname = \"house_price\"\nversion = \"2\"\npath = \"models/house_price.onnx\"\n");
+        let config = Config::from_toml(&two, &repo()).unwrap();
+        assert_eq!(config.default_version("house_price").unwrap().version, "1", "first listed");
+        let marked = format!("{two}default_version = true\n");
+        let config = Config::from_toml(&marked, &repo()).unwrap();
+        assert_eq!(config.default_version("house_price").unwrap().version, "2");
+        assert!(config.default_version("nope").is_none());
     }
 
     #[test]

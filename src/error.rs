@@ -4,19 +4,29 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use utoipa::ToSchema;
 
 /// A problem with one field of a request, as JSON Pointer path plus a readable message.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
 pub struct FieldError {
+    /// JSON Pointer to the field, e.g. `/instances/3/bedrooms`.
     pub path: String,
+    /// The rule broken and the value received, e.g. `must be <= 10, got 14`.
     pub message: String,
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// What went wrong, for people.
     pub error: String,
+    /// What went wrong, for programs: `malformed_json`, `unsupported_media_type`,
+    /// `payload_too_large`, `invalid_request`, `validation_error`, `model_rejected_input`,
+    /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `not_ready`,
+    /// `overloaded`, `shutting_down`, `internal_error`.
+    #[schema(value_type = String)]
     pub error_type: &'static str,
+    /// The fields at fault, where there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<FieldError>>,
 }
@@ -37,6 +47,8 @@ pub enum ApiError {
     ModelRejected(String),
     #[error("model '{0}' is not served here")]
     ModelNotFound(String),
+    #[error("model '{model}' has no version '{version}'")]
+    VersionNotFound { model: String, version: String },
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed on this route")]
@@ -61,7 +73,7 @@ impl ApiError {
             Self::InvalidRequest { .. } | Self::Validation(_) | Self::ModelRejected(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::ModelNotFound(_) | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::NotReady | Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -77,6 +89,7 @@ impl ApiError {
             Self::Validation(_) => "validation_error",
             Self::ModelRejected(_) => "model_rejected_input",
             Self::ModelNotFound(_) => "model_not_found",
+            Self::VersionNotFound { .. } => "version_not_found",
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::NotReady => "not_ready",

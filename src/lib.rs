@@ -6,6 +6,7 @@ pub mod config;
 pub mod error;
 pub mod http;
 pub mod model;
+pub mod openapi;
 pub mod registry;
 pub mod schema;
 pub mod startup;

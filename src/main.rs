@@ -1,13 +1,16 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use inferd::cli::Cli;
+use inferd::cli::{Cli, Command};
 use inferd::config::Config;
 use inferd::startup::{shutdown_signal, Application};
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let args = Cli::parse().serve_args();
+    let (args, serve) = match Cli::parse().into_command() {
+        Command::Serve(args) => (args, true),
+        Command::Openapi(args) => (args, false),
+    };
     let config = match Config::load(&args) {
         Ok(config) => config,
         Err(e) => {
@@ -15,6 +18,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if !serve {
+        return match inferd::openapi::for_config(&config) {
+            Ok(doc) => {
+                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("inferd: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _log_guard = inferd::telemetry::init();
     let result = match Application::build(config).await {
         Ok(app) => app.run_until_stopped(shutdown_signal()).await,

@@ -1,17 +1,25 @@
-//! The loaded models, by name, and the work of loading them.
+//! The loaded models, by name and version, and the work of loading them.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use ort::environment::Environment;
 
 use crate::batch::{Batcher, Workers};
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::model::{self, LoadError};
 
+/// Every loaded version of one model name.
+pub struct ModelVersions {
+    /// Keyed by version, in config order of loading.
+    pub versions: BTreeMap<String, Batcher>,
+    pub default_version: String,
+}
+
 pub struct Registry {
-    models: HashMap<String, Batcher>,
-    default: String,
+    models: BTreeMap<String, ModelVersions>,
+    default: (String, String),
     _env: Environment,
 }
 
@@ -20,35 +28,67 @@ impl Registry {
     /// threads. Blocking.
     pub fn load(config: &Config) -> Result<(Self, Vec<Workers>), LoadError> {
         let env = model::init_runtime(&config.inference)?;
-        let mut models = HashMap::new();
+        let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
         let mut workers = Vec::new();
-        for model_config in &config.models {
+        for entry in &config.models {
             let started = Instant::now();
-            let (spec, mut sessions) = model::load(&env, model_config, &config.inference)?;
+            let (spec, mut sessions) = model::load(&env, entry, &config.inference)?;
             model::warm_up(&spec, &mut sessions)?;
-            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching).map_err(|e| {
-                LoadError::Model { model: model_config.name.clone(), message: format!("cannot start threads: {e}") }
+            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching).map_err(|e| LoadError::Model {
+                model: entry.name.clone(),
+                message: format!("cannot start threads: {e}"),
             })?;
-            tracing::info!(model = %model_config.name, version = %model_config.version, ms = started.elapsed().as_millis() as u64, "model loaded");
-            models.insert(model_config.name.clone(), batcher);
+            tracing::info!(model = %entry.name, version = %entry.version, ms = started.elapsed().as_millis() as u64, "model loaded");
+            let default_version = config.default_version(&entry.name).expect("entry is configured").version.clone();
+            models
+                .entry(entry.name.clone())
+                .or_insert_with(|| ModelVersions { versions: BTreeMap::new(), default_version })
+                .versions
+                .insert(entry.version.clone(), batcher);
             workers.push(threads);
         }
-        Ok((Self { models, default: config.default_model().name.clone(), _env: env }, workers))
+        let default = config.default_model();
+        Ok((Self { models, default: (default.name.clone(), default.version.clone()), _env: env }, workers))
     }
 
-    pub fn get(&self, name: &str) -> Option<&Batcher> {
-        self.models.get(name)
+    /// The model version a route names; without a version, the model's default version.
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Batcher, ApiError> {
+        let model = self.models.get(name).ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?;
+        let version = version.unwrap_or(&model.default_version);
+        model
+            .versions
+            .get(version)
+            .ok_or_else(|| ApiError::VersionNotFound { model: name.to_owned(), version: version.to_owned() })
     }
 
-    pub fn default_name(&self) -> &str {
-        &self.default
+    /// The entry served at `POST /predict`.
+    pub fn default_model(&self) -> &Batcher {
+        self.get(&self.default.0, Some(&self.default.1)).expect("the default model is loaded")
     }
 
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.models.keys().map(String::as_str)
+    pub fn is_default(&self, name: &str, version: &str) -> bool {
+        self.default.0 == name && self.default.1 == version
+    }
+
+    pub fn models(&self) -> &BTreeMap<String, ModelVersions> {
+        &self.models
+    }
+
+    /// Every served version, as the OpenAPI document needs them.
+    pub fn documented(&self) -> Vec<crate::openapi::Documented<'_>> {
+        self.models
+            .iter()
+            .flat_map(|(name, model)| {
+                model.versions.iter().map(move |(version, batcher)| crate::openapi::Documented {
+                    spec: batcher.spec(),
+                    default_version: *version == model.default_version,
+                    default_model: self.is_default(name, version),
+                })
+            })
+            .collect()
     }
 
     pub fn close(&self) {
-        self.models.values().for_each(Batcher::close);
+        self.models.values().flat_map(|m| m.versions.values()).for_each(Batcher::close);
     }
 }

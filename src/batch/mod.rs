@@ -64,11 +64,16 @@ struct Stats {
     inference_us: AtomicU64,
 }
 
-#[derive(Debug, Clone, Copy, Serialize)]
+/// Counters of one model version since start.
+#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
+    /// ONNX Runtime calls.
     pub batches: u64,
+    /// Rows predicted.
     pub rows: u64,
+    /// Most rows seen in one call.
     pub largest_batch: u64,
+    /// Jobs dropped because their client had gone away.
     pub cancelled_jobs: u64,
     /// Time spent inside ONNX Runtime (encoding to tensors and decoding included), microseconds.
     pub inference_us: u64,

@@ -1,8 +1,10 @@
 //! The HTTP surface: routes, shared state, and the layers every request passes through.
 
 mod extract;
+pub mod models;
 pub mod predict;
-mod status;
+pub mod status;
+pub mod v2;
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
@@ -11,12 +13,14 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Json, Router};
+use serde_json::Value;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -28,7 +32,12 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub config: Arc<Config>,
     /// Set once the models are loaded and warmed up; until then model routes answer 503.
-    models: Arc<OnceLock<Registry>>,
+    models: Arc<OnceLock<Loaded>>,
+}
+
+struct Loaded {
+    registry: Registry,
+    openapi: Value,
 }
 
 impl AppState {
@@ -37,18 +46,20 @@ impl AppState {
     }
 
     pub fn registry(&self) -> Result<&Registry, ApiError> {
-        self.models.get().ok_or(ApiError::NotReady)
+        self.loaded().ok_or(ApiError::NotReady)
     }
 
-    /// Publishes the loaded models; the service is ready from then on.
+    /// Publishes the loaded models and the OpenAPI document that describes them; the service
+    /// is ready from then on.
     pub fn set_registry(&self, registry: Registry) {
-        if self.models.set(registry).is_err() {
+        let openapi = crate::openapi::document(&self.config, &registry.documented());
+        if self.models.set(Loaded { registry, openapi }).is_err() {
             unreachable!("models are published once");
         }
     }
 
     pub fn loaded(&self) -> Option<&Registry> {
-        self.models.get()
+        self.models.get().map(|l| &l.registry)
     }
 }
 
@@ -58,8 +69,22 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
         .route("/predict", post(predict::predict_default))
-        .route("/models/{name}", get(status::model_info))
-        .route("/models/{name}/predict", post(predict::predict_named))
+        .route("/models", get(models::list))
+        .route("/models/{name}", get(models::info))
+        .route("/models/{name}/predict", post(predict::predict_model))
+        .route("/models/{name}/versions/{version}", get(models::version_info))
+        .route("/models/{name}/versions/{version}/predict", post(predict::predict_version))
+        .route("/v2", get(v2::server_metadata))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready))
+        .route("/v2/models/{model}", get(v2::model))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}", get(v2::model_version))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_version_ready))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
+        .route("/openapi.json", get(openapi))
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
@@ -81,6 +106,12 @@ pub fn router(state: AppState) -> Router {
 fn request_span(request: &Request) -> tracing::Span {
     let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
     tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+}
+
+/// The OpenAPI document for the models served (available once they are loaded).
+async fn openapi(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Json<Value>, ApiError> {
+    let loaded = state.models.get().ok_or(ApiError::NotReady)?;
+    Ok(Json(loaded.openapi.clone()))
 }
 
 async fn route_not_found(uri: Uri) -> ApiError {

@@ -1,68 +1,133 @@
-//! `POST /predict` and `POST /models/{name}/predict`.
+//! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
 use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower_http::request_id::RequestId;
+use utoipa::ToSchema;
 
 use super::extract::ApiJson;
 use super::AppState;
 use crate::batch::{Batcher, InferError};
-use crate::error::{ApiError, FieldError};
+use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::model::tensors::Prediction;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PredictRequest {
+    /// Instances to predict, each an object of the model's fields.
     pub instances: Vec<Value>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct PredictResponse {
+    /// The request id, also in the `x-request-id` header.
     pub id: String,
     pub model: String,
     pub version: String,
+    /// One object per instance, in input order, keyed by output name.
+    #[schema(value_type = Vec<Object>)]
     pub predictions: Vec<Prediction>,
 }
 
+/// Predict with the default model.
+#[utoipa::path(
+    post, path = "/predict", tag = "predict",
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "One prediction per instance, in order", body = PredictResponse),
+        (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Content type is not application/json", body = ErrorBody),
+        (status = 422, description = "Envelope, instance count, schema violations, or the model refused the rows", body = ErrorBody),
+        (status = 500, description = "Internal fault, logged with the request id", body = ErrorBody),
+        (status = 503, description = "Not ready, queue full or shutting down; see Retry-After", body = ErrorBody),
+    )
+)]
 pub async fn predict_default(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let registry = state.registry()?;
-    let batcher = registry.get(registry.default_name()).expect("the default model is in the registry");
-    predict(&state, batcher, &request_id, body).await
+    let batcher = state.registry()?.default_model();
+    respond(&state, batcher, &request_id, body.instances).await
 }
 
-pub async fn predict_named(
+/// Predict with a model's default version.
+#[utoipa::path(
+    post, path = "/models/{name}/predict", tag = "predict",
+    params(("name" = String, Path, description = "Model name")),
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "One prediction per instance, in order", body = PredictResponse),
+        (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Content type is not application/json", body = ErrorBody),
+        (status = 422, description = "Envelope, instance count, schema violations, or the model refused the rows", body = ErrorBody),
+        (status = 500, description = "Internal fault, logged with the request id", body = ErrorBody),
+        (status = 503, description = "Not ready, queue full or shutting down; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn predict_model(
     State(state): State<AppState>,
     Path(name): Path<String>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let registry = state.registry()?;
-    let batcher = registry.get(&name).ok_or(ApiError::ModelNotFound(name))?;
-    predict(&state, batcher, &request_id, body).await
+    let batcher = state.registry()?.get(&name, None)?;
+    respond(&state, batcher, &request_id, body.instances).await
 }
 
-async fn predict(
+/// Predict with one version of a model.
+#[utoipa::path(
+    post, path = "/models/{name}/versions/{version}/predict", tag = "predict",
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    request_body = PredictRequest,
+    responses(
+        (status = 200, description = "One prediction per instance, in order", body = PredictResponse),
+        (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 404, description = "Unknown model or version", body = ErrorBody),
+        (status = 413, description = "Body over the configured limit", body = ErrorBody),
+        (status = 415, description = "Content type is not application/json", body = ErrorBody),
+        (status = 422, description = "Envelope, instance count, schema violations, or the model refused the rows", body = ErrorBody),
+        (status = 500, description = "Internal fault, logged with the request id", body = ErrorBody),
+        (status = 503, description = "Not ready, queue full or shutting down; see Retry-After", body = ErrorBody),
+    )
+)]
+pub async fn predict_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+    Extension(request_id): Extension<RequestId>,
+    ApiJson(body): ApiJson<PredictRequest>,
+) -> Result<Json<PredictResponse>, ApiError> {
+    let batcher = state.registry()?.get(&name, Some(&version))?;
+    respond(&state, batcher, &request_id, body.instances).await
+}
+
+async fn respond(
     state: &AppState,
     batcher: &Batcher,
     request_id: &RequestId,
-    body: PredictRequest,
+    instances: Vec<Value>,
 ) -> Result<Json<PredictResponse>, ApiError> {
+    let predictions = run_instances(state, batcher, &instances).await?;
     let spec = batcher.spec();
-    let instances = body.instances;
+    let id = request_id.header_value().to_str().unwrap_or_default().to_owned();
+    Ok(Json(PredictResponse { id, model: spec.name.clone(), version: spec.version.clone(), predictions }))
+}
+
+/// Checks the instance count and every instance against the schema, then runs them through
+/// the model's batcher. Shared by `/predict` and the Open Inference Protocol routes.
+pub async fn run_instances(state: &AppState, batcher: &Batcher, instances: &[Value]) -> Result<Vec<Prediction>, ApiError> {
+    let spec = batcher.spec();
     let max = state.config.server.max_instances_per_request;
     if instances.is_empty() || instances.len() > max {
+        let message = format!("must hold 1 to {max} instances, got {}", instances.len());
         return Err(ApiError::InvalidRequest {
-            message: format!("`instances` must hold 1 to {max} instances, got {}", instances.len()),
-            details: vec![FieldError {
-                path: "/instances".into(),
-                message: format!("must hold 1 to {max} instances, got {}", instances.len()),
-            }],
+            message: format!("`instances` {message}"),
+            details: vec![FieldError { path: "/instances".into(), message }],
         });
     }
     let mut errors = Vec::new();
@@ -72,7 +137,7 @@ async fn predict(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let predictions = batcher.infer(&instances).await.map_err(|e| match e {
+    batcher.infer(instances).await.map_err(|e| match e {
         InferError::Encode(errors) => ApiError::Validation(errors),
         InferError::Full(full) => {
             ApiError::Overloaded { model: spec.name.clone(), queued: full.queued, capacity: full.capacity }
@@ -80,7 +145,5 @@ async fn predict(
         InferError::Closed => ApiError::ShuttingDown,
         InferError::Rejected(message) => ApiError::ModelRejected(message),
         InferError::Failed(cause) => ApiError::Internal(format!("model '{}': {cause}", spec.name)),
-    })?;
-    let id = request_id.header_value().to_str().unwrap_or_default().to_owned();
-    Ok(Json(PredictResponse { id, model: spec.name.clone(), version: spec.version.clone(), predictions }))
+    })
 }

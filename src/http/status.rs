@@ -1,44 +1,39 @@
-//! Liveness, readiness and what a model is.
+//! Liveness and readiness.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
-use serde_json::{json, Value};
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorBody};
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthResponse {
+    /// Always `ok`.
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReadyResponse {
+    /// Always `ready`.
+    pub status: &'static str,
+    /// Every model name served.
+    pub models: Vec<String>,
+}
 
 /// Alive: answers as soon as the socket is bound, whatever the models' state.
-pub async fn health() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+#[utoipa::path(get, path = "/health", tag = "health", responses((status = 200, body = HealthResponse)))]
+pub async fn health() -> Json<HealthResponse> {
+    Json(HealthResponse { status: "ok" })
 }
 
-/// Ready once every model is loaded and has served its schema's examples.
-pub async fn ready(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// Ready once every model is loaded and every session has run its schema's examples.
+#[utoipa::path(get, path = "/ready", tag = "health", responses(
+    (status = 200, body = ReadyResponse),
+    (status = 503, description = "Models still loading; see Retry-After", body = ErrorBody),
+))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
     let registry = state.registry()?;
-    let mut models: Vec<&str> = registry.names().collect();
-    models.sort_unstable();
-    Ok(Json(json!({"status": "ready", "models": models})))
-}
-
-pub async fn model_info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Value>, ApiError> {
-    let registry = state.registry()?;
-    let batcher = registry.get(&name).ok_or(ApiError::ModelNotFound(name))?;
-    let spec = batcher.spec();
-    let batching = &state.config.batching;
-    Ok(Json(json!({
-        "name": spec.name,
-        "version": spec.version,
-        "default": registry.default_name() == spec.name,
-        "inputs": spec.signature.inputs,
-        "outputs": spec.signature.outputs,
-        "schema": spec.schema.document(),
-        "batching": {
-            "max_batch_rows": batching.max_batch_rows,
-            "max_delay_ms": batching.max_delay_ms,
-            "queue_capacity_rows": batching.queue_capacity_rows,
-            "sessions": state.config.inference.sessions,
-        },
-        "queued_rows": batcher.queued_rows(),
-        "stats": batcher.stats(),
-    })))
+    Ok(Json(ReadyResponse { status: "ready", models: registry.models().keys().cloned().collect() }))
 }

@@ -4,7 +4,7 @@ use ort::value::{TensorElementType, ValueType};
 use serde::Serialize;
 
 /// Element types inferd can feed from JSON and read back into JSON.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ElemType {
     F32,
@@ -40,7 +40,7 @@ impl ElemType {
 }
 
 /// One tensor input or output: name, element type, shape with -1 for dynamic dimensions.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct TensorInfo {
     pub name: String,
     pub elem: ElemType,

@@ -4,5 +4,8 @@
 mod batching;
 mod errors;
 mod helpers;
+mod oip;
+mod openapi;
 mod predict;
 mod process;
+mod registry;

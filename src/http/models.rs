@@ -1,0 +1,137 @@
+//! The model registry: what is served and what each model takes and gives.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::batch::{Batcher, StatsSnapshot};
+use crate::error::{ApiError, ErrorBody};
+use crate::model::signature::TensorInfo;
+use crate::registry::Registry;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelSummary {
+    pub name: String,
+    /// Every loaded version.
+    pub versions: Vec<String>,
+    /// The version that routes without a version use.
+    pub default_version: String,
+    /// Whether `POST /predict` serves this model.
+    pub default: bool,
+    /// Loaded and warmed up (always true once listed: models are listed once ready).
+    pub ready: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelList {
+    pub models: Vec<ModelSummary>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct BatchingInfo {
+    pub max_batch_rows: usize,
+    pub max_delay_ms: u64,
+    pub queue_capacity_rows: usize,
+    /// Inference threads, one ONNX Runtime session each.
+    pub sessions: usize,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelInfo {
+    pub name: String,
+    pub version: String,
+    /// Whether `POST /predict` serves this version.
+    pub default: bool,
+    /// Whether routes without a version use this version.
+    pub default_version: bool,
+    /// ONNX inputs as declared; -1 marks a dynamic dimension.
+    pub inputs: Vec<TensorInfo>,
+    pub outputs: Vec<TensorInfo>,
+    /// JSON Schema of one instance.
+    #[schema(value_type = Object)]
+    pub schema: Value,
+    /// An instance that the model accepts (the schema's first example).
+    #[schema(value_type = Object)]
+    pub example: Value,
+    pub batching: BatchingInfo,
+    /// Rows waiting for an inference thread now.
+    pub queued_rows: usize,
+    pub stats: StatsSnapshot,
+}
+
+/// Every model served, with its versions.
+#[utoipa::path(get, path = "/models", tag = "models", responses(
+    (status = 200, body = ModelList),
+    (status = 503, description = "Models still loading", body = ErrorBody),
+))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
+    let registry = state.registry()?;
+    let models = registry
+        .models()
+        .iter()
+        .map(|(name, model)| ModelSummary {
+            name: name.clone(),
+            versions: model.versions.keys().cloned().collect(),
+            default_version: model.default_version.clone(),
+            default: model.versions.keys().any(|v| registry.is_default(name, v)),
+            ready: true,
+        })
+        .collect();
+    Ok(Json(ModelList { models }))
+}
+
+/// A model's default version: inputs, outputs, instance schema, example, batching.
+#[utoipa::path(get, path = "/models/{name}", tag = "models",
+    params(("name" = String, Path, description = "Model name")),
+    responses(
+        (status = 200, body = ModelInfo),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 503, description = "Models still loading", body = ErrorBody),
+    ))]
+pub async fn info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
+    let registry = state.registry()?;
+    Ok(Json(describe(&state, registry, registry.get(&name, None)?)))
+}
+
+/// One version of a model.
+#[utoipa::path(get, path = "/models/{name}/versions/{version}", tag = "models",
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    responses(
+        (status = 200, body = ModelInfo),
+        (status = 404, description = "Unknown model or version", body = ErrorBody),
+        (status = 503, description = "Models still loading", body = ErrorBody),
+    ))]
+pub async fn version_info(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<ModelInfo>, ApiError> {
+    let registry = state.registry()?;
+    Ok(Json(describe(&state, registry, registry.get(&name, Some(&version))?)))
+}
+
+fn describe(state: &AppState, registry: &Registry, batcher: &Batcher) -> ModelInfo {
+    let spec = batcher.spec();
+    let batching = &state.config.batching;
+    let default_version = registry.models().get(&spec.name).is_some_and(|m| m.default_version == spec.version);
+    ModelInfo {
+        name: spec.name.clone(),
+        version: spec.version.clone(),
+        default: registry.is_default(&spec.name, &spec.version),
+        default_version,
+        inputs: spec.signature.inputs.clone(),
+        outputs: spec.signature.outputs.clone(),
+        schema: spec.schema.document().clone(),
+        example: spec.schema.examples().first().cloned().unwrap_or(Value::Null),
+        batching: BatchingInfo {
+            max_batch_rows: batching.max_batch_rows,
+            max_delay_ms: batching.max_delay_ms,
+            queue_capacity_rows: batching.queue_capacity_rows,
+            sessions: state.config.inference.sessions,
+        },
+        queued_rows: batcher.queued_rows(),
+        stats: batcher.stats(),
+    }
+}

@@ -1,0 +1,97 @@
+"""Drives inferd with NVIDIA's tritonclient (HTTP), a standard Open Inference Protocol v2 client.
+
+Usage: triton_client.py HOST:PORT REPO_ROOT. Exits non-zero on the first failed check.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
+
+NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BYTES": np.object_}
+
+
+def tensor_inputs(metadata, rows):
+    """One InferInput per model input, shaped like the model declares it, from instance rows."""
+    inputs = []
+    for spec in metadata["inputs"]:
+        width = spec["shape"][1] if len(spec["shape"]) == 2 else 1
+        if width == 1:
+            column = [row[spec["name"]] for row in rows]
+        else:
+            column = [list(row.values()) for row in rows]
+        array = np.array(column, dtype=NUMPY[spec["datatype"]]).reshape(len(rows), width)
+        tensor = httpclient.InferInput(spec["name"], list(array.shape), spec["datatype"])
+        tensor.set_data_from_numpy(array, binary_data=False)
+        inputs.append(tensor)
+    return inputs
+
+
+def main():
+    url, root = sys.argv[1], Path(sys.argv[2])
+    client = httpclient.InferenceServerClient(url=url)
+    checks = 0
+
+    def check(condition, what):
+        nonlocal checks
+        if not condition:
+            sys.exit(f"tritonclient check failed: {what}")
+        checks += 1
+
+    check(client.is_server_live(), "server live")
+    check(client.is_server_ready(), "server ready")
+    server = client.get_server_metadata()
+    check(server["name"] == "inferd", f"server metadata {server}")
+    check(client.is_model_ready("house_price"), "model ready")
+    check(client.is_model_ready("house_price", "1"), "model version ready")
+    check(not client.is_model_ready("no_such_model"), "unknown model not ready")
+
+    metadata = client.get_model_metadata("house_price")
+    check(metadata["platform"] == "onnx_onnxv1", f"platform {metadata}")
+    check(metadata["versions"] == ["1"], f"versions {metadata}")
+    types = {i["name"]: (i["datatype"], i["shape"]) for i in metadata["inputs"]}
+    check(types["lotsize"] == ("FP32", [-1, 1]), f"lotsize {types}")
+    check(types["bedrooms"] == ("INT64", [-1, 1]), f"bedrooms {types}")
+    check(types["airco"] == ("BYTES", [-1, 1]), f"airco {types}")
+
+    reference = json.loads((root / "models/house_price.reference.json").read_text())
+    rows = reference["instances"]
+    result = client.infer(
+        "house_price",
+        tensor_inputs(metadata, rows),
+        outputs=[httpclient.InferRequestedOutput("price", binary_data=False)],
+        request_id="triton-house-1",
+    )
+    price = result.as_numpy("price").reshape(-1)
+    np.testing.assert_allclose(price, reference["onnxruntime_price"], rtol=1e-5)
+    check(result.get_response()["id"] == "triton-house-1", "id echoed")
+    check(result.get_response()["model_version"] == "1", "model version")
+
+    linear_meta = client.get_model_metadata("house_price_linear", "1")
+    linear_ref = json.loads((root / "models/house_price_linear.reference.json").read_text())
+    result = client.infer("house_price_linear", tensor_inputs(linear_meta, linear_ref["instances"]), model_version="1")
+    np.testing.assert_allclose(result.as_numpy("variable").reshape(-1), linear_ref["onnxruntime_variable"], rtol=1e-5)
+    checks += 2
+
+    try:
+        client.get_model_metadata("no_such_model")
+        check(False, "unknown model metadata should fail")
+    except InferenceServerException as e:
+        check("no_such_model" in str(e), f"unknown model error: {e}")
+    bad = tensor_inputs(metadata, rows[:1])
+    bad[1] = httpclient.InferInput("bedrooms", [1, 1], "FP32")
+    bad[1].set_data_from_numpy(np.array([[3.0]], dtype=np.float32), binary_data=False)
+    try:
+        client.infer("house_price", bad)
+        check(False, "wrong datatype should fail")
+    except InferenceServerException as e:
+        check("datatype FP32 does not match the model's INT64" in str(e), f"wrong datatype error: {e}")
+
+    print(f"tritonclient {httpclient.__name__}: {checks} checks ok against {url}")
+
+
+if __name__ == "__main__":
+    main()
