@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark of the release binary with wrk (Debian package `wrk`): 1-row POST /predict
 # and GET /health at 1 and 64 connections in one run, plus start-to-ready time, RSS idle and
-# under load, and average rows per batch. Usage: bench/run.sh [seconds per run, default 10]
+# under load, average rows per batch, and 1-row /v2/models/house_price/infer at 64 connections.
+# Usage: bench/run.sh [seconds per run, default 10]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-10}"
@@ -33,3 +34,7 @@ for conns in 1 64; do
   echo "c=$conns predict: ${p#BENCH } rows/batch=$avg rss_after=$rss_load"
   echo "c=$conns health:  ${h#BENCH }"
 done
+v=$(wrk -t2 -c64 -d"${secs}s" -s bench/infer_v2.lua "http://127.0.0.1:$port/v2/models/house_price/infer" | grep BENCH)
+p=$(wrk -t2 -c64 -d"${secs}s" -s bench/predict.lua "http://127.0.0.1:$port/predict" | grep BENCH)
+echo "c=64 v2 infer: ${v#BENCH }"
+echo "c=64 predict:  ${p#BENCH } (again, right after v2 infer)"

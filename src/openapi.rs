@@ -24,7 +24,6 @@ use crate::model::{self, LoadError, ModelSpec};
         v2::model_ready, v2::model_version_ready, v2::infer, v2::infer_version,
     ),
     tags(
-        (name = "predict", description = "Typed JSON predictions, validated against each model's schema"),
         (name = "models", description = "What is served"),
         (name = "health", description = "Liveness and readiness"),
         (name = "open inference protocol v2", description = "KServe Open Inference Protocol, REST"),
@@ -76,6 +75,10 @@ pub fn document(config: &Config, models: &[Documented<'_>]) -> Value {
             paths.insert("/predict".into(), json!({"post": op(&template, "_default_model", summary)}));
         }
     }
+    // Sorted, so that the document reads in path order and diffs stay small.
+    let mut sorted: Vec<(String, Value)> = std::mem::take(paths).into_iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    paths.extend(sorted);
     let components = doc["components"]["schemas"].as_object_mut().expect("components");
     components.extend(schemas);
     doc

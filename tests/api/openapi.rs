@@ -53,13 +53,17 @@ async fn every_documented_operation_answers_with_a_documented_status() {
         for (method, op) in item.as_object().unwrap() {
             let url = path.replace("{name}", "house_price").replace("{model}", "house_price").replace("{version}", "1");
             let mut request = app.client.request(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), app.url(&url));
-            if let Some(example) = op["requestBody"]["content"]["application/json"]["example"].as_object() {
+            let example = op["requestBody"]["content"]["application/json"]["example"].as_object();
+            if let Some(example) = example {
                 request = request.json(example);
             } else if method == "post" {
                 request = request.json(&json!({"instances": [schema_example("house_price")]}));
             }
             let status = request.send().await.unwrap().status().as_u16().to_string();
             assert!(op["responses"].get(&status).is_some(), "{method} {url} returned {status}, not documented");
+            if example.is_some() {
+                assert_eq!(status, "200", "{method} {url}: the documented example (what Try it out sends) must work");
+            }
             called += 1;
         }
     }
