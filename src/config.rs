@@ -228,7 +228,9 @@ impl Config {
         for name in &names {
             let marked = self.models.iter().filter(|m| m.name == *name && m.default_version).count();
             if marked > 1 {
-                return Err(ConfigError::Invalid(format!("model '{name}': more than one version sets default_version")));
+                return Err(ConfigError::Invalid(format!(
+                    "model '{name}': more than one version sets default_version"
+                )));
             }
         }
         let defaults = self.models.iter().filter(|m| m.default).count();
@@ -378,7 +380,9 @@ mod tests {
 
     #[test]
     fn versions_of_one_model_pick_a_default_version() {
-        let two = format!("{ONE_MODEL}\n[[models]]\nname = \"house_price\"\nversion = \"2\"\npath = \"models/house_price.onnx\"\n");
+        let two = format!(
+            "{ONE_MODEL}\n[[models]]\nname = \"house_price\"\nversion = \"2\"\npath = \"models/house_price.onnx\"\n"
+        );
         let config = Config::from_toml(&two, &repo()).unwrap();
         assert_eq!(config.default_version("house_price").unwrap().version, "1", "first listed");
         let marked = format!("{two}default_version = true\n");

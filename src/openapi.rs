@@ -23,6 +23,8 @@ use crate::model::{self, LoadError, ModelSpec};
         v2::live, v2::ready, v2::server_metadata, v2::model, v2::model_version,
         v2::model_ready, v2::model_version_ready, v2::infer, v2::infer_version,
     ),
+    // Referenced from the `IntoResponses` of the predict operations, which utoipa does not collect.
+    components(schemas(predict::PredictResponse, crate::error::ErrorBody, v2::InferResponse, v2::V2Error)),
     tags(
         (name = "models", description = "What is served"),
         (name = "health", description = "Liveness and readiness"),

@@ -34,9 +34,8 @@ impl Registry {
             let started = Instant::now();
             let (spec, mut sessions) = model::load(&env, entry, &config.inference)?;
             model::warm_up(&spec, &mut sessions)?;
-            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching).map_err(|e| LoadError::Model {
-                model: entry.name.clone(),
-                message: format!("cannot start threads: {e}"),
+            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching).map_err(|e| {
+                LoadError::Model { model: entry.name.clone(), message: format!("cannot start threads: {e}") }
             })?;
             tracing::info!(model = %entry.name, version = %entry.version, ms = started.elapsed().as_millis() as u64, "model loaded");
             let default_version = config.default_version(&entry.name).expect("entry is configured").version.clone();

@@ -31,19 +31,38 @@ pub struct PredictResponse {
     pub predictions: Vec<Prediction>,
 }
 
+/// What every predict operation can answer (404 is added where a path names a model).
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: handlers answer with `PredictResponse` or `ApiError`
+enum PredictResponses {
+    /// One prediction per instance, in order
+    #[response(status = 200)]
+    Ok(PredictResponse),
+    /// Body is not JSON
+    #[response(status = 400)]
+    MalformedJson(ErrorBody),
+    /// Body over the configured limit
+    #[response(status = 413)]
+    TooLarge(ErrorBody),
+    /// Content type is not application/json
+    #[response(status = 415)]
+    MediaType(ErrorBody),
+    /// Envelope, instance count, schema violations, or the model refused the rows
+    #[response(status = 422)]
+    Invalid(ErrorBody),
+    /// Internal fault, logged with the request id
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// Not ready, queue full or shutting down; see Retry-After
+    #[response(status = 503)]
+    Unavailable(ErrorBody),
+}
+
 /// Predict with the default model.
 #[utoipa::path(
     post, path = "/predict", tag = "predict",
     request_body = PredictRequest,
-    responses(
-        (status = 200, description = "One prediction per instance, in order", body = PredictResponse),
-        (status = 400, description = "Body is not JSON", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Content type is not application/json", body = ErrorBody),
-        (status = 422, description = "Envelope, instance count, schema violations, or the model refused the rows", body = ErrorBody),
-        (status = 500, description = "Internal fault, logged with the request id", body = ErrorBody),
-        (status = 503, description = "Not ready, queue full or shutting down; see Retry-After", body = ErrorBody),
-    )
+    responses(PredictResponses)
 )]
 pub async fn predict_default(
     State(state): State<AppState>,
@@ -59,16 +78,7 @@ pub async fn predict_default(
     post, path = "/models/{name}/predict", tag = "predict",
     params(("name" = String, Path, description = "Model name")),
     request_body = PredictRequest,
-    responses(
-        (status = 200, description = "One prediction per instance, in order", body = PredictResponse),
-        (status = 400, description = "Body is not JSON", body = ErrorBody),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Content type is not application/json", body = ErrorBody),
-        (status = 422, description = "Envelope, instance count, schema violations, or the model refused the rows", body = ErrorBody),
-        (status = 500, description = "Internal fault, logged with the request id", body = ErrorBody),
-        (status = 503, description = "Not ready, queue full or shutting down; see Retry-After", body = ErrorBody),
-    )
+    responses(PredictResponses, (status = 404, description = "Unknown model", body = ErrorBody))
 )]
 pub async fn predict_model(
     State(state): State<AppState>,
@@ -85,16 +95,7 @@ pub async fn predict_model(
     post, path = "/models/{name}/versions/{version}/predict", tag = "predict",
     params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
     request_body = PredictRequest,
-    responses(
-        (status = 200, description = "One prediction per instance, in order", body = PredictResponse),
-        (status = 400, description = "Body is not JSON", body = ErrorBody),
-        (status = 404, description = "Unknown model or version", body = ErrorBody),
-        (status = 413, description = "Body over the configured limit", body = ErrorBody),
-        (status = 415, description = "Content type is not application/json", body = ErrorBody),
-        (status = 422, description = "Envelope, instance count, schema violations, or the model refused the rows", body = ErrorBody),
-        (status = 500, description = "Internal fault, logged with the request id", body = ErrorBody),
-        (status = 503, description = "Not ready, queue full or shutting down; see Retry-After", body = ErrorBody),
-    )
+    responses(PredictResponses, (status = 404, description = "Unknown model or version", body = ErrorBody))
 )]
 pub async fn predict_version(
     State(state): State<AppState>,
@@ -120,7 +121,11 @@ async fn respond(
 
 /// Checks the instance count and every instance against the schema, then runs them through
 /// the model's batcher. Shared by `/predict` and the Open Inference Protocol routes.
-pub async fn run_instances(state: &AppState, batcher: &Batcher, instances: &[Value]) -> Result<Vec<Prediction>, ApiError> {
+pub async fn run_instances(
+    state: &AppState,
+    batcher: &Batcher,
+    instances: &[Value],
+) -> Result<Vec<Prediction>, ApiError> {
     let spec = batcher.spec();
     let max = state.config.server.max_instances_per_request;
     if instances.is_empty() || instances.len() > max {

@@ -39,7 +39,8 @@ impl From<ApiError> for V2Error {
         };
         let error = match &e {
             ApiError::Validation(details) | ApiError::InvalidRequest { details, .. } if !details.is_empty() => {
-                let fields: Vec<String> = details.iter().map(|d| format!("{}: {}", tensor_path(&d.path), d.message)).collect();
+                let fields: Vec<String> =
+                    details.iter().map(|d| format!("{}: {}", tensor_path(&d.path), d.message)).collect();
                 format!("{}: {}", e, fields.join("; "))
             }
             _ => e.to_string(),
@@ -252,19 +253,36 @@ pub async fn model_version_ready(
     Ok(Json(Readiness { ready: true }))
 }
 
+/// What both infer operations can answer, besides 404.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: handlers answer with `InferResponse` or `V2Error`
+enum InferResponses {
+    #[response(status = 200)]
+    Ok(InferResponse),
+    /// Malformed body, unknown or missing input, wrong datatype, shape and data disagree, or values outside the schema
+    #[response(status = 400)]
+    BadRequest(V2Error),
+    /// Body over the configured limit
+    #[response(status = 413)]
+    TooLarge(V2Error),
+    /// Internal fault
+    #[response(status = 500)]
+    Internal(V2Error),
+    /// Not ready, queue full or shutting down
+    #[response(status = 503)]
+    Unavailable(V2Error),
+}
+
 /// Inference on named tensors (default version). Any content type is read as JSON.
 #[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "open inference protocol v2",
     params(("model" = String, Path)),
     request_body = InferRequest,
-    responses(
-        (status = 200, body = InferResponse),
-        (status = 400, description = "Malformed body, unknown or missing input, wrong datatype, shape and data disagree, or values outside the schema", body = V2Error),
-        (status = 404, description = "Unknown model", body = V2Error),
-        (status = 413, description = "Body over the configured limit", body = V2Error),
-        (status = 500, description = "Internal fault", body = V2Error),
-        (status = 503, description = "Not ready, queue full or shutting down", body = V2Error),
-    ))]
-pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, body: Bytes) -> Result<Json<InferResponse>, V2Error> {
+    responses(InferResponses, (status = 404, description = "Unknown model", body = V2Error)))]
+pub async fn infer(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<InferResponse>, V2Error> {
     let batcher = lookup(&state, &name, None)?;
     run(&state, batcher, &body).await
 }
@@ -273,14 +291,7 @@ pub async fn infer(State(state): State<AppState>, Path(name): Path<String>, body
 #[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "open inference protocol v2",
     params(("model" = String, Path), ("version" = String, Path)),
     request_body = InferRequest,
-    responses(
-        (status = 200, body = InferResponse),
-        (status = 400, description = "Malformed body, unknown or missing input, wrong datatype, shape and data disagree, or values outside the schema", body = V2Error),
-        (status = 404, description = "Unknown model or version", body = V2Error),
-        (status = 413, description = "Body over the configured limit", body = V2Error),
-        (status = 500, description = "Internal fault", body = V2Error),
-        (status = 503, description = "Not ready, queue full or shutting down", body = V2Error),
-    ))]
+    responses(InferResponses, (status = 404, description = "Unknown model or version", body = V2Error)))]
 pub async fn infer_version(
     State(state): State<AppState>,
     Path((name, version)): Path<(String, String)>,
@@ -291,8 +302,8 @@ pub async fn infer_version(
 }
 
 async fn run(state: &AppState, batcher: &Batcher, body: &[u8]) -> Result<Json<InferResponse>, V2Error> {
-    let request: InferRequest =
-        serde_json::from_slice(body).map_err(|e| V2Error::bad_request(format!("request body is not a valid inference request: {e}")))?;
+    let request: InferRequest = serde_json::from_slice(body)
+        .map_err(|e| V2Error::bad_request(format!("request body is not a valid inference request: {e}")))?;
     let spec = batcher.spec();
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
     let instances = to_instances(&spec.plan.inputs, &request.inputs)?;
@@ -305,13 +316,20 @@ async fn run(state: &AppState, batcher: &Batcher, body: &[u8]) -> Result<Json<In
     }))
 }
 
-fn selected_outputs<'a>(all: &'a [TensorInfo], wanted: Option<&[RequestedOutput]>) -> Result<Vec<&'a TensorInfo>, V2Error> {
+fn selected_outputs<'a>(
+    all: &'a [TensorInfo],
+    wanted: Option<&[RequestedOutput]>,
+) -> Result<Vec<&'a TensorInfo>, V2Error> {
     let Some(wanted) = wanted.filter(|w| !w.is_empty()) else {
         return Ok(all.iter().collect());
     };
     wanted
         .iter()
-        .map(|w| all.iter().find(|o| o.name == w.name).ok_or_else(|| V2Error::bad_request(format!("unknown output '{}'", w.name))))
+        .map(|w| {
+            all.iter()
+                .find(|o| o.name == w.name)
+                .ok_or_else(|| V2Error::bad_request(format!("unknown output '{}'", w.name)))
+        })
         .collect()
 }
 
@@ -346,7 +364,11 @@ fn to_instances(plan: &[crate::model::signature::InputPlan], inputs: &[InferInpu
         }
         let n = input.shape[0] as usize;
         if *rows.get_or_insert(n) != n {
-            return Err(V2Error::bad_request(format!("input '{}' has {n} rows, others have {}", input.name, rows.unwrap_or(0))));
+            return Err(V2Error::bad_request(format!(
+                "input '{}' has {n} rows, others have {}",
+                input.name,
+                rows.unwrap_or(0)
+            )));
         }
         let mut data = Vec::with_capacity(n * width);
         flatten(&input.data, &mut data);
@@ -431,10 +453,8 @@ mod tests {
 
     #[test]
     fn tensors_become_rows_with_nested_or_flat_data() {
-        let inputs = [
-            input("x", &[2, 2], "FP32", json!([[1, 2], [3, 4]])),
-            input("s", &[2, 1], "BYTES", json!(["p", "q"])),
-        ];
+        let inputs =
+            [input("x", &[2, 2], "FP32", json!([[1, 2], [3, 4]])), input("s", &[2, 1], "BYTES", json!(["p", "q"]))];
         let rows = to_instances(&plan(), &inputs).unwrap();
         assert_eq!(rows, vec![json!({"a": 1, "b": 2, "s": "p"}), json!({"a": 3, "b": 4, "s": "q"})]);
     }

@@ -58,7 +58,10 @@ async fn infer_matches_the_reference_and_shares_the_batcher() {
         .unwrap();
     assert_eq!(response.status(), 200);
     let body: Value = response.json().await.unwrap();
-    assert_eq!((body["model_name"].as_str(), body["model_version"].as_str(), body["id"].as_str()), (Some("house_price"), Some("1"), Some("req-7")));
+    assert_eq!(
+        (body["model_name"].as_str(), body["model_version"].as_str(), body["id"].as_str()),
+        (Some("house_price"), Some("1"), Some("req-7"))
+    );
     let out = &body["outputs"][0];
     assert_eq!((out["name"].as_str(), out["datatype"].as_str()), (Some("price"), Some("FP32")));
     assert_eq!(out["shape"], json!([32, 1]));
@@ -76,12 +79,54 @@ async fn bad_tensor_requests_are_400_with_the_protocol_error_shape() {
     let rows = reference("house_price.reference.json", "onnxruntime_price").instances;
     let good = house_tensors(&rows[..2]);
     let cases: Vec<(Value, &str)> = vec![
-        ({ let mut b = good.clone(); b["inputs"][0]["data"] = json!([1.0]); b }, "needs 2 values, data has 1"),
-        ({ let mut b = good.clone(); b["inputs"][1]["datatype"] = json!("FP64"); b }, "datatype FP64 does not match the model's INT64"),
-        ({ let mut b = good.clone(); b["inputs"][0]["name"] = json!("area"); b }, "unknown input 'area'"),
-        ({ let mut b = good.clone(); b["inputs"][1]["data"] = json!([3, 14]); b }, "bedrooms[1]: must be <= 10, got 14"),
-        ({ let mut b = good.clone(); b["inputs"][10]["data"] = json!(["no", "maybe"]); b }, "prefarea[1]: must be one of"),
-        ({ let mut b = good.clone(); b["outputs"] = json!([{"name": "cost"}]); b }, "unknown output 'cost'"),
+        (
+            {
+                let mut b = good.clone();
+                b["inputs"][0]["data"] = json!([1.0]);
+                b
+            },
+            "needs 2 values, data has 1",
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b["inputs"][1]["datatype"] = json!("FP64");
+                b
+            },
+            "datatype FP64 does not match the model's INT64",
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b["inputs"][0]["name"] = json!("area");
+                b
+            },
+            "unknown input 'area'",
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b["inputs"][1]["data"] = json!([3, 14]);
+                b
+            },
+            "bedrooms[1]: must be <= 10, got 14",
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b["inputs"][10]["data"] = json!(["no", "maybe"]);
+                b
+            },
+            "prefarea[1]: must be one of",
+        ),
+        (
+            {
+                let mut b = good.clone();
+                b["outputs"] = json!([{"name": "cost"}]);
+                b
+            },
+            "unknown output 'cost'",
+        ),
         (json!({"inputs": "x"}), "not a valid inference request"),
     ];
     for (body, expected) in cases {
@@ -91,7 +136,8 @@ async fn bad_tensor_requests_are_400_with_the_protocol_error_shape() {
         assert_eq!(error.as_object().unwrap().len(), 1, "only `error`: {error}");
         assert!(error["error"].as_str().unwrap().contains(expected), "{error} lacks {expected}");
     }
-    let response = app.client.post(app.url("/v2/models/house_price/versions/9/infer")).json(&good).send().await.unwrap();
+    let response =
+        app.client.post(app.url("/v2/models/house_price/versions/9/infer")).json(&good).send().await.unwrap();
     assert_eq!(response.status(), 404);
     assert!(response.json::<Value>().await.unwrap()["error"].as_str().unwrap().contains("no version '9'"));
     app.stop().await;

@@ -4,7 +4,8 @@ use serde_json::{json, Value};
 use crate::helpers::{repo, schema_example, test_config, TestApp};
 
 fn committed() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(repo().join("openapi.json")).expect("openapi.json is committed")).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(repo().join("openapi.json")).expect("openapi.json is committed"))
+        .unwrap()
 }
 
 #[test]
@@ -29,17 +30,48 @@ async fn the_server_serves_the_committed_document_and_swagger_ui() {
 }
 
 #[test]
+fn every_reference_resolves() {
+    fn refs<'a>(value: &'a Value, out: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(r) = map.get("$ref").and_then(Value::as_str) {
+                    out.push(r);
+                }
+                map.values().for_each(|v| refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+            _ => {}
+        }
+    }
+    let doc = committed();
+    let mut found = Vec::new();
+    refs(&doc, &mut found);
+    assert!(found.len() > 20, "{}", found.len());
+    for r in found {
+        let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("unexpected ref {r}"));
+        assert!(doc["components"]["schemas"].get(name).is_some(), "dangling $ref {r}");
+    }
+}
+
+#[test]
 fn each_model_has_its_own_operation_with_its_schema_and_example() {
     let doc = committed();
     let op = &doc["paths"]["/models/house_price/predict"]["post"];
     let body = &op["requestBody"]["content"]["application/json"];
-    assert_eq!(body["schema"]["properties"]["instances"]["items"]["$ref"], "#/components/schemas/house_price.v1.Instance");
+    assert_eq!(
+        body["schema"]["properties"]["instances"]["items"]["$ref"],
+        "#/components/schemas/house_price.v1.Instance"
+    );
     assert_eq!(body["example"]["instances"][0], schema_example("house_price"));
     let instance = &doc["components"]["schemas"]["house_price.v1.Instance"];
     assert_eq!(instance["properties"]["bedrooms"]["maximum"], 10);
     assert_eq!(instance["properties"]["airco"]["enum"], json!(["yes", "no"]));
     assert!(doc["paths"]["/models/house_price_linear/versions/1/predict"]["post"].is_object());
-    assert_eq!(doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]["instances"]["items"]["$ref"], "#/components/schemas/house_price.v1.Instance");
+    assert_eq!(
+        doc["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]["properties"]
+            ["instances"]["items"]["$ref"],
+        "#/components/schemas/house_price.v1.Instance"
+    );
 }
 
 /// Calls every documented operation (path parameters filled with served names, bodies with the
@@ -52,7 +84,8 @@ async fn every_documented_operation_answers_with_a_documented_status() {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {
             let url = path.replace("{name}", "house_price").replace("{model}", "house_price").replace("{version}", "1");
-            let mut request = app.client.request(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), app.url(&url));
+            let mut request =
+                app.client.request(Method::from_bytes(method.to_uppercase().as_bytes()).unwrap(), app.url(&url));
             let example = op["requestBody"]["content"]["application/json"]["example"].as_object();
             if let Some(example) = example {
                 request = request.json(example);

@@ -37,7 +37,11 @@ async fn versions_are_served_side_by_side() {
     // Version 1 has a schema file; version 2 of the same graph derives its own.
     let v1 = app.get_json("/models/house_price_linear/versions/1").await;
     let v2 = app.get_json("/models/house_price_linear").await;
-    assert_eq!((v1["version"].as_str(), v2["version"].as_str()), (Some("1"), Some("2")), "unversioned is the default version");
+    assert_eq!(
+        (v1["version"].as_str(), v2["version"].as_str()),
+        (Some("1"), Some("2")),
+        "unversioned is the default version"
+    );
     assert_eq!(v1["schema"]["properties"].as_object().unwrap().keys().next().unwrap(), "lotsize");
     assert_eq!(v2["schema"]["properties"].as_object().unwrap().keys().next().unwrap(), "features_0");
     assert_eq!(v1["example"], schema_example("house_price_linear"));
