@@ -144,11 +144,11 @@ impl InstanceSchema {
 }
 
 fn example_value(elem: ElemType) -> Value {
-    match elem {
-        ElemType::F32 | ElemType::F64 => json!(0.0),
-        ElemType::I32 | ElemType::I64 => json!(0),
-        ElemType::Bool => json!(false),
-        ElemType::String => json!(""),
+    match elem.json_type() {
+        "number" => json!(0.0),
+        "integer" => json!(0),
+        "boolean" => json!(false),
+        _ => json!(""),
     }
 }
 

@@ -81,7 +81,7 @@ pub struct ServerMetadata {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TensorMetadata {
     pub name: String,
-    /// BOOL, INT32, INT64, FP32, FP64 or BYTES.
+    /// BOOL, INT8 to INT64, UINT8 to UINT64, FP16, FP32, FP64 or BYTES.
     pub datatype: String,
     /// -1 marks a dynamic dimension.
     pub shape: Vec<i64>,
@@ -156,14 +156,7 @@ pub struct OutputTensor {
 }
 
 pub fn datatype(elem: ElemType) -> &'static str {
-    match elem {
-        ElemType::F32 => "FP32",
-        ElemType::F64 => "FP64",
-        ElemType::I32 => "INT32",
-        ElemType::I64 => "INT64",
-        ElemType::Bool => "BOOL",
-        ElemType::String => "BYTES",
-    }
+    elem.oip_datatype()
 }
 
 fn metadata(info: &TensorInfo) -> TensorMetadata {

@@ -7,10 +7,17 @@ use serde::Serialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ElemType {
+    F16,
     F32,
     F64,
+    I8,
+    I16,
     I32,
     I64,
+    U8,
+    U16,
+    U32,
+    U64,
     Bool,
     String,
 }
@@ -18,10 +25,17 @@ pub enum ElemType {
 impl ElemType {
     pub fn from_ort(ty: TensorElementType) -> Option<Self> {
         Some(match ty {
+            TensorElementType::Float16 => Self::F16,
             TensorElementType::Float32 => Self::F32,
             TensorElementType::Float64 => Self::F64,
+            TensorElementType::Int8 => Self::I8,
+            TensorElementType::Int16 => Self::I16,
             TensorElementType::Int32 => Self::I32,
             TensorElementType::Int64 => Self::I64,
+            TensorElementType::Uint8 => Self::U8,
+            TensorElementType::Uint16 => Self::U16,
+            TensorElementType::Uint32 => Self::U32,
+            TensorElementType::Uint64 => Self::U64,
             TensorElementType::Bool => Self::Bool,
             TensorElementType::String => Self::String,
             _ => return None,
@@ -31,10 +45,29 @@ impl ElemType {
     /// The JSON Schema `type` whose values this element type can be built from.
     pub fn json_type(self) -> &'static str {
         match self {
-            Self::F32 | Self::F64 => "number",
-            Self::I32 | Self::I64 => "integer",
+            Self::F16 | Self::F32 | Self::F64 => "number",
             Self::Bool => "boolean",
             Self::String => "string",
+            _ => "integer",
+        }
+    }
+
+    /// The Open Inference Protocol's name for this element type.
+    pub fn oip_datatype(self) -> &'static str {
+        match self {
+            Self::F16 => "FP16",
+            Self::F32 => "FP32",
+            Self::F64 => "FP64",
+            Self::I8 => "INT8",
+            Self::I16 => "INT16",
+            Self::I32 => "INT32",
+            Self::I64 => "INT64",
+            Self::U8 => "UINT8",
+            Self::U16 => "UINT16",
+            Self::U32 => "UINT32",
+            Self::U64 => "UINT64",
+            Self::Bool => "BOOL",
+            Self::String => "BYTES",
         }
     }
 }

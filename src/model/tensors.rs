@@ -3,87 +3,147 @@
 use std::borrow::Cow;
 
 use ort::session::{SessionInputValue, SessionOutputs};
-use ort::value::Tensor;
+use ort::value::{DynValue, Tensor};
 use serde_json::{Map, Number, Value};
 
 use super::signature::{ElemType, FeedPlan, InputPlan, TensorInfo};
 use crate::error::FieldError;
 
-/// One model input's values for a run of rows, row-major.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Column {
-    F32(Vec<f32>),
-    F64(Vec<f64>),
-    I32(Vec<i32>),
-    I64(Vec<i64>),
-    Bool(Vec<bool>),
-    String(Vec<String>),
+/// Conversion of one JSON value into a tensor element and back.
+trait Element: Sized {
+    fn from_json(value: &Value) -> Result<Self, String>;
+    fn to_json(&self) -> Value;
 }
 
-impl Column {
-    fn with_capacity(elem: ElemType, capacity: usize) -> Self {
-        match elem {
-            ElemType::F32 => Self::F32(Vec::with_capacity(capacity)),
-            ElemType::F64 => Self::F64(Vec::with_capacity(capacity)),
-            ElemType::I32 => Self::I32(Vec::with_capacity(capacity)),
-            ElemType::I64 => Self::I64(Vec::with_capacity(capacity)),
-            ElemType::Bool => Self::Bool(Vec::with_capacity(capacity)),
-            ElemType::String => Self::String(Vec::with_capacity(capacity)),
-        }
+/// JSON Schema counts 3.0 as an integer, so it is accepted as 3.
+fn integer(value: &Value) -> Result<i128, String> {
+    if let Some(i) = value.as_i64() {
+        return Ok(i.into());
     }
-
-    /// Appends one JSON value; the error message says what was expected.
-    fn push(&mut self, value: &Value) -> Result<(), String> {
-        let as_int = |v: &Value| -> Result<i64, String> {
-            // JSON Schema counts 3.0 as an integer, so it is accepted as 3.
-            match v.as_i64() {
-                Some(i) => Ok(i),
-                None => match v.as_f64() {
-                    Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i64),
-                    _ => Err(format!("must be an integer, got {v}")),
-                },
-            }
-        };
-        let as_f64 = |v: &Value| v.as_f64().ok_or_else(|| format!("must be a number, got {v}"));
-        match self {
-            Self::F32(c) => c.push(as_f64(value)? as f32),
-            Self::F64(c) => c.push(as_f64(value)?),
-            Self::I32(c) => {
-                let i = as_int(value)?;
-                c.push(i32::try_from(i).map_err(|_| format!("must fit in a 32-bit integer, got {i}"))?)
-            }
-            Self::I64(c) => c.push(as_int(value)?),
-            Self::Bool(c) => c.push(value.as_bool().ok_or_else(|| format!("must be a boolean, got {value}"))?),
-            Self::String(c) => {
-                c.push(value.as_str().ok_or_else(|| format!("must be a string, got {value}"))?.to_owned())
-            }
-        }
-        Ok(())
+    if let Some(u) = value.as_u64() {
+        return Ok(u.into());
     }
-
-    fn extend(&mut self, other: &Column) {
-        match (self, other) {
-            (Self::F32(a), Self::F32(b)) => a.extend_from_slice(b),
-            (Self::F64(a), Self::F64(b)) => a.extend_from_slice(b),
-            (Self::I32(a), Self::I32(b)) => a.extend_from_slice(b),
-            (Self::I64(a), Self::I64(b)) => a.extend_from_slice(b),
-            (Self::Bool(a), Self::Bool(b)) => a.extend_from_slice(b),
-            (Self::String(a), Self::String(b)) => a.extend_from_slice(b),
-            _ => unreachable!("columns of one model always share element types"),
-        }
-    }
-
-    fn into_input(self, shape: Vec<i64>) -> ort::Result<SessionInputValue<'static>> {
-        Ok(match self {
-            Self::F32(v) => Tensor::from_array((shape, v))?.into(),
-            Self::F64(v) => Tensor::from_array((shape, v))?.into(),
-            Self::I32(v) => Tensor::from_array((shape, v))?.into(),
-            Self::I64(v) => Tensor::from_array((shape, v))?.into(),
-            Self::Bool(v) => Tensor::from_array((shape, v))?.into(),
-            Self::String(v) => Tensor::from_string_array((shape, v.as_slice()))?.into(),
-        })
+    match value.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i128),
+        _ => Err(format!("must be an integer, got {value}")),
     }
 }
+
+fn number(value: &Value) -> Result<f64, String> {
+    value.as_f64().ok_or_else(|| format!("must be a number, got {value}"))
+}
+
+macro_rules! integer_elements {
+    ($($ty:ty),*) => {$(
+        impl Element for $ty {
+            fn from_json(value: &Value) -> Result<Self, String> {
+                let i = integer(value)?;
+                <$ty>::try_from(i).map_err(|_| format!("must fit in {}, got {i}", stringify!($ty)))
+            }
+            fn to_json(&self) -> Value {
+                Value::from(*self)
+            }
+        }
+    )*};
+}
+integer_elements!(i8, i16, i32, i64, u8, u16, u32, u64);
+
+impl Element for f64 {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        number(value)
+    }
+    fn to_json(&self) -> Value {
+        float(*self)
+    }
+}
+
+impl Element for f32 {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        number(value).map(|v| v as f32)
+    }
+    fn to_json(&self) -> Value {
+        float(f64::from(*self))
+    }
+}
+
+impl Element for half::f16 {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        number(value).map(half::f16::from_f64)
+    }
+    fn to_json(&self) -> Value {
+        float(self.to_f64())
+    }
+}
+
+impl Element for bool {
+    fn from_json(value: &Value) -> Result<Self, String> {
+        value.as_bool().ok_or_else(|| format!("must be a boolean, got {value}"))
+    }
+    fn to_json(&self) -> Value {
+        Value::from(*self)
+    }
+}
+
+macro_rules! columns {
+    ($($variant:ident: $ty:ty),* $(,)?) => {
+        /// One model input's values for a run of rows, row-major.
+        #[derive(Debug, Clone, PartialEq)]
+        pub enum Column {
+            $($variant(Vec<$ty>),)*
+            String(Vec<String>),
+        }
+
+        impl Column {
+            fn with_capacity(elem: ElemType, capacity: usize) -> Self {
+                match elem {
+                    $(ElemType::$variant => Self::$variant(Vec::with_capacity(capacity)),)*
+                    ElemType::String => Self::String(Vec::with_capacity(capacity)),
+                }
+            }
+
+            /// Appends one JSON value; the error message says what was expected.
+            fn push(&mut self, value: &Value) -> Result<(), String> {
+                match self {
+                    $(Self::$variant(c) => c.push(<$ty>::from_json(value)?),)*
+                    Self::String(c) => {
+                        c.push(value.as_str().ok_or_else(|| format!("must be a string, got {value}"))?.to_owned())
+                    }
+                }
+                Ok(())
+            }
+
+            fn extend(&mut self, other: &Column) {
+                match (self, other) {
+                    $((Self::$variant(a), Self::$variant(b)) => a.extend_from_slice(b),)*
+                    (Self::String(a), Self::String(b)) => a.extend_from_slice(b),
+                    _ => unreachable!("columns of one model always share element types"),
+                }
+            }
+
+            fn into_input(self, shape: Vec<i64>) -> ort::Result<SessionInputValue<'static>> {
+                Ok(match self {
+                    $(Self::$variant(v) => Tensor::from_array((shape, v))?.into(),)*
+                    Self::String(v) => Tensor::from_string_array((shape, v.as_slice()))?.into(),
+                })
+            }
+        }
+
+        /// Every element of an output tensor, as JSON, row-major.
+        fn output_values(value: &DynValue, elem: ElemType) -> ort::Result<Vec<Value>> {
+            Ok(match elem {
+                $(ElemType::$variant => value.try_extract_tensor::<$ty>()?.1.iter().map(Element::to_json).collect(),)*
+                ElemType::String => value.try_extract_strings()?.1.into_iter().map(Value::from).collect(),
+            })
+        }
+    };
+}
+
+columns!(
+    F16: half::f16, F32: f32, F64: f64,
+    I8: i8, I16: i16, I32: i32, I64: i64,
+    U8: u8, U16: u16, U32: u32, U64: u64,
+    Bool: bool,
+);
 
 /// Encoded rows: one [`Column`] per model input, in the plan's order.
 #[derive(Debug, Clone, PartialEq)]
@@ -156,23 +216,7 @@ pub fn predictions(outputs: &SessionOutputs<'_>, infos: &[TensorInfo], rows: usi
     let mut out: Vec<Prediction> = (0..rows).map(|_| Map::with_capacity(infos.len())).collect();
     for info in infos {
         let value = outputs.get(&info.name).ok_or_else(|| format!("output '{}' missing from the run", info.name))?;
-        let err = |e: ort::Error| format!("output '{}': {e}", info.name);
-        let values: Vec<Value> = match info.elem {
-            ElemType::F32 => {
-                value.try_extract_tensor::<f32>().map_err(err)?.1.iter().map(|v| float(*v as f64)).collect()
-            }
-            ElemType::F64 => value.try_extract_tensor::<f64>().map_err(err)?.1.iter().map(|v| float(*v)).collect(),
-            ElemType::I32 => {
-                value.try_extract_tensor::<i32>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect()
-            }
-            ElemType::I64 => {
-                value.try_extract_tensor::<i64>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect()
-            }
-            ElemType::Bool => {
-                value.try_extract_tensor::<bool>().map_err(err)?.1.iter().map(|v| Value::from(*v)).collect()
-            }
-            ElemType::String => value.try_extract_strings().map_err(err)?.1.into_iter().map(Value::from).collect(),
-        };
+        let values = output_values(value, info.elem).map_err(|e| format!("output '{}': {e}", info.name))?;
         if rows == 0 || values.len() % rows != 0 {
             return Err(format!("output '{}' has {} elements for {rows} rows", info.name, values.len()));
         }
@@ -230,6 +274,20 @@ mod tests {
         assert_eq!(errs[0].path, "/instances/7/n");
         assert_eq!(errs[0].message, "must be an integer, got 3.5");
         assert_eq!(errs[1].path, "/instances/7/s");
+    }
+
+    #[test]
+    fn small_and_unsigned_integers_are_range_checked() {
+        let mut column = Column::with_capacity(ElemType::U8, 2);
+        column.push(&json!(255)).unwrap();
+        assert_eq!(column.push(&json!(256)).unwrap_err(), "must fit in u8, got 256");
+        assert_eq!(column.push(&json!(-1)).unwrap_err(), "must fit in u8, got -1");
+        let mut column = Column::with_capacity(ElemType::U64, 1);
+        column.push(&json!(u64::MAX)).unwrap();
+        assert_eq!(column, Column::U64(vec![u64::MAX]));
+        let mut column = Column::with_capacity(ElemType::F16, 1);
+        column.push(&json!(1.5)).unwrap();
+        assert_eq!(column, Column::F16(vec![half::f16::from_f32(1.5)]));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! port 0 with the committed models and talks HTTP to it.
 
 mod batching;
+mod dtypes;
 mod errors;
 mod helpers;
 mod oip;

@@ -20,7 +20,7 @@ fn the_committed_document_is_current() {
 #[tokio::test]
 async fn the_server_serves_the_committed_document_and_swagger_ui() {
     let app = TestApp::spawn().await;
-    assert_eq!(app.get_json("/openapi.json").await, committed());
+    assert!(app.get_json("/openapi.json").await == committed(), "the served document differs from openapi.json");
     let page = app.client.get(app.url("/docs/")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("swagger-ui"));
