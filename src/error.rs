@@ -20,7 +20,7 @@ pub struct FieldError {
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
-    /// What went wrong, for programs: `malformed_json`, `unsupported_media_type`,
+    /// What went wrong, for programs: `malformed_json`, `invalid_path`, `unsupported_media_type`,
     /// `payload_too_large`, `invalid_request`, `validation_error`, `model_rejected_input`,
     /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `not_ready`,
     /// `overloaded`, `shutting_down`, `internal_error`.
@@ -35,6 +35,8 @@ pub struct ErrorBody {
 pub enum ApiError {
     #[error("request body is not valid JSON: {0}")]
     MalformedJson(String),
+    #[error("{0}")]
+    InvalidPath(String),
     #[error("expected a request with `content-type: application/json`")]
     UnsupportedMediaType,
     #[error("request body is larger than the limit of {limit} bytes")]
@@ -67,7 +69,7 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest { .. } | Self::Validation(_) | Self::ModelRejected(_) => {
@@ -83,6 +85,7 @@ impl ApiError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidPath(_) => "invalid_path",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::InvalidRequest { .. } => "invalid_request",

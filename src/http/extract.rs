@@ -1,7 +1,7 @@
-//! A JSON body extractor whose rejections use the service's error shape, not axum's plain text.
+//! Extractors whose rejections use the service's error shapes, never axum's plain text.
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
@@ -40,4 +40,15 @@ fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {
 /// axum prefixes serde's message with its own sentence; keep serde's part, which has the position.
 fn source_text(text: &str) -> String {
     text.split_once(": ").map(|(_, rest)| rest).unwrap_or(text).to_owned()
+}
+
+/// Path parameters; a path that cannot be decoded (invalid UTF-8, say) is a JSON 400.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::InvalidPath(rejection.body_text())
+    }
 }

@@ -1,6 +1,6 @@
 //! The HTTP surface: routes, shared state, and the layers every request passes through.
 
-mod extract;
+pub mod extract;
 pub mod models;
 pub mod predict;
 pub mod status;

@@ -1,11 +1,12 @@
 //! The model registry: what is served and what each model takes and gives.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::extract::ApiPath;
 use super::AppState;
 use crate::batch::{Batcher, StatsSnapshot};
 use crate::error::{ApiError, ErrorBody};
@@ -88,10 +89,11 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
     params(("name" = String, Path, description = "Model name")),
     responses(
         (status = 200, body = ModelInfo),
+        (status = 400, description = "Path is not valid UTF-8", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
         (status = 503, description = "Models still loading", body = ErrorBody),
     ))]
-pub async fn info(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelInfo>, ApiError> {
+pub async fn info(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Json<ModelInfo>, ApiError> {
     let registry = state.registry()?;
     Ok(Json(describe(&state, registry, registry.get(&name, None)?)))
 }
@@ -101,12 +103,13 @@ pub async fn info(State(state): State<AppState>, Path(name): Path<String>) -> Re
     params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
     responses(
         (status = 200, body = ModelInfo),
+        (status = 400, description = "Path is not valid UTF-8", body = ErrorBody),
         (status = 404, description = "Unknown model or version", body = ErrorBody),
         (status = 503, description = "Models still loading", body = ErrorBody),
     ))]
 pub async fn version_info(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Json<ModelInfo>, ApiError> {
     let registry = state.registry()?;
     Ok(Json(describe(&state, registry, registry.get(&name, Some(&version))?)))

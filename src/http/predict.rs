@@ -1,13 +1,13 @@
 //! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
-use super::extract::ApiJson;
+use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::batch::{Batcher, InferError};
 use crate::error::{ApiError, ErrorBody, FieldError};
@@ -38,7 +38,7 @@ enum PredictResponses {
     /// One prediction per instance, in order
     #[response(status = 200)]
     Ok(PredictResponse),
-    /// Body is not JSON
+    /// Body is not JSON, or the path is not valid UTF-8
     #[response(status = 400)]
     MalformedJson(ErrorBody),
     /// Body over the configured limit
@@ -82,7 +82,7 @@ pub async fn predict_default(
 )]
 pub async fn predict_model(
     State(state): State<AppState>,
-    Path(name): Path<String>,
+    ApiPath(name): ApiPath<String>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {
@@ -99,7 +99,7 @@ pub async fn predict_model(
 )]
 pub async fn predict_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
     Extension(request_id): Extension<RequestId>,
     ApiJson(body): ApiJson<PredictRequest>,
 ) -> Result<Json<PredictResponse>, ApiError> {

@@ -2,7 +2,8 @@
 //! turned into instances and go through the same schema check and batcher as `/predict`.
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -60,6 +61,34 @@ impl IntoResponse for V2Error {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
         }
         response
+    }
+}
+
+/// Path parameters, rejected in the protocol's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(V2Error))]
+pub struct V2Path<T>(pub T);
+
+impl From<PathRejection> for V2Error {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::from(rejection).into()
+    }
+}
+
+/// The raw body, whatever its content type (standard clients do not always send one).
+pub struct V2Body(Bytes);
+
+impl FromRequest<AppState> for V2Body {
+    type Rejection = V2Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(V2Body).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit: state.config.server.body_limit_bytes }.into()
+            } else {
+                V2Error::bad_request(e.body_text())
+            }
+        })
     }
 }
 
@@ -207,8 +236,11 @@ fn model_metadata(state: &AppState, batcher: &Batcher, all_versions: bool) -> Mo
 /// Model metadata (default version).
 #[utoipa::path(get, path = "/v2/models/{model}", tag = "open inference protocol v2",
     params(("model" = String, Path)),
-    responses((status = 200, body = ModelMetadata), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
-pub async fn model(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<ModelMetadata>, V2Error> {
+    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model(
+    State(state): State<AppState>,
+    V2Path(name): V2Path<String>,
+) -> Result<Json<ModelMetadata>, V2Error> {
     let batcher = lookup(&state, &name, None)?;
     Ok(Json(model_metadata(&state, batcher, true)))
 }
@@ -216,10 +248,10 @@ pub async fn model(State(state): State<AppState>, Path(name): Path<String>) -> R
 /// Model metadata (one version).
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "open inference protocol v2",
     params(("model" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = ModelMetadata), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
 pub async fn model_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    V2Path((name, version)): V2Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
     let batcher = lookup(&state, &name, Some(&version))?;
     Ok(Json(model_metadata(&state, batcher, false)))
@@ -228,8 +260,11 @@ pub async fn model_version(
 /// Model readiness (default version).
 #[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "open inference protocol v2",
     params(("model" = String, Path)),
-    responses((status = 200, body = Readiness), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
-pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>) -> Result<Json<Readiness>, V2Error> {
+    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model_ready(
+    State(state): State<AppState>,
+    V2Path(name): V2Path<String>,
+) -> Result<Json<Readiness>, V2Error> {
     lookup(&state, &name, None)?;
     Ok(Json(Readiness { ready: true }))
 }
@@ -237,10 +272,10 @@ pub async fn model_ready(State(state): State<AppState>, Path(name): Path<String>
 /// Model readiness (one version).
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "open inference protocol v2",
     params(("model" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = Readiness), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
 pub async fn model_version_ready(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
+    V2Path((name, version)): V2Path<(String, String)>,
 ) -> Result<Json<Readiness>, V2Error> {
     lookup(&state, &name, Some(&version))?;
     Ok(Json(Readiness { ready: true }))
@@ -273,8 +308,8 @@ enum InferResponses {
     responses(InferResponses, (status = 404, description = "Unknown model", body = V2Error)))]
 pub async fn infer(
     State(state): State<AppState>,
-    Path(name): Path<String>,
-    body: Bytes,
+    V2Path(name): V2Path<String>,
+    V2Body(body): V2Body,
 ) -> Result<Json<InferResponse>, V2Error> {
     let batcher = lookup(&state, &name, None)?;
     run(&state, batcher, &body).await
@@ -287,8 +322,8 @@ pub async fn infer(
     responses(InferResponses, (status = 404, description = "Unknown model or version", body = V2Error)))]
 pub async fn infer_version(
     State(state): State<AppState>,
-    Path((name, version)): Path<(String, String)>,
-    body: Bytes,
+    V2Path((name, version)): V2Path<(String, String)>,
+    V2Body(body): V2Body,
 ) -> Result<Json<InferResponse>, V2Error> {
     let batcher = lookup(&state, &name, Some(&version))?;
     run(&state, batcher, &body).await

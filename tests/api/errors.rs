@@ -148,3 +148,14 @@ async fn not_ready_until_models_are_loaded() {
         assert_eq!(body["error_type"], "not_ready");
     }
 }
+
+#[tokio::test]
+async fn an_undecodable_path_is_a_json_400() {
+    let app = TestApp::spawn().await;
+    let response = app.client.get(app.url("/models/%FF%FE")).send().await.unwrap();
+    let body = assert_error(response, 400, "invalid_path").await;
+    assert!(body["error"].as_str().unwrap().contains("UTF-8"), "{body}");
+    let response = app.post_json("/models/%FF/predict", &json!({"instances": [{}]})).await;
+    assert_error(response, 400, "invalid_path").await;
+    app.stop().await;
+}
