@@ -9,4 +9,10 @@ if ! .venv/bin/python -c "import tritonclient.http" 2>/dev/null; then
   python3 -m venv .venv
   .venv/bin/python -m pip install --quiet -r tests/oip/requirements.txt
 fi
-cargo test --locked "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+# cargo ends on the doc-test binary's "0 passed"; close on the total instead.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
