@@ -1,0 +1,171 @@
+//! KServe Open Inference Protocol v2, REST: health, metadata and tensor inference. Tensors are
+//! turned into instances and go through the same schema check and batcher as `/predict`.
+
+mod tensors;
+pub mod types;
+
+use axum::extract::State;
+use axum::Json;
+
+use super::predict::run_instances;
+use super::AppState;
+use crate::batch::Batcher;
+use crate::model::signature::TensorInfo;
+use tensors::{selected_outputs, to_instances, to_output};
+pub use types::*;
+
+fn metadata(info: &TensorInfo) -> TensorMetadata {
+    TensorMetadata { name: info.name.clone(), datatype: info.elem.oip_datatype().to_owned(), shape: info.shape.clone() }
+}
+
+/// Server liveness.
+#[utoipa::path(get, path = "/v2/health/live", tag = "open inference protocol v2", responses((status = 200, body = Liveness)))]
+pub async fn live() -> Json<Liveness> {
+    Json(Liveness { live: true })
+}
+
+/// Server readiness: every model loaded and warmed up.
+#[utoipa::path(get, path = "/v2/health/ready", tag = "open inference protocol v2", responses(
+    (status = 200, body = Readiness),
+    (status = 503, description = "Models still loading", body = V2Error),
+))]
+pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, V2Error> {
+    state.registry()?;
+    Ok(Json(Readiness { ready: true }))
+}
+
+/// Server metadata.
+#[utoipa::path(get, path = "/v2", tag = "open inference protocol v2", responses((status = 200, body = ServerMetadata)))]
+pub async fn server_metadata() -> Json<ServerMetadata> {
+    Json(ServerMetadata { name: "inferd".into(), version: env!("CARGO_PKG_VERSION").into(), extensions: vec![] })
+}
+
+fn lookup<'a>(state: &'a AppState, name: &str, version: Option<&str>) -> Result<&'a Batcher, V2Error> {
+    Ok(state.registry()?.get(name, version)?)
+}
+
+fn model_metadata(state: &AppState, batcher: &Batcher, all_versions: bool) -> ModelMetadata {
+    let spec = batcher.spec();
+    let versions = match (all_versions, state.loaded().and_then(|r| r.models().get(&spec.name))) {
+        (true, Some(model)) => model.versions.keys().cloned().collect(),
+        _ => vec![spec.version.clone()],
+    };
+    ModelMetadata {
+        name: spec.name.clone(),
+        versions,
+        platform: "onnx_onnxv1".into(),
+        inputs: spec.signature.inputs.iter().map(metadata).collect(),
+        outputs: spec.signature.outputs.iter().map(metadata).collect(),
+    }
+}
+
+/// Model metadata (default version).
+#[utoipa::path(get, path = "/v2/models/{model}", tag = "open inference protocol v2",
+    params(("model" = String, Path)),
+    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model(
+    State(state): State<AppState>,
+    V2Path(name): V2Path<String>,
+) -> Result<Json<ModelMetadata>, V2Error> {
+    let batcher = lookup(&state, &name, None)?;
+    Ok(Json(model_metadata(&state, batcher, true)))
+}
+
+/// Model metadata (one version).
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "open inference protocol v2",
+    params(("model" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model_version(
+    State(state): State<AppState>,
+    V2Path((name, version)): V2Path<(String, String)>,
+) -> Result<Json<ModelMetadata>, V2Error> {
+    let batcher = lookup(&state, &name, Some(&version))?;
+    Ok(Json(model_metadata(&state, batcher, false)))
+}
+
+/// Model readiness (default version).
+#[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "open inference protocol v2",
+    params(("model" = String, Path)),
+    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model_ready(
+    State(state): State<AppState>,
+    V2Path(name): V2Path<String>,
+) -> Result<Json<Readiness>, V2Error> {
+    lookup(&state, &name, None)?;
+    Ok(Json(Readiness { ready: true }))
+}
+
+/// Model readiness (one version).
+#[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "open inference protocol v2",
+    params(("model" = String, Path), ("version" = String, Path)),
+    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+pub async fn model_version_ready(
+    State(state): State<AppState>,
+    V2Path((name, version)): V2Path<(String, String)>,
+) -> Result<Json<Readiness>, V2Error> {
+    lookup(&state, &name, Some(&version))?;
+    Ok(Json(Readiness { ready: true }))
+}
+
+/// What both infer operations can answer, besides 404.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // documentation only: handlers answer with `InferResponse` or `V2Error`
+enum InferResponses {
+    #[response(status = 200)]
+    Ok(InferResponse),
+    /// Malformed body, unknown or missing input, wrong datatype, shape and data disagree, or values outside the schema
+    #[response(status = 400)]
+    BadRequest(V2Error),
+    /// Body over the configured limit
+    #[response(status = 413)]
+    TooLarge(V2Error),
+    /// Internal fault
+    #[response(status = 500)]
+    Internal(V2Error),
+    /// Not ready, queue full or shutting down
+    #[response(status = 503)]
+    Unavailable(V2Error),
+}
+
+/// Inference on named tensors (default version). Any content type is read as JSON.
+#[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "open inference protocol v2",
+    params(("model" = String, Path)),
+    request_body = InferRequest,
+    responses(InferResponses, (status = 404, description = "Unknown model", body = V2Error)))]
+pub async fn infer(
+    State(state): State<AppState>,
+    V2Path(name): V2Path<String>,
+    V2Body(body): V2Body,
+) -> Result<Json<InferResponse>, V2Error> {
+    let batcher = lookup(&state, &name, None)?;
+    run(&state, batcher, &body).await
+}
+
+/// Inference on named tensors (one version). Any content type is read as JSON.
+#[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "open inference protocol v2",
+    params(("model" = String, Path), ("version" = String, Path)),
+    request_body = InferRequest,
+    responses(InferResponses, (status = 404, description = "Unknown model or version", body = V2Error)))]
+pub async fn infer_version(
+    State(state): State<AppState>,
+    V2Path((name, version)): V2Path<(String, String)>,
+    V2Body(body): V2Body,
+) -> Result<Json<InferResponse>, V2Error> {
+    let batcher = lookup(&state, &name, Some(&version))?;
+    run(&state, batcher, &body).await
+}
+
+async fn run(state: &AppState, batcher: &Batcher, body: &[u8]) -> Result<Json<InferResponse>, V2Error> {
+    let request: InferRequest = serde_json::from_slice(body)
+        .map_err(|e| V2Error::bad_request(format!("request body is not a valid inference request: {e}")))?;
+    let spec = batcher.spec();
+    let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
+    let instances = to_instances(&spec.plan.inputs, &request.inputs)?;
+    let predictions = run_instances(state, batcher, &instances).await?;
+    Ok(Json(InferResponse {
+        model_name: spec.name.clone(),
+        model_version: spec.version.clone(),
+        id: request.id,
+        outputs: outputs.into_iter().map(|info| to_output(info, &predictions)).collect(),
+    }))
+}

@@ -1,0 +1,173 @@
+//! The protocol's wire types, its error shape, and extractors that reject in that shape.
+
+use axum::body::Bytes;
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use super::tensors::tensor_path;
+use crate::error::ApiError;
+use crate::http::AppState;
+
+/// The protocol's error body: `{"error": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V2Error {
+    pub error: String,
+    #[serde(skip)]
+    status: StatusCode,
+}
+
+impl V2Error {
+    pub(super) fn bad_request(error: impl Into<String>) -> Self {
+        Self { error: error.into(), status: StatusCode::BAD_REQUEST }
+    }
+}
+
+impl From<ApiError> for V2Error {
+    fn from(e: ApiError) -> Self {
+        let status = match e.status() {
+            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::BAD_REQUEST,
+            other => other,
+        };
+        let error = match &e {
+            ApiError::Validation(details) | ApiError::InvalidRequest { details, .. } if !details.is_empty() => {
+                let fields: Vec<String> =
+                    details.iter().map(|d| format!("{}: {}", tensor_path(&d.path), d.message)).collect();
+                format!("{}: {}", e, fields.join("; "))
+            }
+            _ => e.to_string(),
+        };
+        if let ApiError::Internal(cause) = &e {
+            tracing::error!(%cause, "internal error");
+        }
+        Self { error, status }
+    }
+}
+
+impl IntoResponse for V2Error {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let mut response = (status, Json(self)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
+        response
+    }
+}
+
+/// Path parameters, rejected in the protocol's error shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(V2Error))]
+pub struct V2Path<T>(pub T);
+
+impl From<PathRejection> for V2Error {
+    fn from(rejection: PathRejection) -> Self {
+        ApiError::from(rejection).into()
+    }
+}
+
+/// The raw body, whatever its content type (standard clients do not always send one).
+pub struct V2Body(pub Bytes);
+
+impl FromRequest<AppState> for V2Body {
+    type Rejection = V2Error;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(req, state).await.map(V2Body).map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge { limit: state.config.server.body_limit_bytes }.into()
+            } else {
+                V2Error::bad_request(e.body_text())
+            }
+        })
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerMetadata {
+    pub name: String,
+    pub version: String,
+    pub extensions: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TensorMetadata {
+    pub name: String,
+    /// BOOL, INT8 to INT64, UINT8 to UINT64, FP16, FP32, FP64 or BYTES.
+    pub datatype: String,
+    /// -1 marks a dynamic dimension.
+    pub shape: Vec<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ModelMetadata {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: String,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Readiness {
+    pub ready: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Liveness {
+    pub live: bool,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InferRequest {
+    /// Echoed in the response.
+    pub id: Option<String>,
+    /// Accepted and ignored.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    pub inputs: Vec<InferInput>,
+    /// Restricts the outputs returned; all by default.
+    pub outputs: Option<Vec<RequestedOutput>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct InferInput {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    /// Row-major, flat or nested.
+    #[schema(value_type = Vec<Object>)]
+    pub data: Value,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RequestedOutput {
+    pub name: String,
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub outputs: Vec<OutputTensor>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OutputTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[schema(value_type = Vec<Object>)]
+    pub data: Vec<Value>,
+}
