@@ -102,6 +102,14 @@ impl ApiError {
         }
     }
 
+    /// Logs the cause of an internal error; the body never carries it. Called while the
+    /// response is built, inside the request's span, so the line carries the request id.
+    pub(crate) fn log_internal(&self) {
+        if let Self::Internal(cause) = self {
+            tracing::error!(%cause, "internal error");
+        }
+    }
+
     fn retry_after_seconds(&self) -> Option<u32> {
         match self {
             Self::Overloaded { .. } => Some(1),
@@ -114,10 +122,7 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
-        if let Self::Internal(cause) = &self {
-            // Runs inside the request's span, so the line carries the request id.
-            tracing::error!(%cause, "internal error");
-        }
+        self.log_internal();
         let details = match &self {
             Self::Validation(details) => Some(details.clone()),
             Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),

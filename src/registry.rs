@@ -12,7 +12,7 @@ use crate::model::{self, LoadError};
 
 /// Every loaded version of one model name.
 pub struct ModelVersions {
-    /// Keyed by version, in config order of loading.
+    /// Keyed by version, in version-string order.
     pub versions: BTreeMap<String, Batcher>,
     pub default_version: String,
 }

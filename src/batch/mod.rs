@@ -69,7 +69,7 @@ struct Stats {
 pub struct StatsSnapshot {
     /// ONNX Runtime calls.
     pub batches: u64,
-    /// Rows predicted.
+    /// Rows run through ONNX Runtime (rows of a refused batch count again when retried alone).
     pub rows: u64,
     /// Most rows seen in one call.
     pub largest_batch: u64,
@@ -218,9 +218,9 @@ fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Ve
     let n = rows.len;
     let started = Instant::now();
     let result = crate::model::run(spec, session, rows);
-    shared.stats.inference_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
 
     let stats = &shared.stats;
+    stats.inference_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(n as u64, Ordering::Relaxed);
     stats.largest_batch.fetch_max(n as u64, Ordering::Relaxed);

@@ -11,6 +11,7 @@ use super::predict::run_instances;
 use super::AppState;
 use crate::batch::Batcher;
 use crate::model::signature::TensorInfo;
+use crate::registry::Registry;
 use tensors::{selected_outputs, to_instances, to_output};
 pub use types::*;
 
@@ -40,14 +41,10 @@ pub async fn server_metadata() -> Json<ServerMetadata> {
     Json(ServerMetadata { name: "inferd".into(), version: env!("CARGO_PKG_VERSION").into(), extensions: vec![] })
 }
 
-fn lookup<'a>(state: &'a AppState, name: &str, version: Option<&str>) -> Result<&'a Batcher, V2Error> {
-    Ok(state.registry()?.get(name, version)?)
-}
-
-fn model_metadata(state: &AppState, batcher: &Batcher, all_versions: bool) -> ModelMetadata {
+fn model_metadata(registry: &Registry, batcher: &Batcher, all_versions: bool) -> ModelMetadata {
     let spec = batcher.spec();
-    let versions = match (all_versions, state.loaded().and_then(|r| r.models().get(&spec.name))) {
-        (true, Some(model)) => model.versions.keys().cloned().collect(),
+    let versions = match registry.models().get(&spec.name) {
+        Some(model) if all_versions => model.versions.keys().cloned().collect(),
         _ => vec![spec.version.clone()],
     };
     ModelMetadata {
@@ -67,8 +64,8 @@ pub async fn model(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
-    let batcher = lookup(&state, &name, None)?;
-    Ok(Json(model_metadata(&state, batcher, true)))
+    let registry = state.registry()?;
+    Ok(Json(model_metadata(registry, registry.get(&name, None)?, true)))
 }
 
 /// Model metadata (one version).
@@ -79,8 +76,8 @@ pub async fn model_version(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
-    let batcher = lookup(&state, &name, Some(&version))?;
-    Ok(Json(model_metadata(&state, batcher, false)))
+    let registry = state.registry()?;
+    Ok(Json(model_metadata(registry, registry.get(&name, Some(&version))?, false)))
 }
 
 /// Model readiness (default version).
@@ -91,7 +88,7 @@ pub async fn model_ready(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
 ) -> Result<Json<Readiness>, V2Error> {
-    lookup(&state, &name, None)?;
+    state.registry()?.get(&name, None)?;
     Ok(Json(Readiness { ready: true }))
 }
 
@@ -103,7 +100,7 @@ pub async fn model_version_ready(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
 ) -> Result<Json<Readiness>, V2Error> {
-    lookup(&state, &name, Some(&version))?;
+    state.registry()?.get(&name, Some(&version))?;
     Ok(Json(Readiness { ready: true }))
 }
 
@@ -137,8 +134,7 @@ pub async fn infer(
     V2Path(name): V2Path<String>,
     V2Body(body): V2Body,
 ) -> Result<Json<InferResponse>, V2Error> {
-    let batcher = lookup(&state, &name, None)?;
-    run(&state, batcher, &body).await
+    run(&state, state.registry()?.get(&name, None)?, &body).await
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -151,8 +147,7 @@ pub async fn infer_version(
     V2Path((name, version)): V2Path<(String, String)>,
     V2Body(body): V2Body,
 ) -> Result<Json<InferResponse>, V2Error> {
-    let batcher = lookup(&state, &name, Some(&version))?;
-    run(&state, batcher, &body).await
+    run(&state, state.registry()?.get(&name, Some(&version))?, &body).await
 }
 
 async fn run(state: &AppState, batcher: &Batcher, body: &[u8]) -> Result<Json<InferResponse>, V2Error> {

@@ -42,9 +42,7 @@ impl From<ApiError> for V2Error {
             }
             _ => e.to_string(),
         };
-        if let ApiError::Internal(cause) = &e {
-            tracing::error!(%cause, "internal error");
-        }
+        e.log_internal();
         Self { error, status }
     }
 }
