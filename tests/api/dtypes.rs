@@ -1,21 +1,11 @@
 //! Every element type inferd feeds, through `models/dtypes.onnx` (no schema file: derived).
 
-use inferd::config::ModelConfig;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, repo, test_config, TestApp};
+use crate::helpers::{assert_error, config_with_model, TestApp};
 
 async fn app() -> TestApp {
-    let mut config = test_config();
-    config.models.push(ModelConfig {
-        name: "dtypes".into(),
-        path: repo().join("models/dtypes.onnx"),
-        schema: None,
-        version: "1".into(),
-        default: false,
-        default_version: false,
-    });
-    TestApp::spawn_with(config).await
+    TestApp::spawn_with(config_with_model("dtypes", "dtypes.onnx", "1", false)).await
 }
 
 fn extremes() -> Value {

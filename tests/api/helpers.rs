@@ -1,6 +1,6 @@
 use std::path::{Path, PathBuf};
 
-use inferd::config::Config;
+use inferd::config::{Config, ModelConfig};
 use inferd::startup::{Application, Readiness};
 use serde_json::Value;
 use tokio::sync::oneshot;
@@ -16,6 +16,21 @@ pub fn test_config() -> Config {
     let mut config = Config::from_toml(&text, &repo()).expect("runtime.toml is valid");
     config.server.host = [127, 0, 0, 1].into();
     config.server.port = 0;
+    config
+}
+
+/// The committed config plus one more `[[models]]` entry, without a schema file.
+pub fn config_with_model(name: &str, file: &str, version: &str, default_version: bool) -> Config {
+    let mut config = test_config();
+    config.models.push(ModelConfig {
+        name: name.into(),
+        path: repo().join("models").join(file),
+        schema: None,
+        version: version.into(),
+        default: false,
+        default_version,
+    });
+    config.check().expect("valid config");
     config
 }
 

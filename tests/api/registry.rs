@@ -1,20 +1,10 @@
-use inferd::config::ModelConfig;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, repo, schema_example, test_config, TestApp};
+use crate::helpers::{assert_error, config_with_model, schema_example, TestApp};
 
+/// `house_price_linear` version 1 (schema file) and version 2 (derived schema, the default).
 fn two_versions() -> inferd::config::Config {
-    let mut config = test_config();
-    config.models.push(ModelConfig {
-        name: "house_price_linear".into(),
-        path: repo().join("models/house_price_linear.onnx"),
-        schema: None,
-        version: "2".into(),
-        default: false,
-        default_version: true,
-    });
-    config.check().expect("valid config");
-    config
+    config_with_model("house_price_linear", "house_price_linear.onnx", "2", true)
 }
 
 #[tokio::test]
