@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::config::LogFormat;
+
 #[derive(Debug, Parser)]
 #[command(name = "inferd", version, about = "Serve ONNX models over HTTP with typed JSON and dynamic batching")]
 #[command(args_conflicts_with_subcommands = true)]
@@ -61,6 +63,23 @@ pub struct Overrides {
     /// Path of libonnxruntime.so [file: inference.ort_library].
     #[arg(long, env = "ORT_DYLIB_PATH")]
     pub ort_library: Option<PathBuf>,
+    /// Service log format, json or text [file: logging.format].
+    #[arg(long, env = "INFERD_LOG_FORMAT", value_parser = parse_log_format)]
+    pub log_format: Option<LogFormat>,
+    /// Serve `/metrics` on this port only [file: metrics.port].
+    #[arg(long, env = "INFERD_METRICS_PORT")]
+    pub metrics_port: Option<u16>,
+    /// Folder of the prediction log [file: prediction_log.directory].
+    #[arg(long, env = "INFERD_PREDICTION_LOG_DIR")]
+    pub prediction_log_dir: Option<PathBuf>,
+}
+
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "json" => Ok(LogFormat::Json),
+        "text" => Ok(LogFormat::Text),
+        _ => Err(format!("expected json or text, got '{text}'")),
+    }
 }
 
 impl Cli {

@@ -22,13 +22,17 @@ pub struct ErrorBody {
     pub error: String,
     /// What went wrong, for programs: `malformed_json`, `invalid_path`, `unsupported_media_type`,
     /// `payload_too_large`, `invalid_request`, `validation_error`, `model_rejected_input`,
-    /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `not_ready`,
-    /// `overloaded`, `shutting_down`, `internal_error`.
+    /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `unauthorized`,
+    /// `not_ready`, `overloaded`, `shutting_down`, `timeout`, `internal_error`.
     #[schema(value_type = String)]
     pub error_type: &'static str,
     /// The fields at fault, where there are any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub details: Option<Vec<FieldError>>,
+    /// The request id, also in the `x-request-id` header and in every log line of the request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<String>)]
+    pub request_id: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -55,12 +59,16 @@ pub enum ApiError {
     RouteNotFound(String),
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error("this route needs `Authorization: Bearer <token>` with the configured token")]
+    Unauthorized,
     #[error("models are still loading")]
     NotReady,
     #[error("the queue of model '{model}' is full ({queued} of {capacity} rows waiting); retry shortly")]
     Overloaded { model: String, queued: usize, capacity: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("the prediction took longer than the limit of {ms} ms")]
+    Timeout { ms: u64 },
     /// A fault of ours; the cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -77,6 +85,8 @@ impl ApiError {
             }
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady | Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -95,6 +105,8 @@ impl ApiError {
             Self::VersionNotFound { .. } => "version_not_found",
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
+            Self::Unauthorized => "unauthorized",
+            Self::Timeout { .. } => "timeout",
             Self::NotReady => "not_ready",
             Self::Overloaded { .. } => "overloaded",
             Self::ShuttingDown => "shutting_down",
@@ -128,10 +140,14 @@ impl IntoResponse for ApiError {
             Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
             _ => None,
         };
-        let body = ErrorBody { error: self.to_string(), error_type: self.error_type(), details };
+        let request_id = crate::observe::access::current_request_id();
+        let body = ErrorBody { error: self.to_string(), error_type: self.error_type(), details, request_id };
         let mut response = (status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_seconds() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if matches!(self, Self::Unauthorized) {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -34,7 +34,7 @@ async fn main() -> ExitCode {
             }
         };
     }
-    let _log_guard = inferd::telemetry::init();
+    let _log_guard = inferd::telemetry::init(&config.logging);
     let result = match Application::build(config).await {
         Ok(app) => app.run_until_stopped(shutdown_signal()).await,
         Err(e) => Err(e),

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::config::Config;
-use crate::http::{models, predict, status, v2};
+use crate::http::{models, predict, scrape, status, v2};
 use crate::model::{self, LoadError, ModelSpec};
 
 #[derive(OpenApi)]
@@ -17,7 +17,7 @@ use crate::model::{self, LoadError, ModelSpec};
                        `{error, error_type, details?}`."
     ),
     paths(
-        status::health, status::ready,
+        status::health, status::ready, scrape::metrics,
         predict::predict_default, predict::predict_model, predict::predict_version,
         models::list, models::info, models::version_info,
         v2::live, v2::ready, v2::server_metadata, v2::model, v2::model_version,
@@ -27,7 +27,7 @@ use crate::model::{self, LoadError, ModelSpec};
     components(schemas(predict::PredictResponse, crate::error::ErrorBody, v2::InferResponse, v2::V2Error)),
     tags(
         (name = "models", description = "What is served"),
-        (name = "health", description = "Liveness and readiness"),
+        (name = "health", description = "Liveness, readiness and metrics"),
         (name = "open inference protocol v2", description = "KServe Open Inference Protocol, REST"),
     )
 )]
@@ -50,6 +50,12 @@ pub fn document(config: &Config, models: &[Documented<'_>]) -> Value {
     // Replaced below by one operation per configured model.
     paths.remove("/models/{name}/versions/{version}/predict");
     paths.remove("/models/{name}/predict");
+    let metrics = &config.metrics;
+    if !metrics.enabled || metrics.port.is_some() {
+        paths.remove("/metrics");
+    } else if metrics.token.is_none() {
+        paths["/metrics"]["get"]["responses"].as_object_mut().expect("responses").remove("401");
+    }
 
     let max = config.server.max_instances_per_request;
     let mut schemas = Map::new();

@@ -1,6 +1,7 @@
 //! The loaded models, by name and version, and the work of loading them.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use ort::environment::Environment;
@@ -9,6 +10,7 @@ use crate::batch::{Batcher, Workers};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::model::{self, LoadError};
+use crate::observe::{Metrics, ModelMetrics};
 
 /// Every loaded version of one model name.
 pub struct ModelVersions {
@@ -26,7 +28,7 @@ pub struct Registry {
 impl Registry {
     /// Loads the runtime and every model, warms every session up, and starts the inference
     /// threads. Blocking.
-    pub fn load(config: &Config) -> Result<(Self, Vec<Workers>), LoadError> {
+    pub fn load(config: &Config, metrics: &Metrics) -> Result<(Self, Vec<Workers>), LoadError> {
         let env = model::init_runtime(&config.inference)?;
         let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
         let mut workers = Vec::new();
@@ -34,7 +36,8 @@ impl Registry {
             let started = Instant::now();
             let (spec, mut sessions) = model::load(&env, entry, &config.inference)?;
             model::warm_up(&spec, &mut sessions)?;
-            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching).map_err(|e| {
+            let model_metrics = Arc::new(ModelMetrics::register(metrics, &entry.name, &entry.version));
+            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching, model_metrics).map_err(|e| {
                 LoadError::Model { model: entry.name.clone(), message: format!("cannot start threads: {e}") }
             })?;
             tracing::info!(model = %entry.name, version = %entry.version, ms = started.elapsed().as_millis() as u64, "model loaded");

@@ -13,7 +13,12 @@ use crate::batch::Workers;
 use crate::config::Config;
 use crate::http::{self, AppState};
 use crate::model::LoadError;
+use crate::observe::Metrics;
+use crate::predlog::{self, PredictionLog, PredictionLogWriter};
 use crate::registry::Registry;
+
+/// How often histogram samples are folded into buckets (see [`Metrics::run_upkeep`]).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -21,6 +26,10 @@ pub enum StartupError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("invalid metrics settings: {0}")]
+    Metrics(#[from] metrics_exporter_prometheus::BuildError),
+    #[error(transparent)]
+    PredictionLog(#[from] predlog::OpenError),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -35,22 +44,40 @@ pub enum Readiness {
 pub struct Application {
     listener: TcpListener,
     addr: SocketAddr,
+    /// Set when `/metrics` has a port of its own.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     state: AppState,
+    prediction_log: Option<PredictionLogWriter>,
     readiness: watch::Sender<Readiness>,
 }
 
 impl Application {
     pub async fn build(config: Config) -> Result<Self, StartupError> {
-        let addr = SocketAddr::new(config.server.host, config.server.port);
-        let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+        let (listener, addr) = bind(SocketAddr::new(config.server.host, config.server.port)).await?;
+        let metrics_listener = match config.metrics.port.filter(|_| config.metrics.enabled) {
+            Some(port) => Some(bind(SocketAddr::new(config.server.host, port)).await?),
+            None => None,
+        };
+        let metrics = Metrics::new(&config.metrics)?;
+        let (log, writer) = if config.prediction_log.enabled {
+            let (log, writer) = PredictionLog::open(&config.prediction_log, &metrics)?;
+            (Some(log), Some(writer))
+        } else {
+            (None, None)
+        };
         let (readiness, _) = watch::channel(Readiness::Loading);
-        Ok(Self { listener, addr, state: AppState::new(Arc::new(config)), readiness })
+        let state = AppState::new(Arc::new(config), metrics, log);
+        Ok(Self { listener, addr, metrics_listener, state, prediction_log: writer, readiness })
     }
 
     /// The bound address, with the real port when the config asked for port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Where `/metrics` is served when `metrics.port` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, addr)| *addr)
     }
 
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
@@ -64,7 +91,7 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), StartupError> {
         let started = Instant::now();
-        let Self { listener, addr, state, readiness } = self;
+        let Self { listener, addr, metrics_listener, state, prediction_log, readiness } = self;
         let config = state.config.clone();
         let (stop_tx, stop_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -76,6 +103,19 @@ impl Application {
         let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).into_future();
         let server = tokio::spawn(server);
         tracing::info!(%addr, "listening");
+        // Scraped until the very end, so that the last scrape sees the drain.
+        let metrics_server = metrics_listener.map(|(listener, addr)| {
+            tracing::info!(%addr, "serving /metrics");
+            tokio::spawn(axum::serve(listener, http::metrics_router(state.clone())).into_future())
+        });
+        let metrics = state.metrics().clone();
+        let upkeep = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(METRICS_UPKEEP);
+            loop {
+                tick.tick().await;
+                metrics.run_upkeep();
+            }
+        });
 
         let workers = tokio::select! {
             loaded = load(&state, config.clone()) => match loaded {
@@ -90,10 +130,12 @@ impl Application {
         };
         if state.loaded().is_some() {
             let _ = readiness.send(Readiness::Ready);
+            state.metrics().set_ready(true);
             tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
         }
 
         stopped(stop_rx).await;
+        state.metrics().set_ready(false);
         let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let deadline = Instant::now() + grace;
         tracing::info!(
@@ -113,13 +155,32 @@ impl Application {
         if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {
             tracing::error!("inference threads did not finish within the grace period");
         }
+        // Every served request has queued its lines by now; the writer drains them, then exits.
+        if let (Some(log), Some(writer)) = (state.prediction_log(), prediction_log) {
+            log.close().await;
+            let join = tokio::task::spawn_blocking(move || writer.join());
+            if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {
+                tracing::error!("the prediction log was not flushed within the grace period");
+            }
+        }
+        upkeep.abort();
+        if let Some(server) = metrics_server {
+            server.abort();
+        }
         tracing::info!("stopped");
         Ok(())
     }
 }
 
+async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let listener = TcpListener::bind(addr).await.map_err(|source| StartupError::Bind { addr, source })?;
+    let addr = listener.local_addr().map_err(|source| StartupError::Bind { addr, source })?;
+    Ok((listener, addr))
+}
+
 async fn load(state: &AppState, config: Arc<Config>) -> Result<Vec<Workers>, LoadError> {
-    let (registry, workers) = tokio::task::spawn_blocking(move || Registry::load(&config))
+    let metrics = state.metrics().clone();
+    let (registry, workers) = tokio::task::spawn_blocking(move || Registry::load(&config, &metrics))
         .await
         .expect("model loading panicked; this is a bug")?;
     state.set_registry(registry);

@@ -21,6 +21,7 @@ use crate::config::BatchingConfig;
 use crate::error::FieldError;
 use crate::model::tensors::{Prediction, Rows};
 use crate::model::ModelSpec;
+use crate::observe::ModelMetrics;
 use state::{Next, Pending, QueueFull, State};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +38,37 @@ pub enum InferError {
     Failed(String),
 }
 
-type Reply = oneshot::Sender<Result<Vec<Prediction>, InferError>>;
+/// What one job's reply carries besides its predictions: the batch it ran in and its timings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Part {
+    /// Rows of the request in this job.
+    pub rows: usize,
+    /// Rows of the ONNX Runtime call it ran in.
+    pub batch_rows: usize,
+    pub queue: Duration,
+    pub inference: Duration,
+}
+
+/// A request's predictions, in order, and how each of its jobs ran.
+#[derive(Debug)]
+pub struct Inferred {
+    pub predictions: Vec<Prediction>,
+    pub parts: Vec<Part>,
+}
+
+impl Inferred {
+    /// The longest wait of any of the request's jobs.
+    pub fn queue(&self) -> Duration {
+        self.parts.iter().map(|p| p.queue).max().unwrap_or_default()
+    }
+
+    /// Time in ONNX Runtime, summed over the request's jobs.
+    pub fn inference(&self) -> Duration {
+        self.parts.iter().map(|p| p.inference).sum()
+    }
+}
+
+type Reply = oneshot::Sender<Result<(Vec<Prediction>, Part), InferError>>;
 
 struct Job {
     rows: Rows,
@@ -60,7 +91,7 @@ struct Stats {
     batches: AtomicU64,
     rows: AtomicU64,
     largest_batch: AtomicU64,
-    cancelled_jobs: AtomicU64,
+    cancelled_rows: AtomicU64,
     inference_us: AtomicU64,
 }
 
@@ -73,8 +104,8 @@ pub struct StatsSnapshot {
     pub rows: u64,
     /// Most rows seen in one call.
     pub largest_batch: u64,
-    /// Jobs dropped because their client had gone away.
-    pub cancelled_jobs: u64,
+    /// Queued rows dropped unrun because their client had gone away.
+    pub cancelled_rows: u64,
     /// Time spent inside ONNX Runtime (encoding to tensors and decoding included), microseconds.
     pub inference_us: u64,
 }
@@ -83,6 +114,7 @@ struct Shared {
     state: Mutex<State<Job>>,
     wake: Condvar,
     stats: Stats,
+    metrics: Arc<ModelMetrics>,
 }
 
 impl Shared {
@@ -106,11 +138,13 @@ impl Batcher {
         spec: Arc<ModelSpec>,
         sessions: Vec<Session>,
         config: &BatchingConfig,
+        metrics: Arc<ModelMetrics>,
     ) -> std::io::Result<(Self, Workers)> {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(config.max_batch_rows, config.queue_capacity_rows, config.max_delay())),
             wake: Condvar::new(),
             stats: Stats::default(),
+            metrics,
         });
         let handles = sessions
             .into_iter()
@@ -129,9 +163,13 @@ impl Batcher {
         &self.spec
     }
 
+    pub fn metrics(&self) -> &Arc<ModelMetrics> {
+        &self.shared.metrics
+    }
+
     /// Predicts validated instances, in order. Requests larger than one batch are split into
     /// jobs that are queued together and reassembled here.
-    pub async fn infer(&self, instances: &[Value]) -> Result<Vec<Prediction>, InferError> {
+    pub async fn infer(&self, instances: &[Value]) -> Result<Inferred, InferError> {
         let mut jobs = Vec::new();
         let mut receivers = Vec::new();
         for range in state::split(instances.len(), self.max_batch_rows) {
@@ -147,14 +185,16 @@ impl Batcher {
                 return Err(InferError::Closed);
             }
             state.push_all(jobs, Instant::now()).map_err(InferError::Full)?;
+            self.shared.metrics.set_queue_rows(state.queued_rows());
         }
         self.shared.wake.notify_one();
 
-        let mut out = Vec::with_capacity(instances.len());
+        let mut out = Inferred { predictions: Vec::with_capacity(instances.len()), parts: Vec::new() };
         for rx in receivers {
-            let part =
+            let (predictions, part) =
                 rx.await.map_err(|_| InferError::Failed("inference thread stopped before replying".into()))??;
-            out.extend(part);
+            out.predictions.extend(predictions);
+            out.parts.push(part);
         }
         Ok(out)
     }
@@ -169,7 +209,7 @@ impl Batcher {
             batches: s.batches.load(Ordering::Relaxed),
             rows: s.rows.load(Ordering::Relaxed),
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
-            cancelled_jobs: s.cancelled_jobs.load(Ordering::Relaxed),
+            cancelled_rows: s.cancelled_rows.load(Ordering::Relaxed),
             inference_us: s.inference_us.load(Ordering::Relaxed),
         }
     }
@@ -197,7 +237,11 @@ fn run_worker(shared: &Shared, spec: &ModelSpec, mut session: Session) {
             let mut state = shared.lock();
             loop {
                 match state.next(Instant::now()) {
-                    Next::Run => break state.take_batch(Instant::now()),
+                    Next::Run => {
+                        let taken = state.take_batch(Instant::now());
+                        shared.metrics.set_queue_rows(state.queued_rows());
+                        break taken;
+                    }
                     Next::WaitFor(wait) => state = shared.wake.wait_timeout(state, wait).expect("lock poisoned").0,
                     Next::Idle => state = shared.wake.wait(state).expect("lock poisoned"),
                     Next::Stop => return,
@@ -205,7 +249,8 @@ fn run_worker(shared: &Shared, spec: &ModelSpec, mut session: Session) {
             }
         };
         if dropped > 0 {
-            shared.stats.cancelled_jobs.fetch_add(dropped as u64, Ordering::Relaxed);
+            shared.stats.cancelled_rows.fetch_add(dropped as u64, Ordering::Relaxed);
+            shared.metrics.cancelled(dropped);
         }
         if !batch.is_empty() {
             run_batch(shared, spec, &mut session, batch);
@@ -218,27 +263,32 @@ fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Ve
     let n = rows.len;
     let started = Instant::now();
     let result = crate::model::run(spec, session, rows);
+    let inference = started.elapsed();
 
     let stats = &shared.stats;
-    stats.inference_us.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    stats.inference_us.fetch_add(inference.as_micros() as u64, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats.rows.fetch_add(n as u64, Ordering::Relaxed);
     stats.largest_batch.fetch_max(n as u64, Ordering::Relaxed);
+    shared.metrics.batch(n, inference);
 
     match result {
         Ok(predictions) => {
             let mut predictions = predictions.into_iter();
-            for (job, _queued) in batch {
-                let part = predictions.by_ref().take(job.rows.len).collect();
+            for (job, queue) in batch {
+                shared.metrics.dequeued(queue);
+                let part = Part { rows: job.rows.len, batch_rows: n, queue, inference };
+                let rows = predictions.by_ref().take(job.rows.len).collect();
                 // A client that left meanwhile no longer listens; nothing to do.
-                let _ = job.reply.send(Ok(part));
+                let _ = job.reply.send(Ok((rows, part)));
             }
         }
         Err(message) if batch.len() == 1 => {
             // Rows that pass the schema can still be refused by the graph (an unseen category
-            // where the schema has no enum, say): the fault is this request's alone.
-            tracing::warn!(model = %spec.name, rows = n, %message, "model refused a request's rows");
-            let (job, _) = batch.into_iter().next().expect("one job");
+            // where the schema has no enum, say): the fault is this request's alone. The
+            // handler logs it, with the request id.
+            let (job, queue) = batch.into_iter().next().expect("one job");
+            shared.metrics.dequeued(queue);
             let _ = job.reply.send(Err(InferError::Rejected(message)));
         }
         Err(message) => {

@@ -87,7 +87,7 @@ impl<J: Pending> State<J> {
     }
 
     /// Takes jobs in arrival order while they fit in one batch, skipping cancelled ones. Returns
-    /// the batch with each job's time in the queue, and how many cancelled jobs were dropped.
+    /// the batch with each job's time in the queue, and how many rows of cancelled jobs were dropped.
     pub fn take_batch(&mut self, now: Instant) -> (Vec<(J, Duration)>, usize) {
         let mut batch = Vec::new();
         let mut rows = 0;
@@ -96,7 +96,7 @@ impl<J: Pending> State<J> {
             if job.is_cancelled() {
                 let (job, _) = self.queue.pop_front().expect("front exists");
                 self.queued_rows -= job.rows();
-                dropped += 1;
+                dropped += job.rows();
                 continue;
             }
             if rows + job.rows() > self.max_batch_rows {
@@ -187,7 +187,7 @@ mod tests {
         s.push_all(vec![job(1, 5), job(2, 5), job(3, 1)], t).unwrap();
         s.queue[0].0.cancelled.set(true);
         let (batch, dropped) = s.take_batch(t);
-        assert_eq!((ids(&batch), dropped), (vec![2, 3], 1));
+        assert_eq!((ids(&batch), dropped), (vec![2, 3], 5), "job 1's five rows were dropped");
         assert_eq!(s.queued_rows(), 0);
     }
 

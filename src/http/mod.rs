@@ -3,27 +3,28 @@
 pub mod extract;
 pub mod models;
 pub mod predict;
+pub mod scrape;
 pub mod status;
 pub mod v2;
 
 use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{middleware, Json, Router};
 use serde_json::Value;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
 use crate::error::ApiError;
+use crate::observe::{access, Metrics};
+use crate::predlog::PredictionLog;
 use crate::registry::Registry;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -31,6 +32,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct AppState {
     pub config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    /// `None` when the prediction log is turned off.
+    prediction_log: Option<PredictionLog>,
     /// Set once the models are loaded and warmed up; until then model routes answer 503.
     models: Arc<OnceLock<Loaded>>,
 }
@@ -41,8 +45,16 @@ struct Loaded {
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>) -> Self {
-        Self { config, models: Arc::new(OnceLock::new()) }
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
+        Self { config, metrics, prediction_log, models: Arc::new(OnceLock::new()) }
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn prediction_log(&self) -> Option<&PredictionLog> {
+        self.prediction_log.as_ref()
     }
 
     pub fn registry(&self) -> Result<&Registry, ApiError> {
@@ -63,9 +75,15 @@ impl AppState {
     }
 }
 
+/// The public API; `/metrics` too unless it has a port of its own.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.server.body_limit_bytes;
-    Router::new()
+    let metrics = &state.config.metrics;
+    let mut routes = Router::new();
+    if metrics.enabled && metrics.port.is_none() {
+        routes = routes.route("/metrics", get(scrape::metrics));
+    }
+    let routes = routes
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
         .route("/predict", post(predict::predict_default))
@@ -87,25 +105,32 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(
-            ServiceBuilder::new()
-                .layer(CatchPanicLayer::custom(panic_response))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(
-                    TraceLayer::new_for_http()
-                        .make_span_with(request_span)
-                        .on_request(())
-                        .on_response(DefaultOnResponse::new().level(Level::INFO)),
-                )
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID)),
-        )
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(body_limit));
+    observed(routes, state)
 }
 
-fn request_span(request: &Request) -> tracing::Span {
-    let id = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default();
-    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id = %id)
+/// `/metrics` alone, for `metrics.port`.
+pub fn metrics_router(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/metrics", get(scrape::metrics))
+        .fallback(route_not_found)
+        .method_not_allowed_fallback(method_not_allowed);
+    observed(routes, state)
+}
+
+/// The layers every request passes through, outermost first: its id is set and echoed, then
+/// it is tracked (span, access log, metrics), and a panic becomes a JSON 500 inside that.
+fn observed(router: Router<AppState>, state: AppState) -> Router {
+    router
+        .route_layer(middleware::from_fn(access::remember_route))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn_with_state(state.clone(), access::track))
+                .layer(CatchPanicLayer::custom(panic_response)),
+        )
+        .with_state(state)
 }
 
 /// The OpenAPI document for the models served (available once they are loaded).

@@ -1,6 +1,7 @@
 //! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -9,9 +10,10 @@ use utoipa::ToSchema;
 
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
-use crate::batch::{Batcher, InferError};
+use crate::batch::{Batcher, InferError, Inferred};
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::model::tensors::Prediction;
+use crate::observe::access::Served;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -56,7 +58,13 @@ enum PredictResponses {
     /// Not ready, queue full or shutting down; see Retry-After
     #[response(status = 503)]
     Unavailable(ErrorBody),
+    /// Not predicted within `server.request_timeout_ms`
+    #[response(status = 504)]
+    Timeout(ErrorBody),
 }
+
+/// The body as a `Result`, so that a request whose body is rejected still counts for its model.
+type Body = Result<ApiJson<PredictRequest>, ApiError>;
 
 /// Predict with the default model.
 #[utoipa::path(
@@ -67,10 +75,10 @@ enum PredictResponses {
 pub async fn predict_default(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
-    ApiJson(body): ApiJson<PredictRequest>,
-) -> Result<Json<PredictResponse>, ApiError> {
+    body: Body,
+) -> Result<Response, ApiError> {
     let batcher = state.registry()?.default_model();
-    respond(&state, batcher, &request_id, body.instances).await
+    Ok(respond(&state, batcher, &request_id, body).await)
 }
 
 /// Predict with a model's default version.
@@ -84,10 +92,10 @@ pub async fn predict_model(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     Extension(request_id): Extension<RequestId>,
-    ApiJson(body): ApiJson<PredictRequest>,
-) -> Result<Json<PredictResponse>, ApiError> {
+    body: Body,
+) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, None)?;
-    respond(&state, batcher, &request_id, body.instances).await
+    Ok(respond(&state, batcher, &request_id, body).await)
 }
 
 /// Predict with one version of a model.
@@ -101,31 +109,53 @@ pub async fn predict_version(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
     Extension(request_id): Extension<RequestId>,
-    ApiJson(body): ApiJson<PredictRequest>,
-) -> Result<Json<PredictResponse>, ApiError> {
+    body: Body,
+) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    respond(&state, batcher, &request_id, body.instances).await
+    Ok(respond(&state, batcher, &request_id, body).await)
 }
 
-async fn respond(
+/// Answers with the predictions or the error, and tells the access log what was served.
+async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
+    let mut served = Served::new(batcher.metrics());
+    let id = request_id.header_value().to_str().unwrap_or_default();
+    let mut response = match run(state, batcher, id, body, &mut served).await {
+        Ok(response) => response.into_response(),
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(served);
+    response
+}
+
+async fn run(
     state: &AppState,
     batcher: &Batcher,
-    request_id: &RequestId,
-    instances: Vec<Value>,
+    request_id: &str,
+    body: Body,
+    served: &mut Served,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let predictions = run_instances(state, batcher, &instances).await?;
+    let ApiJson(PredictRequest { instances }) = body?;
+    served.rows = instances.len();
+    let inferred = run_instances(state, batcher, request_id, instances).await?;
+    served.timed(&inferred);
     let spec = batcher.spec();
-    let id = request_id.header_value().to_str().unwrap_or_default().to_owned();
-    Ok(Json(PredictResponse { id, model: spec.name.clone(), version: spec.version.clone(), predictions }))
+    Ok(Json(PredictResponse {
+        id: request_id.to_owned(),
+        model: spec.name.clone(),
+        version: spec.version.clone(),
+        predictions: inferred.predictions,
+    }))
 }
 
-/// Checks the instance count and every instance against the schema, then runs them through
-/// the model's batcher. Shared by `/predict` and the Open Inference Protocol routes.
+/// Checks the instance count and every instance against the schema, runs them through the
+/// model's batcher (within `server.request_timeout_ms`) and logs the predictions. Shared by
+/// `/predict` and the Open Inference Protocol routes.
 pub async fn run_instances(
     state: &AppState,
     batcher: &Batcher,
-    instances: &[Value],
-) -> Result<Vec<Prediction>, ApiError> {
+    request_id: &str,
+    instances: Vec<Value>,
+) -> Result<Inferred, ApiError> {
     let spec = batcher.spec();
     let max = state.config.server.max_instances_per_request;
     if instances.is_empty() || instances.len() > max {
@@ -142,13 +172,27 @@ pub async fn run_instances(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    batcher.infer(instances).await.map_err(|e| match e {
-        InferError::Encode(errors) => ApiError::Validation(errors),
-        InferError::Full(full) => {
-            ApiError::Overloaded { model: spec.name.clone(), queued: full.queued, capacity: full.capacity }
-        }
-        InferError::Closed => ApiError::ShuttingDown,
-        InferError::Rejected(message) => ApiError::ModelRejected(message),
-        InferError::Failed(cause) => ApiError::Internal(format!("model '{}': {cause}", spec.name)),
-    })
+    let timeout = state.config.server.request_timeout();
+    // On timeout the request's queued rows are dropped unrun: their reply channel closes.
+    let inferred = tokio::time::timeout(timeout, batcher.infer(&instances))
+        .await
+        .map_err(|_| ApiError::Timeout { ms: state.config.server.request_timeout_ms })?
+        .map_err(|e| match e {
+            InferError::Encode(errors) => ApiError::Validation(errors),
+            InferError::Full(full) => {
+                ApiError::Overloaded { model: spec.name.clone(), queued: full.queued, capacity: full.capacity }
+            }
+            InferError::Closed => ApiError::ShuttingDown,
+            InferError::Rejected(message) => {
+                // Rows that pass the schema can still be refused by the graph (an unseen
+                // category where the schema has no enum, say).
+                tracing::warn!(model = %spec.name, rows = instances.len(), %message, "model refused the request's rows");
+                ApiError::ModelRejected(message)
+            }
+            InferError::Failed(cause) => ApiError::Internal(format!("model '{}': {cause}", spec.name)),
+        })?;
+    if let Some(log) = state.prediction_log() {
+        log.record(request_id, spec, instances, &inferred).await;
+    }
+    Ok(inferred)
 }

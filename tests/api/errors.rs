@@ -128,7 +128,9 @@ async fn a_full_queue_is_503_with_retry_after() {
 /// Before models are loaded: `/health` is 200, `/ready` and predictions are 503.
 #[tokio::test]
 async fn not_ready_until_models_are_loaded() {
-    let app = router(AppState::new(Arc::new(test_config())));
+    let config = test_config();
+    let metrics = inferd::observe::Metrics::new(&config.metrics).unwrap();
+    let app = router(AppState::new(Arc::new(config), metrics, None));
     let call = |method: &str, path: &str, body: &str| {
         Request::builder()
             .method(method)

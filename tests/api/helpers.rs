@@ -37,6 +37,10 @@ pub fn config_with_model(name: &str, file: &str, version: &str, default_version:
 pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
+    /// Where this app writes its prediction log; removed with the app.
+    pub prediction_log_dir: PathBuf,
+    _logs: Option<tempfile::TempDir>,
+    pub metrics_base: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), inferd::startup::StartupError>>>,
 }
@@ -47,9 +51,18 @@ impl TestApp {
     }
 
     /// Starts the app and returns once it reports ready (models loaded and warmed up).
-    pub async fn spawn_with(config: Config) -> Self {
+    /// Unless the test chose a prediction log folder, the app gets a fresh temporary one.
+    pub async fn spawn_with(mut config: Config) -> Self {
+        let mut logs = None;
+        if config.prediction_log.directory == repo().join("logs") {
+            let dir = tempfile::tempdir().expect("temporary folder");
+            config.prediction_log.directory = dir.path().to_owned();
+            logs = Some(dir);
+        }
+        let prediction_log_dir = config.prediction_log.directory.clone();
         let app = Application::build(config).await.expect("app builds");
         let base = format!("http://{}", app.local_addr());
+        let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
         let mut readiness = app.readiness();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
@@ -57,7 +70,15 @@ impl TestApp {
         }));
         let state = readiness.wait_for(|r| *r != Readiness::Loading).await.expect("app reports readiness").clone();
         assert_eq!(state, Readiness::Ready, "app failed to start");
-        Self { base, client: reqwest::Client::new(), stop: Some(stop), task: Some(task) }
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            prediction_log_dir,
+            _logs: logs,
+            metrics_base,
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {

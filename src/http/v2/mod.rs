@@ -5,12 +5,15 @@ mod tensors;
 pub mod types;
 
 use axum::extract::State;
-use axum::Json;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use tower_http::request_id::RequestId;
 
 use super::predict::run_instances;
 use super::AppState;
 use crate::batch::Batcher;
 use crate::model::signature::TensorInfo;
+use crate::observe::access::Served;
 use crate::registry::Registry;
 use tensors::{selected_outputs, to_instances, to_output};
 pub use types::*;
@@ -122,7 +125,13 @@ enum InferResponses {
     /// Not ready, queue full or shutting down
     #[response(status = 503)]
     Unavailable(V2Error),
+    /// Not predicted within `server.request_timeout_ms`
+    #[response(status = 504)]
+    Timeout(V2Error),
 }
+
+/// The body as a `Result`, so that a request whose body is rejected still counts for its model.
+type Body = Result<V2Body, V2Error>;
 
 /// Inference on named tensors (default version). Any content type is read as JSON.
 #[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "open inference protocol v2",
@@ -132,9 +141,10 @@ enum InferResponses {
 pub async fn infer(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
-    V2Body(body): V2Body,
-) -> Result<Json<InferResponse>, V2Error> {
-    run(&state, state.registry()?.get(&name, None)?, &body).await
+    Extension(request_id): Extension<RequestId>,
+    body: Body,
+) -> Result<Response, V2Error> {
+    Ok(respond(&state, state.registry()?.get(&name, None)?, &request_id, body).await)
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -145,22 +155,43 @@ pub async fn infer(
 pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
-    V2Body(body): V2Body,
-) -> Result<Json<InferResponse>, V2Error> {
-    run(&state, state.registry()?.get(&name, Some(&version))?, &body).await
+    Extension(request_id): Extension<RequestId>,
+    body: Body,
+) -> Result<Response, V2Error> {
+    Ok(respond(&state, state.registry()?.get(&name, Some(&version))?, &request_id, body).await)
 }
 
-async fn run(state: &AppState, batcher: &Batcher, body: &[u8]) -> Result<Json<InferResponse>, V2Error> {
-    let request: InferRequest = serde_json::from_slice(body)
+async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
+    let mut served = Served::new(batcher.metrics());
+    let id = request_id.header_value().to_str().unwrap_or_default();
+    let mut response = match run(state, batcher, id, body, &mut served).await {
+        Ok(response) => response.into_response(),
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(served);
+    response
+}
+
+async fn run(
+    state: &AppState,
+    batcher: &Batcher,
+    request_id: &str,
+    body: Body,
+    served: &mut Served,
+) -> Result<Json<InferResponse>, V2Error> {
+    let V2Body(body) = body?;
+    let request: InferRequest = serde_json::from_slice(&body)
         .map_err(|e| V2Error::bad_request(format!("request body is not a valid inference request: {e}")))?;
     let spec = batcher.spec();
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
     let instances = to_instances(&spec.plan.inputs, &request.inputs)?;
-    let predictions = run_instances(state, batcher, &instances).await?;
+    served.rows = instances.len();
+    let inferred = run_instances(state, batcher, request_id, instances).await?;
+    served.timed(&inferred);
     Ok(Json(InferResponse {
         model_name: spec.name.clone(),
         model_version: spec.version.clone(),
         id: request.id,
-        outputs: outputs.into_iter().map(|info| to_output(info, &predictions)).collect(),
+        outputs: outputs.into_iter().map(|info| to_output(info, &inferred.predictions)).collect(),
     }))
 }

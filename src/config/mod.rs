@@ -1,5 +1,7 @@
 //! The service's typed configuration, layered: `runtime.toml` < environment < command line.
 
+mod observe;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -8,6 +10,10 @@ use serde::Deserialize;
 use validator::Validate;
 
 use crate::cli::ServeArgs;
+pub use observe::{LogFormat, LoggingConfig, MetricsConfig, PredictionLogConfig, Rotation, Secret};
+
+/// Where the `/metrics` bearer token comes from; never the file.
+pub const METRICS_TOKEN_ENV: &str = "INFERD_METRICS_TOKEN";
 
 /// Everything the service needs to start; built once by [`Config::load`] and passed by reference.
 #[derive(Debug, Clone, Deserialize, Validate)]
@@ -22,6 +28,15 @@ pub struct Config {
     #[serde(default)]
     #[validate(nested)]
     pub inference: InferenceConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub logging: LoggingConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub prediction_log: PredictionLogConfig,
     #[serde(default)]
     #[validate(nested)]
     pub models: Vec<ModelConfig>,
@@ -43,6 +58,9 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long accepted requests may take to finish before the process exits.
     #[validate(range(min = 1, max = 3600))]
     pub shutdown_grace_seconds: u64,
+    /// Longest a prediction may wait for its batch and run, in milliseconds; then 504.
+    #[validate(range(min = 1, max = 3600000))]
+    pub request_timeout_ms: u64,
 }
 
 impl Default for ServerConfig {
@@ -53,7 +71,14 @@ impl Default for ServerConfig {
             body_limit_bytes: 1024 * 1024,
             max_instances_per_request: 1024,
             shutdown_grace_seconds: 25,
+            request_timeout_ms: 10_000,
         }
+    }
+}
+
+impl ServerConfig {
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 }
 
@@ -182,6 +207,7 @@ impl Config {
             model.schema = model.schema.as_ref().map(|s| base.join(s));
         }
         self.inference.ort_library = self.inference.ort_library.as_ref().map(|p| base.join(p));
+        self.prediction_log.directory = base.join(&self.prediction_log.directory);
     }
 
     fn apply(&mut self, args: &ServeArgs) {
@@ -210,6 +236,16 @@ impl Config {
         if let Some(path) = &o.ort_library {
             self.inference.ort_library = Some(path.clone());
         }
+        if let Some(format) = o.log_format {
+            self.logging.format = format;
+        }
+        if let Some(port) = o.metrics_port {
+            self.metrics.port = Some(port);
+        }
+        if let Some(dir) = &o.prediction_log_dir {
+            self.prediction_log.directory = dir.clone();
+        }
+        self.metrics.token = std::env::var(METRICS_TOKEN_ENV).ok().filter(|t| !t.is_empty()).map(Secret);
     }
 
     /// Field ranges (validator) and the checks that span fields.
@@ -245,6 +281,9 @@ impl Config {
                 "batching.queue_capacity_rows ({}) must be >= batching.max_batch_rows ({})",
                 self.batching.queue_capacity_rows, self.batching.max_batch_rows
             )));
+        }
+        if self.metrics.port.is_some_and(|p| p != 0 && p == self.server.port) {
+            return Err(ConfigError::Invalid("metrics.port must differ from server.port".into()));
         }
         for model in &self.models {
             if !model.path.is_file() {

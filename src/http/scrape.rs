@@ -1,0 +1,28 @@
+//! `GET /metrics`: the Prometheus text exposition.
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap};
+use axum::response::IntoResponse;
+use subtle::ConstantTimeEq;
+
+use super::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Prometheus metrics (text format 0.0.4).
+#[utoipa::path(get, path = "/metrics", tag = "health", responses(
+    (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+    (status = 401, description = "Missing or wrong bearer token (only when `INFERD_METRICS_TOKEN` is set)", body = ErrorBody),
+))]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.config.metrics.token {
+        let sent =
+            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        // Constant time, so that response timing does not reveal how much of a guess was right.
+        if !sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(token.0.as_bytes()))) {
+            return Err(ApiError::Unauthorized);
+        }
+    }
+    Ok(([(header::CONTENT_TYPE, TEXT_FORMAT)], state.metrics().render()))
+}

@@ -1,0 +1,108 @@
+//! The middleware every request passes through: its span (with the request id), one access-log
+//! line, the HTTP metrics, the model's request metrics and the slow-request warning.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics::{counter, histogram};
+use tracing::Instrument;
+
+use super::{millis, ModelMetrics, Outcome, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
+use crate::batch::Inferred;
+use crate::http::{AppState, REQUEST_ID};
+
+tokio::task_local! {
+    /// The id of the request being handled, for error bodies built far from the handler.
+    static CURRENT_REQUEST_ID: Arc<str>;
+}
+
+/// The id of the request this task is serving, if any.
+pub fn current_request_id() -> Option<Arc<str>> {
+    CURRENT_REQUEST_ID.try_with(Arc::clone).ok()
+}
+
+/// What a model's handler reports about the request it served, as a response extension.
+#[derive(Clone)]
+pub struct Served {
+    pub metrics: Arc<ModelMetrics>,
+    /// Instances in the request; 0 when its body could not be read.
+    pub rows: usize,
+    pub queue: Duration,
+    pub inference: Duration,
+}
+
+impl Served {
+    pub fn new(metrics: &Arc<ModelMetrics>) -> Self {
+        Self { metrics: metrics.clone(), rows: 0, queue: Duration::ZERO, inference: Duration::ZERO }
+    }
+
+    pub fn timed(&mut self, inferred: &Inferred) {
+        self.queue = inferred.queue();
+        self.inference = inferred.inference();
+    }
+}
+
+/// The route template that matched, carried out to [`track`] (which runs before routing).
+#[derive(Clone)]
+struct Route(MatchedPath);
+
+/// Installed with `route_layer`, so it only sees requests that matched a route.
+pub async fn remember_route(request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let mut response = next.run(request).await;
+    if let Some(route) = route {
+        response.extensions_mut().insert(Route(route));
+    }
+    response
+}
+
+pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let id: Arc<str> = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().into();
+    let span = tracing::info_span!("request", method = %method, path = %request.uri().path(), request_id = %id);
+    let response = CURRENT_REQUEST_ID.scope(id, next.run(request)).instrument(span.clone()).await;
+    let elapsed = started.elapsed();
+
+    let status = response.status();
+    let route = response.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
+    state.metrics().with(|| {
+        let method = method.as_str().to_owned();
+        let labels = [("method", method), ("route", route.to_owned())];
+        histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed);
+        let [method, route] = labels;
+        counter!(HTTP_REQUESTS_TOTAL, &[method, route, ("status", status.as_str().to_owned())]).increment(1);
+    });
+    let served = response.extensions().get::<Served>();
+    if let Some(served) = served {
+        served.metrics.request(Outcome::from_status(status), elapsed);
+    }
+
+    let latency_ms = millis(elapsed);
+    let slow = state.config.logging.slow_request_ms;
+    span.in_scope(|| {
+        let (model, version, rows) = served.map_or((None, None, None), |s| {
+            (Some(s.metrics.model.as_str()), Some(s.metrics.version.as_str()), Some(s.rows))
+        });
+        tracing::info!(route, status = status.as_u16(), latency_ms, model, version, rows, "request");
+        if slow > 0 && elapsed >= Duration::from_millis(slow) {
+            let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));
+            tracing::warn!(
+                route,
+                status = status.as_u16(),
+                latency_ms,
+                queue_ms = millis(queue),
+                inference_ms = millis(inference),
+                other_ms = millis(elapsed.saturating_sub(queue + inference)),
+                threshold_ms = slow,
+                model,
+                rows,
+                "slow request"
+            );
+        }
+    });
+    response
+}

@@ -1,0 +1,143 @@
+//! What the service tells its operators: Prometheus metrics and the per-request access log.
+//!
+//! Each [`Metrics`] owns its own recorder instead of installing a process-wide one, so that
+//! several apps in one process (the integration tests) keep separate counts. Handles with fixed
+//! labels are registered once, at start-up; only the HTTP metrics look theirs up per request.
+
+pub mod access;
+mod model;
+
+use std::sync::Arc;
+
+use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, NoopRecorder, Recorder, Unit};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+use crate::config::MetricsConfig;
+pub use model::{ModelMetrics, Outcome};
+
+pub const REQUESTS_TOTAL: &str = "inferd_requests_total";
+pub const REQUEST_DURATION_SECONDS: &str = "inferd_request_duration_seconds";
+pub const QUEUE_DURATION_SECONDS: &str = "inferd_queue_duration_seconds";
+pub const INFERENCE_DURATION_SECONDS: &str = "inferd_inference_duration_seconds";
+pub const BATCH_SIZE: &str = "inferd_batch_size";
+pub const ROWS_TOTAL: &str = "inferd_rows_total";
+pub const QUEUE_ROWS: &str = "inferd_queue_rows";
+pub const CANCELLED_ROWS_TOTAL: &str = "inferd_cancelled_rows_total";
+pub const MODEL_INFO: &str = "inferd_model_info";
+pub const READY: &str = "inferd_ready";
+pub const HTTP_REQUESTS_TOTAL: &str = "inferd_http_requests_total";
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "inferd_http_request_duration_seconds";
+pub const PREDICTION_LOG_LINES_TOTAL: &str = "inferd_prediction_log_lines_total";
+pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "inferd_prediction_log_dropped_total";
+
+/// The metrics of one app; cheap to share behind an `Arc`.
+pub struct Metrics {
+    /// `None` when metrics are turned off: every handle is then a no-op.
+    prometheus: Option<(PrometheusRecorder, PrometheusHandle)>,
+    process: metrics_process::Collector,
+}
+
+impl Metrics {
+    pub fn new(config: &MetricsConfig) -> Result<Arc<Self>, BuildError> {
+        let process = metrics_process::Collector::default();
+        let prometheus = if config.enabled {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets(&config.latency_buckets_seconds)?
+                .set_buckets_for_metric(Matcher::Full(BATCH_SIZE.into()), &config.batch_size_buckets)?
+                .build_recorder();
+            let handle = recorder.handle();
+            Some((recorder, handle))
+        } else {
+            None
+        };
+        let metrics = Arc::new(Self { prometheus, process });
+        metrics.with(|| {
+            describe();
+            metrics.process.describe();
+            gauge!(READY).set(0.0);
+        });
+        Ok(metrics)
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.prometheus.is_some()
+    }
+
+    /// Runs `f` with this app's recorder behind the `metrics` macros.
+    pub fn with<T>(&self, f: impl FnOnce() -> T) -> T {
+        let recorder: &dyn Recorder = match &self.prometheus {
+            Some((recorder, _)) => recorder,
+            None => &NoopRecorder,
+        };
+        metrics::with_local_recorder(recorder, f)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.with(|| gauge!(READY).set(if ready { 1.0 } else { 0.0 }));
+    }
+
+    /// The Prometheus text exposition, process metrics refreshed first.
+    pub fn render(&self) -> String {
+        let Some((_, handle)) = &self.prometheus else { return String::new() };
+        self.with(|| self.process.collect());
+        handle.render()
+    }
+
+    /// Folds recorded histogram samples into their buckets. Without it, samples pile up in
+    /// memory between scrapes (or forever, if nothing scrapes).
+    pub fn run_upkeep(&self) {
+        if let Some((_, handle)) = &self.prometheus {
+            handle.run_upkeep();
+        }
+    }
+}
+
+/// Milliseconds with microsecond precision, as logs show them.
+pub fn millis(d: std::time::Duration) -> f64 {
+    (d.as_nanos() as f64 / 1e3).round() / 1e3
+}
+
+fn describe() {
+    describe_counter!(
+        REQUESTS_TOTAL,
+        Unit::Count,
+        "Prediction requests by model, version and outcome (ok, invalid, overloaded, timeout, error)."
+    );
+    describe_histogram!(
+        REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "Prediction request latency, from the first byte read to the response, by model."
+    );
+    describe_histogram!(
+        QUEUE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time a request's rows waited for an inference thread, by model."
+    );
+    describe_histogram!(
+        INFERENCE_DURATION_SECONDS,
+        Unit::Seconds,
+        "Time of one ONNX Runtime call (tensor encoding and decoding included), by model."
+    );
+    describe_histogram!(BATCH_SIZE, Unit::Count, "Rows per ONNX Runtime call, by model.");
+    describe_counter!(ROWS_TOTAL, Unit::Count, "Rows predicted, by model and version.");
+    describe_gauge!(QUEUE_ROWS, Unit::Count, "Rows waiting for an inference thread, by model.");
+    describe_counter!(
+        CANCELLED_ROWS_TOTAL,
+        Unit::Count,
+        "Queued rows dropped unrun because their client went away, by model."
+    );
+    describe_gauge!(MODEL_INFO, Unit::Count, "1 for every model version served.");
+    describe_gauge!(READY, Unit::Count, "1 while every model is loaded and the server takes predictions, else 0.");
+    describe_counter!(HTTP_REQUESTS_TOTAL, Unit::Count, "HTTP requests by method, route template and status.");
+    describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        Unit::Seconds,
+        "HTTP request latency by method and route template."
+    );
+    describe_counter!(PREDICTION_LOG_LINES_TOTAL, Unit::Count, "Prediction log lines written.");
+    describe_counter!(
+        PREDICTION_LOG_DROPPED_TOTAL,
+        Unit::Count,
+        "Prediction log lines not written, by reason (sampled_out, buffer_full, write_error, closed)."
+    );
+}

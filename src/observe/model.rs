@@ -1,0 +1,133 @@
+//! The metrics of one served model version, registered once with fixed labels.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+use super::*;
+
+/// How a prediction request ended, as `inferd_requests_total` labels it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Ok,
+    /// The client's fault: a malformed body, a schema violation, rows the model refused.
+    Invalid,
+    /// Queue full or shutting down (503).
+    Overloaded,
+    /// The request outlived `server.request_timeout_ms` (504).
+    Timeout,
+    /// Our fault (500).
+    Error,
+}
+
+impl Outcome {
+    const ALL: [Self; 5] = [Self::Ok, Self::Invalid, Self::Overloaded, Self::Timeout, Self::Error];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Invalid => "invalid",
+            Self::Overloaded => "overloaded",
+            Self::Timeout => "timeout",
+            Self::Error => "error",
+        }
+    }
+
+    /// Both error shapes (ours and the protocol's) map their errors to statuses in one place;
+    /// the outcome follows from the status so that it cannot disagree with it.
+    pub fn from_status(status: StatusCode) -> Self {
+        match status.as_u16() {
+            200..=399 => Self::Ok,
+            503 => Self::Overloaded,
+            504 => Self::Timeout,
+            400..=499 => Self::Invalid,
+            _ => Self::Error,
+        }
+    }
+}
+
+pub struct ModelMetrics {
+    pub model: String,
+    pub version: String,
+    requests: [Counter; 5],
+    request_duration: Histogram,
+    queue_duration: Histogram,
+    inference_duration: Histogram,
+    batch_size: Histogram,
+    rows: Counter,
+    queue_rows: Gauge,
+    cancelled: Counter,
+}
+
+impl ModelMetrics {
+    pub fn register(metrics: &Metrics, model: &str, version: &str) -> Self {
+        let labels = [("model", model.to_owned()), ("version", version.to_owned())];
+        metrics.with(|| {
+            gauge!(MODEL_INFO, &labels).set(1.0);
+            Self {
+                model: model.to_owned(),
+                version: version.to_owned(),
+                requests: Outcome::ALL.map(|o| {
+                    counter!(REQUESTS_TOTAL, "model" => model.to_owned(), "version" => version.to_owned(), "outcome" => o.as_str())
+                }),
+                request_duration: histogram!(REQUEST_DURATION_SECONDS, &labels),
+                queue_duration: histogram!(QUEUE_DURATION_SECONDS, &labels),
+                inference_duration: histogram!(INFERENCE_DURATION_SECONDS, &labels),
+                batch_size: histogram!(BATCH_SIZE, &labels),
+                rows: counter!(ROWS_TOTAL, &labels),
+                queue_rows: gauge!(QUEUE_ROWS, &labels),
+                cancelled: counter!(CANCELLED_ROWS_TOTAL, &labels),
+            }
+        })
+    }
+
+    pub fn request(&self, outcome: Outcome, elapsed: Duration) {
+        self.requests[outcome as usize].increment(1);
+        self.request_duration.record(elapsed);
+    }
+
+    /// One ONNX Runtime call of `rows` rows.
+    pub fn batch(&self, rows: usize, inference: Duration) {
+        self.batch_size.record(rows as f64);
+        self.rows.increment(rows as u64);
+        self.inference_duration.record(inference);
+    }
+
+    /// One queued job taken by an inference thread after waiting `queued`.
+    pub fn dequeued(&self, queued: Duration) {
+        self.queue_duration.record(queued);
+    }
+
+    pub fn set_queue_rows(&self, rows: usize) {
+        self.queue_rows.set(rows as f64);
+    }
+
+    pub fn cancelled(&self, rows: usize) {
+        self.cancelled.increment(rows as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_follow_the_status() {
+        let outcome = |code: u16| Outcome::from_status(StatusCode::from_u16(code).unwrap()).as_str();
+        assert_eq!(outcome(200), "ok");
+        for code in [400, 413, 415, 422] {
+            assert_eq!(outcome(code), "invalid", "{code}");
+        }
+        assert_eq!(outcome(503), "overloaded");
+        assert_eq!(outcome(504), "timeout");
+        assert_eq!(outcome(500), "error");
+    }
+
+    #[test]
+    fn outcome_index_matches_all() {
+        for (i, o) in Outcome::ALL.iter().enumerate() {
+            assert_eq!(*o as usize, i);
+        }
+    }
+}
