@@ -69,6 +69,9 @@ pub struct Overrides {
     /// Serve `/metrics` on this port only [file: metrics.port].
     #[arg(long, env = "INFERD_METRICS_PORT")]
     pub metrics_port: Option<u16>,
+    /// Warn about requests slower than this, ms; 0 never [file: logging.slow_request_ms].
+    #[arg(long, env = "INFERD_SLOW_REQUEST_MS")]
+    pub slow_request_ms: Option<u64>,
     /// Folder of the prediction log [file: prediction_log.directory].
     #[arg(long, env = "INFERD_PREDICTION_LOG_DIR")]
     pub prediction_log_dir: Option<PathBuf>,

@@ -239,6 +239,9 @@ impl Config {
         if let Some(format) = o.log_format {
             self.logging.format = format;
         }
+        if let Some(ms) = o.slow_request_ms {
+            self.logging.slow_request_ms = ms;
+        }
         if let Some(port) = o.metrics_port {
             self.metrics.port = Some(port);
         }

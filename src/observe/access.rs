@@ -99,6 +99,7 @@ pub async fn track(State(state): State<AppState>, request: Request, next: Next) 
                 other_ms = millis(elapsed.saturating_sub(queue + inference)),
                 threshold_ms = slow,
                 model,
+                version,
                 rows,
                 "slow request"
             );

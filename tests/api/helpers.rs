@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use inferd::config::{Config, ModelConfig};
 use inferd::startup::{Application, Readiness};
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -93,14 +93,24 @@ impl TestApp {
         self.post_json("/predict", &serde_json::json!({ "instances": instances })).await
     }
 
+    /// `GET /metrics` from wherever this app serves it.
+    pub async fn metrics(&self) -> String {
+        let base = self.metrics_base.as_deref().unwrap_or(&self.base);
+        let response = self.client.get(format!("{base}/metrics")).send().await.expect("request sent");
+        assert_eq!(response.status(), 200, "/metrics");
+        response.text().await.expect("text body")
+    }
+
     pub async fn get_json(&self, path: &str) -> Value {
         self.client.get(self.url(path)).send().await.expect("request sent").json().await.expect("JSON body")
     }
 
-    /// Triggers a graceful shutdown and waits for it to finish.
-    pub async fn stop(mut self) {
+    /// Triggers a graceful shutdown and waits for it to finish. Returns the temporary
+    /// prediction log folder, which is removed when dropped.
+    pub async fn stop(mut self) -> Option<tempfile::TempDir> {
         let _ = self.stop.take().expect("stopped once").send(());
         self.task.take().expect("running").await.expect("app task").expect("clean shutdown");
+        self._logs.take()
     }
 }
 
@@ -137,10 +147,28 @@ pub async fn assert_error(response: reqwest::Response, status: u16, error_type: 
     assert_eq!(response.status().as_u16(), status, "status");
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
     assert_eq!(content_type, "application/json", "error bodies are JSON");
+    let request_id = response.headers()["x-request-id"].to_str().unwrap().to_owned();
     let body: Value = response.json().await.expect("JSON error body");
     assert_eq!(body["error_type"], error_type, "{body}");
     assert!(body["error"].as_str().is_some_and(|s| !s.is_empty()), "{body}");
+    assert_eq!(body["request_id"], request_id.as_str(), "the body names the request, as the header does");
     body
+}
+
+/// The value of one series in a Prometheus text exposition: `name` with exactly `labels`.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut want: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    want.sort();
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.strip_suffix('}')?),
+            None => (series, ""),
+        };
+        let mut got: Vec<String> = series_labels.split(',').filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        got.sort();
+        (series_name == name && got == want).then(|| value.parse().expect("numeric sample"))
+    })
 }
 
 pub fn instance_with(base: &Value, field: &str, value: Value) -> Value {
@@ -153,4 +181,23 @@ pub fn schema_example(model: &str) -> Value {
     let path: &Path = &repo().join("schemas").join(format!("{model}.json"));
     let doc: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     doc["examples"][0].clone()
+}
+
+/// House-price rows as Open Inference Protocol tensors, one per feature.
+pub fn house_tensors(rows: &[Value]) -> Value {
+    let fields = ["lotsize", "bedrooms", "bathrms", "stories", "garagepl"];
+    let yes_no = ["driveway", "recroom", "fullbase", "gashw", "airco", "prefarea"];
+    let n = rows.len();
+    let mut inputs: Vec<Value> = Vec::new();
+    for f in fields {
+        let datatype = if f == "lotsize" { "FP32" } else { "INT64" };
+        let data: Vec<Value> = rows.iter().map(|r| r[f].clone()).collect();
+        inputs.push(json!({"name": f, "shape": [n, 1], "datatype": datatype, "data": data}));
+    }
+    for f in yes_no {
+        // Nested row-major data is accepted as well as flat.
+        let data: Vec<Value> = rows.iter().map(|r| json!([r[f].clone()])).collect();
+        inputs.push(json!({"name": f, "shape": [n, 1], "datatype": "BYTES", "data": data}));
+    }
+    json!({"id": "req-7", "inputs": inputs})
 }

@@ -2,25 +2,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_close, reference, repo, TestApp};
-
-fn house_tensors(rows: &[Value]) -> Value {
-    let fields = ["lotsize", "bedrooms", "bathrms", "stories", "garagepl"];
-    let yes_no = ["driveway", "recroom", "fullbase", "gashw", "airco", "prefarea"];
-    let n = rows.len();
-    let mut inputs: Vec<Value> = Vec::new();
-    for f in fields {
-        let datatype = if f == "lotsize" { "FP32" } else { "INT64" };
-        let data: Vec<Value> = rows.iter().map(|r| r[f].clone()).collect();
-        inputs.push(json!({"name": f, "shape": [n, 1], "datatype": datatype, "data": data}));
-    }
-    for f in yes_no {
-        // Nested row-major data is accepted as well as flat.
-        let data: Vec<Value> = rows.iter().map(|r| json!([r[f].clone()])).collect();
-        inputs.push(json!({"name": f, "shape": [n, 1], "datatype": "BYTES", "data": data}));
-    }
-    json!({"id": "req-7", "inputs": inputs})
-}
+use crate::helpers::{assert_close, house_tensors, reference, repo, TestApp};
 
 #[tokio::test]
 async fn health_and_metadata_follow_the_protocol() {

@@ -50,13 +50,16 @@ struct Server {
     child: Child,
     base: String,
     logs: std::sync::mpsc::Receiver<Value>,
+    prediction_log: tempfile::TempDir,
 }
 
 /// Starts the binary on an ephemeral port and waits for its "ready" log line.
 fn start(extra: &[&str]) -> Server {
+    let prediction_log = tempfile::tempdir().unwrap();
     let mut child = inferd()
         .args(["serve", "--host", "127.0.0.1", "--port", "0"])
         .args(extra)
+        .env("INFERD_PREDICTION_LOG_DIR", prediction_log.path())
         .stdout(Stdio::piped())
         .spawn()
         .expect("binary starts");
@@ -78,7 +81,7 @@ fn start(extra: &[&str]) -> Server {
             _ => {}
         }
     }
-    Server { child, base: base.expect("listening is logged before ready"), logs }
+    Server { child, base: base.expect("listening is logged before ready"), logs, prediction_log }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -89,11 +92,12 @@ async fn sigterm_finishes_every_accepted_request_then_exits_0() {
     let base = Arc::new(server.base.clone());
     let clients = 40;
     let tasks: Vec<_> = (0..clients)
-        .map(|_| {
+        .map(|i| {
             let (client, base) = (client.clone(), base.clone());
             tokio::spawn(async move {
                 client
                     .post(format!("{base}/predict"))
+                    .header("x-request-id", format!("term-{i}"))
                     .json(&json!({"instances": [schema_example("house_price")]}))
                     .send()
                     .await
@@ -127,4 +131,75 @@ async fn sigterm_finishes_every_accepted_request_then_exits_0() {
         server.logs.try_iter().filter_map(|l| l["message"].as_str().map(str::to_owned)).collect();
     assert!(messages.iter().any(|m| m == "SIGTERM received"), "{messages:?}");
     assert!(messages.iter().any(|m| m == "stopped"), "{messages:?}");
+
+    // Flushed before exit: one line per prediction served, each naming its request.
+    let mut ids: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(server.prediction_log.path()).unwrap() {
+        for line in std::fs::read_to_string(entry.unwrap().path()).unwrap().lines() {
+            let line: Value = serde_json::from_str(line).expect("JSON line");
+            ids.push(line["request_id"].as_str().unwrap().to_owned());
+        }
+    }
+    ids.sort();
+    let mut want: Vec<String> = (0..clients).map(|i| format!("term-{i}")).collect();
+    want.sort();
+    assert_eq!(ids, want);
+}
+
+#[tokio::test]
+async fn service_logs_tie_each_request_together() {
+    // The batching delay makes every prediction slower than the warning threshold.
+    let mut server = start(&["--max-delay-ms", "60", "--slow-request-ms", "30"]);
+    let client = reqwest::Client::new();
+    let ok = client
+        .post(format!("{}/predict", server.base))
+        .header("x-request-id", "trace-ok")
+        .json(&json!({"instances": [schema_example("house_price")]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+    let bad = client
+        .post(format!("{}/models/house_price/predict", server.base))
+        .header("x-request-id", "trace-bad")
+        .json(&json!({"instances": [{"bedrooms": 1}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 422);
+    assert_eq!(bad.json::<Value>().await.unwrap()["request_id"], "trace-bad");
+    // A graceful stop flushes the log writer; every line is in by the time stdout closes.
+    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+
+    let lines: Vec<Value> = server.logs.iter().collect();
+    // The request's span, and so its id, is in every line logged while serving it.
+    let of = |id: &str| -> Vec<&Value> { lines.iter().filter(|l| l["span"]["request_id"] == id).collect() };
+    let access = |id: &str| -> Value {
+        let access: Vec<&Value> = of(id).into_iter().filter(|l| l["message"] == "request").collect();
+        assert_eq!(access.len(), 1, "one access line per request: {lines:?}");
+        access[0].clone()
+    };
+    let line = access("trace-ok");
+    assert_eq!((line["level"].as_str(), line["route"].as_str()), (Some("INFO"), Some("/predict")));
+    assert_eq!((line["status"].as_u64(), line["rows"].as_u64()), (Some(200), Some(1)));
+    assert_eq!((line["model"].as_str(), line["version"].as_str()), (Some("house_price"), Some("1")));
+    assert!(line["latency_ms"].as_f64().unwrap() >= 60.0, "{line}");
+    let slow: Vec<&Value> = of("trace-ok").into_iter().filter(|l| l["message"] == "slow request").collect();
+    assert_eq!(slow.len(), 1, "{lines:?}");
+    assert_eq!(slow[0]["level"], "WARN");
+    assert!(slow[0]["queue_ms"].as_f64().unwrap() >= 50.0, "the wait for a batch shows: {}", slow[0]);
+    assert!(slow[0]["inference_ms"].as_f64().unwrap() > 0.0, "{}", slow[0]);
+    assert!(slow[0]["other_ms"].as_f64().is_some(), "{}", slow[0]);
+
+    let line = access("trace-bad");
+    assert_eq!((line["route"].as_str(), line["status"].as_u64()), (Some("/models/{name}/predict"), Some(422)));
+    assert!(of("trace-bad").iter().all(|l| l["message"] != "slow request"), "rejected before queueing");
+    // Lines outside any request (start-up, shutdown) are the only ones without an id.
+    for line in &lines {
+        let message = line["message"].as_str().unwrap_or_default();
+        if ["request", "slow request"].contains(&message) {
+            assert!(line["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{line}");
+        }
+    }
 }
