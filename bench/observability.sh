@@ -47,9 +47,13 @@ for variant in on off bare; do
 done
 python3 -c "on, off = $(median on), $(median off); print(f'on/off: {on / off:.3f} ({(1 - on / off) * 100:.1f}% cost)')"
 
-# Stop the "on" server gracefully, then compare its prediction log with what it served.
-served=$(curl -s localhost:18191/metrics | awk '/^inferd_rows_total\{/ {s += $2} END {print s}')
+# Stop the "on" server gracefully, then compare its prediction log with what it answered:
+# every request has one row, so ok requests are predictions served. Rows computed for a request
+# whose client hung up before the answer (wrk stopping mid-request) are not logged.
+metrics=$(curl -s localhost:18191/metrics)
+served=$(awk '/^inferd_requests_total\{.*outcome="ok"/ {s += $2} END {print s}' <<<"$metrics")
+rows=$(awk '/^inferd_rows_total\{/ {s += $2} END {print s}' <<<"$metrics")
 kill -TERM "${pids[0]}"
 wait "${pids[0]}" || true
 lines=$(cat "$out"/predictions/*.jsonl | wc -l)
-echo "prediction log: $lines lines for $served predictions served"
+echo "prediction log: $lines lines; $served ok requests of one row; $rows rows run through ONNX Runtime"

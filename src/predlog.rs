@@ -4,8 +4,9 @@
 //! Handlers hand each request's predictions to a bounded channel. In the default, lossless
 //! mode a full channel makes the request wait (asynchronously: no runtime thread blocks) until
 //! the writer catches up, so no line is ever dropped and memory stays bounded. The writer
-//! thread serialises, redacts and writes whatever has queued in one `write` call, so a busy
-//! server pays one system call per burst rather than per line.
+//! thread serialises, redacts and writes whatever has queued in one `write` call, every few
+//! milliseconds while requests keep coming, so a busy server pays one wake-up and one system
+//! call per interval rather than per line.
 //!
 //! It does not go through the global `tracing` subscriber: a `tracing` event cannot wait
 //! asynchronously, and tests run several apps, each with its own log, in one process.
@@ -32,6 +33,8 @@ use crate::observe::{millis, Metrics, PREDICTION_LOG_DROPPED_TOTAL, PREDICTION_L
 pub const REDACTED: &str = "[redacted]";
 /// Bytes gathered before a write even when more lines are waiting.
 const WRITE_CHUNK: usize = 1 << 20;
+/// How long the writer lets lines gather between writes while requests keep coming.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// One request's predictions, on their way to the writer.
 struct Record {
@@ -196,13 +199,29 @@ struct LineOut<'a> {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Message>) {
-        while let Some(message) = rx.blocking_recv() {
-            let mut closing = self.take(message);
-            while !closing && self.buf.len() < WRITE_CHUNK {
-                match rx.try_recv() {
-                    Ok(message) => closing = self.take(message),
-                    Err(_) => break,
+        let half = rx.max_capacity().div_ceil(2);
+        // Parked while idle; once a request arrives, it wakes every `GATHER` and takes all that
+        // has queued, so that under load handlers do not pay a thread wake-up per request.
+        // A buffer at least half full is drained again at once.
+        while let Some(first) = rx.blocking_recv() {
+            let mut closing = self.take(first);
+            let mut taken = 1;
+            while !closing && taken > 0 {
+                if taken < half {
+                    std::thread::sleep(GATHER);
                 }
+                taken = 0;
+                while let Ok(message) = rx.try_recv() {
+                    taken += 1;
+                    closing = self.take(message);
+                    if closing {
+                        break;
+                    }
+                    if self.buf.len() >= WRITE_CHUNK {
+                        self.flush();
+                    }
+                }
+                self.flush();
             }
             self.flush();
             if closing {

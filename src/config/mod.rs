@@ -434,6 +434,32 @@ mod tests {
     }
 
     #[test]
+    fn observability_sections_are_checked() {
+        let config = Config::from_toml(ONE_MODEL, &repo()).unwrap();
+        assert!(config.metrics.enabled && config.prediction_log.enabled);
+        assert_eq!(config.prediction_log.directory, repo().join("logs"), "resolved against the file's folder");
+        assert_eq!(config.metrics.latency_buckets_seconds[0], 0.00005);
+
+        let text = format!("[metrics]\nlatency_buckets_seconds = [0.1, 0.01]\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("metrics.latency_buckets_seconds: must be finite numbers in ascending order"), "{err}");
+        let text = format!("[prediction_log]\nsample_rate = 1.5\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("prediction_log.sample_rate: must be between 0.0 and 1.0, got 1.5"), "{err}");
+        let text = format!("[prediction_log]\nrotation = \"yearly\"\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `yearly`"), "{err}");
+        let text = format!("[server]\nport = 9000\n[metrics]\nport = 9000\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("metrics.port must differ from server.port"), "{err}");
+        // The token is never read from the file.
+        let text = format!("[metrics]\ntoken = \"x\"\n{ONE_MODEL}");
+        assert!(Config::from_toml(&text, &repo()).is_err());
+        let secret = format!("{:?}", Secret("hunter2".into()));
+        assert_eq!(secret, "[redacted]");
+    }
+
+    #[test]
     fn the_committed_runtime_toml_is_valid() {
         let text = std::fs::read_to_string(repo().join("runtime.toml")).unwrap();
         let config = Config::from_toml(&text, &repo()).unwrap();

@@ -33,8 +33,9 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub config: Arc<Config>,
     metrics: Arc<Metrics>,
-    /// `None` when the prediction log is turned off.
-    prediction_log: Option<PredictionLog>,
+    /// `None` when the prediction log is turned off. In an `Arc` because the state is cloned
+    /// per request, and cloning the channel's sender would touch its shared count each time.
+    prediction_log: Option<Arc<PredictionLog>>,
     /// Set once the models are loaded and warmed up; until then model routes answer 503.
     models: Arc<OnceLock<Loaded>>,
 }
@@ -46,7 +47,7 @@ struct Loaded {
 
 impl AppState {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
-        Self { config, metrics, prediction_log, models: Arc::new(OnceLock::new()) }
+        Self { config, metrics, prediction_log: prediction_log.map(Arc::new), models: Arc::new(OnceLock::new()) }
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -54,7 +55,7 @@ impl AppState {
     }
 
     pub fn prediction_log(&self) -> Option<&PredictionLog> {
-        self.prediction_log.as_ref()
+        self.prediction_log.as_deref()
     }
 
     pub fn registry(&self) -> Result<&Registry, ApiError> {
