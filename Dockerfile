@@ -14,6 +14,8 @@ COPY runtime.toml /app/runtime.toml
 COPY models /app/models
 COPY schemas /app/schemas
 ENV ORT_DYLIB_PATH=/app/libonnxruntime.so.1.31.1 PORT=8080
+# The prediction log; mount a volume to keep it beyond the container.
+VOLUME ["/app/logs"]
 EXPOSE 8080
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/app/inferd", "serve", "--config", "/app/runtime.toml"]

@@ -20,8 +20,8 @@ out="$(mktemp -d)"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$out"' EXIT
 # The same models, by absolute path, with metrics and the prediction log off.
-sed -E "s#^(path|schema) = \"#\\1 = \"$PWD/#" runtime.toml >"$out/off.toml"
-printf '\n[metrics]\nenabled = false\n\n[prediction_log]\nenabled = false\n' >>"$out/off.toml"
+sed -E -e "s#^(path|schema) = \"#\\1 = \"$PWD/#" -e 's/^enabled = true/enabled = false/' runtime.toml >"$out/off.toml"
+[ "$(grep -c '^enabled = false' "$out/off.toml")" = 2 ] || { echo "bench: cannot turn metrics and the prediction log off" >&2; exit 1; }
 
 start() { # name port log-level [args...]
   local name=$1 port=$2 level=$3
@@ -29,7 +29,10 @@ start() { # name port log-level [args...]
   RUST_LOG="$level" INFERD_PREDICTION_LOG_DIR="$out/predictions" \
     ./target/release/inferd serve --host 127.0.0.1 --port "$port" "$@" >"$out/$name.log" 2>&1 &
   pids+=($!)
-  until curl -sf "localhost:$port/ready" >/dev/null; do sleep 0.01; done
+  until curl -sf "localhost:$port/ready" >/dev/null; do
+    kill -0 "${pids[-1]}" 2>/dev/null || { cat "$out/$name.log" >&2; exit 1; }
+    sleep 0.01
+  done
 }
 start on 18191 info
 start off 18192 info --config "$out/off.toml"

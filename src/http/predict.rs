@@ -1,7 +1,7 @@
 //! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -119,12 +119,8 @@ pub async fn predict_version(
 async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
     let mut served = Served::new(batcher.metrics());
     let id = request_id.header_value().to_str().unwrap_or_default();
-    let mut response = match run(state, batcher, id, body, &mut served).await {
-        Ok(response) => response.into_response(),
-        Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(served);
-    response
+    let result = run(state, batcher, id, body, &mut served).await;
+    served.respond(result)
 }
 
 async fn run(

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use metrics::{counter, histogram};
 use tracing::Instrument;
 
@@ -42,6 +42,16 @@ impl Served {
     pub fn timed(&mut self, inferred: &Inferred) {
         self.queue = inferred.queue();
         self.inference = inferred.inference();
+    }
+
+    /// The handler's answer, carrying this report to [`track`].
+    pub fn respond(self, result: Result<impl IntoResponse, impl IntoResponse>) -> Response {
+        let mut response = match result {
+            Ok(ok) => ok.into_response(),
+            Err(e) => e.into_response(),
+        };
+        response.extensions_mut().insert(self);
+        response
     }
 }
 

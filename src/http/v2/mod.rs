@@ -5,7 +5,7 @@ mod tensors;
 pub mod types;
 
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::{Extension, Json};
 use tower_http::request_id::RequestId;
 
@@ -164,12 +164,8 @@ pub async fn infer_version(
 async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
     let mut served = Served::new(batcher.metrics());
     let id = request_id.header_value().to_str().unwrap_or_default();
-    let mut response = match run(state, batcher, id, body, &mut served).await {
-        Ok(response) => response.into_response(),
-        Err(e) => e.into_response(),
-    };
-    response.extensions_mut().insert(served);
-    response
+    let result = run(state, batcher, id, body, &mut served).await;
+    served.respond(result)
 }
 
 async fn run(
