@@ -13,7 +13,7 @@ use super::AppState;
 use crate::batch::{Batcher, InferError, Inferred};
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::model::tensors::Prediction;
-use crate::observe::access::Served;
+use crate::observe::access::{serve_model, Served};
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -115,12 +115,9 @@ pub async fn predict_version(
     Ok(respond(&state, batcher, &request_id, body).await)
 }
 
-/// Answers with the predictions or the error, and tells the access log what was served.
 async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
-    let mut served = Served::new(batcher.metrics());
-    let id = request_id.header_value().to_str().unwrap_or_default();
-    let result = run(state, batcher, id, body, &mut served).await;
-    served.respond(result)
+    serve_model(batcher, request_id, async |id: &str, served: &mut Served| run(state, batcher, id, body, served).await)
+        .await
 }
 
 async fn run(

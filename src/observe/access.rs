@@ -8,10 +8,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, histogram};
+use tower_http::request_id::RequestId;
 use tracing::Instrument;
 
 use super::{millis, ModelMetrics, Outcome, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
-use crate::batch::Inferred;
+use crate::batch::{Batcher, Inferred};
 use crate::http::{AppState, REQUEST_ID};
 
 tokio::task_local! {
@@ -43,16 +44,23 @@ impl Served {
         self.queue = inferred.queue();
         self.inference = inferred.inference();
     }
+}
 
-    /// The handler's answer, carrying this report to [`track`].
-    pub fn respond(self, result: Result<impl IntoResponse, impl IntoResponse>) -> Response {
-        let mut response = match result {
-            Ok(ok) => ok.into_response(),
-            Err(e) => e.into_response(),
-        };
-        response.extensions_mut().insert(self);
-        response
-    }
+/// Runs a model request (`run` gets the request id and the report to fill in) and answers with
+/// its result, carrying the report out to [`track`]. Shared by `/predict` and `/v2` inference.
+pub async fn serve_model<T: IntoResponse, E: IntoResponse>(
+    batcher: &Batcher,
+    request_id: &RequestId,
+    run: impl AsyncFnOnce(&str, &mut Served) -> Result<T, E>,
+) -> Response {
+    let mut served = Served::new(batcher.metrics());
+    let id = request_id.header_value().to_str().unwrap_or_default();
+    let mut response = match run(id, &mut served).await {
+        Ok(ok) => ok.into_response(),
+        Err(e) => e.into_response(),
+    };
+    response.extensions_mut().insert(served);
+    response
 }
 
 /// The route template that matched, carried out to [`track`] (which runs before routing).

@@ -13,7 +13,7 @@ use super::predict::run_instances;
 use super::AppState;
 use crate::batch::Batcher;
 use crate::model::signature::TensorInfo;
-use crate::observe::access::Served;
+use crate::observe::access::{serve_model, Served};
 use crate::registry::Registry;
 use tensors::{selected_outputs, to_instances, to_output};
 pub use types::*;
@@ -162,10 +162,8 @@ pub async fn infer_version(
 }
 
 async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
-    let mut served = Served::new(batcher.metrics());
-    let id = request_id.header_value().to_str().unwrap_or_default();
-    let result = run(state, batcher, id, body, &mut served).await;
-    served.respond(result)
+    serve_model(batcher, request_id, async |id: &str, served: &mut Served| run(state, batcher, id, body, served).await)
+        .await
 }
 
 async fn run(
