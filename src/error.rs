@@ -21,7 +21,7 @@ pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// What went wrong, for programs: `malformed_json`, `invalid_path`, `unsupported_media_type`,
-    /// `payload_too_large`, `invalid_request`, `validation_error`, `model_rejected_input`,
+    /// `payload_too_large`, `invalid_header`, `request_timeout`, `invalid_request`, `validation_error`, `model_rejected_input`,
     /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `unauthorized`,
     /// `not_ready`, `overloaded`, `shutting_down`, `timeout`, `internal_error`.
     #[schema(value_type = String)]
@@ -45,6 +45,10 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    #[error("{0}")]
+    InvalidHeader(String),
+    #[error("the request body was not received within {ms} ms")]
+    BodyTimeout { ms: u64 },
     #[error("{message}")]
     InvalidRequest { message: String, details: Vec<FieldError> },
     #[error("{} invalid field(s) in the request", .0.len())]
@@ -63,6 +67,8 @@ pub enum ApiError {
     Unauthorized,
     #[error("models are still loading")]
     NotReady,
+    #[error("no working inference session for: {}", .0.join(", "))]
+    ModelsDown(Vec<String>),
     #[error("the queue of model '{model}' is full ({queued} of {capacity} rows waiting); retry shortly")]
     Overloaded { model: String, queued: usize, capacity: usize },
     #[error("the server is shutting down")]
@@ -77,7 +83,8 @@ pub enum ApiError {
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidPath(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::InvalidPath(_) | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest { .. } | Self::Validation(_) | Self::ModelRejected(_) => {
@@ -87,7 +94,9 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::NotReady | Self::Overloaded { .. } | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            Self::NotReady | Self::ModelsDown(_) | Self::Overloaded { .. } | Self::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -98,6 +107,8 @@ impl ApiError {
             Self::InvalidPath(_) => "invalid_path",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::InvalidHeader(_) => "invalid_header",
+            Self::BodyTimeout { .. } => "request_timeout",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::Validation(_) => "validation_error",
             Self::ModelRejected(_) => "model_rejected_input",
@@ -107,7 +118,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized => "unauthorized",
             Self::Timeout { .. } => "timeout",
-            Self::NotReady => "not_ready",
+            Self::NotReady | Self::ModelsDown(_) => "not_ready",
             Self::Overloaded { .. } => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal_error",
@@ -125,7 +136,7 @@ impl ApiError {
     fn retry_after_seconds(&self) -> Option<u32> {
         match self {
             Self::Overloaded { .. } => Some(1),
-            Self::NotReady | Self::ShuttingDown => Some(5),
+            Self::NotReady | Self::ModelsDown(_) | Self::ShuttingDown => Some(5),
             _ => None,
         }
     }

@@ -11,5 +11,6 @@ pub mod openapi;
 pub mod predlog;
 pub mod registry;
 pub mod schema;
+pub mod serve;
 pub mod startup;
 pub mod telemetry;

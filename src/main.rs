@@ -34,9 +34,13 @@ async fn main() -> ExitCode {
             }
         };
     }
+    let open_files = inferd::startup::raise_open_files_limit();
     let _log_guard = inferd::telemetry::init(&config.logging);
+    tracing::info!(open_files_limit = open_files, "starting");
+    // Before the models load, so that a SIGHUP or SIGTERM during loading is handled too.
+    let signal = shutdown_signal();
     let result = match Application::build(config).await {
-        Ok(app) => app.run_until_stopped(shutdown_signal()).await,
+        Ok(app) => app.run_until_stopped(signal).await,
         Err(e) => Err(e),
     };
     match result {

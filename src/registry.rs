@@ -37,9 +37,11 @@ impl Registry {
             let (spec, mut sessions) = model::load(&env, entry, &config.inference)?;
             model::warm_up(&spec, &mut sessions)?;
             let model_metrics = Arc::new(ModelMetrics::register(metrics, &entry.name, &entry.version));
-            let (batcher, threads) = Batcher::start(spec, sessions, &config.batching, model_metrics).map_err(|e| {
-                LoadError::Model { model: entry.name.clone(), message: format!("cannot start threads: {e}") }
-            })?;
+            let factory = model::SessionFactory::new(&env, entry, &config.inference);
+            let (batcher, threads) =
+                Batcher::start(spec, sessions, factory, &config.batching, model_metrics).map_err(|e| {
+                    LoadError::Model { model: entry.name.clone(), message: format!("cannot start threads: {e}") }
+                })?;
             tracing::info!(model = %entry.name, version = %entry.version, ms = started.elapsed().as_millis() as u64, "model loaded");
             let default_version = config.default_version(&entry.name).expect("entry is configured").version.clone();
             models
@@ -87,6 +89,16 @@ impl Registry {
                     default_model: self.is_default(name, version),
                 })
             })
+            .collect()
+    }
+
+    /// Every model version with a working session; those without one, by name and version.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.models
+            .iter()
+            .flat_map(|(name, model)| model.versions.iter().map(move |(version, b)| (name, version, b)))
+            .filter(|(_, _, batcher)| !batcher.is_ready())
+            .map(|(name, version, _)| format!("{name}:{version}"))
             .collect()
     }
 

@@ -1,7 +1,7 @@
 //! Builds the application (binding first, so tests can use port 0) and runs it until a
 //! shutdown signal, then drains: no accepted request is dropped.
 
-use std::future::{Future, IntoFuture};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use crate::model::LoadError;
 use crate::observe::Metrics;
 use crate::predlog::{self, PredictionLog, PredictionLogWriter};
 use crate::registry::Registry;
+use crate::serve;
 
 /// How often histogram samples are folded into buckets (see [`Metrics::run_upkeep`]).
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
@@ -99,14 +100,33 @@ impl Application {
             let _ = stop_tx.send(true);
         });
 
-        let router = http::router(state.clone());
-        let server = axum::serve(listener, router).with_graceful_shutdown(stopped(stop_rx.clone())).into_future();
-        let server = tokio::spawn(server);
-        tracing::info!(%addr, "listening");
+        let limits = connection_limits(&config.server);
+        let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+        let draining = {
+            let (state, stop_rx) = (state.clone(), stop_rx.clone());
+            async move {
+                stopped(stop_rx).await;
+                // `/ready` says 503 before the listener stops accepting.
+                state.set_draining();
+                state.metrics().set_ready(false);
+            }
+        };
+        let server = tokio::spawn(serve::serve(listener, http::router(state.clone()), limits, draining, grace));
+        tracing::info!(%addr, max_connections = limits.max_connections, "listening");
         // Scraped until the very end, so that the last scrape sees the drain.
+        let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_server = metrics_listener.map(|(listener, addr)| {
             tracing::info!(%addr, "serving /metrics");
-            tokio::spawn(axum::serve(listener, http::metrics_router(state.clone())).into_future())
+            let stop = async move {
+                let _ = metrics_stopped.await;
+            };
+            tokio::spawn(serve::serve(
+                listener,
+                http::metrics_router(state.clone()),
+                limits,
+                stop,
+                Duration::from_secs(1),
+            ))
         });
         let metrics = state.metrics().clone();
         let upkeep = tokio::spawn(async move {
@@ -135,25 +155,22 @@ impl Application {
         }
 
         stopped(stop_rx).await;
-        state.metrics().set_ready(false);
-        let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
         let deadline = Instant::now() + grace;
         tracing::info!(
             grace_seconds = grace.as_secs(),
             "shutting down: no new connections, finishing accepted requests"
         );
-        match tokio::time::timeout(grace, server).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => return Err(StartupError::Serve(e)),
-            Ok(Err(join)) => tracing::error!(%join, "server task failed"),
-            Err(_) => tracing::error!("shutdown grace elapsed with requests still in flight"),
+        match server.await {
+            Ok(0) => {}
+            Ok(open) => tracing::warn!(connections = open, "grace period over: closing connections still open"),
+            Err(join) => tracing::error!(%join, "server task failed"),
         }
         if let Some(registry) = state.loaded() {
             registry.close();
         }
         let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(Workers::join));
         if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {
-            tracing::error!("inference threads did not finish within the grace period");
+            tracing::warn!("grace period over: inference threads still running are abandoned");
         }
         // Every served request has queued its lines by now; the writer drains them, then exits.
         if let (Some(log), Some(writer)) = (state.prediction_log(), prediction_log) {
@@ -164,12 +181,39 @@ impl Application {
             }
         }
         upkeep.abort();
+        let _ = metrics_stop.send(());
         if let Some(server) = metrics_server {
-            server.abort();
+            let _ = server.await;
         }
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The configured connection limits, the cap lowered to what the open-files limit allows
+/// (keeping room for model files, logs and the metrics listener).
+fn connection_limits(server: &crate::config::ServerConfig) -> serve::Limits {
+    const RESERVED_FDS: u64 = 128;
+    let fds = rlimit::getrlimit(rlimit::Resource::NOFILE).map(|(soft, _)| soft).unwrap_or(1024);
+    let allowed = fds.saturating_sub(RESERVED_FDS).max(1) as usize;
+    if server.max_connections > allowed {
+        tracing::warn!(
+            configured = server.max_connections,
+            allowed,
+            open_files_limit = fds,
+            "server.max_connections lowered to fit the open-files limit"
+        );
+    }
+    serve::Limits {
+        header_read_timeout: server.header_read_timeout(),
+        max_connections: server.max_connections.min(allowed),
+    }
+}
+
+/// Raises the soft open-files limit to the hard one: each connection is a file descriptor, and
+/// the usual soft limit (1024) would turn clients away long before the machine is busy.
+pub fn raise_open_files_limit() -> Option<u64> {
+    rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
 async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
@@ -193,21 +237,20 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what PaaS platforms, Docker and systemd send).
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        tokio::signal::ctrl_c().await.expect("cannot install the SIGINT handler");
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("cannot install the SIGTERM handler")
-            .recv()
-            .await;
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => tracing::info!("SIGINT received"),
-        () = terminate => tracing::info!("SIGTERM received"),
+/// SIGHUP, which would otherwise end the process, is caught and logged: it will ask for a
+/// reload once models can be reloaded. Handlers are installed when this is called, not polled.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("cannot install the SIGINT handler");
+    let mut terminate = signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
+    let mut hangup = signal(SignalKind::hangup()).expect("cannot install the SIGHUP handler");
+    async move {
+        loop {
+            tokio::select! {
+                _ = interrupt.recv() => return tracing::info!("SIGINT received"),
+                _ = terminate.recv() => return tracing::info!("SIGTERM received"),
+                _ = hangup.recv() => tracing::info!("SIGHUP received: reloading is not supported yet; carrying on"),
+            }
+        }
     }
 }

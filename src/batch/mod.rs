@@ -1,13 +1,14 @@
-//! Dynamic batching: a cloneable [`Batcher`] handle queues rows; inference threads, each owning
-//! one ONNX Runtime session, take whatever has queued as their next batch.
+//! Dynamic batching: a cloneable [`Batcher`] handle admits and queues rows; inference threads,
+//! each owning one ONNX Runtime session, take whatever has queued as their next batch.
 //!
 //! The queue is a `Mutex<State>` with a `Condvar` rather than a channel to an async actor: the
 //! consumers are blocking threads, so a free thread pulls its next batch directly, with no hop
 //! through the async runtime, and the policy stays in [`state::State`].
 
 pub mod state;
+mod worker;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -20,22 +21,42 @@ use tokio::sync::oneshot;
 use crate::config::BatchingConfig;
 use crate::error::FieldError;
 use crate::model::tensors::{Prediction, Rows};
-use crate::model::ModelSpec;
+use crate::model::{ModelSpec, SessionFactory};
 use crate::observe::ModelMetrics;
-use state::{Next, Pending, QueueFull, State};
+use state::{Pending, Refused, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
     #[error("instances could not be encoded")]
     Encode(Vec<FieldError>),
-    #[error("queue full")]
-    Full(QueueFull),
+    #[error("queue full ({queued} of {capacity} rows waiting)")]
+    Full { queued: usize, capacity: usize },
+    #[error("{rows} rows can never fit a queue of {capacity}")]
+    TooLarge { rows: usize, capacity: usize },
     #[error("batcher closed")]
     Closed,
+    /// No inference thread has a working session.
+    #[error("no working session")]
+    NotReady,
+    /// The request's deadline passed before its rows ran.
+    #[error("deadline passed")]
+    Expired,
+    /// The graph refused these rows while it ran others: the request's own fault.
     #[error("the model refused the rows: {0}")]
     Rejected(String),
+    /// A fault of ours: a panic, a session that failed on known-good rows.
     #[error("inference failed: {0}")]
-    Failed(String),
+    Internal(String),
+}
+
+impl From<Refused> for InferError {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Full { queued, capacity } => Self::Full { queued, capacity },
+            Refused::TooLarge { rows, capacity } => Self::TooLarge { rows, capacity },
+            Refused::Closed => Self::Closed,
+        }
+    }
 }
 
 /// What one job's reply carries besides its predictions: the batch it ran in and its timings.
@@ -71,7 +92,9 @@ impl Inferred {
 type Reply = oneshot::Sender<Result<(Vec<Prediction>, Part), InferError>>;
 
 struct Job {
+    request: u64,
     rows: Rows,
+    deadline: Instant,
     reply: Reply,
 }
 
@@ -83,6 +106,12 @@ impl Pending for Job {
         // The receiver is dropped when axum drops the handler of a client that disconnected.
         self.reply.is_closed()
     }
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+    fn request(&self) -> u64 {
+        self.request
+    }
 }
 
 /// Counters that show batching at work.
@@ -93,6 +122,7 @@ struct Stats {
     largest_batch: AtomicU64,
     cancelled_rows: AtomicU64,
     inference_us: AtomicU64,
+    session_restarts: AtomicU64,
 }
 
 /// Counters of one model version since start.
@@ -100,14 +130,52 @@ struct Stats {
 pub struct StatsSnapshot {
     /// ONNX Runtime calls.
     pub batches: u64,
-    /// Rows run through ONNX Runtime (rows of a refused batch count again when retried alone).
+    /// Rows run through ONNX Runtime (rows of a refused batch count again when its halves are retried).
     pub rows: u64,
     /// Most rows seen in one call.
     pub largest_batch: u64,
-    /// Queued rows dropped unrun because their client had gone away.
+    /// Queued rows dropped unrun because their client had gone away or their deadline passed.
     pub cancelled_rows: u64,
     /// Time spent inside ONNX Runtime (encoding to tensors and decoding included), microseconds.
     pub inference_us: u64,
+    /// Sessions rebuilt after a panic or a failure on known-good rows.
+    pub session_restarts: u64,
+    /// Inference threads with a working session now.
+    pub healthy_sessions: usize,
+}
+
+/// Faults a test can inject into the inference threads, to exercise their supervision.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy)]
+pub enum Fault {
+    /// The next run panics.
+    Panic,
+    /// The next thread to run breaks its session: every run on it fails until it is rebuilt.
+    BreakSession,
+    /// The next session rebuild fails.
+    FailRebuild,
+}
+
+#[derive(Debug, Default)]
+struct Faults {
+    panics: AtomicU32,
+    broken_sessions: AtomicU32,
+    failed_rebuilds: AtomicU32,
+}
+
+impl Faults {
+    fn counter(&self, fault: Fault) -> &AtomicU32 {
+        match fault {
+            Fault::Panic => &self.panics,
+            Fault::BreakSession => &self.broken_sessions,
+            Fault::FailRebuild => &self.failed_rebuilds,
+        }
+    }
+
+    /// Takes one pending fault of this kind, if any.
+    fn take(&self, fault: Fault) -> bool {
+        self.counter(fault).fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
+    }
 }
 
 struct Shared {
@@ -115,11 +183,26 @@ struct Shared {
     wake: Condvar,
     stats: Stats,
     metrics: Arc<ModelMetrics>,
+    /// Threads whose session works; the model is ready while it is above zero.
+    healthy: AtomicUsize,
+    next_request: AtomicU64,
+    faults: Faults,
 }
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State<Job>> {
-        self.state.lock().expect("batch queue lock poisoned: an inference thread panicked; this is a bug")
+        // The lock is never held across model code, so a poisoned lock can only come from a
+        // bug in the queue policy itself; its state is still consistent enough to drain.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_healthy(&self, delta: isize) {
+        let healthy = if delta >= 0 {
+            self.healthy.fetch_add(delta.unsigned_abs(), Ordering::SeqCst) + delta.unsigned_abs()
+        } else {
+            self.healthy.fetch_sub(delta.unsigned_abs(), Ordering::SeqCst) - delta.unsigned_abs()
+        };
+        self.metrics.set_ready(healthy > 0);
     }
 }
 
@@ -137,6 +220,7 @@ impl Batcher {
     pub fn start(
         spec: Arc<ModelSpec>,
         sessions: Vec<Session>,
+        factory: SessionFactory,
         config: &BatchingConfig,
         metrics: Arc<ModelMetrics>,
     ) -> std::io::Result<(Self, Workers)> {
@@ -145,15 +229,18 @@ impl Batcher {
             wake: Condvar::new(),
             stats: Stats::default(),
             metrics,
+            healthy: AtomicUsize::new(0),
+            next_request: AtomicU64::new(0),
+            faults: Faults::default(),
         });
+        shared.set_healthy(sessions.len() as isize);
+        let factory = Arc::new(factory);
         let handles = sessions
             .into_iter()
             .enumerate()
             .map(|(i, session)| {
-                let (shared, spec) = (shared.clone(), spec.clone());
-                std::thread::Builder::new()
-                    .name(format!("infer-{}-{i}", spec.name))
-                    .spawn(move || run_worker(&shared, &spec, session))
+                let worker = worker::Worker::new(shared.clone(), spec.clone(), factory.clone());
+                std::thread::Builder::new().name(format!("infer-{}-{i}", spec.name)).spawn(move || worker.run(session))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
         Ok((Self { shared, spec, max_batch_rows: config.max_batch_rows }, Workers(handles)))
@@ -167,36 +254,20 @@ impl Batcher {
         &self.shared.metrics
     }
 
-    /// Predicts validated instances, in order. Requests larger than one batch are split into
-    /// jobs that are queued together and reassembled here.
-    pub async fn infer(&self, instances: &[Value]) -> Result<Inferred, InferError> {
-        let mut jobs = Vec::new();
-        let mut receivers = Vec::new();
-        for range in state::split(instances.len(), self.max_batch_rows) {
-            let rows =
-                Rows::encode(&self.spec.plan, &instances[range.clone()], range.start).map_err(InferError::Encode)?;
-            let (reply, rx) = oneshot::channel();
-            jobs.push(Job { rows, reply });
-            receivers.push(rx);
-        }
-        {
-            let mut state = self.shared.lock();
-            if state.is_closed() {
-                return Err(InferError::Closed);
-            }
-            state.push_all(jobs, Instant::now()).map_err(InferError::Full)?;
-            self.shared.metrics.set_queue_rows(state.queued_rows());
-        }
-        self.shared.wake.notify_one();
+    /// True while at least one inference thread has a working session.
+    pub fn is_ready(&self) -> bool {
+        self.shared.healthy.load(Ordering::SeqCst) > 0
+    }
 
-        let mut out = Inferred { predictions: Vec::with_capacity(instances.len()), parts: Vec::new() };
-        for rx in receivers {
-            let (predictions, part) =
-                rx.await.map_err(|_| InferError::Failed("inference thread stopped before replying".into()))??;
-            out.predictions.extend(predictions);
-            out.parts.push(part);
+    /// Admits `rows` rows before any work is spent on them; refused at once when the queue is
+    /// full, closed, or the model has no working session.
+    pub fn admit(&self, rows: usize) -> Result<Admission<'_>, InferError> {
+        if !self.is_ready() {
+            return Err(InferError::NotReady);
         }
-        Ok(out)
+        self.shared.lock().reserve(rows)?;
+        let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        Ok(Admission { batcher: self, request, reserved: rows, queued: false, done: false })
     }
 
     pub fn queued_rows(&self) -> usize {
@@ -211,7 +282,15 @@ impl Batcher {
             largest_batch: s.largest_batch.load(Ordering::Relaxed),
             cancelled_rows: s.cancelled_rows.load(Ordering::Relaxed),
             inference_us: s.inference_us.load(Ordering::Relaxed),
+            session_restarts: s.session_restarts.load(Ordering::Relaxed),
+            healthy_sessions: self.shared.healthy.load(Ordering::SeqCst),
         }
+    }
+
+    /// Makes the inference threads fail as a test asks, `times` times.
+    #[doc(hidden)]
+    pub fn inject(&self, fault: Fault, times: u32) {
+        self.shared.faults.counter(fault).fetch_add(times, Ordering::Relaxed);
     }
 
     /// Refuses new rows; the inference threads finish what is queued, then exit.
@@ -221,82 +300,95 @@ impl Batcher {
     }
 }
 
+/// Rows admitted to a model's queue. Dropping it before its predictions arrived (the client
+/// left, the deadline passed, validation failed) gives its capacity back at once.
+pub struct Admission<'a> {
+    batcher: &'a Batcher,
+    request: u64,
+    reserved: usize,
+    queued: bool,
+    done: bool,
+}
+
+impl Admission<'_> {
+    /// Predicts validated instances, in order, before `deadline`. Requests larger than one
+    /// batch are split into jobs that are queued together and reassembled here.
+    pub async fn infer(mut self, instances: &[Value], deadline: Instant) -> Result<Inferred, InferError> {
+        debug_assert_eq!(instances.len(), self.reserved, "admitted for as many rows as predicted");
+        let max = self.batcher.max_batch_rows;
+        let mut jobs = Vec::new();
+        let mut receivers = Vec::new();
+        for range in state::split(instances.len(), max) {
+            let rows = Rows::encode(&self.batcher.spec.plan, &instances[range.clone()], range.start)
+                .map_err(InferError::Encode)?;
+            let (reply, rx) = oneshot::channel();
+            jobs.push(Job { request: self.request, rows, deadline, reply });
+            receivers.push(rx);
+        }
+        let shared = &self.batcher.shared;
+        let wake = {
+            let mut state = shared.lock();
+            state.push_reserved(jobs, Instant::now());
+            self.queued = true;
+            shared.metrics.set_queue_rows(state.queued_rows());
+            state.runnable_batches()
+        };
+        // One wake-up per batch that is now ready, so that a large request spreads over every
+        // idle thread; `notify_one` to a thread already awake is harmless.
+        for _ in 0..wake.max(1) {
+            shared.wake.notify_one();
+        }
+
+        let mut out = Inferred { predictions: Vec::with_capacity(instances.len()), parts: Vec::new() };
+        let collect = async {
+            for rx in receivers {
+                let (predictions, part) =
+                    rx.await.map_err(|_| InferError::Internal("inference thread stopped before replying".into()))??;
+                out.predictions.extend(predictions);
+                out.parts.push(part);
+            }
+            Ok::<(), InferError>(())
+        };
+        match tokio::time::timeout_at(deadline.into(), collect).await {
+            Ok(Ok(())) => {
+                self.done = true;
+                Ok(out)
+            }
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(InferError::Expired),
+        }
+    }
+}
+
+impl Drop for Admission<'_> {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let shared = &self.batcher.shared;
+        let mut state = shared.lock();
+        if self.queued {
+            let freed = state.withdraw(self.request);
+            if freed > 0 {
+                shared.stats.cancelled_rows.fetch_add(freed as u64, Ordering::Relaxed);
+                shared.metrics.cancelled(freed);
+            }
+        } else {
+            state.release(self.reserved);
+        }
+        shared.metrics.set_queue_rows(state.queued_rows());
+    }
+}
+
 impl Workers {
     pub fn join(self) {
         for handle in self.0 {
             if handle.join().is_err() {
-                tracing::error!("an inference thread panicked");
+                tracing::error!("an inference thread panicked outside a run");
             }
         }
     }
 }
 
-fn run_worker(shared: &Shared, spec: &ModelSpec, mut session: Session) {
-    loop {
-        let (batch, dropped) = {
-            let mut state = shared.lock();
-            loop {
-                match state.next(Instant::now()) {
-                    Next::Run => {
-                        let taken = state.take_batch(Instant::now());
-                        shared.metrics.set_queue_rows(state.queued_rows());
-                        break taken;
-                    }
-                    Next::WaitFor(wait) => state = shared.wake.wait_timeout(state, wait).expect("lock poisoned").0,
-                    Next::Idle => state = shared.wake.wait(state).expect("lock poisoned"),
-                    Next::Stop => return,
-                }
-            }
-        };
-        if dropped > 0 {
-            shared.stats.cancelled_rows.fetch_add(dropped as u64, Ordering::Relaxed);
-            shared.metrics.cancelled(dropped);
-        }
-        if !batch.is_empty() {
-            run_batch(shared, spec, &mut session, batch);
-        }
-    }
-}
-
-fn run_batch(shared: &Shared, spec: &ModelSpec, session: &mut Session, batch: Vec<(Job, Duration)>) {
-    let rows = Rows::concat(batch.iter().map(|(job, _)| &job.rows));
-    let n = rows.len;
-    let started = Instant::now();
-    let result = crate::model::run(spec, session, rows);
-    let inference = started.elapsed();
-
-    let stats = &shared.stats;
-    stats.inference_us.fetch_add(inference.as_micros() as u64, Ordering::Relaxed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats.rows.fetch_add(n as u64, Ordering::Relaxed);
-    stats.largest_batch.fetch_max(n as u64, Ordering::Relaxed);
-    shared.metrics.batch(n, inference);
-
-    match result {
-        Ok(predictions) => {
-            let mut predictions = predictions.into_iter();
-            for (job, queue) in batch {
-                shared.metrics.dequeued(queue);
-                let part = Part { rows: job.rows.len, batch_rows: n, queue, inference };
-                let rows = predictions.by_ref().take(job.rows.len).collect();
-                // A client that left meanwhile no longer listens; nothing to do.
-                let _ = job.reply.send(Ok((rows, part)));
-            }
-        }
-        Err(message) if batch.len() == 1 => {
-            // Rows that pass the schema can still be refused by the graph (an unseen category
-            // where the schema has no enum, say): the fault is this request's alone. The
-            // handler logs it, with the request id.
-            let (job, queue) = batch.into_iter().next().expect("one job");
-            shared.metrics.dequeued(queue);
-            let _ = job.reply.send(Err(InferError::Rejected(message)));
-        }
-        Err(message) => {
-            // One request's rows must not fail its batch-mates: run each job on its own.
-            tracing::warn!(model = %spec.name, rows = n, jobs = batch.len(), %message, "batch failed; retrying its jobs one by one");
-            for (job, queued) in batch {
-                run_batch(shared, spec, session, vec![(job, queued)]);
-            }
-        }
-    }
-}
+/// How long a thread whose session failed waits before trying to open a new one, at most.
+const MAX_REBUILD_BACKOFF: Duration = Duration::from_secs(5);

@@ -58,9 +58,19 @@ pub struct ServerConfig {
     /// On SIGTERM/SIGINT, how long accepted requests may take to finish before the process exits.
     #[validate(range(min = 1, max = 3600))]
     pub shutdown_grace_seconds: u64,
-    /// Longest a prediction may wait for its batch and run, in milliseconds; then 504.
+    /// Longest a prediction may take from its headers to its answer, in milliseconds: reading
+    /// the body (then 408), waiting in the queue and running (then 504). Clients may ask for less.
     #[validate(range(min = 1, max = 3600000))]
     pub request_timeout_ms: u64,
+    /// Time a client has to send a request's headers, in milliseconds, counted from the
+    /// connection's start or the end of the previous response; so it is also how long an idle
+    /// keep-alive connection stays open.
+    #[validate(range(min = 100, max = 3600000))]
+    pub header_read_timeout_ms: u64,
+    /// Connections open at once (per listener); more wait in the kernel's accept queue. Lowered
+    /// at start to what the open-files limit allows.
+    #[validate(range(min = 1, max = 1000000))]
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +82,8 @@ impl Default for ServerConfig {
             max_instances_per_request: 1024,
             shutdown_grace_seconds: 25,
             request_timeout_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            max_connections: 10_000,
         }
     }
 }
@@ -79,6 +91,10 @@ impl Default for ServerConfig {
 impl ServerConfig {
     pub fn request_timeout(&self) -> Duration {
         Duration::from_millis(self.request_timeout_ms)
+    }
+
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_read_timeout_ms)
     }
 }
 
@@ -285,6 +301,13 @@ impl Config {
                 self.batching.queue_capacity_rows, self.batching.max_batch_rows
             )));
         }
+        if self.server.max_instances_per_request > self.batching.queue_capacity_rows {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_instances_per_request ({}) must be <= batching.queue_capacity_rows ({}): \
+                 a larger request could never be queued",
+                self.server.max_instances_per_request, self.batching.queue_capacity_rows
+            )));
+        }
         if self.metrics.port.is_some_and(|p| p != 0 && p == self.server.port) {
             return Err(ConfigError::Invalid("metrics.port must differ from server.port".into()));
         }
@@ -410,6 +433,13 @@ mod tests {
         let text = format!("[batching]\nmax_batch_rows = 64\nqueue_capacity_rows = 8\n{ONE_MODEL}");
         let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
         assert!(err.contains("queue_capacity_rows (8) must be >= batching.max_batch_rows (64)"), "{err}");
+
+        let text = format!("[batching]\nmax_batch_rows = 8\nqueue_capacity_rows = 100\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(
+            err.contains("max_instances_per_request (1024) must be <= batching.queue_capacity_rows (100)"),
+            "{err}"
+        );
 
         let missing = "[[models]]\nname = \"x\"\npath = \"models/nope.onnx\"\n";
         let err = Config::from_toml(missing, &repo()).unwrap_err().to_string();

@@ -6,6 +6,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::de::DeserializeOwned;
 
+use std::time::Instant;
+
+use super::deadline::Deadline;
 use super::AppState;
 use crate::error::ApiError;
 
@@ -15,11 +18,27 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
+        match within_deadline(req, state, Json::<T>::from_request).await? {
             Ok(Json(value)) => Ok(Self(value)),
             Err(rejection) => Err(rejected(rejection, state.config.server.body_limit_bytes)),
         }
     }
+}
+
+/// Runs a body extractor before the request's deadline (stamped by the [`Deadline`] extractor,
+/// which handlers list before the body), so that a client that trickles its body or declares
+/// more than it sends cannot hold a connection and a handler open.
+pub async fn within_deadline<F, T>(req: Request, state: &AppState, extract: F) -> Result<T, ApiError>
+where
+    F: AsyncFnOnce(Request, &AppState) -> T,
+{
+    let deadline = match req.extensions().get::<Deadline>() {
+        Some(deadline) => *deadline,
+        None => Deadline::from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
+    };
+    tokio::time::timeout_at(deadline.at().into(), extract(req, state))
+        .await
+        .map_err(|_| ApiError::BodyTimeout { ms: deadline.budget_ms() })
 }
 
 fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {

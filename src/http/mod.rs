@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, shared state, and the layers every request passes through.
 
+pub mod deadline;
 pub mod extract;
 pub mod models;
 pub mod predict;
@@ -8,10 +9,13 @@ pub mod status;
 pub mod v2;
 
 use std::any::Any;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::DefaultBodyLimit;
-use axum::http::{HeaderName, Uri};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderName, HeaderValue, Uri};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{middleware, Json, Router};
@@ -38,6 +42,8 @@ pub struct AppState {
     prediction_log: Option<Arc<PredictionLog>>,
     /// Set once the models are loaded and warmed up; until then model routes answer 503.
     models: Arc<OnceLock<Loaded>>,
+    /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
+    draining: Arc<AtomicBool>,
 }
 
 struct Loaded {
@@ -47,7 +53,21 @@ struct Loaded {
 
 impl AppState {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
-        Self { config, metrics, prediction_log: prediction_log.map(Arc::new), models: Arc::new(OnceLock::new()) }
+        Self {
+            config,
+            metrics,
+            prediction_log: prediction_log.map(Arc::new),
+            models: Arc::new(OnceLock::new()),
+            draining: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -106,7 +126,8 @@ pub fn router(state: AppState) -> Router {
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit));
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_oversize));
     observed(routes, state)
 }
 
@@ -126,12 +147,47 @@ fn observed(router: Router<AppState>, state: AppState) -> Router {
         .route_layer(middleware::from_fn(access::remember_route))
         .layer(
             ServiceBuilder::new()
+                .layer(middleware::map_request(drop_unusable_request_id))
                 .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn_with_state(state.clone(), access::track))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
         .with_state(state)
+}
+
+/// A client's `x-request-id` is kept only if it is 1 to 128 of `A-Z a-z 0-9 . _ : -`, so that
+/// it cannot bloat every log line of the request or break its correlation; any other is
+/// dropped here and replaced by a generated UUID, which is what is echoed and logged.
+async fn drop_unusable_request_id(mut request: Request) -> Request {
+    if request.headers().get(&REQUEST_ID).is_some_and(|id| !usable_request_id(id)) {
+        request.headers_mut().remove(&REQUEST_ID);
+    }
+    request
+}
+
+pub fn usable_request_id(id: &HeaderValue) -> bool {
+    let bytes = id.as_bytes();
+    (1..=128).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// A body whose declared `Content-Length` is over the limit is refused before a byte of it is
+/// read (the connection is then closed rather than drained).
+async fn refuse_declared_oversize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.server.body_limit_bytes;
+    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        let error = ApiError::PayloadTooLarge { limit };
+        let mut response = if request.uri().path().starts_with("/v2/") {
+            v2::V2Error::from(error).into_response()
+        } else {
+            error.into_response()
+        };
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(request).await
 }
 
 /// The OpenAPI document for the models served (available once they are loaded).

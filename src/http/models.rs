@@ -58,6 +58,8 @@ pub struct ModelInfo {
     #[schema(value_type = Object)]
     pub example: Value,
     pub batching: BatchingInfo,
+    /// At least one inference thread has a working session.
+    pub ready: bool,
     /// Rows waiting for an inference thread now.
     pub queued_rows: usize,
     pub stats: StatsSnapshot,
@@ -78,7 +80,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
             versions: model.versions.keys().cloned().collect(),
             default_version: model.default_version.clone(),
             default: model.versions.keys().any(|v| registry.is_default(name, v)),
-            ready: true,
+            ready: model.versions.values().all(Batcher::is_ready),
         })
         .collect();
     Ok(Json(ModelList { models }))
@@ -134,6 +136,7 @@ fn describe(state: &AppState, registry: &Registry, batcher: &Batcher) -> ModelIn
             queue_capacity_rows: batching.queue_capacity_rows,
             sessions: state.config.inference.sessions,
         },
+        ready: batcher.is_ready(),
         queued_rows: batcher.queued_rows(),
         stats: batcher.stats(),
     }

@@ -8,11 +8,13 @@ use serde_json::Value;
 use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
+use super::deadline::Deadline;
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::batch::{Batcher, InferError, Inferred};
 use crate::error::{ApiError, ErrorBody, FieldError};
 use crate::model::tensors::Prediction;
+use crate::model::ModelSpec;
 use crate::observe::access::{serve_model, Served};
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -40,9 +42,12 @@ enum PredictResponses {
     /// One prediction per instance, in order
     #[response(status = 200)]
     Ok(PredictResponse),
-    /// Body is not JSON, or the path is not valid UTF-8
+    /// Body is not JSON, the path is not valid UTF-8, or `x-request-timeout-ms` is not a number of milliseconds
     #[response(status = 400)]
     MalformedJson(ErrorBody),
+    /// The body did not arrive before the request's deadline
+    #[response(status = 408)]
+    BodyTimeout(ErrorBody),
     /// Body over the configured limit
     #[response(status = 413)]
     TooLarge(ErrorBody),
@@ -55,10 +60,10 @@ enum PredictResponses {
     /// Internal fault, logged with the request id
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// Not ready, queue full or shutting down; see Retry-After
+    /// Not ready, no working session, queue full or shutting down; see Retry-After
     #[response(status = 503)]
     Unavailable(ErrorBody),
-    /// Not predicted within `server.request_timeout_ms`
+    /// Not predicted before the deadline (`server.request_timeout_ms`, or the client's shorter `x-request-timeout-ms`)
     #[response(status = 504)]
     Timeout(ErrorBody),
 }
@@ -75,10 +80,11 @@ type Body = Result<ApiJson<PredictRequest>, ApiError>;
 pub async fn predict_default(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    deadline: Deadline,
     body: Body,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.default_model();
-    Ok(respond(&state, batcher, &request_id, body).await)
+    Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
 /// Predict with a model's default version.
@@ -92,10 +98,11 @@ pub async fn predict_model(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     Extension(request_id): Extension<RequestId>,
+    deadline: Deadline,
     body: Body,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, None)?;
-    Ok(respond(&state, batcher, &request_id, body).await)
+    Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
 /// Predict with one version of a model.
@@ -109,27 +116,37 @@ pub async fn predict_version(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
     Extension(request_id): Extension<RequestId>,
+    deadline: Deadline,
     body: Body,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    Ok(respond(&state, batcher, &request_id, body).await)
+    Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
-async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
-    serve_model(batcher, request_id, async |id: &str, served: &mut Served| run(state, batcher, id, body, served).await)
-        .await
+async fn respond(
+    state: &AppState,
+    batcher: &Batcher,
+    request_id: &RequestId,
+    deadline: Deadline,
+    body: Body,
+) -> Response {
+    serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
+        run(state, batcher, id, deadline, body, served).await
+    })
+    .await
 }
 
 async fn run(
     state: &AppState,
     batcher: &Batcher,
     request_id: &str,
+    deadline: Deadline,
     body: Body,
     served: &mut Served,
 ) -> Result<Json<PredictResponse>, ApiError> {
     let ApiJson(PredictRequest { instances }) = body?;
     served.rows = instances.len();
-    let inferred = run_instances(state, batcher, request_id, instances).await?;
+    let inferred = run_instances(state, batcher, request_id, instances, deadline).await?;
     served.timed(&inferred);
     let spec = batcher.spec();
     Ok(Json(PredictResponse {
@@ -140,14 +157,16 @@ async fn run(
     }))
 }
 
-/// Checks the instance count and every instance against the schema, runs them through the
-/// model's batcher (within `server.request_timeout_ms`) and logs the predictions. Shared by
+/// Checks the instance count, admits the rows to the model's queue (before any validation
+/// work, so that a shed request costs little), checks every instance against the schema, runs
+/// them through the batcher before the request's deadline, and logs the predictions. Shared by
 /// `/predict` and the Open Inference Protocol routes.
 pub async fn run_instances(
     state: &AppState,
     batcher: &Batcher,
     request_id: &str,
     instances: Vec<Value>,
+    deadline: Deadline,
 ) -> Result<Inferred, ApiError> {
     let spec = batcher.spec();
     let max = state.config.server.max_instances_per_request;
@@ -158,6 +177,8 @@ pub async fn run_instances(
             details: vec![FieldError { path: "/instances".into(), message }],
         });
     }
+    let refused = |e| infer_error(spec, deadline, instances.len(), e);
+    let admission = batcher.admit(instances.len()).map_err(refused)?;
     let mut errors = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         spec.schema.check(i, instance, &mut errors);
@@ -165,27 +186,30 @@ pub async fn run_instances(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let timeout = state.config.server.request_timeout();
-    // On timeout the request's queued rows are dropped unrun: their reply channel closes.
-    let inferred = tokio::time::timeout(timeout, batcher.infer(&instances))
-        .await
-        .map_err(|_| ApiError::Timeout { ms: state.config.server.request_timeout_ms })?
-        .map_err(|e| match e {
-            InferError::Encode(errors) => ApiError::Validation(errors),
-            InferError::Full(full) => {
-                ApiError::Overloaded { model: spec.name.clone(), queued: full.queued, capacity: full.capacity }
-            }
-            InferError::Closed => ApiError::ShuttingDown,
-            InferError::Rejected(message) => {
-                // Rows that pass the schema can still be refused by the graph (an unseen
-                // category where the schema has no enum, say).
-                tracing::warn!(model = %spec.name, rows = instances.len(), %message, "model refused the request's rows");
-                ApiError::ModelRejected(message)
-            }
-            InferError::Failed(cause) => ApiError::Internal(format!("model '{}': {cause}", spec.name)),
-        })?;
+    let inferred = admission.infer(&instances, deadline.at()).await.map_err(refused)?;
     if let Some(log) = state.prediction_log() {
         log.record(request_id, spec, instances, &inferred).await;
     }
     Ok(inferred)
+}
+
+fn infer_error(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError) -> ApiError {
+    match e {
+        InferError::Encode(errors) => ApiError::Validation(errors),
+        InferError::Full { queued, capacity } => ApiError::Overloaded { model: spec.name.clone(), queued, capacity },
+        InferError::TooLarge { rows, capacity } => ApiError::InvalidRequest {
+            message: format!("{rows} instances can never fit the queue of model '{}' ({capacity} rows)", spec.name),
+            details: vec![],
+        },
+        InferError::Closed => ApiError::ShuttingDown,
+        InferError::NotReady => ApiError::ModelsDown(vec![format!("{}:{}", spec.name, spec.version)]),
+        InferError::Expired => deadline.timed_out(),
+        InferError::Rejected(message) => {
+            // Rows that pass the schema can still be refused by the graph (an index out of
+            // range, say) while other requests' rows run: the fault is this request's.
+            tracing::warn!(model = %spec.name, rows, %message, "model refused the request's rows");
+            ApiError::ModelRejected(message)
+        }
+        InferError::Internal(cause) => ApiError::Internal(cause),
+    }
 }

@@ -109,12 +109,48 @@ pub fn load(
     Ok((Arc::new(spec), sessions))
 }
 
+/// Why a run failed. Whether the fault lies with the rows or with the session is decided by
+/// the batcher, which can re-run known-good rows to tell.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot build the input tensors: {0}")]
+    Inputs(ort::Error),
+    #[error("ONNX Runtime failed: {0}")]
+    Session(ort::Error),
+    #[error("unexpected outputs: {0}")]
+    Outputs(String),
+    /// A fault injected by a test (see `batch::Fault`).
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
+}
+
 /// Runs encoded rows through one session and splits the outputs back into rows.
-pub fn run(spec: &ModelSpec, session: &mut Session, rows: tensors::Rows) -> Result<Vec<tensors::Prediction>, String> {
+pub fn run(spec: &ModelSpec, session: &mut Session, rows: tensors::Rows) -> Result<Vec<tensors::Prediction>, RunError> {
     let n = rows.len;
-    let inputs = rows.into_inputs(&spec.plan).map_err(|e| e.to_string())?;
-    let outputs = session.run(inputs).map_err(|e| e.to_string())?;
-    tensors::predictions(&outputs, &spec.signature.outputs, n)
+    let inputs = rows.into_inputs(&spec.plan).map_err(RunError::Inputs)?;
+    let outputs = session.run(inputs).map_err(RunError::Session)?;
+    tensors::predictions(&outputs, &spec.signature.outputs, n).map_err(RunError::Outputs)
+}
+
+/// Opens sessions of one model again, for an inference thread whose session failed.
+pub struct SessionFactory {
+    env: Environment,
+    path: PathBuf,
+    intra_op_threads: usize,
+}
+
+impl SessionFactory {
+    pub fn new(env: &Environment, model: &ModelConfig, inference: &InferenceConfig) -> Self {
+        Self { env: env.clone(), path: model.path.clone(), intra_op_threads: inference.intra_op_threads }
+    }
+
+    /// A fresh session, warmed up with the schema's examples.
+    pub fn open(&self, spec: &ModelSpec) -> Result<Session, LoadError> {
+        let mut session = open_session(&self.env, &self.path, self.intra_op_threads)
+            .map_err(|e| LoadError::Model { model: spec.name.clone(), message: e.to_string() })?;
+        warm_up(spec, std::slice::from_mut(&mut session))?;
+        Ok(session)
+    }
 }
 
 /// Runs the schema's examples through every session, so that no first request pays for lazy
@@ -127,14 +163,14 @@ pub fn warm_up(spec: &ModelSpec, sessions: &mut [Session]) -> Result<(), LoadErr
         match run(spec, session, rows.clone()) {
             Ok(_) => {}
             // A derived schema's example (zeros, empty strings) is a guess the model may refuse.
-            Err(message) if spec.schema.is_derived() => {
+            Err(error) if spec.schema.is_derived() => {
                 tracing::warn!(
-                    model = %spec.name, %message,
+                    model = %spec.name, %error,
                     "warm-up with a generated example failed; give the model a schema file with real examples"
                 );
                 return Ok(());
             }
-            Err(message) => return Err(fail(format!("warm-up with the schema's examples failed: {message}"))),
+            Err(error) => return Err(fail(format!("warm-up with the schema's examples failed: {error}"))),
         }
     }
     Ok(())

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, histogram};
@@ -77,18 +78,47 @@ pub async fn remember_route(request: Request, next: Next) -> Response {
     response
 }
 
+/// The path as logged: cut to 256 bytes, so that a long URI cannot bloat the request's log lines.
+fn logged_path(path: &str) -> &str {
+    const MAX: usize = 256;
+    if path.len() <= MAX {
+        return path;
+    }
+    let mut end = MAX;
+    while !path.is_char_boundary(end) {
+        end -= 1;
+    }
+    &path[..end]
+}
+
+/// The `method` label: a standard method, or `_OTHER`, so that clients cannot mint series.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::PATCH => "PATCH",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "_OTHER",
+    }
+}
+
 pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
     let id: Arc<str> = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().into();
-    let span = tracing::info_span!("request", method = %method, path = %request.uri().path(), request_id = %id);
+    let span = tracing::info_span!("request", method = method_label(&method), path = %logged_path(request.uri().path()), request_id = %id);
     let response = CURRENT_REQUEST_ID.scope(id, next.run(request)).instrument(span.clone()).await;
     let elapsed = started.elapsed();
 
     let status = response.status();
     let route = response.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
     state.metrics().with(|| {
-        let method = method.as_str().to_owned();
+        let method = method_label(&method).to_owned();
         let labels = [("method", method), ("route", route.to_owned())];
         histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed);
         let [method, route] = labels;

@@ -6,6 +6,7 @@
 
 pub mod access;
 mod model;
+mod ratelimit;
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use crate::config::MetricsConfig;
 pub use model::{ModelMetrics, Outcome};
+pub use ratelimit::RateLimited;
 
 pub const REQUESTS_TOTAL: &str = "inferd_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "inferd_request_duration_seconds";
@@ -24,6 +26,8 @@ pub const ROWS_TOTAL: &str = "inferd_rows_total";
 pub const QUEUE_ROWS: &str = "inferd_queue_rows";
 pub const CANCELLED_ROWS_TOTAL: &str = "inferd_cancelled_rows_total";
 pub const MODEL_INFO: &str = "inferd_model_info";
+pub const MODEL_READY: &str = "inferd_model_ready";
+pub const SESSION_RESTARTS_TOTAL: &str = "inferd_session_restarts_total";
 pub const READY: &str = "inferd_ready";
 pub const HTTP_REQUESTS_TOTAL: &str = "inferd_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "inferd_http_request_duration_seconds";
@@ -127,6 +131,16 @@ fn describe() {
         "Queued rows dropped unrun because their client went away, by model."
     );
     describe_gauge!(MODEL_INFO, Unit::Count, "1 for every model version served.");
+    describe_gauge!(
+        MODEL_READY,
+        Unit::Count,
+        "1 while at least one inference thread of the model version has a working session, else 0."
+    );
+    describe_counter!(
+        SESSION_RESTARTS_TOTAL,
+        Unit::Count,
+        "Attempts to rebuild a session after a panic or a failure on known-good rows, by result (ok, failed)."
+    );
     describe_gauge!(READY, Unit::Count, "1 while every model is loaded and the server takes predictions, else 0.");
     describe_counter!(HTTP_REQUESTS_TOTAL, Unit::Count, "HTTP requests by method, route template and status.");
     describe_histogram!(

@@ -58,6 +58,9 @@ pub struct ModelMetrics {
     rows: Counter,
     queue_rows: Gauge,
     cancelled: Counter,
+    ready: Gauge,
+    restarts_ok: Counter,
+    restarts_failed: Counter,
 }
 
 impl ModelMetrics {
@@ -78,6 +81,9 @@ impl ModelMetrics {
                 rows: counter!(ROWS_TOTAL, &labels),
                 queue_rows: gauge!(QUEUE_ROWS, &labels),
                 cancelled: counter!(CANCELLED_ROWS_TOTAL, &labels),
+                ready: gauge!(MODEL_READY, &labels),
+                restarts_ok: counter!(SESSION_RESTARTS_TOTAL, "model" => model.to_owned(), "version" => version.to_owned(), "result" => "ok"),
+                restarts_failed: counter!(SESSION_RESTARTS_TOTAL, "model" => model.to_owned(), "version" => version.to_owned(), "result" => "failed"),
             }
         })
     }
@@ -105,6 +111,14 @@ impl ModelMetrics {
 
     pub fn cancelled(&self, rows: usize) {
         self.cancelled.increment(rows as u64);
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.set(if ready { 1.0 } else { 0.0 });
+    }
+
+    pub fn session_restart(&self, ok: bool) {
+        if ok { &self.restarts_ok } else { &self.restarts_failed }.increment(1);
     }
 }
 

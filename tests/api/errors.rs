@@ -109,20 +109,48 @@ async fn instance_count_and_envelope_are_checked() {
     app.stop().await;
 }
 
-#[tokio::test]
-async fn a_full_queue_is_503_with_retry_after() {
+/// A queue of two rows, and a batching delay that holds a lone row in it.
+pub fn tiny_queue() -> inferd::config::Config {
     let mut config = test_config();
     config.batching.max_batch_rows = 2;
     config.batching.queue_capacity_rows = 2;
-    let app = TestApp::spawn_with(config).await;
-    let three = vec![schema_example("house_price"); 3];
-    let response = app.predict(&three).await;
+    config.batching.max_delay_ms = 5000;
+    config.server.max_instances_per_request = 2;
+    config
+}
+
+/// Sends one row that waits in the queue (until its own deadline, `wait_ms`), and returns once
+/// the model reports it queued.
+pub async fn occupy_one_row(app: &std::sync::Arc<TestApp>, wait_ms: u64) -> tokio::task::JoinHandle<reqwest::Response> {
+    let waiting = {
+        let app = app.clone();
+        tokio::spawn(async move {
+            let body = json!({"instances": [schema_example("house_price")]});
+            let request = app.client.post(app.url("/predict")).header("x-request-timeout-ms", wait_ms.to_string());
+            request.json(&body).send().await.unwrap()
+        })
+    };
+    while app.get_json("/models/house_price").await["queued_rows"] != 1 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    waiting
+}
+
+#[tokio::test]
+async fn a_full_queue_is_503_with_retry_after_and_an_expired_row_frees_its_room() {
+    let app = std::sync::Arc::new(TestApp::spawn_with(tiny_queue()).await);
+    let waiting = occupy_one_row(&app, 300).await;
+    let two = vec![schema_example("house_price"); 2];
+    let response = app.predict(&two).await;
     assert_eq!(response.headers()["retry-after"], "1");
     let body = assert_error(response, 503, "overloaded").await;
-    assert!(body["error"].as_str().unwrap().contains("0 of 2 rows"), "{body}");
-    // The refused request left nothing behind: a request that fits still passes.
-    assert_eq!(app.predict(&three[..2]).await.status(), 200);
-    app.stop().await;
+    assert!(body["error"].as_str().unwrap().contains("1 of 2 rows"), "{body}");
+    // The waiting row's deadline passes: 504, and its room is free again at once (a full batch
+    // of two does not wait for the batching delay).
+    let body = assert_error(waiting.await.unwrap(), 504, "timeout").await;
+    assert!(body["error"].as_str().unwrap().contains("300 ms"), "{body}");
+    assert_eq!(app.predict(&two).await.status(), 200);
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
 
 /// Before models are loaded: `/health` is 200, `/ready` and predictions are 503.

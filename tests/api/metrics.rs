@@ -86,14 +86,18 @@ async fn timeouts_and_overload_have_their_own_outcome() {
     assert_eq!(metric(&text, "inferd_requests_total", &outcome("timeout")), Some(1.0), "{text}");
     app.stop().await;
 
-    let mut config = test_config();
-    config.batching.max_batch_rows = 2;
-    config.batching.queue_capacity_rows = 2;
-    let app = TestApp::spawn_with(config).await;
-    assert_error(app.predict(&vec![schema_example("house_price"); 3]).await, 503, "overloaded").await;
+    let app = std::sync::Arc::new(TestApp::spawn_with(crate::errors::tiny_queue()).await);
+    let waiting = crate::errors::occupy_one_row(&app, 200).await;
+    assert_error(app.predict(&vec![schema_example("house_price"); 2]).await, 503, "overloaded").await;
+    assert_eq!(waiting.await.unwrap().status(), 504);
     let text = app.metrics().await;
     assert_eq!(metric(&text, "inferd_requests_total", &outcome("overloaded")), Some(1.0), "{text}");
-    app.stop().await;
+    assert_eq!(
+        metric(&text, "inferd_cancelled_rows_total", &[("model", "house_price"), ("version", "1")]),
+        Some(1.0),
+        "{text}"
+    );
+    std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
 
 #[tokio::test]

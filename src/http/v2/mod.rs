@@ -9,9 +9,11 @@ use axum::response::Response;
 use axum::{Extension, Json};
 use tower_http::request_id::RequestId;
 
+use super::deadline::Deadline;
 use super::predict::run_instances;
 use super::AppState;
 use crate::batch::Batcher;
+use crate::error::ApiError;
 use crate::model::signature::TensorInfo;
 use crate::observe::access::{serve_model, Served};
 use crate::registry::Registry;
@@ -34,7 +36,7 @@ pub async fn live() -> Json<Liveness> {
     (status = 503, description = "Models still loading", body = V2Error),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, V2Error> {
-    state.registry()?;
+    let _ready = crate::http::status::ready(State(state)).await?;
     Ok(Json(Readiness { ready: true }))
 }
 
@@ -91,8 +93,7 @@ pub async fn model_ready(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
 ) -> Result<Json<Readiness>, V2Error> {
-    state.registry()?.get(&name, None)?;
-    Ok(Json(Readiness { ready: true }))
+    Ok(Json(Readiness { ready: state.registry()?.get(&name, None)?.is_ready() }))
 }
 
 /// Model readiness (one version).
@@ -103,8 +104,7 @@ pub async fn model_version_ready(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
 ) -> Result<Json<Readiness>, V2Error> {
-    state.registry()?.get(&name, Some(&version))?;
-    Ok(Json(Readiness { ready: true }))
+    Ok(Json(Readiness { ready: state.registry()?.get(&name, Some(&version))?.is_ready() }))
 }
 
 /// What both infer operations can answer, besides 404.
@@ -125,7 +125,10 @@ enum InferResponses {
     /// Not ready, queue full or shutting down
     #[response(status = 503)]
     Unavailable(V2Error),
-    /// Not predicted within `server.request_timeout_ms`
+    /// The body did not arrive before the request's deadline
+    #[response(status = 408)]
+    BodyTimeout(V2Error),
+    /// Not predicted before the deadline (`server.request_timeout_ms`, or the client's shorter `x-request-timeout-ms` or `parameters.timeout`)
     #[response(status = 504)]
     Timeout(V2Error),
 }
@@ -142,9 +145,10 @@ pub async fn infer(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
     Extension(request_id): Extension<RequestId>,
+    deadline: Result<Deadline, ApiError>,
     body: Body,
 ) -> Result<Response, V2Error> {
-    Ok(respond(&state, state.registry()?.get(&name, None)?, &request_id, body).await)
+    Ok(respond(&state, state.registry()?.get(&name, None)?, &request_id, deadline?, body).await)
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -156,31 +160,50 @@ pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
     Extension(request_id): Extension<RequestId>,
+    deadline: Result<Deadline, ApiError>,
     body: Body,
 ) -> Result<Response, V2Error> {
-    Ok(respond(&state, state.registry()?.get(&name, Some(&version))?, &request_id, body).await)
+    Ok(respond(&state, state.registry()?.get(&name, Some(&version))?, &request_id, deadline?, body).await)
 }
 
-async fn respond(state: &AppState, batcher: &Batcher, request_id: &RequestId, body: Body) -> Response {
-    serve_model(batcher, request_id, async |id: &str, served: &mut Served| run(state, batcher, id, body, served).await)
-        .await
+async fn respond(
+    state: &AppState,
+    batcher: &Batcher,
+    request_id: &RequestId,
+    deadline: Deadline,
+    body: Body,
+) -> Response {
+    serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
+        run(state, batcher, id, deadline, body, served).await
+    })
+    .await
 }
 
 async fn run(
     state: &AppState,
     batcher: &Batcher,
     request_id: &str,
+    deadline: Deadline,
     body: Body,
     served: &mut Served,
 ) -> Result<Json<InferResponse>, V2Error> {
     let V2Body(body) = body?;
     let request: InferRequest = serde_json::from_slice(&body)
         .map_err(|e| V2Error::bad_request(format!("request body is not a valid inference request: {e}")))?;
+    let deadline = match request.parameters.as_ref().and_then(|p| p.get("timeout")) {
+        None => deadline,
+        Some(timeout) => match timeout.as_u64().filter(|us| *us > 0) {
+            Some(us) => deadline.shorten(std::time::Duration::from_micros(us)),
+            None => {
+                return Err(V2Error::bad_request("parameters.timeout must be a whole number of microseconds above 0"))
+            }
+        },
+    };
     let spec = batcher.spec();
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
     let instances = to_instances(&spec.plan.inputs, &request.inputs)?;
     served.rows = instances.len();
-    let inferred = run_instances(state, batcher, request_id, instances).await?;
+    let inferred = run_instances(state, batcher, request_id, instances, deadline).await?;
     served.timed(&inferred);
     Ok(Json(InferResponse {
         model_name: spec.name.clone(),

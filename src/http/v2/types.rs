@@ -76,7 +76,8 @@ impl FromRequest<AppState> for V2Body {
     type Rejection = V2Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(req, state).await.map(V2Body).map_err(|e| {
+        let read = crate::http::extract::within_deadline(req, state, Bytes::from_request).await?;
+        read.map(V2Body).map_err(|e| {
             if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::PayloadTooLarge { limit: state.config.server.body_limit_bytes }.into()
             } else {
@@ -125,7 +126,8 @@ pub struct Liveness {
 pub struct InferRequest {
     /// Echoed in the response.
     pub id: Option<String>,
-    /// Accepted and ignored.
+    /// `timeout` (microseconds, as Triton takes it) shortens the request's deadline; other
+    /// parameters are accepted and ignored.
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
     pub inputs: Vec<InferInput>,

@@ -1,0 +1,182 @@
+//! The HTTP/1.1 accept loop, in place of `axum::serve`, for what a public port needs and axum's
+//! loop does not offer: a cap on open connections, a header-read (and keep-alive idle) timeout,
+//! accept errors that are survived and logged at most once a second, and a shutdown that first
+//! answers the connections already waiting in the kernel's accept queue.
+
+use std::future::Future;
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower::ServiceExt;
+
+use crate::observe::RateLimited;
+
+/// What each connection is held to.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Time a client has to send a request's headers, counted from the connection's start or
+    /// the end of the previous response: it is also how long an idle keep-alive connection lives.
+    pub header_read_timeout: Duration,
+    /// Connections open at once; beyond it new ones wait in the kernel's accept queue.
+    pub max_connections: usize,
+}
+
+/// Serves `router` on `listener` until `stop` resolves, then answers the connections already
+/// accepted by the kernel, lets every open connection finish its request, and returns once all
+/// are closed or `grace` has passed. Returns the connections still open at that point.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: Limits,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+) -> usize {
+    let server = Server::new(router, limits);
+    let mut accept_errors = RateLimited::new(Duration::from_secs(1));
+    tokio::pin!(stop);
+    loop {
+        let permit = tokio::select! {
+            biased;
+            () = &mut stop => break,
+            permit = server.slots.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+        };
+        tokio::select! {
+            biased;
+            () = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => server.spawn(stream, permit),
+                Err(error) => {
+                    if let Some(suppressed) = accept_errors.check() {
+                        tracing::error!(%error, suppressed, "cannot accept connections");
+                    }
+                    // Out of file descriptors, say: let connections close before trying again.
+                    if !is_connection_error(&error) {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            },
+        }
+    }
+    server.drain(listener);
+    server.finish(grace).await
+}
+
+struct Server {
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    slots: Arc<Semaphore>,
+    graceful: GracefulShutdown,
+    /// Connections being served, those drained at shutdown included.
+    open: Arc<AtomicUsize>,
+}
+
+impl Server {
+    fn new(router: Router, limits: Limits) -> Self {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+        Self {
+            router,
+            http,
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            graceful: GracefulShutdown::new(),
+            open: Arc::default(),
+        }
+    }
+
+    fn spawn(&self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+        let _ = stream.set_nodelay(true);
+        let service = self.router.clone().map_request(|request: Request<Incoming>| request.map(Body::new));
+        let connection = self.http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        let connection = self.graceful.watch(connection);
+        let open = self.open.clone();
+        open.fetch_add(1, Ordering::SeqCst);
+        tokio::spawn(async move {
+            // A client that resets or times out is routine on a public port: not worth a line.
+            let _ = connection.await;
+            open.fetch_sub(1, Ordering::SeqCst);
+            drop(permit);
+        });
+    }
+
+    /// Stops new connections at the door, then accepts and serves every connection the kernel
+    /// has already completed, so that none of them is reset when the listener closes.
+    fn drain(&self, listener: TcpListener) {
+        let listener = match listener.into_std() {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "cannot drain the accept queue");
+                return;
+            }
+        };
+        refuse_new_handshakes(&listener);
+        let mut drained = 0;
+        // Twice, a moment apart: a handshake under way when the filter went on lands meanwhile.
+        for pause in [Duration::ZERO, Duration::from_millis(20)] {
+            std::thread::sleep(pause);
+            while let Ok((stream, _)) = listener.accept() {
+                let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
+                if let Ok(stream) = stream {
+                    // Over the cap if need be: these clients are already connected.
+                    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("fresh semaphore");
+                    self.spawn(stream, permit);
+                    drained += 1;
+                }
+            }
+        }
+        if drained > 0 {
+            tracing::info!(connections = drained, "answering connections that were waiting to be accepted");
+        }
+    }
+
+    /// Asks every connection to close after its current request and waits for them, at most
+    /// `grace`. Returns how many were still open then.
+    async fn finish(self, grace: Duration) -> usize {
+        let open = self.open.load(Ordering::SeqCst);
+        if open > 0 {
+            tracing::info!(connections = open, "waiting for open connections to finish their requests");
+        }
+        match tokio::time::timeout(grace, self.graceful.shutdown()).await {
+            Ok(()) => 0,
+            Err(_) => self.open.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Errors that concern one connection, not the listener: the next accept can go on at once.
+fn is_connection_error(error: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(error.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
+}
+
+/// Attaches a socket filter that drops every packet reaching the listener, so that the kernel
+/// completes no new handshake while the accept queue is drained: clients that connect now see
+/// their SYN unanswered and are refused once the listener closes, instead of being accepted by
+/// the kernel and then reset.
+fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+    let mut drop_all = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
+    let program = libc::sock_fprog { len: 1, filter: drop_all.as_mut_ptr() };
+    // SAFETY: the program outlives the call, which copies it into the kernel.
+    let rc = unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_ATTACH_FILTER,
+            (&raw const program).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot stop new handshakes before draining");
+    }
+}
