@@ -38,8 +38,14 @@ async fn every_element_type_round_trips_through_predict() {
 
     let too_big = json!({"instances": [{"u8": 256, "u16": 0, "u32": 0, "u64": -1, "i8": 0, "i16": 0, "i32": 0, "f16": 0, "f64": 0, "flag": false}]});
     let body = assert_error(app.post_json("/models/dtypes/predict", &too_big).await, 422, "validation_error").await;
-    assert_eq!(body["details"][0], json!({"path": "/instances/0/u8", "message": "must fit in u8, got 256"}));
-    assert_eq!(body["details"][1], json!({"path": "/instances/0/u64", "message": "must fit in u64, got -1"}));
+    assert_eq!(
+        body["details"][0],
+        json!({"path": "/instances/0/u8", "message": "must be an integer between 0 and 255, got 256"})
+    );
+    assert_eq!(
+        body["details"][1],
+        json!({"path": "/instances/0/u64", "message": "must be an integer between 0 and 18446744073709551615, got -1"})
+    );
     app.stop().await;
 }
 
