@@ -159,7 +159,9 @@ fn leaves<'a>(data: &'a Value, shape: &[i64]) -> Result<Vec<&'a Value>, String> 
         }
         return Ok(items.iter().collect());
     }
-    let mut out = Vec::with_capacity(count);
+    // `count` is bounded by the rows limit; reserving it only once the outer level matches
+    // the data received keeps it bounded by the body too, whatever the limit is set to.
+    let mut out = Vec::with_capacity(if dims.first() == Some(&items.len()) { count } else { 0 });
     nested(data, &dims, &mut String::from("data"), &mut out)
         .map_err(|e| format!("data is neither flat nor nested like shape {}: {e}", shape_text(shape)))?;
     Ok(out)
@@ -297,6 +299,16 @@ mod tests {
         assert_eq!(at_limit.len(), 3);
         let over = to_instances(&linear(), &[input("features", &[4, 5], "FP32", json!(vec![0; 20]))], 3).unwrap_err();
         assert_eq!(over.error, "input 'features': 4 rows, more than the limit of 3 instances per request");
+    }
+
+    #[test]
+    fn data_layout_check_trusts_no_claimed_size() {
+        // Called directly, past the rows limit: still no allocation of the claimed size.
+        let err = leaves(&json!([[1, 2, 3, 4, 5]]), &[1_000_000_000_000, 5]).unwrap_err();
+        assert!(err.ends_with("data holds 1 items, expected 1000000000000"), "{err}");
+        let err = leaves(&json!([1, 2, 3, 4, 5]), &[3_689_348_814_741_910_324, 5]).unwrap_err();
+        assert_eq!(err, "shape [3689348814741910324, 5] has too many elements");
+        assert_eq!(leaves(&json!([1]), &[-1]).unwrap_err(), "dimension -1 is out of range");
     }
 
     #[test]
