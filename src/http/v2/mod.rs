@@ -201,7 +201,7 @@ async fn run(
     };
     let spec = batcher.spec();
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
-    let instances = to_instances(&spec.plan.inputs, &request.inputs)?;
+    let instances = to_instances(&spec.plan.inputs, &request.inputs, state.config.server.max_instances_per_request)?;
     served.rows = instances.len();
     let inferred = run_instances(state, batcher, request_id, instances, deadline).await?;
     served.timed(&inferred);
