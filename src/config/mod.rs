@@ -14,6 +14,8 @@ pub use observe::{LogFormat, LoggingConfig, MetricsConfig, PredictionLogConfig, 
 
 /// Where the `/metrics` bearer token comes from; never the file.
 pub const METRICS_TOKEN_ENV: &str = "INFERD_METRICS_TOKEN";
+/// The smallest share of `prediction_log.max_bytes` one file may get.
+const MIN_FILE_BYTES: u64 = 1024;
 
 /// Everything the service needs to start; built once by [`Config::load`] and passed by reference.
 #[derive(Debug, Clone, Deserialize, Validate)]
@@ -308,6 +310,14 @@ impl Config {
                 self.server.max_instances_per_request, self.batching.queue_capacity_rows
             )));
         }
+        let log = &self.prediction_log;
+        if log.max_bytes / (log.max_files as u64) < MIN_FILE_BYTES {
+            return Err(ConfigError::Invalid(format!(
+                "prediction_log.max_bytes ({}) must be at least {MIN_FILE_BYTES} x prediction_log.max_files ({}): \
+                 each file holds max_bytes / max_files",
+                log.max_bytes, log.max_files
+            )));
+        }
         if self.metrics.port.is_some_and(|p| p != 0 && p == self.server.port) {
             return Err(ConfigError::Invalid("metrics.port must differ from server.port".into()));
         }
@@ -479,6 +489,15 @@ mod tests {
         let text = format!("[prediction_log]\nrotation = \"yearly\"\n{ONE_MODEL}");
         let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
         assert!(err.contains("unknown variant `yearly`"), "{err}");
+        let text = format!("[prediction_log]\nmax_bytes = 100\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(err.contains("prediction_log.max_bytes: must be between 4096 and"), "{err}");
+        let text = format!("[prediction_log]\nmax_bytes = 8192\nmax_files = 10\n{ONE_MODEL}");
+        let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
+        assert!(
+            err.contains("prediction_log.max_bytes (8192) must be at least 1024 x prediction_log.max_files (10)"),
+            "{err}"
+        );
         let text = format!("[server]\nport = 9000\n[metrics]\nport = 9000\n{ONE_MODEL}");
         let err = Config::from_toml(&text, &repo()).unwrap_err().to_string();
         assert!(err.contains("metrics.port must differ from server.port"), "{err}");

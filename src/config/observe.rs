@@ -108,6 +108,11 @@ pub struct PredictionLogConfig {
     /// Files kept; older ones are deleted when a new one starts.
     #[validate(range(min = 1, max = 100000))]
     pub max_files: usize,
+    /// Bytes kept over all the files; the oldest files are deleted to stay within it. Each
+    /// file holds at most `max_bytes / max_files`: a file that would outgrow that share gives
+    /// way to a new part of the same period (`predictions.<date>.<part>.jsonl`).
+    #[validate(range(min = 4096, max = 1125899906842624u64))]
+    pub max_bytes: u64,
     /// Share of predictions written, 0 to 1; those left out are counted in
     /// `inferd_prediction_log_dropped_total{reason="sampled_out"}`.
     #[validate(range(min = 0.0, max = 1.0))]
@@ -129,6 +134,7 @@ impl Default for PredictionLogConfig {
             directory: PathBuf::from("logs"),
             rotation: Rotation::Daily,
             max_files: 14,
+            max_bytes: 1 << 30,
             sample_rate: 1.0,
             redact: Vec::new(),
             lossy: false,

@@ -1,8 +1,13 @@
-//! The prediction log: one line per prediction, none lost, flushed by the graceful shutdown.
+//! The prediction log: one line per prediction, none lost, flushed by the graceful shutdown;
+//! only whole lines on disk, counted as written, whatever happens to the disk or the folder.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use inferd::config::Rotation;
 
 use serde_json::{json, Value};
 use tokio::sync::Semaphore;
@@ -126,4 +131,146 @@ async fn redacted_fields_are_masked_and_sampling_is_counted() {
     let dropped = metric(&text, "inferd_prediction_log_dropped_total", &[("reason", "sampled_out")]).unwrap();
     assert_eq!(written + dropped as usize, total, "every prediction is written or counted as sampled out");
     assert!(written > 0 && written < total, "about half are kept: {written}");
+}
+
+const LINES: &str = "inferd_prediction_log_lines_total";
+const DROPPED: &str = "inferd_prediction_log_dropped_total";
+
+/// Lines written and lines dropped for write errors, once together they account for `made`
+/// predictions (the writer is asynchronous); fails after 20 s with what the counters say.
+async fn wait_for_accounted(app: &TestApp, made: usize) -> (usize, usize) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = app.metrics().await;
+        let written = metric(&text, LINES, &[]).unwrap_or(0.0) as usize;
+        let dropped = metric(&text, DROPPED, &[("reason", "write_error")]).unwrap_or(0.0) as usize;
+        if written + dropped == made {
+            return (written, dropped);
+        }
+        assert!(Instant::now() < deadline, "{made} predictions made, {written} lines written, {dropped} dropped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn predict_as(app: &TestApp, id: &str, instances: &[Value]) {
+    let body = json!({ "instances": instances });
+    let response = app.client.post(app.url("/predict")).header("x-request-id", id).json(&body).send().await;
+    assert_eq!(response.expect("request sent").status(), 200, "{id}");
+}
+
+fn rows(n: usize) -> Vec<Value> {
+    reference("house_price.reference.json", "onnxruntime_price").instances.into_iter().cycle().take(n).collect()
+}
+
+/// A small tmpfs, unmounted when dropped (lazily, should a failed test leave a file open).
+struct Tmpfs(tempfile::TempDir);
+
+impl Tmpfs {
+    fn mount(size: &str) -> Self {
+        let dir = tempfile::tempdir().expect("temporary folder");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .output();
+        match out {
+            Ok(out) if out.status.success() => Self(dir),
+            Ok(out) => panic!(
+                "this test needs to mount a tmpfs (root or CAP_SYS_ADMIN): mount failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => panic!("this test needs the `mount` command to mount a tmpfs: {e}"),
+        }
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(self.0.path()).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_leaves_only_whole_lines_and_counts_what_is_on_disk() {
+    let disk = Tmpfs::mount("256k");
+    // Removed once the disk is full, to give space back.
+    let filler = disk.path().join("filler");
+    std::fs::write(&filler, vec![b'x'; 64 * 1024]).unwrap();
+    let mut config = test_config();
+    config.prediction_log.directory = disk.path().join("logs");
+    let app = TestApp::spawn_with(config).await;
+    let batch = rows(10);
+
+    let mut made = 0;
+    loop {
+        predict_as(&app, &format!("fill-{made}"), &batch).await;
+        made += batch.len();
+        let text = app.metrics().await;
+        if metric(&text, DROPPED, &[("reason", "write_error")]).unwrap_or(0.0) > 0.0 {
+            break;
+        }
+        assert!(made < 20_000, "256 KiB should be full long before {made} predictions");
+    }
+    std::fs::remove_file(&filler).unwrap();
+    for i in 0..5 {
+        predict_as(&app, &format!("after-{i}"), &batch).await;
+        made += batch.len();
+    }
+    let (written, dropped) = wait_for_accounted(&app, made).await;
+    assert!(dropped > 0 && written > 0, "{written} written, {dropped} dropped");
+    let dir = app.prediction_log_dir.clone();
+    assert_eq!(read_lines(&dir).len(), written, "lines_total says what is on disk");
+    let _ = app.stop().await;
+
+    let lines = read_lines(&dir);
+    assert_eq!(lines.len(), written, "every line parses, none added at shutdown");
+    let after = lines.iter().filter(|l| l["request_id"] == "after-4").count();
+    assert_eq!(after, batch.len(), "written again once space came back");
+    println!("{made} predictions: {written} lines written, {dropped} dropped");
+}
+
+#[tokio::test]
+async fn a_deleted_folder_is_created_again_with_the_next_lines() {
+    let app = TestApp::spawn().await;
+    predict_as(&app, "before", &rows(3)).await;
+    wait_for_accounted(&app, 3).await;
+    let dir = app.prediction_log_dir.clone();
+    std::fs::remove_dir_all(&dir).unwrap();
+    predict_as(&app, "after", &rows(2)).await;
+    wait_for_accounted(&app, 5).await;
+    let _logs = app.stop().await;
+    let lines = read_lines(&dir);
+    assert_eq!(lines.len(), 2, "the lines sent after the deletion");
+    assert!(lines.iter().all(|l| l["request_id"] == "after"));
+}
+
+#[tokio::test]
+async fn max_bytes_bounds_the_files_kept() {
+    let mut config = test_config();
+    config.prediction_log.rotation = Rotation::Minutely;
+    config.prediction_log.max_files = 4;
+    config.prediction_log.max_bytes = 16 * 1024;
+    let app = TestApp::spawn_with(config).await;
+    let batch = rows(10);
+    let requests = 40;
+    for i in 0..requests {
+        predict_as(&app, &format!("cap-{i}"), &batch).await;
+    }
+    let text = app.metrics().await;
+    let dir = app.prediction_log_dir.clone();
+    let _logs = app.stop().await;
+
+    let sizes: Vec<u64> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).collect();
+    let total: u64 = sizes.iter().sum();
+    assert!(total <= 16 * 1024, "{total} bytes in {sizes:?}");
+    assert!(sizes.len() <= 4 && sizes.len() >= 2, "{sizes:?}");
+    assert!(sizes.iter().all(|&s| s <= 4 * 1024), "each file within its share: {sizes:?}");
+    let lines = read_lines(&dir);
+    let last = format!("cap-{}", requests - 1);
+    assert_eq!(lines.iter().filter(|l| l["request_id"] == last.as_str()).count(), batch.len(), "the newest are kept");
+    let written = metric(&text, LINES, &[]).unwrap_or(0.0) as usize;
+    assert!(lines.len() < written, "older lines were deleted: {} kept of {written}", lines.len());
 }

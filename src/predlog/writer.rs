@@ -1,0 +1,205 @@
+//! The writer thread: gathers queued lines, serialises them and writes them in chunks, keeping
+//! those whose write failed for a bounded retry.
+
+use std::time::{Duration, Instant};
+
+use metrics::Counter;
+use serde::Serialize;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use tokio::sync::mpsc;
+
+use super::files::LogFiles;
+use super::policy::Throttle;
+use super::{Line, Message, REDACTED};
+use crate::model::tensors::Prediction;
+use crate::observe::millis;
+
+/// Bytes gathered before a write even when more lines are waiting.
+const WRITE_CHUNK: usize = 1 << 20;
+/// How long the writer lets lines gather between writes while requests keep coming.
+const GATHER: Duration = Duration::from_millis(5);
+// Lines whose write failed (a full disk, say) are kept and retried, every `RETRY_EVERY`, for
+// `RETRY_FOR` or until `RETRY_BYTES` are waiting; then they are dropped and counted as
+// `write_error`. Lossless mode promises that no line is lost for lack of buffer, not that a
+// broken disk never costs lines: the writer keeps taking lines meanwhile (requests do not
+// wait on the disk), so holding failed lines longer would only grow memory.
+const RETRY_FOR: Duration = Duration::from_secs(1);
+const RETRY_EVERY: Duration = Duration::from_millis(50);
+const RETRY_BYTES: usize = 8 * WRITE_CHUNK;
+/// At most one "cannot write" line per this interval; the next one counts those held back.
+const ERROR_EVERY: Duration = Duration::from_secs(5);
+
+pub(super) struct Writer {
+    files: LogFiles,
+    redact: Vec<String>,
+    buf: Vec<u8>,
+    /// Where each line in `buf` ends.
+    ends: Vec<usize>,
+    /// When the lines in `buf` first failed to be written.
+    failing_since: Option<Instant>,
+    /// A write failed since the last one that succeeded.
+    broken: bool,
+    errors: Throttle,
+    written: Counter,
+    write_errors: Counter,
+}
+
+#[derive(Serialize)]
+struct LineOut<'a> {
+    ts: &'a str,
+    request_id: &'a str,
+    model: &'a str,
+    version: &'a str,
+    instance: usize,
+    inputs: &'a Value,
+    outputs: &'a Prediction,
+    batch_size: usize,
+    queue_ms: f64,
+    inference_ms: f64,
+}
+
+impl Writer {
+    /// `written` counts the lines that reached the files; `write_errors` those given up on.
+    pub(super) fn new(files: LogFiles, redact: Vec<String>, written: Counter, write_errors: Counter) -> Self {
+        Self {
+            files,
+            redact,
+            buf: Vec::with_capacity(WRITE_CHUNK),
+            ends: Vec::new(),
+            failing_since: None,
+            broken: false,
+            errors: Throttle::new(ERROR_EVERY),
+            written,
+            write_errors,
+        }
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<Message>) {
+        let half = rx.max_capacity().div_ceil(2);
+        // Parked while idle; once a request arrives, it wakes every `GATHER` and takes all that
+        // has queued, so that under load handlers do not pay a thread wake-up per request.
+        // A buffer at least half full is drained again at once. Lines that failed to be
+        // written keep it polling, to retry them, instead of parking.
+        loop {
+            let first = if self.buf.is_empty() {
+                rx.blocking_recv()
+            } else {
+                std::thread::sleep(RETRY_EVERY);
+                match rx.try_recv() {
+                    Ok(message) => Some(message),
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        self.flush();
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                }
+            };
+            let Some(first) = first else { break };
+            let mut closing = self.take(first);
+            let mut taken = 1;
+            while !closing && taken > 0 {
+                if taken < half {
+                    std::thread::sleep(GATHER);
+                }
+                taken = 0;
+                while let Ok(message) = rx.try_recv() {
+                    taken += 1;
+                    closing = self.take(message);
+                    if closing {
+                        break;
+                    }
+                    if self.buf.len() >= WRITE_CHUNK {
+                        self.flush();
+                    }
+                }
+                self.flush();
+            }
+            self.flush();
+            if closing {
+                break;
+            }
+        }
+        // Retried until written or given up on (after `RETRY_FOR` at most).
+        while !self.buf.is_empty() {
+            self.flush();
+            if !self.buf.is_empty() {
+                std::thread::sleep(RETRY_EVERY);
+            }
+        }
+    }
+
+    /// Adds a record's lines to the buffer; true on `Close`.
+    fn take(&mut self, message: Message) -> bool {
+        let Message::Record(record) = message else { return true };
+        let ts = OffsetDateTime::from(record.at).format(&Rfc3339).unwrap_or_default();
+        for mut line in record.lines {
+            redact(&mut line, &self.redact);
+            let out = LineOut {
+                ts: &ts,
+                request_id: &record.request_id,
+                model: &record.spec.name,
+                version: &record.spec.version,
+                instance: line.index,
+                inputs: &line.input,
+                outputs: &line.output,
+                batch_size: line.part.batch_rows,
+                queue_ms: millis(line.part.queue),
+                inference_ms: millis(line.part.inference),
+            };
+            serde_json::to_writer(&mut self.buf, &out).expect("JSON values serialise");
+            self.buf.push(b'\n');
+            self.ends.push(self.buf.len());
+        }
+        false
+    }
+
+    /// Writes what `buf` holds; what fails stays there to be retried, until given up on.
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let done = self.files.write(&self.buf, &self.ends, OffsetDateTime::now_utc());
+        self.written.increment(done.lines as u64);
+        self.buf.drain(..done.bytes);
+        self.ends.drain(..done.lines);
+        self.ends.iter_mut().for_each(|end| *end -= done.bytes);
+        let Some(error) = done.error else {
+            self.failing_since = None;
+            if std::mem::take(&mut self.broken) {
+                tracing::info!(dir = %self.files.dir().display(), "the prediction log is written again");
+            }
+            return;
+        };
+        self.broken = true;
+        let now = Instant::now();
+        let since = *self.failing_since.get_or_insert(now);
+        let waiting = self.ends.len();
+        let dropped = if now.duration_since(since) >= RETRY_FOR || self.buf.len() >= RETRY_BYTES {
+            self.write_errors.increment(waiting as u64);
+            self.buf.clear();
+            self.ends.clear();
+            // The next lines get their own `RETRY_FOR`.
+            self.failing_since = None;
+            waiting
+        } else {
+            0
+        };
+        if let Some(suppressed) = self.errors.allow(now) {
+            let dir = self.files.dir().display();
+            tracing::error!(%error, %dir, waiting = waiting - dropped, dropped, suppressed, "cannot write the prediction log");
+        }
+    }
+}
+
+fn redact(line: &mut Line, fields: &[String]) {
+    for field in fields {
+        if let Some(value) = line.input.get_mut(field.as_str()) {
+            *value = Value::from(REDACTED);
+        }
+        if let Some(value) = line.output.get_mut(field.as_str()) {
+            *value = Value::from(REDACTED);
+        }
+    }
+}
