@@ -22,7 +22,7 @@ pub struct ModelSummary {
     pub default_version: String,
     /// Whether `POST /predict` serves this model.
     pub default: bool,
-    /// Loaded and warmed up (always true once listed: models are listed once ready).
+    /// Every version has at least one inference thread with a working session.
     pub ready: bool,
 }
 
