@@ -81,6 +81,11 @@ impl Application {
         self.metrics_listener.as_ref().map(|(_, addr)| *addr)
     }
 
+    /// The shared state handlers see (tests reach the loaded models through it).
+    pub fn state(&self) -> AppState {
+        self.state.clone()
+    }
+
     pub fn readiness(&self) -> watch::Receiver<Readiness> {
         self.readiness.subscribe()
     }

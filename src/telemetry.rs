@@ -23,5 +23,23 @@ pub fn init(config: &LoggingConfig) -> Option<WorkerGuard> {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
     };
     // A second init (tests start several apps in one process) keeps the first subscriber.
-    result.ok().map(|()| guard)
+    let guard = result.ok().map(|()| guard)?;
+    log_panics();
+    Some(guard)
+}
+
+/// Panics (caught by the inference threads' supervisor or by the HTTP layer) become one JSON
+/// log line with the thread and place, instead of a multi-line message on stderr.
+fn log_panics() {
+    std::panic::set_hook(Box::new(|info| {
+        let thread = std::thread::current().name().unwrap_or("unnamed").to_owned();
+        let place = info.location().map(|l| format!("{}:{}", l.file(), l.line())).unwrap_or_default();
+        let message = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("unknown panic");
+        tracing::error!(%thread, %place, message, "panic");
+    }));
 }

@@ -115,7 +115,7 @@ impl Pending for Job {
 }
 
 /// Counters that show batching at work.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Stats {
     batches: AtomicU64,
     rows: AtomicU64,
@@ -123,10 +123,12 @@ struct Stats {
     cancelled_rows: AtomicU64,
     inference_us: AtomicU64,
     session_restarts: AtomicU64,
+    /// ONNX Runtime calls by inference thread.
+    batches_by_thread: Vec<AtomicU64>,
 }
 
 /// Counters of one model version since start.
-#[derive(Debug, Clone, Copy, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct StatsSnapshot {
     /// ONNX Runtime calls.
     pub batches: u64,
@@ -142,6 +144,9 @@ pub struct StatsSnapshot {
     pub session_restarts: u64,
     /// Inference threads with a working session now.
     pub healthy_sessions: usize,
+    /// ONNX Runtime calls by inference thread: shows a large request spread over all of them.
+    #[schema(value_type = Vec<u64>)]
+    pub batches_by_thread: Vec<u64>,
 }
 
 /// Faults a test can inject into the inference threads, to exercise their supervision.
@@ -227,7 +232,15 @@ impl Batcher {
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new(config.max_batch_rows, config.queue_capacity_rows, config.max_delay())),
             wake: Condvar::new(),
-            stats: Stats::default(),
+            stats: Stats {
+                batches: AtomicU64::new(0),
+                rows: AtomicU64::new(0),
+                largest_batch: AtomicU64::new(0),
+                cancelled_rows: AtomicU64::new(0),
+                inference_us: AtomicU64::new(0),
+                session_restarts: AtomicU64::new(0),
+                batches_by_thread: sessions.iter().map(|_| AtomicU64::new(0)).collect(),
+            },
             metrics,
             healthy: AtomicUsize::new(0),
             next_request: AtomicU64::new(0),
@@ -239,7 +252,7 @@ impl Batcher {
             .into_iter()
             .enumerate()
             .map(|(i, session)| {
-                let worker = worker::Worker::new(shared.clone(), spec.clone(), factory.clone());
+                let worker = worker::Worker::new(i, shared.clone(), spec.clone(), factory.clone());
                 std::thread::Builder::new().name(format!("infer-{}-{i}", spec.name)).spawn(move || worker.run(session))
             })
             .collect::<std::io::Result<Vec<_>>>()?;
@@ -284,6 +297,7 @@ impl Batcher {
             inference_us: s.inference_us.load(Ordering::Relaxed),
             session_restarts: s.session_restarts.load(Ordering::Relaxed),
             healthy_sessions: self.shared.healthy.load(Ordering::SeqCst),
+            batches_by_thread: s.batches_by_thread.iter().map(|b| b.load(Ordering::Relaxed)).collect(),
         }
     }
 

@@ -20,6 +20,8 @@ use crate::model::tensors::{Prediction, Rows};
 use crate::model::{self, ModelSpec, RunError, SessionFactory};
 
 pub(super) struct Worker {
+    /// Which of the model's inference threads this is.
+    index: usize,
     shared: Arc<Shared>,
     spec: Arc<ModelSpec>,
     factory: Arc<SessionFactory>,
@@ -40,9 +42,9 @@ enum Health {
 }
 
 impl Worker {
-    pub(super) fn new(shared: Arc<Shared>, spec: Arc<ModelSpec>, factory: Arc<SessionFactory>) -> Self {
+    pub(super) fn new(index: usize, shared: Arc<Shared>, spec: Arc<ModelSpec>, factory: Arc<SessionFactory>) -> Self {
         let probe = Rows::encode(&spec.plan, spec.schema.examples(), 0).ok();
-        Self { shared, spec, factory, probe }
+        Self { index, shared, spec, factory, probe }
     }
 
     pub(super) fn run(mut self, session: Session) {
@@ -192,6 +194,7 @@ impl Worker {
         let stats = &self.shared.stats;
         stats.inference_us.fetch_add(inference.as_micros() as u64, Ordering::Relaxed);
         stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batches_by_thread[self.index].fetch_add(1, Ordering::Relaxed);
         stats.rows.fetch_add(n as u64, Ordering::Relaxed);
         stats.largest_batch.fetch_max(n as u64, Ordering::Relaxed);
         self.shared.metrics.batch(n, inference);

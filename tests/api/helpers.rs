@@ -41,6 +41,7 @@ pub struct TestApp {
     pub prediction_log_dir: PathBuf,
     _logs: Option<tempfile::TempDir>,
     pub metrics_base: Option<String>,
+    pub state: inferd::http::AppState,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), inferd::startup::StartupError>>>,
 }
@@ -64,21 +65,28 @@ impl TestApp {
         let base = format!("http://{}", app.local_addr());
         let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
         let mut readiness = app.readiness();
+        let state = app.state();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(app.run_until_stopped(async move {
             let _ = stopped.await;
         }));
-        let state = readiness.wait_for(|r| *r != Readiness::Loading).await.expect("app reports readiness").clone();
-        assert_eq!(state, Readiness::Ready, "app failed to start");
+        let readiness = readiness.wait_for(|r| *r != Readiness::Loading).await.expect("app reports readiness").clone();
+        assert_eq!(readiness, Readiness::Ready, "app failed to start");
         Self {
             base,
             client: reqwest::Client::new(),
             prediction_log_dir,
             _logs: logs,
             metrics_base,
+            state,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The loaded batcher of a model's default version.
+    pub fn batcher(&self, model: &str) -> inferd::batch::Batcher {
+        self.state.loaded().expect("loaded").get(model, None).expect("model served").clone()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -4,7 +4,9 @@
 mod batching;
 mod dtypes;
 mod errors;
+mod faults;
 mod helpers;
+mod hostile;
 mod metrics;
 mod oip;
 mod openapi;
