@@ -5,8 +5,10 @@
 
 use std::future::Future;
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::Body;
@@ -14,10 +16,10 @@ use axum::extract::Request;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
 use crate::observe::RateLimited;
@@ -76,9 +78,13 @@ struct Server {
     router: Router,
     http: hyper::server::conn::http1::Builder,
     slots: Arc<Semaphore>,
-    graceful: GracefulShutdown,
-    /// Connections being served, those drained at shutdown included.
-    open: Arc<AtomicUsize>,
+    /// Turns true when the server stops: each connection then finishes its request and closes.
+    stopping: watch::Sender<bool>,
+    /// Connections being served, those drained at shutdown included, and a wake-up as each ends.
+    open: Arc<(AtomicUsize, Notify)>,
+    /// How long, once stopping, a connection that has sent nothing yet is given to send its
+    /// request (its client connected before the listener closed and is owed an answer).
+    first_request_grace: Duration,
 }
 
 impl Server {
@@ -89,23 +95,49 @@ impl Server {
             router,
             http,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
-            graceful: GracefulShutdown::new(),
+            stopping: watch::channel(false).0,
             open: Arc::default(),
+            first_request_grace: limits.header_read_timeout.min(Duration::from_secs(1)),
         }
     }
 
     fn spawn(&self, stream: TcpStream, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
+        let heard = Arc::new(AtomicBool::new(false));
+        let io = TokioIo::new(Heard { stream, heard: heard.clone() });
         let service = self.router.clone().map_request(|request: Request<Incoming>| request.map(Body::new));
-        let connection = self.http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-        let connection = self.graceful.watch(connection);
+        let connection = self.http.serve_connection(io, TowerToHyperService::new(service));
+        let mut stopping = self.stopping.subscribe();
+        let first_request_grace = self.first_request_grace;
         let open = self.open.clone();
-        open.fetch_add(1, Ordering::SeqCst);
+        open.0.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
+            tokio::pin!(connection);
             // A client that resets or times out is routine on a public port: not worth a line.
-            let _ = connection.await;
-            open.fetch_sub(1, Ordering::SeqCst);
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+                    // hyper closes at once a connection that has sent nothing yet; give it a
+                    // moment to send the request it connected for.
+                    let until = tokio::time::Instant::now() + first_request_grace;
+                    let finished = loop {
+                        if heard.load(Ordering::SeqCst) || tokio::time::Instant::now() >= until {
+                            break false;
+                        }
+                        tokio::select! {
+                            _ = connection.as_mut() => break true,
+                            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                        }
+                    };
+                    if !finished {
+                        connection.as_mut().graceful_shutdown();
+                        let _ = connection.await;
+                    }
+                }
+            }
             drop(permit);
+            open.0.fetch_sub(1, Ordering::SeqCst);
+            open.1.notify_waiters();
         });
     }
 
@@ -142,14 +174,70 @@ impl Server {
     /// Asks every connection to close after its current request and waits for them, at most
     /// `grace`. Returns how many were still open then.
     async fn finish(self, grace: Duration) -> usize {
-        let open = self.open.load(Ordering::SeqCst);
-        if open > 0 {
-            tracing::info!(connections = open, "waiting for open connections to finish their requests");
+        let (open, closed) = &*self.open;
+        if open.load(Ordering::SeqCst) > 0 {
+            tracing::info!(
+                connections = open.load(Ordering::SeqCst),
+                "waiting for open connections to finish their requests"
+            );
         }
-        match tokio::time::timeout(grace, self.graceful.shutdown()).await {
-            Ok(()) => 0,
-            Err(_) => self.open.load(Ordering::SeqCst),
+        self.stopping.send_replace(true);
+        let all_closed = async {
+            loop {
+                let next = closed.notified();
+                tokio::pin!(next);
+                next.as_mut().enable();
+                if open.load(Ordering::SeqCst) == 0 {
+                    return;
+                }
+                next.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, all_closed).await;
+        open.load(Ordering::SeqCst)
+    }
+}
+
+/// The connection's socket, noting when the client first sends something.
+struct Heard {
+    stream: TcpStream,
+    heard: Arc<AtomicBool>,
+}
+
+impl AsyncRead for Heard {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.heard.store(true, Ordering::Relaxed);
         }
+        polled
+    }
+}
+
+impl AsyncWrite for Heard {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }
 

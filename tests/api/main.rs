@@ -2,6 +2,7 @@
 //! port 0 with the committed models and talks HTTP to it.
 
 mod batching;
+mod connections;
 mod dtypes;
 mod errors;
 mod faults;
