@@ -203,3 +203,72 @@ async fn service_logs_tie_each_request_together() {
         }
     }
 }
+
+fn signal(server: &Server, name: &str) {
+    let status = Command::new("kill").args([&format!("-{name}"), &server.child.id().to_string()]).status().unwrap();
+    assert!(status.success(), "kill -{name}");
+}
+
+#[tokio::test]
+async fn sighup_is_logged_and_the_server_carries_on() {
+    let mut server = start(&[]);
+    for _ in 0..3 {
+        signal(&server, "HUP");
+    }
+    let client = reqwest::Client::new();
+    let mut hups = 0;
+    // The signals are handled asynchronously: wait for their three log lines.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while hups < 3 {
+        let line = server.logs.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+        let line = line.expect("three SIGHUP lines are logged");
+        if line["message"].as_str().is_some_and(|m| m.starts_with("SIGHUP received")) {
+            hups += 1;
+        }
+    }
+    let response = client
+        .post(format!("{}/predict", server.base))
+        .json(&json!({"instances": [schema_example("house_price")]}))
+        .send()
+        .await
+        .expect("still serving after SIGHUP");
+    assert_eq!(response.status(), 200);
+    signal(&server, "TERM");
+    assert_eq!(server.child.wait().unwrap().code(), Some(0), "SIGHUP did not end the process; SIGTERM did, cleanly");
+}
+
+#[test]
+fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+    use std::os::unix::process::CommandExt;
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    assert!(hard > 256, "this test needs a hard open-files limit above 256, got {hard}");
+    let logs = tempfile::tempdir().unwrap();
+    let mut command = inferd();
+    command
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .env("INFERD_PREDICTION_LOG_DIR", logs.path())
+        .stdout(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            rlimit::setrlimit(rlimit::Resource::NOFILE, 256, rlimit::getrlimit(rlimit::Resource::NOFILE)?.1)
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut limit = None;
+    for line in stdout.lines().map_while(Result::ok) {
+        let line: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout holds only JSON ({e}): {line}"));
+        if line["message"] == "starting" {
+            limit = line["open_files_limit"].as_u64();
+        }
+        if line["message"] == "listening" {
+            assert!(line["max_connections"].as_u64().unwrap() > 256 - 128, "{line}");
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(limit, Some(hard), "started under a soft limit of 256");
+}
