@@ -349,7 +349,7 @@ impl Admission<'_> {
         };
         // One wake-up per batch that is now ready, so that a large request spreads over every
         // idle thread; `notify_one` to a thread already awake is harmless.
-        for _ in 0..wake.max(1) {
+        for _ in 0..wake.clamp(1, shared.stats.batches_by_thread.len()) {
             shared.wake.notify_one();
         }
 

@@ -19,7 +19,7 @@ impl RateLimited {
         self.check_at(Instant::now())
     }
 
-    fn check_at(&mut self, now: Instant) -> Option<u64> {
+    pub fn check_at(&mut self, now: Instant) -> Option<u64> {
         match self.last {
             Some(last) if now.saturating_duration_since(last) < self.every => {
                 self.suppressed += 1;

@@ -1,8 +1,6 @@
 //! The rules of the rolling files, as pure functions: file names, periods, which old files to
 //! delete, how many lines fit in a file, how often an error is logged. `files.rs` applies them.
 
-use std::time::{Duration, Instant};
-
 use time::{OffsetDateTime, Time};
 
 use crate::config::Rotation;
@@ -113,30 +111,6 @@ pub fn lines_that_fit(ends: &[usize], from: usize, room: u64, empty_file: bool) 
     }
 }
 
-/// Lets one error line through every `every`; counts those held back in between.
-#[derive(Debug)]
-pub struct Throttle {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl Throttle {
-    pub fn new(every: Duration) -> Self {
-        Self { every, last: None, suppressed: 0 }
-    }
-
-    /// `Some(lines suppressed since the last one let through)` when a line may be logged now.
-    pub fn allow(&mut self, now: Instant) -> Option<u64> {
-        if self.last.is_some_and(|last| now.duration_since(last) < self.every) {
-            self.suppressed += 1;
-            return None;
-        }
-        self.last = Some(now);
-        Some(std::mem::take(&mut self.suppressed))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,17 +214,5 @@ mod tests {
         assert_eq!(lines_that_fit(&ends, 0, 50, false), 0);
         assert_eq!(lines_that_fit(&ends, 0, 50, true), 1, "a line longer than the share");
         assert_eq!(lines_that_fit(&[], 0, 50, true), 0);
-    }
-
-    #[test]
-    fn errors_are_let_through_once_per_interval_with_a_count_of_the_rest() {
-        let mut throttle = Throttle::new(Duration::from_secs(5));
-        let t0 = Instant::now();
-        assert_eq!(throttle.allow(t0), Some(0));
-        assert_eq!(throttle.allow(t0 + Duration::from_secs(1)), None);
-        assert_eq!(throttle.allow(t0 + Duration::from_secs(4)), None);
-        assert_eq!(throttle.allow(t0 + Duration::from_secs(5)), Some(2));
-        assert_eq!(throttle.allow(t0 + Duration::from_secs(6)), None);
-        assert_eq!(throttle.allow(t0 + Duration::from_secs(11)), Some(1));
     }
 }

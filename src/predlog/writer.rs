@@ -11,10 +11,10 @@ use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::files::LogFiles;
-use super::policy::Throttle;
 use super::{Line, Message, REDACTED};
 use crate::model::tensors::Prediction;
 use crate::observe::millis;
+use crate::observe::RateLimited;
 
 /// Bytes gathered before a write even when more lines are waiting.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -41,7 +41,7 @@ pub(super) struct Writer {
     failing_since: Option<Instant>,
     /// A write failed since the last one that succeeded.
     broken: bool,
-    errors: Throttle,
+    errors: RateLimited,
     written: Counter,
     write_errors: Counter,
 }
@@ -70,7 +70,7 @@ impl Writer {
             ends: Vec::new(),
             failing_since: None,
             broken: false,
-            errors: Throttle::new(ERROR_EVERY),
+            errors: RateLimited::new(ERROR_EVERY),
             written,
             write_errors,
         }
@@ -186,7 +186,7 @@ impl Writer {
         } else {
             0
         };
-        if let Some(suppressed) = self.errors.allow(now) {
+        if let Some(suppressed) = self.errors.check_at(now) {
             let dir = self.files.dir().display();
             tracing::error!(%error, %dir, waiting = waiting - dropped, dropped, suppressed, "cannot write the prediction log");
         }
