@@ -134,3 +134,18 @@ async fn a_request_larger_than_the_queue_is_a_config_error_not_a_503_forever() {
     let err = config.check().unwrap_err().to_string();
     assert!(err.contains("max_instances_per_request (1024) must be <= batching.queue_capacity_rows (100)"), "{err}");
 }
+
+#[tokio::test]
+async fn a_long_value_in_a_body_that_does_not_parse_is_not_echoed_whole() {
+    let app = TestApp::spawn().await;
+    let long = "x".repeat(100_000);
+    let response = app.post_json("/v2/models/house_price/infer", &json!({ "inputs": long })).await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.unwrap();
+    let error = body["error"].as_str().unwrap();
+    assert!(error.len() < 500 && error.contains("100000 chars"), "{error}");
+    let response = app.post_json("/predict", &json!({ "instances": long })).await;
+    let body = assert_error(response, 422, "invalid_request").await;
+    assert!(body["error"].as_str().unwrap().len() < 500, "{body}");
+    app.stop().await;
+}

@@ -188,8 +188,10 @@ async fn run(
     served: &mut Served,
 ) -> Result<Json<InferResponse>, V2Error> {
     let V2Body(body) = body?;
-    let request: InferRequest = serde_json::from_slice(&body)
-        .map_err(|e| V2Error::bad_request(format!("request body is not a valid inference request: {e}")))?;
+    let request: InferRequest = serde_json::from_slice(&body).map_err(|e| {
+        let message = crate::error::clip_quoted(&e.to_string()).into_owned();
+        V2Error::bad_request(format!("request body is not a valid inference request: {message}"))
+    })?;
     let deadline = match request.parameters.as_ref().and_then(|p| p.get("timeout")) {
         None => deadline,
         Some(timeout) => match timeout.as_u64().filter(|us| *us > 0) {
