@@ -123,10 +123,10 @@ async fn rows_the_graph_refuses_fail_alone_and_their_batch_mates_are_answered() 
     std::sync::Arc::into_inner(app).unwrap().stop().await;
 }
 
-async fn futures_join<F: std::future::Future>(calls: impl Iterator<Item = F>) -> Vec<F::Output>
+async fn futures_join<F>(calls: impl Iterator<Item = F>) -> Vec<F::Output>
 where
+    F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
-    F: Send + 'static,
 {
     let handles: Vec<_> = calls.map(tokio::spawn).collect();
     let mut out = Vec::new();
