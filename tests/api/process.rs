@@ -238,7 +238,7 @@ async fn sighup_is_logged_and_the_server_carries_on() {
 }
 
 #[test]
-fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
+fn the_soft_open_files_limit_is_raised_and_stdout_is_json_only() {
     use std::os::unix::process::CommandExt;
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     assert!(hard > 256, "this test needs a hard open-files limit above 256, got {hard}");
@@ -246,7 +246,8 @@ fn the_soft_open_files_limit_is_raised_to_the_hard_one() {
     let mut command = inferd();
     command
         .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-        .env("INFERD_PREDICTION_LOG_DIR", logs.path())
+        // A folder that does not exist yet: creating it must not print anything but JSON.
+        .env("INFERD_PREDICTION_LOG_DIR", logs.path().join("new"))
         .stdout(Stdio::piped());
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
