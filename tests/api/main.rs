@@ -4,6 +4,7 @@
 mod batching;
 mod dtypes;
 mod errors;
+mod fuzz;
 mod helpers;
 mod metrics;
 mod oip;

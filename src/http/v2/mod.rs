@@ -1,6 +1,8 @@
 //! KServe Open Inference Protocol v2, REST: health, metadata and tensor inference. Tensors are
 //! turned into instances and go through the same schema check and batcher as `/predict`.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod tensors;
 pub mod types;
 
