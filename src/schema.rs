@@ -7,7 +7,7 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, ValidationError, Validator};
 use serde_json::{json, Map, Value};
 
-use crate::error::FieldError;
+use crate::error::{clip, shown, FieldError};
 use crate::model::signature::{ElemType, Signature};
 
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +154,8 @@ fn example_value(elem: ElemType) -> Value {
 
 /// Rewrites jsonschema's error into `{path, message}` that names the rule and the value received.
 fn describe(base: &str, error: &ValidationError<'_>, out: &mut Vec<FieldError>) {
-    let path = format!("{base}{}", error.instance_path.as_str());
-    let got = error.instance.as_ref();
+    let path = format!("{base}{}", clip(error.instance_path.as_str()));
+    let got = shown(error.instance.as_ref());
     let message = match &error.kind {
         ValidationErrorKind::Required { property } => {
             let name = property.as_str().unwrap_or_default();
@@ -165,7 +165,7 @@ fn describe(base: &str, error: &ValidationError<'_>, out: &mut Vec<FieldError>) 
         ValidationErrorKind::AdditionalProperties { unexpected } => {
             for name in unexpected {
                 out.push(FieldError {
-                    path: format!("{path}/{}", escape(name)),
+                    path: format!("{path}/{}", clip(&escape(name))),
                     message: "is not a field of this model".into(),
                 });
             }
@@ -176,7 +176,12 @@ fn describe(base: &str, error: &ValidationError<'_>, out: &mut Vec<FieldError>) 
                 TypeKind::Single(t) => t.to_string(),
                 TypeKind::Multiple(set) => format!("{set:?}"),
             };
-            format!("must be {} {expected}, got {} {got}", article(&expected), type_name(got))
+            // `got string "5000"` says what was sent; `got null null` would say it twice.
+            let got = match error.instance.as_ref() {
+                Value::Null => got,
+                other => format!("{} {got}", type_name(other)),
+            };
+            format!("must be {} {expected}, got {got}", article(&expected))
         }
         ValidationErrorKind::Minimum { limit } => format!("must be >= {limit}, got {got}"),
         ValidationErrorKind::Maximum { limit } => format!("must be <= {limit}, got {got}"),
@@ -186,7 +191,8 @@ fn describe(base: &str, error: &ValidationError<'_>, out: &mut Vec<FieldError>) 
         ValidationErrorKind::MinLength { limit } => format!("must be at least {limit} characters long, got {got}"),
         ValidationErrorKind::MaxLength { limit } => format!("must be at most {limit} characters long, got {got}"),
         ValidationErrorKind::Pattern { pattern } => format!("must match the pattern {pattern}, got {got}"),
-        _ => error.to_string(),
+        // jsonschema's own wording quotes the value whole.
+        _ => clip(&error.to_string()).into_owned(),
     };
     out.push(FieldError { path, message });
 }
@@ -274,6 +280,20 @@ mod tests {
             errors(&schema, instance),
             vec![("/instances/3/bedrooms".into(), "must be an integer, got number 3.5".into())]
         );
+    }
+
+    #[test]
+    fn null_is_named_once_and_long_values_are_cut() {
+        let schema = house();
+        let mut instance = schema.examples()[0].clone();
+        instance["lotsize"] = Value::Null;
+        instance["airco"] = json!("y".repeat(1 << 20));
+        instance[&"k".repeat(500)] = json!(1);
+        let got = errors(&schema, instance);
+        let cut = format!("\"{}…\" (1048576 chars)", "y".repeat(100));
+        assert_eq!(got[0], ("/instances/3/airco".into(), format!(r#"must be one of ["yes","no"], got {cut}"#)));
+        assert_eq!(got[1].0, format!("/instances/3/{}… (500 chars)", "k".repeat(100)));
+        assert_eq!(got[2], ("/instances/3/lotsize".into(), "must be a number, got null".into()));
     }
 
     #[test]

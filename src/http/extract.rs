@@ -7,7 +7,7 @@ use axum::Json;
 use serde::de::DeserializeOwned;
 
 use super::AppState;
-use crate::error::ApiError;
+use crate::error::{clip_quoted, ApiError};
 
 pub struct ApiJson<T>(pub T);
 
@@ -37,9 +37,10 @@ fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {
     }
 }
 
-/// axum prefixes serde's message with its own sentence; keep serde's part, which has the position.
+/// axum prefixes serde's message with its own sentence; keep serde's part, which has the
+/// position, with the client value it may quote cut short.
 fn source_text(text: &str) -> String {
-    text.split_once(": ").map(|(_, rest)| rest).unwrap_or(text).to_owned()
+    clip_quoted(text.split_once(": ").map(|(_, rest)| rest).unwrap_or(text)).into_owned()
 }
 
 /// Path parameters; a path that cannot be decoded (invalid UTF-8, say) is a JSON 400.

@@ -7,7 +7,7 @@ use ort::value::{DynValue, Tensor};
 use serde_json::{Map, Number, Value};
 
 use super::signature::{ElemType, FeedPlan, InputPlan, TensorInfo};
-use crate::error::FieldError;
+use crate::error::{shown, FieldError};
 
 /// Conversion of one JSON value into a tensor element and back.
 trait Element: Sized {
@@ -15,30 +15,55 @@ trait Element: Sized {
     fn to_json(&self) -> Value;
 }
 
-/// JSON Schema counts 3.0 as an integer, so it is accepted as 3.
-fn integer(value: &Value) -> Result<i128, String> {
+/// An integer read from JSON, before its type's range is checked.
+enum Integral {
+    Exact(i128),
+    /// Integral, but beyond any integer type (`1e300`): shown as the client wrote it.
+    Huge,
+}
+
+/// JSON Schema counts 3.0 as an integer, so it is accepted as 3. serde_json reads an integer
+/// beyond i64 and u64 (2^64, say) as a float: it is integral too, and refused for its range
+/// by the caller rather than called "not an integer".
+fn integer(value: &Value) -> Result<Integral, String> {
     if let Some(i) = value.as_i64() {
-        return Ok(i.into());
+        return Ok(Integral::Exact(i.into()));
     }
     if let Some(u) = value.as_u64() {
-        return Ok(u.into());
+        return Ok(Integral::Exact(u.into()));
     }
     match value.as_f64() {
-        Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Ok(f as i128),
-        _ => Err(format!("must be an integer, got {value}")),
+        // Every integral f64 below 1e38 converts to i128 exactly.
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e38 => Ok(Integral::Exact(f as i128)),
+        Some(f) if f.fract() == 0.0 => Ok(Integral::Huge),
+        _ => Err(format!("must be an integer, got {}", shown(value))),
     }
 }
 
-fn number(value: &Value) -> Result<f64, String> {
-    value.as_f64().ok_or_else(|| format!("must be a number, got {value}"))
+/// A finite number no larger in magnitude than `max`, the largest finite value of the element
+/// type as it is printed (`65504`, `3.4028235e38`): beyond it the conversion would give infinity.
+fn number(value: &Value, max: f64, max_shown: &str) -> Result<f64, String> {
+    let v = value.as_f64().ok_or_else(|| format!("must be a number, got {}", shown(value)))?;
+    // serde_json refuses literals that overflow f64 (`1e400`), so `v` is finite; the check
+    // keeps that true whatever the parser.
+    if v.is_finite() && v.abs() <= max {
+        Ok(v)
+    } else {
+        Err(format!("must be a number between -{max_shown} and {max_shown}, got {}", shown(value)))
+    }
 }
 
 macro_rules! integer_elements {
     ($($ty:ty),*) => {$(
         impl Element for $ty {
             fn from_json(value: &Value) -> Result<Self, String> {
-                let i = integer(value)?;
-                <$ty>::try_from(i).map_err(|_| format!("must fit in {}, got {i}", stringify!($ty)))
+                let out_of_range = |got: &dyn std::fmt::Display| {
+                    format!("must be an integer between {} and {}, got {got}", <$ty>::MIN, <$ty>::MAX)
+                };
+                match integer(value)? {
+                    Integral::Exact(i) => <$ty>::try_from(i).map_err(|_| out_of_range(&i)),
+                    Integral::Huge => Err(out_of_range(&shown(value))),
+                }
             }
             fn to_json(&self) -> Value {
                 Value::from(*self)
@@ -50,7 +75,7 @@ integer_elements!(i8, i16, i32, i64, u8, u16, u32, u64);
 
 impl Element for f64 {
     fn from_json(value: &Value) -> Result<Self, String> {
-        number(value)
+        number(value, f64::MAX, "1.7976931348623157e308")
     }
     fn to_json(&self) -> Value {
         float(*self)
@@ -59,7 +84,9 @@ impl Element for f64 {
 
 impl Element for f32 {
     fn from_json(value: &Value) -> Result<Self, String> {
-        number(value).map(|v| v as f32)
+        // 3.4028235e38 is how f32::MAX prints; it lies a little above f32::MAX as an f64 and
+        // still rounds to f32::MAX, so it is the bound rather than `f64::from(f32::MAX)`.
+        number(value, 3.4028235e38, "3.4028235e38").map(|v| v as f32)
     }
     fn to_json(&self) -> Value {
         float(f64::from(*self))
@@ -68,7 +95,7 @@ impl Element for f32 {
 
 impl Element for half::f16 {
     fn from_json(value: &Value) -> Result<Self, String> {
-        number(value).map(half::f16::from_f64)
+        number(value, 65504.0, "65504").map(half::f16::from_f64)
     }
     fn to_json(&self) -> Value {
         float(self.to_f64())
@@ -77,7 +104,7 @@ impl Element for half::f16 {
 
 impl Element for bool {
     fn from_json(value: &Value) -> Result<Self, String> {
-        value.as_bool().ok_or_else(|| format!("must be a boolean, got {value}"))
+        value.as_bool().ok_or_else(|| format!("must be a boolean, got {}", shown(value)))
     }
     fn to_json(&self) -> Value {
         Value::from(*self)
@@ -106,7 +133,7 @@ macro_rules! columns {
                 match self {
                     $(Self::$variant(c) => c.push(<$ty>::from_json(value)?),)*
                     Self::String(c) => {
-                        c.push(value.as_str().ok_or_else(|| format!("must be a string, got {value}"))?.to_owned())
+                        c.push(value.as_str().ok_or_else(|| format!("must be a string, got {}", shown(value)))?.to_owned())
                     }
                 }
                 Ok(())
@@ -280,14 +307,59 @@ mod tests {
     fn small_and_unsigned_integers_are_range_checked() {
         let mut column = Column::with_capacity(ElemType::U8, 2);
         column.push(&json!(255)).unwrap();
-        assert_eq!(column.push(&json!(256)).unwrap_err(), "must fit in u8, got 256");
-        assert_eq!(column.push(&json!(-1)).unwrap_err(), "must fit in u8, got -1");
+        assert_eq!(column.push(&json!(256)).unwrap_err(), "must be an integer between 0 and 255, got 256");
+        assert_eq!(column.push(&json!(-1)).unwrap_err(), "must be an integer between 0 and 255, got -1");
         let mut column = Column::with_capacity(ElemType::U64, 1);
         column.push(&json!(u64::MAX)).unwrap();
         assert_eq!(column, Column::U64(vec![u64::MAX]));
         let mut column = Column::with_capacity(ElemType::F16, 1);
         column.push(&json!(1.5)).unwrap();
         assert_eq!(column, Column::F16(vec![half::f16::from_f32(1.5)]));
+    }
+
+    #[test]
+    fn integers_beyond_u64_are_refused_for_their_range() {
+        let two_to_64: Value = serde_json::from_str("18446744073709551616").unwrap();
+        assert!(two_to_64.is_f64(), "serde_json reads 2^64 as a float");
+        let mut column = Column::with_capacity(ElemType::U64, 1);
+        assert_eq!(
+            column.push(&two_to_64).unwrap_err(),
+            "must be an integer between 0 and 18446744073709551615, got 18446744073709551616"
+        );
+        let mut column = Column::with_capacity(ElemType::I64, 1);
+        assert_eq!(
+            column.push(&json!(1e300)).unwrap_err(),
+            "must be an integer between -9223372036854775808 and 9223372036854775807, got 1e+300"
+        );
+        column.push(&json!(1e15)).unwrap();
+        assert_eq!(column.push(&Value::Null).unwrap_err(), "must be an integer, got null");
+    }
+
+    #[test]
+    fn floats_that_would_overflow_their_type_are_refused() {
+        assert!(serde_json::from_str::<Value>("1e400").is_err(), "serde_json refuses what overflows f64");
+        let mut column = Column::with_capacity(ElemType::F16, 2);
+        column.push(&json!(65504)).unwrap();
+        column.push(&json!(-65504.0)).unwrap();
+        assert_eq!(column.push(&json!(1e6)).unwrap_err(), "must be a number between -65504 and 65504, got 1000000.0");
+        assert_eq!(column.push(&json!(65505)).unwrap_err(), "must be a number between -65504 and 65504, got 65505");
+        let mut column = Column::with_capacity(ElemType::F32, 2);
+        column.push(&json!(3.4028235e38)).unwrap();
+        assert_eq!(column, Column::F32(vec![f32::MAX]));
+        assert_eq!(
+            column.push(&json!(-1e300)).unwrap_err(),
+            "must be a number between -3.4028235e38 and 3.4028235e38, got -1e+300"
+        );
+        let mut column = Column::with_capacity(ElemType::F64, 1);
+        column.push(&json!(1e300)).unwrap();
+        assert_eq!(column.push(&Value::Null).unwrap_err(), "must be a number, got null");
+    }
+
+    #[test]
+    fn long_values_are_cut_in_messages() {
+        let mut column = Column::with_capacity(ElemType::F32, 1);
+        let err = column.push(&json!("x".repeat(1 << 20))).unwrap_err();
+        assert_eq!(err, format!("must be a number, got \"{}…\" (1048576 chars)", "x".repeat(100)));
     }
 
     #[test]

@@ -38,8 +38,14 @@ async fn every_element_type_round_trips_through_predict() {
 
     let too_big = json!({"instances": [{"u8": 256, "u16": 0, "u32": 0, "u64": -1, "i8": 0, "i16": 0, "i32": 0, "f16": 0, "f64": 0, "flag": false}]});
     let body = assert_error(app.post_json("/models/dtypes/predict", &too_big).await, 422, "validation_error").await;
-    assert_eq!(body["details"][0], json!({"path": "/instances/0/u8", "message": "must fit in u8, got 256"}));
-    assert_eq!(body["details"][1], json!({"path": "/instances/0/u64", "message": "must fit in u64, got -1"}));
+    assert_eq!(
+        body["details"][0],
+        json!({"path": "/instances/0/u8", "message": "must be an integer between 0 and 255, got 256"})
+    );
+    assert_eq!(
+        body["details"][1],
+        json!({"path": "/instances/0/u64", "message": "must be an integer between 0 and 18446744073709551615, got -1"})
+    );
     app.stop().await;
 }
 
@@ -71,5 +77,66 @@ async fn every_protocol_datatype_is_accepted_and_returned() {
     assert_eq!(body["outputs"][1], json!({"name": "f16_echo", "shape": [1, 1], "datatype": "FP16", "data": [0.5]}));
     assert_eq!(body["outputs"][2], json!({"name": "flag_echo", "shape": [1, 1], "datatype": "BOOL", "data": [true]}));
     assert_eq!(body["outputs"].as_array().unwrap().len(), 3, "the outputs filter applies");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn values_beyond_their_type_are_refused_by_range() {
+    let app = app().await;
+    // serde_json reads 2^64 as a float; the answer is about its range, not "must be an integer".
+    let body = small().to_string().replace("\"u64\":4", "\"u64\":18446744073709551616");
+    let response = app
+        .client
+        .post(app.url("/models/dtypes/predict"))
+        .header("content-type", "application/json")
+        .body(format!("{{\"instances\": [{body}]}}"))
+        .send()
+        .await
+        .unwrap();
+    let body = assert_error(response, 422, "validation_error").await;
+    assert_eq!(
+        body["details"],
+        json!([{"path": "/instances/0/u64", "message": "must be an integer between 0 and 18446744073709551615, got 18446744073709551616"}])
+    );
+
+    let mut row = small();
+    row["f16"] = json!(1e6);
+    row["i8"] = json!(1e300);
+    let body = assert_error(
+        app.post_json("/models/dtypes/predict", &json!({"instances": [row]})).await,
+        422,
+        "validation_error",
+    )
+    .await;
+    assert_eq!(
+        body["details"],
+        json!([
+            {"path": "/instances/0/i8", "message": "must be an integer between -128 and 127, got 1e+300"},
+            {"path": "/instances/0/f16", "message": "must be a number between -65504 and 65504, got 1000000.0"},
+        ])
+    );
+
+    // The same through the protocol: 400 naming the tensor position, never a null output.
+    let meta = app.get_json("/v2/models/dtypes").await;
+    let inputs: Vec<Value> = meta["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            let name = i["name"].as_str().unwrap();
+            let value = if name == "f16" { json!(65505) } else { small()[name].clone() };
+            json!({"name": name, "shape": [1, 1], "datatype": i["datatype"], "data": [value]})
+        })
+        .collect();
+    let response = app.post_json("/v2/models/dtypes/infer", &json!({"inputs": inputs})).await;
+    assert_eq!(response.status(), 400);
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(
+        error["error"],
+        "1 invalid field(s) in the request: f16[0]: must be a number between -65504 and 65504, got 65505"
+    );
+    // And the server still answers.
+    let response = app.post_json("/models/dtypes/predict", &json!({"instances": [small()]})).await;
+    assert_eq!(response.status(), 200);
     app.stop().await;
 }

@@ -161,3 +161,26 @@ async fn an_undecodable_path_is_a_json_400() {
     assert_error(response, 400, "invalid_path").await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn null_is_named_once_and_long_values_are_cut_in_messages() {
+    let app = TestApp::spawn().await;
+    let good = schema_example("house_price");
+    let long = "y".repeat(1_000_000);
+    let instances = [instance_with(&instance_with(&good, "lotsize", Value::Null), "airco", json!(long))];
+    let body = assert_error(app.predict(&instances).await, 422, "validation_error").await;
+    assert_eq!(
+        body["details"],
+        json!([
+            {"path": "/instances/0/lotsize", "message": "must be a number, got null"},
+            {"path": "/instances/0/airco", "message": format!(r#"must be one of ["yes","no"], got "{}…" (1000000 chars)"#, "y".repeat(100))},
+        ])
+    );
+    // serde's own message quotes the value too.
+    let body = assert_error(app.post_json("/predict", &json!({"instances": long})).await, 422, "invalid_request").await;
+    let error = body["error"].as_str().unwrap();
+    assert!(error.contains(&format!("\"{}… (1000000 chars)\", expected a sequence", "y".repeat(100))), "{error}");
+    assert!(error.len() < 300, "{error}");
+    assert_eq!(app.predict(&[good]).await.status(), 200, "still serving");
+    app.stop().await;
+}

@@ -2,7 +2,7 @@ use std::process::Command;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_close, house_tensors, reference, repo, TestApp};
+use crate::helpers::{assert_close, config_with_model, house_tensors, reference, repo, TestApp};
 
 #[tokio::test]
 async fn health_and_metadata_follow_the_protocol() {
@@ -146,5 +146,118 @@ async fn tritonclient_works_unchanged() {
     assert!(out.status.success(), "tritonclient checks failed:\n{stdout}\n{stderr}");
     assert!(stdout.contains("checks ok"), "{stdout}");
     println!("{stdout}");
+    app.stop().await;
+}
+
+/// Posts to `/v2/models/{model}/infer` and returns the protocol error (status 400, only `error`).
+async fn refused(app: &TestApp, model: &str, body: &Value) -> String {
+    let response = app.post_json(&format!("/v2/models/{model}/infer"), body).await;
+    assert_eq!(response.status(), 400, "{body}");
+    let error: Value = response.json().await.unwrap();
+    assert_eq!(error.as_object().unwrap().len(), 1, "only `error`: {error}");
+    error["error"].as_str().unwrap().to_owned()
+}
+
+fn features(shape: Value, data: Value) -> Value {
+    json!({"inputs": [{"name": "features", "shape": shape, "datatype": "FP32", "data": data}]})
+}
+
+#[tokio::test]
+async fn hostile_shapes_are_400_before_memory_is_touched_and_the_server_lives_on() {
+    let app = TestApp::spawn().await;
+    let row = json!([5000.0, 3, 1, 2, 0]);
+    let cases: Vec<(Value, String)> = vec![
+        (
+            features(json!([1_000_000_000_000i64, 5]), row.clone()),
+            "input 'features': 1000000000000 rows, more than the limit of 1024 instances per request".into(),
+        ),
+        (
+            features(json!([3_689_348_814_741_910_324i64, 5]), row.clone()),
+            "input 'features': 3689348814741910324 rows, more than the limit of 1024 instances per request".into(),
+        ),
+        (
+            features(json!([5000, 5]), row.clone()),
+            "input 'features': 5000 rows, more than the limit of 1024 instances per request".into(),
+        ),
+        (features(json!([-1, 5]), row.clone()), "input 'features': shape [-1, 5] has a negative dimension -1".into()),
+        (
+            features(json!([1, 1, 5]), row.clone()),
+            "input 'features': shape [1, 1, 5] has 3 dimensions, the model's [N, 5] has 2".into(),
+        ),
+        (
+            features(json!([1, 5, 1]), row.clone()),
+            "input 'features': shape [1, 5, 1] has 3 dimensions, the model's [N, 5] has 2".into(),
+        ),
+        (
+            features(json!([1, 5]), json!([[[5000.0, 3, 1, 2, 0]]])),
+            "input 'features': data is neither flat nor nested like shape [1, 5]: data[0] holds 1 items, expected 5"
+                .into(),
+        ),
+        (
+            features(json!([2, 5]), json!([[5000.0, 3, 1, 2, 0], [5000.0, 3, 1, 2]])),
+            "input 'features': data is neither flat nor nested like shape [2, 5]: data[1] holds 4 items, expected 5"
+                .into(),
+        ),
+        (
+            {
+                let mut body = features(json!([1, 5]), row.clone());
+                body["inputs"] = json!([body["inputs"][0], body["inputs"][0]]);
+                body
+            },
+            "input 'features' is given more than once".into(),
+        ),
+        (
+            {
+                let mut body = features(json!([1, 5]), row.clone());
+                body["outputs"] = json!([{"name": "variable"}, {"name": "variable"}]);
+                body
+            },
+            "output 'variable' is requested more than once".into(),
+        ),
+        (
+            {
+                let mut body = features(json!([1, 5]), row.clone());
+                body["inputs"][0]["name"] = json!("n".repeat(1_000_000));
+                body
+            },
+            format!("unknown input '{}… (1000000 chars)'", "n".repeat(100)),
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(refused(&app, "house_price_linear", &body).await, expected);
+    }
+    // Still serving.
+    let response = app.post_json("/v2/models/house_price_linear/infer", &features(json!([1, 5]), row)).await;
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["outputs"][0]["shape"], json!([1, 1]));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn v2_rows_count_against_the_instance_limit() {
+    let mut config = crate::helpers::test_config();
+    config.server.max_instances_per_request = 2;
+    let app = TestApp::spawn_with(config).await;
+    let rows = reference("house_price.reference.json", "onnxruntime_price").instances;
+    let error = refused(&app, "house_price", &house_tensors(&rows[..3])).await;
+    assert_eq!(error, "input 'lotsize': 3 rows, more than the limit of 2 instances per request");
+    let response = app.post_json("/v2/models/house_price/infer", &house_tensors(&rows[..2])).await;
+    assert_eq!(response.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn values_beyond_fp32_are_refused_with_their_position() {
+    // No schema file: the derived schema has no bounds, so the element type's range decides.
+    let app = TestApp::spawn_with(config_with_model("linear_raw", "house_price_linear.onnx", "1", false)).await;
+    let error = refused(&app, "linear_raw", &features(json!([1, 5]), json!([1e300, 3, 1, 2, 0]))).await;
+    assert_eq!(
+        error,
+        "1 invalid field(s) in the request: features_0[0]: must be a number between -3.4028235e38 and 3.4028235e38, got 1e+300"
+    );
+    let response =
+        app.post_json("/v2/models/linear_raw/infer", &features(json!([1, 5]), json!([3.4e38, 3, 1, 2, 0]))).await;
+    assert_eq!(response.status(), 200, "f32::MAX and below pass");
     app.stop().await;
 }

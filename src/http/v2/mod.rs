@@ -180,7 +180,7 @@ async fn run(
         .map_err(|e| V2Error::bad_request(format!("request body is not a valid inference request: {e}")))?;
     let spec = batcher.spec();
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
-    let instances = to_instances(&spec.plan.inputs, &request.inputs)?;
+    let instances = to_instances(&spec.plan.inputs, &request.inputs, state.config.server.max_instances_per_request)?;
     served.rows = instances.len();
     let inferred = run_instances(state, batcher, request_id, instances).await?;
     served.timed(&inferred);
