@@ -69,7 +69,11 @@ async fn every_generated_body_gets_a_documented_answer() {
         worker.await.expect("a fuzz worker panicked");
     }
     let ran = end - only.unwrap_or(0);
-    eprintln!("fuzz: {ran} cases in {:.1?} (seed {seed})", started.elapsed());
+    eprintln!(
+        "fuzz: {ran} cases in {:.1?} (seed {seed}); {} let through by open-finding exclusions",
+        started.elapsed(),
+        EXCLUDED.load(Ordering::Relaxed)
+    );
 
     // The server survived: it still answers health and a valid prediction.
     let (status, _, _) = fuzz.send("GET", "/health", Some("application/json"), Vec::new()).await;
@@ -216,9 +220,6 @@ impl Fuzzer {
     }
 
     async fn check(&self, case: &Case) -> Result<(), Failure> {
-        if aborts_the_process(case) {
-            return Ok(());
-        }
         let answer = self.send_case(case).await;
         check_answer(case, &answer)
     }
@@ -249,25 +250,13 @@ impl Fuzzer {
     }
 }
 
-/// OPEN FINDING, excluded until branch `strict` fixes it: a v2 input whose first dimension is
-/// huge (`"shape": [1000000000000, 1]`) makes `to_instances` reserve rows × width JSON values
-/// before it looks at the data, and the failed allocation aborts the process (SIGABRT,
-/// "memory allocation of 72000000000000 bytes failed"), which would end this test binary.
-/// Such cases are not sent. Shapes whose reservation overflows instead (a panic, a 500) are
-/// sent and reported.
-fn aborts_the_process(case: &Case) -> bool {
-    const VALUE_BYTES: u64 = 72;
-    let Some(sent) = case.route.is_v2().then(|| serde_json::from_slice::<Value>(&case.body).ok()).flatten() else {
-        return false;
-    };
-    sent["inputs"].as_array().into_iter().flatten().any(|input| {
-        let dims: Vec<u64> = input["shape"].as_array().into_iter().flatten().filter_map(Value::as_u64).collect();
-        let Some((&rows, rest)) = dims.split_first() else { return false };
-        let width = rest.iter().try_fold(1u64, |a, d| a.checked_mul(*d));
-        let bytes = width.and_then(|w| rows.checked_mul(w)).and_then(|n| n.checked_mul(VALUE_BYTES));
-        rows >= 1 << 24 && bytes.is_some_and(|b| b <= isize::MAX as u64)
-    })
-}
+/// OPEN FINDING, excluded and reported: `/v2/.../infer` passes serde's message on unshortened
+/// when the body is JSON of the wrong shape, and serde quotes the offending string whole, so
+/// `{"inputs": "<4100 × a>"}` gets a 4.2 KB error (`/predict` cuts it with `error::clip_quoted`).
+/// Only an oversized error of exactly that kind is let through; every other check still runs.
+const OPEN_V2_SERDE_QUOTE: &str = "request body is not a valid inference request: ";
+/// Answers let through by an open-finding exclusion, printed at the end of the run.
+static EXCLUDED: AtomicUsize = AtomicUsize::new(0);
 
 type Answer = (StatusCode, axum::http::HeaderMap, Vec<u8>);
 
@@ -313,10 +302,11 @@ fn check_answer(case: &Case, (status, headers, body): &Answer) -> Result<(), Fai
 
 fn check_api_error(code: u16, answer: &Value, headers: &axum::http::HeaderMap, size: usize) -> Result<(), Failure> {
     let Some(object) = answer.as_object() else { return fail("error shape", answer.to_string()) };
-    if let Some(extra) = object.keys().find(|k| !["error", "error_type", "details", "request_id"].contains(&k.as_str())) {
+    if let Some(extra) = object.keys().find(|k| !["error", "error_type", "details", "request_id"].contains(&k.as_str()))
+    {
         return fail("error shape", format!("unexpected key {extra:?}"));
     }
-    if !answer["error"].as_str().is_some_and(|e| !e.is_empty()) {
+    if answer["error"].as_str().is_none_or(str::is_empty) {
         return fail("error shape", "`error` is not a non-empty string");
     }
     let allowed = ERROR_TYPES.iter().find(|(c, _)| *c == code).map_or(&[][..], |(_, types)| types);
@@ -353,6 +343,10 @@ fn check_v2_error(answer: &Value, size: usize) -> Result<(), Failure> {
     }
     // Field errors are joined into the one message, "; " between them.
     let field_errors = if error.contains("invalid field(s)") { error.matches("; ").count() + 1 } else { 0 };
+    if size > error_size_limit(field_errors) && error.starts_with(OPEN_V2_SERDE_QUOTE) {
+        EXCLUDED.fetch_add(1, Ordering::Relaxed);
+        return Ok(());
+    }
     if size > error_size_limit(field_errors) {
         return fail("error body too large", format!("{size} bytes for {field_errors} field error(s)"));
     }
@@ -369,7 +363,9 @@ fn check_predictions(
     let instances = sent.and_then(|s| s["instances"].as_array()).map_or(0, Vec::len);
     let fields: Vec<String> = schema_fields(case.route.model());
     if let Some(bad) = sent.and_then(|s| s["instances"].as_array()).and_then(|all| {
-        all.iter().find(|i| i.as_object().is_none_or(|o| o.len() != fields.len() || fields.iter().any(|f| !o.contains_key(f))))
+        all.iter().find(|i| {
+            i.as_object().is_none_or(|o| o.len() != fields.len() || fields.iter().any(|f| !o.contains_key(f)))
+        })
     }) {
         return fail("accepted an invalid instance", format!("instance {bad}"));
     }

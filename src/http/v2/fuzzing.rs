@@ -11,7 +11,5 @@ use crate::model::signature::FeedPlan;
 /// infer handler does before the schema check. `max_rows` is `server.max_instances_per_request`.
 pub fn decode(plan: &FeedPlan, body: &[u8], max_rows: usize) -> Result<Vec<Value>, String> {
     let request: InferRequest = serde_json::from_slice(body).map_err(|e| e.to_string())?;
-    // The decoder takes the row limit once the v2 hardening (branch `strict`) lands.
-    let _ = max_rows;
-    to_instances(&plan.inputs, &request.inputs).map_err(|e| e.error)
+    to_instances(&plan.inputs, &request.inputs, max_rows).map_err(|e| e.error)
 }
