@@ -6,6 +6,7 @@ mod connections;
 mod dtypes;
 mod errors;
 mod faults;
+mod fuzz;
 mod helpers;
 mod hostile;
 mod metrics;

@@ -1,6 +1,8 @@
 //! KServe Open Inference Protocol v2, REST: health, metadata and tensor inference. Tensors are
 //! turned into instances and go through the same schema check and batcher as `/predict`.
 
+#[doc(hidden)]
+pub mod fuzzing;
 mod tensors;
 pub mod types;
 
@@ -188,7 +190,10 @@ async fn run(
     served: &mut Served,
 ) -> Result<Json<InferResponse>, V2Error> {
     let V2Body(body) = body?;
-    let request: InferRequest = serde_json::from_slice(&body).map_err(|e| {
+    // JSON is UTF-8 throughout; serde would let invalid bytes pass in fields it skips.
+    let body = std::str::from_utf8(&body)
+        .map_err(|e| V2Error::bad_request(format!("request body is not valid UTF-8: {e}")))?;
+    let request: InferRequest = serde_json::from_str(body).map_err(|e| {
         let message = crate::error::clip_quoted(&e.to_string()).into_owned();
         V2Error::bad_request(format!("request body is not a valid inference request: {message}"))
     })?;
