@@ -58,19 +58,19 @@ pub async fn serve(
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => server.spawn(stream, permit),
+                // A client that gave up before it was accepted: routine, the next one can go on.
+                Err(error) if is_connection_error(&error) => {}
                 Err(error) => {
                     if let Some(suppressed) = accept_errors.check() {
                         tracing::error!(%error, suppressed, "cannot accept connections");
                     }
                     // Out of file descriptors, say: let connections close before trying again.
-                    if !is_connection_error(&error) {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
         }
     }
-    server.drain(listener);
+    server.drain(listener).await;
     server.finish(grace).await
 }
 
@@ -143,7 +143,7 @@ impl Server {
 
     /// Stops new connections at the door, then accepts and serves every connection the kernel
     /// has already completed, so that none of them is reset when the listener closes.
-    fn drain(&self, listener: TcpListener) {
+    async fn drain(&self, listener: TcpListener) {
         let listener = match listener.into_std() {
             Ok(listener) => listener,
             Err(error) => {
@@ -155,7 +155,7 @@ impl Server {
         let mut drained = 0;
         // Twice, a moment apart: a handshake under way when the filter went on lands meanwhile.
         for pause in [Duration::ZERO, Duration::from_millis(20)] {
-            std::thread::sleep(pause);
+            tokio::time::sleep(pause).await;
             while let Ok((stream, _)) = listener.accept() {
                 let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
                 if let Ok(stream) = stream {
@@ -247,24 +247,60 @@ fn is_connection_error(error: &std::io::Error) -> bool {
     matches!(error.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
-/// Attaches a socket filter that drops every packet reaching the listener, so that the kernel
-/// completes no new handshake while the accept queue is drained: clients that connect now see
-/// their SYN unanswered and are refused once the listener closes, instead of being accepted by
-/// the kernel and then reset.
+/// Attaches a socket filter that drops new connection requests (segments with SYN set and ACK
+/// clear) reaching the listener, so that the kernel starts no new handshake while the accept
+/// queue is drained: clients that connect now see their SYN unanswered and are refused once the
+/// listener closes, instead of being accepted by the kernel and then reset. Handshakes already
+/// under way still complete (their final ACK passes) and are drained with the rest.
 fn refuse_new_handshakes(listener: &std::net::TcpListener) {
-    let mut drop_all = [libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: 0 }];
-    let program = libc::sock_fprog { len: 1, filter: drop_all.as_mut_ptr() };
+    const TCP_FLAGS: u32 = 13; // offset in the TCP header, where a socket filter's data starts
+    const SYN: u32 = 0x02;
+    const ACK: u32 = 0x10;
+    let op = |code: u32, jt: u8, jf: u8, k: u32| libc::sock_filter { code: code as u16, jt, jf, k };
+    let mut program = [
+        op(libc::BPF_LD | libc::BPF_B | libc::BPF_ABS, 0, 0, TCP_FLAGS),
+        op(libc::BPF_ALU | libc::BPF_AND | libc::BPF_K, 0, 0, SYN | ACK),
+        op(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, 0, 1, SYN),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, 0),
+        op(libc::BPF_RET | libc::BPF_K, 0, 0, u32::MAX),
+    ];
+    let filter = libc::sock_fprog { len: program.len() as u16, filter: program.as_mut_ptr() };
     // SAFETY: the program outlives the call, which copies it into the kernel.
     let rc = unsafe {
         libc::setsockopt(
             listener.as_raw_fd(),
             libc::SOL_SOCKET,
             libc::SO_ATTACH_FILTER,
-            (&raw const program).cast(),
+            (&raw const filter).cast(),
             std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
     };
     if rc != 0 {
         tracing::warn!(error = %std::io::Error::last_os_error(), "cannot stop new handshakes before draining");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpStream;
+
+    #[test]
+    fn the_drain_filter_refuses_new_handshakes_but_keeps_those_already_made() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut before = TcpStream::connect(addr).unwrap();
+        refuse_new_handshakes(&listener);
+        let after = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
+        assert!(after.is_err(), "a SYN sent after the filter goes unanswered");
+        // The connection made before is still accepted, and data flows both ways.
+        let (mut accepted, _) = listener.accept().unwrap();
+        before.write_all(b"ping").unwrap();
+        let mut buf = [0u8; 4];
+        accepted.read_exact(&mut buf).unwrap();
+        accepted.write_all(b"pong").unwrap();
+        before.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"pong");
     }
 }
