@@ -16,7 +16,12 @@ const QUOTE_CHARS: usize = 100;
 /// first 100, `…` and the total length, `aaaa… (1048576 chars)`. A client that sends a 1 MB
 /// string must not get it back, nor fill the logs with it.
 pub fn clip(text: &str) -> Cow<'_, str> {
-    match text.char_indices().nth(QUOTE_CHARS) {
+    clip_chars(text, QUOTE_CHARS)
+}
+
+/// `text` whole up to `max` characters, otherwise its first `max`, `…` and the total length.
+pub fn clip_chars(text: &str, max: usize) -> Cow<'_, str> {
+    match text.char_indices().nth(max) {
         None => Cow::Borrowed(text),
         Some((cut, _)) => Cow::Owned(format!("{}… ({} chars)", &text[..cut], text.chars().count())),
     }
@@ -98,8 +103,8 @@ pub enum ApiError {
     BodyTimeout { ms: u64 },
     #[error("{message}")]
     InvalidRequest { message: String, details: Vec<FieldError> },
-    #[error("{} invalid field(s) in the request", .0.len())]
-    Validation(Vec<FieldError>),
+    #[error("{}", validation_message(.details, *.truncated))]
+    Validation { details: Vec<FieldError>, truncated: bool },
     #[error("the model could not run on these instances: {0}")]
     ModelRejected(String),
     #[error("model '{0}' is not served here")]
@@ -120,6 +125,8 @@ pub enum ApiError {
     Overloaded { model: String, queued: usize, capacity: usize },
     #[error("the server is shutting down")]
     ShuttingDown,
+    #[error("too many request bodies are being received; retry shortly")]
+    BodiesInFlight,
     #[error("the prediction took longer than the limit of {ms} ms")]
     Timeout { ms: u64 },
     /// A fault of ours; the cause is logged, never sent.
@@ -127,23 +134,44 @@ pub enum ApiError {
     Internal(String),
 }
 
+/// Most field errors one rejection lists: enough to fix a request, while a body full of bad
+/// fields cannot make its answer (and the work of building it) many times its own size.
+pub const MAX_FIELD_ERRORS: usize = 100;
+
+fn validation_message(details: &[FieldError], truncated: bool) -> String {
+    if truncated {
+        format!("more than {MAX_FIELD_ERRORS} invalid fields in the request; the first {MAX_FIELD_ERRORS} are listed")
+    } else {
+        format!("{} invalid field(s) in the request", details.len())
+    }
+}
+
 impl ApiError {
+    /// A validation error listing at most [`MAX_FIELD_ERRORS`] of `details`.
+    pub fn validation(mut details: Vec<FieldError>) -> Self {
+        let truncated = details.len() > MAX_FIELD_ERRORS;
+        details.truncate(MAX_FIELD_ERRORS);
+        Self::Validation { details, truncated }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             Self::MalformedJson(_) | Self::InvalidPath(_) | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::InvalidRequest { .. } | Self::Validation(_) | Self::ModelRejected(_) => {
+            Self::InvalidRequest { .. } | Self::Validation { .. } | Self::ModelRejected(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::NotReady | Self::ModelsDown(_) | Self::Overloaded { .. } | Self::ShuttingDown => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Self::NotReady
+            | Self::ModelsDown(_)
+            | Self::Overloaded { .. }
+            | Self::BodiesInFlight
+            | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -157,7 +185,7 @@ impl ApiError {
             Self::InvalidHeader(_) => "invalid_header",
             Self::BodyTimeout { .. } => "request_timeout",
             Self::InvalidRequest { .. } => "invalid_request",
-            Self::Validation(_) => "validation_error",
+            Self::Validation { .. } => "validation_error",
             Self::ModelRejected(_) => "model_rejected_input",
             Self::ModelNotFound(_) => "model_not_found",
             Self::VersionNotFound { .. } => "version_not_found",
@@ -166,7 +194,7 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::Timeout { .. } => "timeout",
             Self::NotReady | Self::ModelsDown(_) => "not_ready",
-            Self::Overloaded { .. } => "overloaded",
+            Self::Overloaded { .. } | Self::BodiesInFlight => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal_error",
         }
@@ -182,7 +210,7 @@ impl ApiError {
 
     fn retry_after_seconds(&self) -> Option<u32> {
         match self {
-            Self::Overloaded { .. } => Some(1),
+            Self::Overloaded { .. } | Self::BodiesInFlight => Some(1),
             Self::NotReady | Self::ModelsDown(_) | Self::ShuttingDown => Some(5),
             _ => None,
         }
@@ -194,7 +222,7 @@ impl IntoResponse for ApiError {
         let status = self.status();
         self.log_internal();
         let details = match &self {
-            Self::Validation(details) => Some(details.clone()),
+            Self::Validation { details, .. } => Some(details.clone()),
             Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
             _ => None,
         };

@@ -8,7 +8,7 @@ use ort::environment::Environment;
 
 use crate::batch::{Batcher, Workers};
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::error::{clip, ApiError};
 use crate::model::{self, LoadError};
 use crate::observe::{Metrics, ModelMetrics};
 
@@ -57,12 +57,12 @@ impl Registry {
 
     /// The model version a route names; without a version, the model's default version.
     pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Batcher, ApiError> {
-        let model = self.models.get(name).ok_or_else(|| ApiError::ModelNotFound(name.to_owned()))?;
+        let model = self.models.get(name).ok_or_else(|| ApiError::ModelNotFound(clip(name).into_owned()))?;
         let version = version.unwrap_or(&model.default_version);
-        model
-            .versions
-            .get(version)
-            .ok_or_else(|| ApiError::VersionNotFound { model: name.to_owned(), version: version.to_owned() })
+        model.versions.get(version).ok_or_else(|| ApiError::VersionNotFound {
+            model: clip(name).into_owned(),
+            version: clip(version).into_owned(),
+        })
     }
 
     /// The entry served at `POST /predict`.

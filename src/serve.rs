@@ -6,10 +6,10 @@
 use std::future::Future;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::extract::Request;
@@ -32,6 +32,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Connections open at once; beyond it new ones wait in the kernel's accept queue.
     pub max_connections: usize,
+    /// A client that takes none of its response for this long is disconnected, so that one
+    /// that never reads cannot hold a connection and the response's memory.
+    pub write_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then answers the connections already
@@ -78,14 +81,20 @@ struct Server {
     router: Router,
     http: hyper::server::conn::http1::Builder,
     slots: Arc<Semaphore>,
+    write_timeout: Duration,
     /// Turns true when the server stops: each connection then finishes its request and closes.
     stopping: watch::Sender<bool>,
     /// Connections being served, those drained at shutdown included, and a wake-up as each ends.
     open: Arc<(AtomicUsize, Notify)>,
-    /// How long, once stopping, a connection that has sent nothing yet is given to send its
-    /// request (its client connected before the listener closed and is owed an answer).
-    first_request_grace: Duration,
 }
+
+/// Once stopping, a connection is closed when its client has been quiet this long (responses
+/// meanwhile say `connection: close`): a keep-alive client may have sent its next request
+/// before it heard of the shutdown, and is owed an answer.
+const QUIET_BEFORE_CLOSE: Duration = Duration::from_millis(250);
+/// Once stopping, how long a connection that has sent nothing yet is given to send its request
+/// (its client connected before the listener closed).
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 impl Server {
     fn new(router: Router, limits: Limits) -> Self {
@@ -95,20 +104,19 @@ impl Server {
             router,
             http,
             slots: Arc::new(Semaphore::new(limits.max_connections)),
+            write_timeout: limits.write_timeout,
             stopping: watch::channel(false).0,
             open: Arc::default(),
-            first_request_grace: limits.header_read_timeout.min(Duration::from_secs(1)),
         }
     }
 
     fn spawn(&self, stream: TcpStream, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
-        let heard = Arc::new(AtomicBool::new(false));
-        let io = TokioIo::new(Heard { stream, heard: heard.clone() });
+        let activity = Arc::new(Activity::new());
+        let io = TokioIo::new(Watched::new(stream, activity.clone(), self.write_timeout));
         let service = self.router.clone().map_request(|request: Request<Incoming>| request.map(Body::new));
         let connection = self.http.serve_connection(io, TowerToHyperService::new(service));
         let mut stopping = self.stopping.subscribe();
-        let first_request_grace = self.first_request_grace;
         let open = self.open.clone();
         open.0.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
@@ -117,19 +125,22 @@ impl Server {
             tokio::select! {
                 _ = connection.as_mut() => {}
                 () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
-                    // hyper closes at once a connection that has sent nothing yet; give it a
-                    // moment to send the request it connected for.
-                    let until = tokio::time::Instant::now() + first_request_grace;
+                    let stopped = tokio::time::Instant::now();
                     let finished = loop {
-                        if heard.load(Ordering::SeqCst) || tokio::time::Instant::now() >= until {
+                        let settled = match activity.quiet_for() {
+                            Some(quiet) => quiet >= QUIET_BEFORE_CLOSE,
+                            None => stopped.elapsed() >= FIRST_REQUEST_GRACE,
+                        };
+                        if settled {
                             break false;
                         }
                         tokio::select! {
                             _ = connection.as_mut() => break true,
-                            () = tokio::time::sleep(Duration::from_millis(5)) => {}
+                            () = tokio::time::sleep(Duration::from_millis(10)) => {}
                         }
                     };
                     if !finished {
+                        // Closes at once if idle, else after the request in progress.
                         connection.as_mut().graceful_shutdown();
                         let _ = connection.await;
                     }
@@ -198,30 +209,83 @@ impl Server {
     }
 }
 
-/// The connection's socket, noting when the client first sends something.
-struct Heard {
-    stream: TcpStream,
-    heard: Arc<AtomicBool>,
+/// When a connection's client last sent something.
+struct Activity {
+    opened: Instant,
+    /// Milliseconds from `opened` to the last read that brought bytes; `u64::MAX` before any.
+    last_read_ms: AtomicU64,
 }
 
-impl AsyncRead for Heard {
+impl Activity {
+    fn new() -> Self {
+        Self { opened: Instant::now(), last_read_ms: AtomicU64::new(u64::MAX) }
+    }
+
+    fn read(&self) {
+        self.last_read_ms.store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How long since the client last sent something; `None` if it never has.
+    fn quiet_for(&self) -> Option<Duration> {
+        match self.last_read_ms.load(Ordering::Relaxed) {
+            u64::MAX => None,
+            ms => Some(self.opened.elapsed().saturating_sub(Duration::from_millis(ms))),
+        }
+    }
+}
+
+/// The connection's socket: notes when the client sends, and fails a write that has made no
+/// progress for `write_timeout`.
+struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+    write_timeout: Duration,
+    /// Armed while a write waits for the client to make room.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Watched {
+    fn new(stream: TcpStream, activity: Arc<Activity>, write_timeout: Duration) -> Self {
+        Self { stream, activity, write_timeout, stalled: None }
+    }
+
+    fn guard<T>(&mut self, cx: &mut Context<'_>, polled: Poll<std::io::Result<T>>) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took none of the response in time",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl AsyncRead for Watched {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
-            self.heard.store(true, Ordering::Relaxed);
+            self.activity.read();
         }
         polled
     }
 }
 
-impl AsyncWrite for Heard {
+impl AsyncWrite for Watched {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, data);
+        self.guard(cx, polled)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.guard(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -233,7 +297,8 @@ impl AsyncWrite for Heard {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.guard(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -18,6 +18,10 @@ use crate::predlog::{self, PredictionLog, PredictionLogWriter};
 use crate::registry::Registry;
 use crate::serve;
 
+/// Part of the shutdown grace period kept for the inference threads and the prediction log,
+/// after the connections have had theirs.
+const SHUTDOWN_RESERVE: Duration = Duration::from_secs(2);
+
 /// How often histogram samples are folded into buckets (see [`Metrics::run_upkeep`]).
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
@@ -116,7 +120,11 @@ impl Application {
                 state.metrics().set_ready(false);
             }
         };
-        let server = tokio::spawn(serve::serve(listener, http::router(state.clone()), limits, draining, grace));
+        // Connections get the grace period less what draining the queue and the log may need
+        // after them, so that the whole shutdown stays within it.
+        let connections_grace = grace.saturating_sub(SHUTDOWN_RESERVE).max(grace / 2);
+        let router = http::router(state.clone());
+        let server = tokio::spawn(serve::serve(listener, router, limits, draining, connections_grace));
         tracing::info!(%addr, max_connections = limits.max_connections, "listening");
         // Scraped until the very end, so that the last scrape sees the drain.
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -179,9 +187,11 @@ impl Application {
         }
         // Every served request has queued its lines by now; the writer drains them, then exits.
         if let (Some(log), Some(writer)) = (state.prediction_log(), prediction_log) {
-            log.close().await;
-            let join = tokio::task::spawn_blocking(move || writer.join());
-            if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {
+            let flushed = async {
+                log.close().await;
+                let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+            };
+            if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), flushed).await.is_err() {
                 tracing::error!("the prediction log was not flushed within the grace period");
             }
         }
@@ -212,6 +222,7 @@ fn connection_limits(server: &crate::config::ServerConfig) -> serve::Limits {
     serve::Limits {
         header_read_timeout: server.header_read_timeout(),
         max_connections: server.max_connections.min(allowed),
+        write_timeout: Duration::from_millis(server.write_timeout_ms),
     }
 }
 

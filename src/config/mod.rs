@@ -73,6 +73,13 @@ pub struct ServerConfig {
     /// at start to what the open-files limit allows.
     #[validate(range(min = 1, max = 1000000))]
     pub max_connections: usize,
+    /// A client that takes none of its response for this many milliseconds is disconnected.
+    #[validate(range(min = 100, max = 3600000))]
+    pub write_timeout_ms: u64,
+    /// Request bodies being received at once may hold at most this many bytes in all; a request
+    /// that finds no room waits for it until its deadline, then gets 503.
+    #[validate(range(min = 65536))]
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -86,6 +93,8 @@ impl Default for ServerConfig {
             request_timeout_ms: 10_000,
             header_read_timeout_ms: 10_000,
             max_connections: 10_000,
+            write_timeout_ms: 10_000,
+            max_body_bytes_in_flight: 256 * 1024 * 1024,
         }
     }
 }
@@ -316,6 +325,12 @@ impl Config {
                 "prediction_log.max_bytes ({}) must be at least {MIN_FILE_BYTES} x prediction_log.max_files ({}): \
                  each file holds max_bytes / max_files",
                 log.max_bytes, log.max_files
+            )));
+        }
+        if self.server.max_body_bytes_in_flight < self.server.body_limit_bytes {
+            return Err(ConfigError::Invalid(format!(
+                "server.max_body_bytes_in_flight ({}) must be >= server.body_limit_bytes ({})",
+                self.server.max_body_bytes_in_flight, self.server.body_limit_bytes
             )));
         }
         if self.metrics.port.is_some_and(|p| p != 0 && p == self.server.port) {

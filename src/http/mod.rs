@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, shared state, and the layers every request passes through.
 
+pub mod budget;
 pub mod deadline;
 pub mod extract;
 pub mod models;
@@ -44,6 +45,7 @@ pub struct AppState {
     models: Arc<OnceLock<Loaded>>,
     /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
     draining: Arc<AtomicBool>,
+    body_budget: budget::BodyBudget,
 }
 
 struct Loaded {
@@ -54,12 +56,17 @@ struct Loaded {
 impl AppState {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
         Self {
+            body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
             config,
             metrics,
             prediction_log: prediction_log.map(Arc::new),
             models: Arc::new(OnceLock::new()),
             draining: Arc::new(AtomicBool::new(false)),
         }
+    }
+
+    pub fn body_budget(&self) -> &budget::BodyBudget {
+        &self.body_budget
     }
 
     pub fn is_draining(&self) -> bool {
@@ -127,7 +134,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_oversize));
+        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
+        .layer(middleware::from_fn_with_state(state.clone(), close_when_draining));
     observed(routes, state)
 }
 
@@ -172,6 +180,16 @@ pub fn usable_request_id(id: &HeaderValue) -> bool {
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
+/// From SIGTERM on, every response tells the client to close the connection, so that a
+/// keep-alive client sends its next request elsewhere.
+async fn close_when_draining(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    if state.is_draining() {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// A body whose declared `Content-Length` is over the limit is refused before a byte of it is
 /// read (the connection is then closed rather than drained).
 async fn refuse_declared_oversize(State(state): State<AppState>, request: Request, next: Next) -> Response {
@@ -197,7 +215,7 @@ async fn openapi(axum::extract::State(state): axum::extract::State<AppState>) ->
 }
 
 async fn route_not_found(uri: Uri) -> ApiError {
-    ApiError::RouteNotFound(uri.path().to_owned())
+    ApiError::RouteNotFound(crate::error::clip(uri.path()).into_owned())
 }
 
 async fn method_not_allowed() -> ApiError {

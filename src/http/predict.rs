@@ -12,10 +12,14 @@ use super::deadline::Deadline;
 use super::extract::{ApiJson, ApiPath};
 use super::AppState;
 use crate::batch::{Batcher, InferError, Inferred};
-use crate::error::{ApiError, ErrorBody, FieldError};
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
+use crate::error::{clip_chars, ApiError, ErrorBody, FieldError, MAX_FIELD_ERRORS};
 use crate::model::tensors::Prediction;
 use crate::model::ModelSpec;
 use crate::observe::access::{serve_model, Served};
+use crate::observe::RateLimited;
 
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -182,9 +186,12 @@ pub async fn run_instances(
     let mut errors = Vec::new();
     for (i, instance) in instances.iter().enumerate() {
         spec.schema.check(i, instance, &mut errors);
+        if errors.len() > MAX_FIELD_ERRORS {
+            break;
+        }
     }
     if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
+        return Err(ApiError::validation(errors));
     }
     let inferred = admission.infer(&instances, deadline.at()).await.map_err(refused)?;
     if let Some(log) = state.prediction_log() {
@@ -193,9 +200,13 @@ pub async fn run_instances(
     Ok(inferred)
 }
 
+/// Refused rows are the client's doing, so their warning is logged at most once a second.
+static REFUSED_ROWS_LOG: LazyLock<Mutex<RateLimited>> =
+    LazyLock::new(|| Mutex::new(RateLimited::new(Duration::from_secs(1))));
+
 fn infer_error(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError) -> ApiError {
     match e {
-        InferError::Encode(errors) => ApiError::Validation(errors),
+        InferError::Encode(errors) => ApiError::validation(errors),
         InferError::Full { queued, capacity } => ApiError::Overloaded { model: spec.name.clone(), queued, capacity },
         InferError::TooLarge { rows, capacity } => ApiError::InvalidRequest {
             message: format!("{rows} instances can never fit the queue of model '{}' ({capacity} rows)", spec.name),
@@ -207,7 +218,12 @@ fn infer_error(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError)
         InferError::Rejected(message) => {
             // Rows that pass the schema can still be refused by the graph (an index out of
             // range, say) while other requests' rows run: the fault is this request's.
-            tracing::warn!(model = %spec.name, rows, %message, "model refused the request's rows");
+            // ONNX Runtime's own message (it says which node refused what), cut at a length
+            // that keeps it useful but bounded.
+            let message = clip_chars(&message, 400).into_owned();
+            if let Some(suppressed) = REFUSED_ROWS_LOG.lock().unwrap_or_else(|p| p.into_inner()).check() {
+                tracing::warn!(model = %spec.name, rows, %message, suppressed, "model refused the request's rows");
+            }
             ApiError::ModelRejected(message)
         }
         InferError::Internal(cause) => ApiError::Internal(cause),

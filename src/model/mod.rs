@@ -177,5 +177,11 @@ pub fn warm_up(spec: &ModelSpec, sessions: &mut [Session]) -> Result<(), LoadErr
 }
 
 fn open_session(env: &Environment, path: &Path, intra_op_threads: usize) -> ort::Result<Session> {
-    Session::builder(env)?.with_intra_threads(intra_op_threads)?.with_inter_threads(1)?.commit_from_file(path)
+    Session::builder(env)?
+        .with_intra_threads(intra_op_threads)?
+        .with_inter_threads(1)?
+        // A failed run comes back as an error, which the batcher reports (rate-limited); ONNX
+        // Runtime's own line for it would let a client flood the log with refused rows.
+        .with_log_level(ort::logging::LogLevel::Fatal)?
+        .commit_from_file(path)
 }

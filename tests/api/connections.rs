@@ -134,3 +134,87 @@ async fn sigterm_answers_every_connection_the_kernel_accepted() {
     let (answered, lost) = (tally.answered.load(Ordering::SeqCst), tally.lost.load(Ordering::SeqCst));
     assert_eq!(lost, 0, "{lost} requests were reset or cut off ({answered} answered)");
 }
+
+/// Reads one response off a keep-alive connection: `Some(says close)`, or `None` if the
+/// connection ended first.
+async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<bool> {
+    buf.clear();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break at + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("responses carry a content-length");
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(head.contains("connection: close"))
+}
+
+/// One client: requests back to back on one keep-alive connection, a new one when told to close.
+async fn keep_alive_client(addr: String, body: Arc<String>, tally: Arc<Tally>) {
+    let request = format!(
+        "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
+        body.len(),
+        body
+    );
+    let mut buf = Vec::new();
+    'connections: loop {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr)).await else {
+            tally.refused.fetch_add(1, Ordering::SeqCst);
+            return;
+        };
+        loop {
+            if stream.write_all(request.as_bytes()).await.is_err() {
+                // Closed by the server before this request was sent: not lost.
+                continue 'connections;
+            }
+            match read_response(&mut stream, &mut buf).await {
+                Some(close) => {
+                    tally.answered.fetch_add(1, Ordering::SeqCst);
+                    if close {
+                        continue 'connections;
+                    }
+                    // A client that thinks a moment between requests: its connection is idle
+                    // now and then, as a pooled connection is.
+                    tokio::time::sleep(Duration::from_micros(fastrand::u64(500..50_000))).await;
+                }
+                None => {
+                    tally.lost.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_requests_already_sent_on_keep_alive_connections() {
+    let app = TestApp::spawn().await;
+    let body = Arc::new(json!({"instances": [schema_example("house_price")]}).to_string());
+    let tally = Arc::new(Tally::default());
+    let clients: Vec<_> =
+        (0..32).map(|_| tokio::spawn(keep_alive_client(addr(&app), body.clone(), tally.clone()))).collect();
+    while tally.answered.load(Ordering::SeqCst) < 300 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _logs = app.stop().await;
+    for client in clients {
+        client.await.unwrap();
+    }
+    let (answered, lost) = (tally.answered.load(Ordering::SeqCst), tally.lost.load(Ordering::SeqCst));
+    assert_eq!(lost, 0, "{lost} requests sent on open connections got no answer ({answered} answered)");
+}

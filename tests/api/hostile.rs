@@ -149,3 +149,66 @@ async fn a_long_value_in_a_body_that_does_not_parse_is_not_echoed_whole() {
     assert!(body["error"].as_str().unwrap().len() < 500, "{body}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_body_full_of_bad_fields_gets_a_bounded_answer() {
+    let app = TestApp::spawn().await;
+    let bad: Vec<Value> = (0..1024).map(|_| json!({"zz": 1})).collect();
+    let body = assert_error(app.predict(&bad).await, 422, "validation_error").await;
+    assert_eq!(body["details"].as_array().unwrap().len(), 100, "at most 100 field errors are listed");
+    assert!(body["error"].as_str().unwrap().starts_with("more than 100 invalid fields"), "{body}");
+    let few = vec![json!({"zz": 1})];
+    let body = assert_error(app.predict(&few).await, 422, "validation_error").await;
+    let listed = body["details"].as_array().unwrap().len();
+    assert_eq!(body["error"], format!("{listed} invalid field(s) in the request"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_is_disconnected() {
+    let mut config = test_config();
+    config.server.write_timeout_ms = 300;
+    let app = TestApp::spawn_with(config).await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(app.base.trim_start_matches("http://").parse().unwrap()).await.unwrap();
+    // Swagger UI's bundle, ten times over, pipelined: far more than the socket buffers hold.
+    let bundle = app.client.get(app.url("/docs/swagger-ui-bundle.js")).send().await.unwrap().bytes().await.unwrap();
+    let request = "GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nhost: x\r\n\r\n".repeat(10);
+    stream.write_all(request.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+    assert!(read.is_ok(), "the server closed the connection");
+    assert!(got.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&got[..got.len().min(100)]));
+    assert!(got.len() < 10 * bundle.len(), "the answers were cut off after {} bytes, not sent whole", got.len());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn bodies_in_flight_share_a_memory_budget() {
+    let mut config = test_config();
+    config.server.body_limit_bytes = 65536;
+    config.server.max_body_bytes_in_flight = 65536;
+    let app = TestApp::spawn_with(config).await;
+    let head = |ms: u64| {
+        format!(
+            "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 60000\r\n\
+             x-request-timeout-ms: {ms}\r\n\r\n"
+        )
+    };
+    // The first body takes the whole budget and stalls; the second finds no room.
+    let mut first = TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
+    first.write_all(head(1500).as_bytes()).await.unwrap();
+    first.write_all(b"{\"instances\": [").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = raw(&app, &head(300), b"{", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("too many request bodies"), "{answer}");
+    // Once the first gives up (408), the budget is free again.
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), first.read_to_end(&mut out)).await;
+    assert!(out.starts_with(b"HTTP/1.1 408"), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(app.predict(&[schema_example("house_price")]).await.status(), 200);
+    app.stop().await;
+}
