@@ -4,6 +4,7 @@
 # 200s per second (goodput), 503s per second, and from the server's own access log the p99
 # server time of admitted (200) requests and the p50/p99 server time of shed (503) ones.
 # Usage: bench/overload.sh [seconds per round, default 8] [rounds, default 3]
+# INFERD_BIN=path runs another build (an older commit's, say) against the same load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-8}"
@@ -11,6 +12,7 @@ rounds="${2:-3}"
 command -v wrk >/dev/null || { echo "bench: wrk is missing: apt-get install wrk" >&2; exit 1; }
 ./scripts/fetch-onnxruntime.sh
 cargo build --release --locked --quiet
+bin="${INFERD_BIN:-./target/release/inferd}"
 ulimit -n "$(ulimit -Hn)"
 
 out="$(mktemp -d)"
@@ -24,7 +26,7 @@ start() { # name port [args...]
   local name=$1 port=$2
   shift 2
   INFERD_PREDICTION_LOG_DIR="$out/predictions-$name" \
-    ./target/release/inferd serve --host 127.0.0.1 --port "$port" "$@" >"$out/$name.log" 2>&1 &
+    "$bin" serve --host 127.0.0.1 --port "$port" "$@" >"$out/$name.log" 2>&1 &
   pids+=($!)
   until curl -sf "localhost:$port/ready" >/dev/null; do
     kill -0 "${pids[-1]}" 2>/dev/null || { cat "$out/$name.log" >&2; exit 1; }
