@@ -389,6 +389,10 @@ impl Drop for Admission<'_> {
             }
         } else {
             state.release(self.reserved);
+            if state.is_closed() {
+                // Threads of a closing queue wait for admitted rows; these will not come.
+                shared.wake.notify_all();
+            }
         }
         shared.metrics.set_queue_rows(state.queued_rows());
     }
