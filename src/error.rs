@@ -73,7 +73,7 @@ pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// What went wrong, for programs: `malformed_json`, `invalid_path`, `unsupported_media_type`,
-    /// `payload_too_large`, `invalid_header`, `request_timeout`, `invalid_request`, `validation_error`, `model_rejected_input`,
+    /// `payload_too_large`, `invalid_header`, `unreadable_body`, `request_timeout`, `invalid_request`, `validation_error`, `model_rejected_input`,
     /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `unauthorized`,
     /// `not_ready`, `overloaded`, `shutting_down`, `timeout`, `internal_error`.
     #[schema(value_type = String)]
@@ -99,6 +99,8 @@ pub enum ApiError {
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
     InvalidHeader(String),
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
     #[error("the request body was not received within {ms} ms")]
     BodyTimeout { ms: u64 },
     #[error("{message}")]
@@ -156,7 +158,9 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidPath(_) | Self::InvalidHeader(_) => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::InvalidPath(_) | Self::InvalidHeader(_) | Self::UnreadableBody(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -183,6 +187,7 @@ impl ApiError {
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::InvalidHeader(_) => "invalid_header",
+            Self::UnreadableBody(_) => "unreadable_body",
             Self::BodyTimeout { .. } => "request_timeout",
             Self::InvalidRequest { .. } => "invalid_request",
             Self::Validation { .. } => "validation_error",

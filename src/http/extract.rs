@@ -59,6 +59,8 @@ fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {
         JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::PayloadTooLarge { limit }
         }
+        // The body broke off or its chunked encoding is invalid: not a JSON problem.
+        JsonRejection::BytesRejection(e) => ApiError::UnreadableBody(clip(&e.body_text()).into_owned()),
         other => ApiError::MalformedJson(other.body_text()),
     }
 }

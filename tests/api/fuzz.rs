@@ -250,7 +250,7 @@ type Answer = (StatusCode, axum::http::HeaderMap, Vec<u8>);
 
 /// Error types by status, as `ApiError::status` maps them and the README documents them.
 const ERROR_TYPES: &[(u16, &[&str])] = &[
-    (400, &["malformed_json", "invalid_path"]),
+    (400, &["malformed_json", "invalid_path", "unreadable_body"]),
     (404, &["model_not_found", "version_not_found", "not_found"]),
     (413, &["payload_too_large"]),
     (415, &["unsupported_media_type"]),

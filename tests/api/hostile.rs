@@ -212,3 +212,14 @@ async fn bodies_in_flight_share_a_memory_budget() {
     assert_eq!(app.predict(&[schema_example("house_price")]).await.status(), 200);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_broken_chunked_body_is_unreadable_not_malformed_json() {
+    let app = TestApp::spawn().await;
+    let head =
+        "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n";
+    let answer = raw(&app, head, b"zz\r\n{}\r\n0\r\n\r\n", Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("\"error_type\":\"unreadable_body\""), "{answer}");
+    app.stop().await;
+}
