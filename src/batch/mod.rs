@@ -190,6 +190,10 @@ struct Shared {
     metrics: Arc<ModelMetrics>,
     /// Threads whose session works; the model is ready while it is above zero.
     healthy: AtomicUsize,
+    /// Rows counted against the capacity, as last published: read without the lock by
+    /// [`Batcher::crowded`] and [`Batcher::has_room`].
+    queued: AtomicUsize,
+    capacity: usize,
     next_request: AtomicU64,
     faults: Faults,
 }
@@ -199,6 +203,13 @@ impl Shared {
         // The lock is never held across model code, so a poisoned lock can only come from a
         // bug in the queue policy itself; its state is still consistent enough to drain.
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes the queue's length visible to handlers and to `/metrics`.
+    fn publish(&self, state: &State<Job>) {
+        let rows = state.queued_rows();
+        self.queued.store(rows, Ordering::Relaxed);
+        self.metrics.set_queue_rows(rows);
     }
 
     fn set_healthy(&self, delta: isize) {
@@ -243,6 +254,8 @@ impl Batcher {
             },
             metrics,
             healthy: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            capacity: config.queue_capacity_rows,
             next_request: AtomicU64::new(0),
             faults: Faults::default(),
         });
@@ -278,9 +291,29 @@ impl Batcher {
         if !self.is_ready() {
             return Err(InferError::NotReady);
         }
-        self.shared.lock().reserve(rows)?;
+        {
+            let mut state = self.shared.lock();
+            state.reserve(rows)?;
+            self.shared.publish(&state);
+        }
         let request = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
         Ok(Admission { batcher: self, request, reserved: rows, queued: false, done: false })
+    }
+
+    /// True while the queue is over half full: requests are then counted before they are
+    /// parsed, so that those that will not fit cost little to refuse.
+    pub fn crowded(&self) -> bool {
+        self.shared.queued.load(Ordering::Relaxed) * 2 > self.shared.capacity
+    }
+
+    /// Whether `rows` would fit in the queue now, from its last published length: a hint for
+    /// refusing early, not an admission ([`Batcher::admit`] decides).
+    pub fn has_room(&self, rows: usize) -> Result<(), InferError> {
+        let queued = self.shared.queued.load(Ordering::Relaxed);
+        if queued + rows > self.shared.capacity {
+            return Err(InferError::Full { queued, capacity: self.shared.capacity });
+        }
+        Ok(())
     }
 
     pub fn queued_rows(&self) -> usize {
@@ -344,7 +377,7 @@ impl Admission<'_> {
             let mut state = shared.lock();
             state.push_reserved(jobs, Instant::now());
             self.queued = true;
-            shared.metrics.set_queue_rows(state.queued_rows());
+            shared.publish(&state);
             state.runnable_batches()
         };
         // One wake-up per batch that is now ready, so that a large request spreads over every
@@ -394,7 +427,7 @@ impl Drop for Admission<'_> {
                 shared.wake.notify_all();
             }
         }
-        shared.metrics.set_queue_rows(state.queued_rows());
+        shared.publish(&state);
     }
 }
 

@@ -84,7 +84,7 @@ impl Worker {
             match state.next(Instant::now()) {
                 Next::Run => {
                     let taken = state.take_batch(Instant::now());
-                    shared.metrics.set_queue_rows(state.queued_rows());
+                    shared.publish(&state);
                     if state.runnable_batches() > 0 {
                         shared.wake.notify_one();
                     }

@@ -1,5 +1,6 @@
 //! Extractors whose rejections use the service's error shapes, never axum's plain text.
 
+use axum::body::Bytes;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, StatusCode};
@@ -12,17 +13,38 @@ use super::deadline::Deadline;
 use super::AppState;
 use crate::error::{clip, clip_quoted, ApiError};
 
-pub struct ApiJson<T>(pub T);
+/// A JSON request body, read (within the deadline and the body budget) but not parsed yet, so
+/// that the handler can look at its model's queue first: see [`parse_json`].
+pub struct JsonBytes(pub Bytes);
 
-impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+impl FromRequest<AppState> for JsonBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        match within_deadline(req, state, Json::<T>::from_request).await? {
-            Ok(Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(rejected(rejection, state.config.server.body_limit_bytes)),
+        if !json_content_type(req.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let limit = state.config.server.body_limit_bytes;
+        match within_deadline(req, state, Bytes::from_request).await? {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge { limit }),
+            // The body broke off or its chunked encoding is invalid: not a JSON problem.
+            Err(e) => Err(ApiError::UnreadableBody(clip(&e.body_text()).into_owned())),
         }
     }
+}
+
+/// Parses a body read by [`JsonBytes`], with the service's error shape for every failure.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    Json::<T>::from_bytes(bytes).map(|Json(value)| value).map_err(rejected)
+}
+
+/// `application/json`, or any `application/*+json`, as axum's own JSON extractor accepts.
+fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
+    let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()?.parse::<mime::Mime>().ok());
+    mime.is_some_and(|m| {
+        m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
+    })
 }
 
 /// Runs a body extractor before the request's deadline (stamped by the [`Deadline`] extractor,
@@ -48,7 +70,7 @@ where
         .map_err(|_| ApiError::BodyTimeout { ms: deadline.budget_ms() })
 }
 
-fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {
+fn rejected(rejection: JsonRejection) -> ApiError {
     match rejection {
         JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
         JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(source_text(&e.body_text())),
@@ -56,11 +78,6 @@ fn rejected(rejection: JsonRejection, limit: usize) -> ApiError {
             message: format!("request body has the wrong shape: {}", source_text(&e.body_text())),
             details: vec![],
         },
-        JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge { limit }
-        }
-        // The body broke off or its chunked encoding is invalid: not a JSON problem.
-        JsonRejection::BytesRejection(e) => ApiError::UnreadableBody(clip(&e.body_text()).into_owned()),
         other => ApiError::MalformedJson(other.body_text()),
     }
 }

@@ -9,7 +9,7 @@ use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
 use super::deadline::Deadline;
-use super::extract::{ApiJson, ApiPath};
+use super::extract::{parse_json, ApiPath, JsonBytes};
 use super::AppState;
 use crate::batch::{Batcher, InferError, Inferred};
 use std::sync::{LazyLock, Mutex};
@@ -37,6 +37,12 @@ pub struct PredictResponse {
     /// One object per instance, in input order, keyed by output name.
     #[schema(value_type = Vec<Object>)]
     pub predictions: Vec<Prediction>,
+}
+
+/// A request body's instances, counted but not built.
+#[derive(Deserialize)]
+struct Counted {
+    instances: Vec<serde::de::IgnoredAny>,
 }
 
 /// What every predict operation can answer (404 is added where a path names a model).
@@ -73,7 +79,7 @@ enum PredictResponses {
 }
 
 /// The body as a `Result`, so that a request whose body is rejected still counts for its model.
-type Body = Result<ApiJson<PredictRequest>, ApiError>;
+type Body = Result<JsonBytes, ApiError>;
 
 /// Predict with the default model.
 #[utoipa::path(
@@ -148,7 +154,15 @@ async fn run(
     body: Body,
     served: &mut Served,
 ) -> Result<Json<PredictResponse>, ApiError> {
-    let ApiJson(PredictRequest { instances }) = body?;
+    let JsonBytes(body) = body?;
+    if batcher.crowded() {
+        // Under pressure, count the instances without building them, so that a request that
+        // cannot fit is refused for the price of a scan rather than of a parse.
+        if let Ok(Counted { instances }) = serde_json::from_slice::<Counted>(&body) {
+            batcher.has_room(instances.len()).map_err(|e| infer_error(batcher.spec(), deadline, instances.len(), e))?;
+        }
+    }
+    let PredictRequest { instances } = parse_json(&body)?;
     served.rows = instances.len();
     let inferred = run_instances(state, batcher, request_id, instances, deadline).await?;
     served.timed(&inferred);
