@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Goodput under overload: 32-row POST /predict with wrk at 64 and at 1,024 connections, against
-# the default queue (4096 rows) and a small one (64 rows), in interleaved rounds. For each case:
+# the default queue (32768 rows), a 4096-row one and a 64-row one, in interleaved rounds. For each case:
 # 200s per second (goodput), 503s per second, and from the server's own access log the p99
 # server time of admitted (200) requests and the p50/p99 server time of shed (503) ones.
 # Usage: bench/overload.sh [seconds per round, default 8] [rounds, default 3]
@@ -21,6 +21,7 @@ trap 'kill "${pids[@]}" 2>/dev/null || true; rm -rf "$out"' EXIT
 # The same models by absolute path, a 64-row queue, and requests of at most 64 rows.
 sed -E -e "s#^(path|schema) = \"#\\1 = \"$PWD/#" -e 's/^queue_capacity_rows = .*/queue_capacity_rows = 64/' \
   -e 's/^max_instances_per_request = .*/max_instances_per_request = 64/' runtime.toml >"$out/small.toml"
+sed -E -e "s#^(path|schema) = \"#\1 = \"$PWD/#" -e 's/^queue_capacity_rows = .*/queue_capacity_rows = 4096/' runtime.toml >"$out/q4096.toml"
 
 start() { # name port [args...]
   local name=$1 port=$2
@@ -35,10 +36,11 @@ start() { # name port [args...]
 }
 start default 18301
 start small 18302 --config "$out/small.toml"
+start q4096 18303 --config "$out/q4096.toml"
 
-declare -A port=([default]=18301 [small]=18302)
+declare -A port=([default]=18301 [q4096]=18303 [small]=18302)
 for round in $(seq "$rounds"); do
-  for server in default small; do
+  for server in default q4096 small; do
     for conns in 64 1024; do
       log="$out/$server.log"
       from=$(wc -l <"$log")
@@ -60,7 +62,7 @@ print(f"ok_p99_ms={pct(ok, .99):.2f} shed_p50_ms={pct(shed, .5):.3f} shed_p99_ms
   done
 done
 echo "medians of goodput (200s/s) by case:"
-for server in default small; do
+for server in default q4096 small; do
   for conns in 64 1024; do
     grep "server=$server c=$conns " "$out/results" | sed -E 's/.*ok_rps=([0-9]+).*/\1/' | sort -n |
       sed -n "$(( (rounds + 1) / 2 ))p" | xargs printf "  %s c=%s: %s\n" "$server" "$conns"

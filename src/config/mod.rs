@@ -126,7 +126,7 @@ pub struct BatchingConfig {
 
 impl Default for BatchingConfig {
     fn default() -> Self {
-        Self { max_batch_rows: 64, max_delay_ms: 0, queue_capacity_rows: 4096 }
+        Self { max_batch_rows: 64, max_delay_ms: 0, queue_capacity_rows: 32768 }
     }
 }
 
