@@ -23,7 +23,6 @@ use axum::{middleware, Json, Router};
 use serde_json::Value;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::Config;
@@ -134,8 +133,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(middleware::from_fn_with_state(state.clone(), refuse_declared_oversize))
-        .layer(middleware::from_fn_with_state(state.clone(), close_when_draining));
+        .layer(middleware::from_fn_with_state(state.clone(), guard));
     observed(routes, state)
 }
 
@@ -148,16 +146,13 @@ pub fn metrics_router(state: AppState) -> Router {
     observed(routes, state)
 }
 
-/// The layers every request passes through, outermost first: its id is set and echoed, then
-/// it is tracked (span, access log, metrics), and a panic becomes a JSON 500 inside that.
+/// The layers every request passes through, outermost first: its id is set and echoed and it is
+/// tracked (span, access log, metrics), then a panic becomes a JSON 500 inside that.
 fn observed(router: Router<AppState>, state: AppState) -> Router {
     router
         .route_layer(middleware::from_fn(access::remember_route))
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::map_request(drop_unusable_request_id))
-                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
                 .layer(middleware::from_fn_with_state(state.clone(), access::track))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
@@ -166,36 +161,21 @@ fn observed(router: Router<AppState>, state: AppState) -> Router {
 
 /// A client's `x-request-id` is kept only if it is 1 to 128 of `A-Z a-z 0-9 . _ : -`, so that
 /// it cannot bloat every log line of the request or break its correlation; any other is
-/// dropped here and replaced by a generated UUID, which is what is echoed and logged.
-async fn drop_unusable_request_id(mut request: Request) -> Request {
-    if request.headers().get(&REQUEST_ID).is_some_and(|id| !usable_request_id(id)) {
-        request.headers_mut().remove(&REQUEST_ID);
-    }
-    request
-}
-
+/// replaced by a generated UUID, which is what is echoed and logged (see `access::track`).
 pub fn usable_request_id(id: &HeaderValue) -> bool {
     let bytes = id.as_bytes();
     (1..=128).contains(&bytes.len())
         && bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
 }
 
-/// From SIGTERM on, every response tells the client to close the connection, so that a
-/// keep-alive client sends its next request elsewhere.
-async fn close_when_draining(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let mut response = next.run(request).await;
-    if state.is_draining() {
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    response
-}
-
-/// A body whose declared `Content-Length` is over the limit is refused before a byte of it is
-/// read (the connection is then closed rather than drained).
-async fn refuse_declared_oversize(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Two checks in one layer (each layer costs every request): a body whose declared
+/// `Content-Length` is over the limit is refused before a byte of it is read, and the
+/// connection closed rather than drained; and from SIGTERM on, every response tells the client
+/// to close the connection, so that a keep-alive client sends its next request elsewhere.
+async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.config.server.body_limit_bytes;
     let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
+    let mut response = if declared.is_some_and(|length| length > limit as u64) {
         let error = ApiError::PayloadTooLarge { limit };
         let mut response = if request.uri().path().starts_with("/v2/") {
             v2::V2Error::from(error).into_response()
@@ -203,9 +183,14 @@ async fn refuse_declared_oversize(State(state): State<AppState>, request: Reques
             error.into_response()
         };
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-        return response;
+        response
+    } else {
+        next.run(request).await
+    };
+    if state.is_draining() {
+        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    next.run(request).await
+    response
 }
 
 /// The OpenAPI document for the models served (available once they are loaded).

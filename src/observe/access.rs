@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::Method;
+use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics::{counter, histogram};
@@ -14,7 +14,7 @@ use tracing::Instrument;
 
 use super::{millis, ModelMetrics, Outcome, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
 use crate::batch::{Batcher, Inferred};
-use crate::http::{AppState, REQUEST_ID};
+use crate::http::{usable_request_id, AppState, REQUEST_ID};
 
 tokio::task_local! {
     /// The id of the request being handled, for error bodies built far from the handler.
@@ -78,6 +78,22 @@ pub async fn remember_route(request: Request, next: Next) -> Response {
     response
 }
 
+/// The request's id: the client's `x-request-id` if it is usable (see
+/// [`crate::http::usable_request_id`]), else a new UUID, which replaces it in the request. Also
+/// set as the request's [`RequestId`] extension, which handlers read.
+fn request_id(request: &mut Request) -> HeaderValue {
+    let id = match request.headers().get(&REQUEST_ID) {
+        Some(id) if usable_request_id(id) => id.clone(),
+        _ => {
+            let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value");
+            request.headers_mut().insert(REQUEST_ID, id.clone());
+            id
+        }
+    };
+    request.extensions_mut().insert(RequestId::new(id.clone()));
+    id
+}
+
 /// The path as logged: cut to 256 bytes, so that a long URI cannot bloat the request's log lines.
 fn logged_path(path: &str) -> &str {
     const MAX: usize = 256;
@@ -107,12 +123,14 @@ pub fn method_label(method: &Method) -> &'static str {
     }
 }
 
-pub async fn track(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let id: Arc<str> = request.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or_default().into();
+    let id_header = request_id(&mut request);
+    let id: Arc<str> = id_header.to_str().unwrap_or_default().into();
     let span = tracing::info_span!("request", method = method_label(&method), path = %logged_path(request.uri().path()), request_id = %id);
-    let response = CURRENT_REQUEST_ID.scope(id, next.run(request)).instrument(span.clone()).await;
+    let mut response = CURRENT_REQUEST_ID.scope(id, next.run(request)).instrument(span.clone()).await;
+    response.headers_mut().insert(REQUEST_ID, id_header);
     let elapsed = started.elapsed();
 
     let status = response.status();
