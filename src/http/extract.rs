@@ -13,6 +13,26 @@ use super::deadline::Deadline;
 use super::AppState;
 use crate::error::{clip, clip_quoted, ApiError};
 
+/// A request whose body is not read yet: handlers find their model first, so that a request
+/// for an unknown model is answered without waiting for (or buffering) its body.
+pub struct Unread(Request);
+
+impl FromRequest<AppState> for Unread {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, _: &AppState) -> Result<Self, Self::Rejection> {
+        Ok(Self(req))
+    }
+}
+
+impl Unread {
+    /// Reads the body with `T` (within the deadline and the body budget, for this crate's body
+    /// extractors).
+    pub async fn read<T: FromRequest<AppState>>(self, state: &AppState) -> Result<T, T::Rejection> {
+        T::from_request(self.0, state).await
+    }
+}
+
 /// A JSON request body, read (within the deadline and the body budget) but not parsed yet, so
 /// that the handler can look at its model's queue first: see [`parse_json`].
 pub struct JsonBytes(pub Bytes);

@@ -9,7 +9,7 @@ use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
 use super::deadline::Deadline;
-use super::extract::{parse_json, ApiPath, JsonBytes};
+use super::extract::{parse_json, ApiPath, JsonBytes, Unread};
 use super::AppState;
 use crate::batch::{Batcher, InferError, Inferred};
 use std::sync::{LazyLock, Mutex};
@@ -91,9 +91,10 @@ pub async fn predict_default(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
     deadline: Deadline,
-    body: Body,
+    body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.default_model();
+    let body = body.read(&state).await;
     Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
@@ -109,9 +110,10 @@ pub async fn predict_model(
     ApiPath(name): ApiPath<String>,
     Extension(request_id): Extension<RequestId>,
     deadline: Deadline,
-    body: Body,
+    body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, None)?;
+    let body = body.read(&state).await;
     Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
@@ -127,9 +129,10 @@ pub async fn predict_version(
     ApiPath((name, version)): ApiPath<(String, String)>,
     Extension(request_id): Extension<RequestId>,
     deadline: Deadline,
-    body: Body,
+    body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
+    let body = body.read(&state).await;
     Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 

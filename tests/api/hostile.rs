@@ -223,3 +223,18 @@ async fn a_broken_chunked_body_is_unreadable_not_malformed_json() {
     assert!(answer.contains("\"error_type\":\"unreadable_body\""), "{answer}");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_unknown_model_is_404_without_waiting_for_the_body() {
+    let app = TestApp::spawn().await;
+    for path in ["/models/nope/predict", "/v2/models/nope/infer"] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000\r\n\r\n"
+        );
+        let started = Instant::now();
+        let answer = raw(&app, &head, b"{\"inst", Duration::from_secs(5)).await;
+        assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{path}: answered after {:?}", started.elapsed());
+    }
+    app.stop().await;
+}

@@ -12,6 +12,7 @@ use axum::{Extension, Json};
 use tower_http::request_id::RequestId;
 
 use super::deadline::Deadline;
+use super::extract::Unread;
 use super::predict::run_instances;
 use super::AppState;
 use crate::batch::Batcher;
@@ -148,9 +149,12 @@ pub async fn infer(
     V2Path(name): V2Path<String>,
     Extension(request_id): Extension<RequestId>,
     deadline: Result<Deadline, ApiError>,
-    body: Body,
+    body: Unread,
 ) -> Result<Response, V2Error> {
-    Ok(respond(&state, state.registry()?.get(&name, None)?, &request_id, deadline?, body).await)
+    let batcher = state.registry()?.get(&name, None)?;
+    let deadline = deadline?;
+    let body = body.read(&state).await;
+    Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -163,9 +167,12 @@ pub async fn infer_version(
     V2Path((name, version)): V2Path<(String, String)>,
     Extension(request_id): Extension<RequestId>,
     deadline: Result<Deadline, ApiError>,
-    body: Body,
+    body: Unread,
 ) -> Result<Response, V2Error> {
-    Ok(respond(&state, state.registry()?.get(&name, Some(&version))?, &request_id, deadline?, body).await)
+    let batcher = state.registry()?.get(&name, Some(&version))?;
+    let deadline = deadline?;
+    let body = body.read(&state).await;
+    Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
 async fn respond(
