@@ -212,13 +212,15 @@ impl Shared {
         self.metrics.set_queue_rows(rows);
     }
 
-    fn set_healthy(&self, delta: isize) {
-        let healthy = if delta >= 0 {
-            self.healthy.fetch_add(delta.unsigned_abs(), Ordering::SeqCst) + delta.unsigned_abs()
-        } else {
-            self.healthy.fetch_sub(delta.unsigned_abs(), Ordering::SeqCst) - delta.unsigned_abs()
-        };
-        self.metrics.set_ready(healthy > 0);
+    /// An inference thread lost its session: the model is not ready once none has one.
+    fn session_lost(&self) {
+        let left = self.healthy.fetch_sub(1, Ordering::SeqCst) - 1;
+        self.metrics.set_ready(left > 0);
+    }
+
+    fn session_restored(&self) {
+        self.healthy.fetch_add(1, Ordering::SeqCst);
+        self.metrics.set_ready(true);
     }
 }
 
@@ -253,13 +255,13 @@ impl Batcher {
                 batches_by_thread: sessions.iter().map(|_| AtomicU64::new(0)).collect(),
             },
             metrics,
-            healthy: AtomicUsize::new(0),
+            healthy: AtomicUsize::new(sessions.len()),
             queued: AtomicUsize::new(0),
             capacity: config.queue_capacity_rows,
             next_request: AtomicU64::new(0),
             faults: Faults::default(),
         });
-        shared.set_healthy(sessions.len() as isize);
+        shared.metrics.set_ready(!sessions.is_empty());
         let factory = Arc::new(factory);
         let handles = sessions
             .into_iter()

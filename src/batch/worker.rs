@@ -64,11 +64,11 @@ impl Worker {
                 continue;
             }
             if let Health::Failed = self.run_jobs(&mut live, taken.batch, true) {
-                self.shared.set_healthy(-1);
+                self.shared.session_lost();
                 match self.rebuild() {
                     Some(session) => {
                         live = Live { session, broken: false };
-                        self.shared.set_healthy(1);
+                        self.shared.session_restored();
                     }
                     None => return,
                 }

@@ -67,6 +67,11 @@ fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
     })
 }
 
+/// The body length a request's `Content-Length` declares, if it declares a readable one.
+pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
+    headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}
+
 /// Runs a body extractor before the request's deadline (stamped by the [`Deadline`] extractor,
 /// which handlers list before the body), so that a client that trickles its body or declares
 /// more than it sends cannot hold a connection and a handler open; and within the budget of
@@ -80,8 +85,7 @@ where
         None => Deadline::from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
     };
     let limit = state.config.server.body_limit_bytes;
-    let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    let bytes = declared.map_or(limit, |declared| declared.min(limit));
+    let bytes = declared_length(req.headers()).map_or(limit, |declared| declared.min(limit as u64) as usize);
     let _room = tokio::time::timeout_at(deadline.at().into(), state.body_budget().reserve(bytes))
         .await
         .map_err(|_| ApiError::BodiesInFlight)?;

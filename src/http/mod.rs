@@ -174,8 +174,7 @@ pub fn usable_request_id(id: &HeaderValue) -> bool {
 /// to close the connection, so that a keep-alive client sends its next request elsewhere.
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.config.server.body_limit_bytes;
-    let declared = request.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let mut response = if declared.is_some_and(|length| length > limit as u64) {
+    let mut response = if extract::declared_length(request.headers()).is_some_and(|length| length > limit as u64) {
         let error = ApiError::PayloadTooLarge { limit };
         let mut response = if request.uri().path().starts_with("/v2/") {
             v2::V2Error::from(error).into_response()

@@ -1,5 +1,8 @@
 //! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
+use std::sync::{LazyLock, Mutex};
+use std::time::Duration;
+
 use axum::extract::State;
 use axum::response::Response;
 use axum::{Extension, Json};
@@ -12,9 +15,6 @@ use super::deadline::Deadline;
 use super::extract::{parse_json, ApiPath, JsonBytes, Unread};
 use super::AppState;
 use crate::batch::{Batcher, InferError, Inferred};
-use std::sync::{LazyLock, Mutex};
-use std::time::Duration;
-
 use crate::error::{clip_chars, ApiError, ErrorBody, FieldError, MAX_FIELD_ERRORS};
 use crate::model::tensors::Prediction;
 use crate::model::ModelSpec;
@@ -94,7 +94,6 @@ pub async fn predict_default(
     body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.default_model();
-    let body = body.read(&state).await;
     Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
@@ -113,7 +112,6 @@ pub async fn predict_model(
     body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, None)?;
-    let body = body.read(&state).await;
     Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
@@ -132,7 +130,6 @@ pub async fn predict_version(
     body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    let body = body.read(&state).await;
     Ok(respond(&state, batcher, &request_id, deadline, body).await)
 }
 
@@ -141,8 +138,9 @@ async fn respond(
     batcher: &Batcher,
     request_id: &RequestId,
     deadline: Deadline,
-    body: Body,
+    body: Unread,
 ) -> Response {
+    let body: Body = body.read(state).await;
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
         run(state, batcher, id, deadline, body, served).await
     })

@@ -152,9 +152,7 @@ pub async fn infer(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, None)?;
-    let deadline = deadline?;
-    let body = body.read(&state).await;
-    Ok(respond(&state, batcher, &request_id, deadline, body).await)
+    Ok(respond(&state, batcher, &request_id, deadline?, body).await)
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -170,9 +168,7 @@ pub async fn infer_version(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    let deadline = deadline?;
-    let body = body.read(&state).await;
-    Ok(respond(&state, batcher, &request_id, deadline, body).await)
+    Ok(respond(&state, batcher, &request_id, deadline?, body).await)
 }
 
 async fn respond(
@@ -180,8 +176,9 @@ async fn respond(
     batcher: &Batcher,
     request_id: &RequestId,
     deadline: Deadline,
-    body: Body,
+    body: Unread,
 ) -> Response {
+    let body: Body = body.read(state).await;
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
         run(state, batcher, id, deadline, body, served).await
     })
