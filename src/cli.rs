@@ -25,6 +25,21 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document for the configured models (loads each model once).
     Openapi(ServeArgs),
+    /// Ask a running server for `/health` (or `/ready`) on the address `serve` would bind with
+    /// the same config; exit 0 on 200, 1 otherwise. For health checks in images without curl.
+    Probe(ProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Ask `/ready` (models loaded, not draining) instead of `/health` (the process answers).
+    #[arg(long)]
+    pub ready: bool,
+    /// Give up after this many milliseconds.
+    #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub timeout_ms: u64,
+    #[command(flatten)]
+    pub serve: ServeArgs,
 }
 
 #[derive(Debug, Clone, Args)]

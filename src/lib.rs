@@ -9,6 +9,7 @@ pub mod model;
 pub mod observe;
 pub mod openapi;
 pub mod predlog;
+pub mod probe;
 pub mod registry;
 pub mod schema;
 pub mod serve;

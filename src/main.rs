@@ -14,6 +14,7 @@ async fn main() -> ExitCode {
     let (args, serve) = match Cli::parse().into_command() {
         Command::Serve(args) => (args, true),
         Command::Openapi(args) => (args, false),
+        Command::Probe(args) => return inferd::probe::run(&args).await,
     };
     let config = match Config::load(&args) {
         Ok(config) => config,

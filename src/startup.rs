@@ -118,6 +118,7 @@ impl Application {
                 // `/ready` says 503 before the listener stops accepting.
                 state.set_draining();
                 state.metrics().set_ready(false);
+                notify_service_manager(&[sd_notify::NotifyState::Stopping]);
             }
         };
         // Connections get the grace period less what draining the queue and the log may need
@@ -165,6 +166,7 @@ impl Application {
             let _ = readiness.send(Readiness::Ready);
             state.metrics().set_ready(true);
             tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
+            notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         }
 
         stopped(stop_rx).await;
@@ -245,6 +247,14 @@ async fn load(state: &AppState, config: Arc<Config>) -> Result<Vec<Workers>, Loa
         .expect("model loading panicked; this is a bug")?;
     state.set_registry(registry);
     Ok(workers)
+}
+
+/// Tells systemd (`Type=notify`) that the service is ready or stopping; nothing happens when
+/// `NOTIFY_SOCKET` is unset, as everywhere but under systemd.
+fn notify_service_manager(states: &[sd_notify::NotifyState]) {
+    if let Err(e) = sd_notify::notify(states) {
+        tracing::warn!(error = %e, "cannot notify the service manager (NOTIFY_SOCKET)");
+    }
 }
 
 async fn stopped(mut stop: watch::Receiver<bool>) {

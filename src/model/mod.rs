@@ -30,19 +30,21 @@ pub enum LoadError {
 }
 
 /// Where the runtime library is looked for, first match wins: the explicit setting (config,
-/// `--ort-library` or `ORT_DYLIB_PATH`), `.ort/` under the working directory and under the
-/// source tree the binary was built from, then the executable's own folder.
+/// `--ort-library` or `ORT_DYLIB_PATH`), `.ort/` under the working directory, the executable's
+/// own folder, then `.ort/` of the checkout when the executable sits in its `target/<profile>/`.
+/// Every place is found from where the program runs, never from where it was built: a build
+/// folder is gone once a platform moves the result (a PaaS slug, an image layer).
 pub fn library_candidates(explicit: Option<&Path>) -> Vec<PathBuf> {
     if let Some(path) = explicit {
         return vec![path.to_path_buf()];
     }
-    let mut out = vec![
-        PathBuf::from(".ort").join(ORT_LIBRARY),
-        Path::new(env!("CARGO_MANIFEST_DIR")).join(".ort").join(ORT_LIBRARY),
-    ];
+    let mut out = vec![PathBuf::from(".ort").join(ORT_LIBRARY)];
     if let Some(dir) = std::env::current_exe().ok().and_then(|exe| exe.parent().map(Path::to_path_buf)) {
         out.push(dir.join(ORT_LIBRARY));
         out.push(dir.join("libonnxruntime.so"));
+        if let Some(checkout) = dir.parent().and_then(Path::parent) {
+            out.push(checkout.join(".ort").join(ORT_LIBRARY));
+        }
     }
     out
 }
@@ -65,12 +67,14 @@ fn build_runtime(config: &InferenceConfig) -> Result<Environment, LoadError> {
     let candidates = library_candidates(config.ort_library.as_deref());
     let path = candidates.iter().find(|p| p.is_file()).ok_or_else(|| LoadError::LibraryMissing(candidates.clone()))?;
     let library = |message: String| LoadError::Library { path: path.clone(), message };
-    ort::init_from(path)
+    let env = ort::init_from(path)
         .map_err(|e| library(e.to_string()))?
         .with_name("inferd")
         .with_telemetry(false)
         .build()
-        .map_err(|e| library(e.to_string()))
+        .map_err(|e| library(e.to_string()))?;
+    tracing::info!(path = %path.display(), "ONNX Runtime library loaded");
+    Ok(env)
 }
 
 /// Everything about a model except its sessions; shared by HTTP handlers and inference threads.

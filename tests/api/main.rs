@@ -14,5 +14,6 @@ mod oip;
 mod openapi;
 mod predict;
 mod predlog;
+mod probe;
 mod process;
 mod registry;

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::{repo, schema_example};
 
-fn inferd() -> Command {
+pub(crate) fn inferd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_inferd"));
     command.current_dir(repo()).env_remove("PORT").env_remove("INFERD_CONFIG").env("RUST_LOG", "info");
     command
@@ -46,19 +46,25 @@ fn a_missing_runtime_library_is_one_clear_error_not_a_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
-struct Server {
-    child: Child,
-    base: String,
-    logs: std::sync::mpsc::Receiver<Value>,
+pub(crate) struct Server {
+    pub child: Child,
+    pub base: String,
+    pub logs: std::sync::mpsc::Receiver<Value>,
     prediction_log: tempfile::TempDir,
 }
 
 /// Starts the binary on an ephemeral port and waits for its "ready" log line.
-fn start(extra: &[&str]) -> Server {
+pub(crate) fn start(extra: &[&str]) -> Server {
+    start_with(extra, &[])
+}
+
+/// [`start`] with extra environment variables.
+pub(crate) fn start_with(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
     let prediction_log = tempfile::tempdir().unwrap();
     let mut child = inferd()
         .args(["serve", "--host", "127.0.0.1", "--port", "0"])
         .args(extra)
+        .envs(env.iter().copied())
         .env("INFERD_PREDICTION_LOG_DIR", prediction_log.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -212,7 +218,7 @@ impl Drop for Server {
     }
 }
 
-fn signal(server: &Server, name: &str) {
+pub(crate) fn signal(server: &Server, name: &str) {
     let status = Command::new("kill").args([&format!("-{name}"), &server.child.id().to_string()]).status().unwrap();
     assert!(status.success(), "kill -{name}");
 }
