@@ -77,7 +77,7 @@ PY
 
 ready=""
 for _ in $(seq 600); do
-  if [ "$(http "http://127.0.0.1:$port/ready" | head -1)" = 200 ]; then ready=1; break; fi
+  if [ "$(http "http://127.0.0.1:$port/ready" | sed -n 1p)" = 200 ]; then ready=1; break; fi
   kill -0 "$runner" 2>/dev/null || break
   sleep 0.1
 done
@@ -88,7 +88,7 @@ else
 fi
 
 answer="$(http "http://127.0.0.1:$port/predict" "$(cat "$repo/example.json")")"
-if [ "$(echo "$answer" | head -1)" = 200 ] &&
+if [ "$(echo "$answer" | sed -n 1p)" = 200 ] &&
   echo "$answer" | tail -n +2 | python3 -c 'import json,sys; p=json.load(sys.stdin)["predictions"]; assert len(p) == 2 and all(x["price"] > 0 for x in p)'; then
   ok "POST /predict answers 200 with 2 predictions"
 else
@@ -102,7 +102,18 @@ else
   not_ok "library loaded from '${library}', not the app's .ort/"
 fi
 
-web_pid=$(grep -o 'web.1 started (pid=[0-9]*)' "$scratch/run.log" | grep -o '[0-9]*' | head -1 || true)
+web_pid=$(sed -n 's/.*web\.1 started (pid=\([0-9][0-9]*\)).*/\1/p' "$scratch/run.log" | head -1)
+# Only a descendant of our honcho (which runs each process under a helper) is ever signalled.
+descends_from_runner() {
+  local pid="$1"
+  for _ in 1 2 3; do
+    pid=$(ps -o ppid= -p "$pid" 2>/dev/null | tr -d ' ')
+    [ -n "$pid" ] || return 1
+    [ "$pid" = "$runner" ] && return 0
+  done
+  return 1
+}
+if [ -n "$web_pid" ] && ! descends_from_runner "$web_pid"; then web_pid=""; fi
 if [ -n "$web_pid" ] && [ "$(cat "/proc/$web_pid/comm" 2>/dev/null)" = inferd ]; then
   ok "the Procfile's process (pid $web_pid) is inferd itself: the shell exec'd it"
 else
