@@ -222,6 +222,33 @@ impl ApiError {
     }
 }
 
+/// A response extension: the answer was chosen before the request body was read (or while it
+/// was being read), so hyper will close the connection rather than look for the next request
+/// after the body. The HTTP layer then says `connection: close`, so that a keep-alive client
+/// does not send its next request into a closing socket.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyUnread;
+
+impl ApiError {
+    /// Errors found before the body was read through: the route, the model, the media type,
+    /// readiness, the body budget, or reading the body itself.
+    pub fn leaves_body_unread(&self) -> bool {
+        matches!(
+            self,
+            Self::UnsupportedMediaType
+                | Self::PayloadTooLarge { .. }
+                | Self::UnreadableBody(_)
+                | Self::BodyTimeout { .. }
+                | Self::ModelNotFound(_)
+                | Self::VersionNotFound { .. }
+                | Self::RouteNotFound(_)
+                | Self::MethodNotAllowed
+                | Self::NotReady
+                | Self::BodiesInFlight
+        )
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
@@ -239,6 +266,9 @@ impl IntoResponse for ApiError {
         }
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if self.leaves_body_unread() {
+            response.extensions_mut().insert(BodyUnread);
         }
         response
     }

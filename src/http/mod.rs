@@ -171,10 +171,14 @@ pub fn usable_request_id(id: &HeaderValue) -> bool {
 /// Two checks in one layer (each layer costs every request): a body whose declared
 /// `Content-Length` is over the limit is refused before a byte of it is read, and the
 /// connection closed rather than drained; and from SIGTERM on, every response tells the client
-/// to close the connection, so that a keep-alive client sends its next request elsewhere.
+/// to close the connection, so that a keep-alive client sends its next request elsewhere. So
+/// does an answer given before the body was read (see [`crate::error::BodyUnread`]).
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.config.server.body_limit_bytes;
-    let mut response = if extract::declared_length(request.headers()).is_some_and(|length| length > limit as u64) {
+    let declared = extract::declared_length(request.headers());
+    let has_body =
+        declared.is_some_and(|length| length > 0) || request.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut response = if declared.is_some_and(|length| length > limit as u64) {
         let error = ApiError::PayloadTooLarge { limit };
         let mut response = if request.uri().path().starts_with("/v2/") {
             v2::V2Error::from(error).into_response()
@@ -186,7 +190,8 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
     } else {
         next.run(request).await
     };
-    if state.is_draining() {
+    let body_unread = has_body && response.extensions().get::<crate::error::BodyUnread>().is_some();
+    if body_unread || state.is_draining() {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

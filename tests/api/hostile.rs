@@ -234,7 +234,42 @@ async fn an_unknown_model_is_404_without_waiting_for_the_body() {
         let started = Instant::now();
         let answer = raw(&app, &head, b"{\"inst", Duration::from_secs(5)).await;
         assert!(answer.starts_with("HTTP/1.1 404"), "{path}: {answer}");
+        assert!(answer.contains("connection: close"), "the unread body ends the connection: {answer}");
         assert!(started.elapsed() < Duration::from_secs(2), "{path}: answered after {:?}", started.elapsed());
     }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_keep_alive_client_is_told_when_its_unread_body_ends_the_connection() {
+    // hyper closes a connection whose request body was not read; without `connection: close`
+    // a pooling client sends its next request into the closed socket and gets an I/O error.
+    let app = TestApp::spawn().await;
+    let client = reqwest::Client::new();
+    let good = json!({"instances": [schema_example("house_price")]});
+    for i in 0..40 {
+        let (path, body) = match i % 4 {
+            0 => ("/models/nope/predict", good.to_string()),
+            1 => ("/v2/models/nope/infer", house_tensors(&[schema_example("house_price")]).to_string()),
+            2 => ("/predict", good.to_string()),
+            _ => ("/models/house_price/versions/9/predict", good.to_string()),
+        };
+        let mut request = client.post(app.url(path)).body(body);
+        if i % 4 != 2 || i % 8 == 2 {
+            request = request.header("content-type", "application/json");
+        }
+        let response = request.send().await.unwrap_or_else(|e| panic!("request {i} to {path} failed: {e}"));
+        let status = response.status().as_u16();
+        let close = response.headers().get("connection").is_some_and(|v| v == "close");
+        match (i % 4, i % 8 == 2) {
+            (2, true) => assert_eq!((status, close), (200, false), "a full answer keeps the connection"),
+            (2, false) => assert_eq!((status, close), (415, true), "415 is answered before the body is read"),
+            _ => assert_eq!((status, close), (404, true), "{path}"),
+        }
+    }
+    // A body that was read through keeps the connection, errors included.
+    let invalid = client.post(app.url("/predict")).json(&json!({"instances": [{"bedrooms": 1}]})).send().await.unwrap();
+    assert_eq!(invalid.status(), 422);
+    assert!(invalid.headers().get("connection").is_none());
     app.stop().await;
 }

@@ -20,11 +20,13 @@ pub struct V2Error {
     pub error: String,
     #[serde(skip)]
     status: StatusCode,
+    #[serde(skip)]
+    body_unread: bool,
 }
 
 impl V2Error {
     pub(super) fn bad_request(error: impl Into<String>) -> Self {
-        Self { error: error.into(), status: StatusCode::BAD_REQUEST }
+        Self { error: error.into(), status: StatusCode::BAD_REQUEST, body_unread: false }
     }
 }
 
@@ -43,16 +45,19 @@ impl From<ApiError> for V2Error {
             _ => e.to_string(),
         };
         e.log_internal();
-        Self { error, status }
+        Self { error, status, body_unread: e.leaves_body_unread() }
     }
 }
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
-        let status = self.status;
+        let (status, body_unread) = (self.status, self.body_unread);
         let mut response = (status, Json(self)).into_response();
         if status == StatusCode::SERVICE_UNAVAILABLE {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
+        if body_unread {
+            response.extensions_mut().insert(crate::error::BodyUnread);
         }
         response
     }
