@@ -1,0 +1,859 @@
+"""Offline checks of deploy/kubernetes, run by check.sh with the repo's .venv.
+
+Schema validation (kubernetes-validate for core kinds, committed JSON schemas for the CRDs),
+cross-references between the manifests, and two real starts of inferd: one with the
+Deployment's runtime.toml and env, one with a KServe model folder and the ServingRuntime's
+command. Prints `ok - ...` / `not ok - ...: why` and a closing count line.
+"""
+
+import copy
+import fnmatch
+import ipaddress
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+import urllib.error
+import urllib.request
+
+import jsonschema
+import kubernetes_validate
+import yaml
+from referencing import Registry, Resource
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+# Oldest version the defaults need (image volumes on by default), and the newest shipped.
+K8S_VERSIONS = ["1.35", "1.37"]
+DRAIN_MARGIN_S = 5
+PODSPEC_DEFS = "https://kubernetes.io/api/_definitions.json"
+
+passed = 0
+failed = 0
+
+
+def report(ok, what, why=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"ok - {what}", flush=True)
+    else:
+        failed += 1
+        print(f"not ok - {what}: {why}", flush=True)
+
+
+def check(what, fn):
+    """Run fn(); it returns None/"" for success or a reason string; exceptions fail too."""
+    try:
+        why = fn()
+    except Exception as e:  # a check must never stop the others
+        why = f"{type(e).__name__}: {e}"
+    report(not why, what, why or "")
+
+
+# --- network guard: everything here must work offline ------------------------------------
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+blocked_attempts = []
+
+
+def _is_loopback(address):
+    if isinstance(address, tuple) and address:
+        host = address[0]
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return host == "localhost"
+    return True  # unix sockets
+
+
+def _guarded_connect(self, address):
+    if not _is_loopback(address):
+        blocked_attempts.append(address)
+        raise OSError(f"check.py: network access to {address!r} blocked")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if not _is_loopback(address):
+        blocked_attempts.append(address)
+        return 111
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect
+socket.socket.connect_ex = _guarded_connect_ex
+
+
+# --- loading ---------------------------------------------------------------------------------
+
+
+def load(rel):
+    with open(os.path.join(HERE, rel)) as f:
+        docs = [d for d in yaml.safe_load_all(f) if d is not None]
+    if len(docs) != 1:
+        raise ValueError(f"{rel}: expected one document, found {len(docs)}")
+    return docs[0]
+
+
+def load_toml(rel):
+    with open(os.path.join(HERE, rel), "rb") as f:
+        return tomllib.load(f)
+
+
+def strategic_merge(base, patch):
+    """Enough of kubectl's strategic merge for our patches: maps merge, lists of named maps
+    merge by name, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(patch, dict):
+        out = dict(base)
+        for k, v in patch.items():
+            out[k] = strategic_merge(base[k], v) if k in base else copy.deepcopy(v)
+        return out
+    if (isinstance(base, list) and isinstance(patch, list)
+            and all(isinstance(i, dict) and "name" in i for i in base + patch)):
+        out = [copy.deepcopy(i) for i in base]
+        for item in patch:
+            idx = next((n for n, b in enumerate(out) if b["name"] == item["name"]), None)
+            if idx is None:
+                out.append(copy.deepcopy(item))
+            else:
+                out[idx] = strategic_merge(out[idx], item)
+        return out
+    return copy.deepcopy(patch)
+
+
+def by_name(items, name):
+    for i in items or []:
+        if i.get("name") == name:
+            return i
+    raise KeyError(name)
+
+
+def env_of(container):
+    return {e["name"]: e.get("value") for e in container.get("env", [])}
+
+
+def selector_matches(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+# --- schema validation -----------------------------------------------------------------------
+
+CORE_FILES = ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"]
+CRD_FILES = {
+    "servicemonitor.yaml": "servicemonitor.v1.json",
+    "kserve/servingruntime.yaml": "servingruntime.v1alpha1.json",
+    "kserve/inferenceservice.yaml": "inferenceservice.v1beta1.json",
+}
+
+
+def k8s_validate(doc, version):
+    try:
+        kubernetes_validate.validate(doc, version, strict=True)
+    except kubernetes_validate.ValidationError as e:
+        path = "/".join(str(p) for p in e.path)
+        return f"{path}: {e.message[:300]}"
+    return None
+
+
+def k8s_definitions():
+    # The same Kubernetes type schemas kubernetes-validate uses, read from its package: the
+    # CRD schemas reference Container, Volume, ObjectMeta... by this document's $id.
+    newest = kubernetes_validate.utils.latest_version()
+    d = kubernetes_validate.utils.schema_contents(
+        f"kubernetes-json-schema/v{newest}-local-strict/_definitions.json", newest)
+    assert d.get("$id") == PODSPEC_DEFS, d.get("$id")
+    return d
+
+
+def crd_validator(schema_file, defs):
+    with open(os.path.join(HERE, "schemas", schema_file)) as f:
+        schema = json.load(f)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    # No retrieve function: a reference outside the registry fails instead of being fetched.
+    registry = Registry().with_resource(PODSPEC_DEFS, Resource.from_contents(defs))
+    return jsonschema.Draft202012Validator(schema, registry=registry), schema
+
+
+def first_error(validator, doc):
+    errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.path))
+    if not errors:
+        return None
+    e = errors[0]
+    return "/".join(str(p) for p in e.path) + ": " + e.message[:300]
+
+
+def schema_checks():
+    for rel in CORE_FILES:
+        doc = load(rel)
+        for v in K8S_VERSIONS:
+            check(f"{rel} ({doc['kind']}) valid for Kubernetes {v} (kubernetes-validate, strict)",
+                  lambda doc=doc, v=v: k8s_validate(doc, v))
+
+    def merged_ok():
+        merged = strategic_merge(load("deployment.yaml"),
+                                 load("optional/prediction-log-shipper/deployment-patch.yaml"))
+        return k8s_validate(merged, K8S_VERSIONS[-1])
+    check("deployment.yaml with optional/prediction-log-shipper merged in is valid (strict)",
+          merged_ok)
+
+    # The validator must reject what the API server would: prove strictness on a typo.
+    def strict_bites():
+        doc = load("deployment.yaml")
+        doc["spec"]["template"]["spec"]["containers"][0]["readinessprobe"] = {}
+        return None if k8s_validate(doc, K8S_VERSIONS[-1]) else "a misspelt field passed"
+    check("kubernetes-validate rejects a misspelt container field (strict mode works)", strict_bites)
+
+    defs = k8s_definitions()
+    validators = {}
+    for rel, schema_file in CRD_FILES.items():
+        def one(rel=rel, schema_file=schema_file):
+            validator, schema = crd_validator(schema_file, defs)
+            validators[rel] = validator
+            if "$comment" not in schema:
+                return f"{schema_file} has no $comment naming its source"
+            return first_error(validator, load(rel))
+        check(f"{rel} valid against schemas/{schema_file}", one)
+
+    # Each schema must fail on the kind of mistake it exists to catch.
+    def mutate(rel, fn, what):
+        def run():
+            if rel not in validators:
+                return "schema did not load"
+            doc = load(rel)
+            fn(doc)
+            return None if first_error(validators[rel], doc) else f"{what} passed"
+        return run
+    check("servicemonitor schema rejects missing spec.endpoints",
+          mutate("servicemonitor.yaml", lambda d: d["spec"].pop("endpoints"), "no endpoints"))
+    check("servicemonitor schema rejects a bad interval",
+          mutate("servicemonitor.yaml",
+                 lambda d: d["spec"]["endpoints"][0].update(interval="15 seconds"), "bad interval"))
+    check("servingruntime schema rejects a misspelt spec field",
+          mutate("kserve/servingruntime.yaml",
+                 lambda d: d["spec"].update(protocolVersion=d["spec"].pop("protocolVersions")),
+                 "protocolVersion"))
+    check("servingruntime schema rejects an unknown container field (Kubernetes' Container schema)",
+          mutate("kserve/servingruntime.yaml",
+                 lambda d: d["spec"]["containers"][0].update(argz=[]), "argz"))
+    check("inferenceservice schema rejects a model without modelFormat",
+          mutate("kserve/inferenceservice.yaml",
+                 lambda d: d["spec"]["predictor"]["model"].pop("modelFormat"), "no modelFormat"))
+    check("inferenceservice schema rejects protocolVersion v3",
+          mutate("kserve/inferenceservice.yaml",
+                 lambda d: d["spec"]["predictor"]["model"].update(protocolVersion="v3"), "v3"))
+    check("inferenceservice schema rejects a name with an underscore",
+          mutate("kserve/inferenceservice.yaml",
+                 lambda d: d["metadata"].update(name="house_price"), "house_price"))
+
+
+# --- cross-references and invariants ---------------------------------------------------------
+
+
+def static_checks():
+    dep = load("deployment.yaml")
+    svc = load("service.yaml")
+    hpa = load("hpa.yaml")
+    pdb = load("pdb.yaml")
+    smon = load("servicemonitor.yaml")
+    kust = load("kustomization.yaml")
+    comp = load("optional/prediction-log-shipper/kustomization.yaml")
+    patch = load("optional/prediction-log-shipper/deployment-patch.yaml")
+    adapter = load("prometheus-adapter-values.yaml")
+    sr = load("kserve/servingruntime.yaml")
+    isvc = load("kserve/inferenceservice.yaml")
+    cfg = load_toml("runtime.toml")
+    kcfg = load_toml("kserve/runtime.toml")
+    with open(os.path.join(REPO, "openapi.json")) as f:
+        openapi = json.load(f)
+
+    pod = dep["spec"]["template"]["spec"]
+    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
+    c = by_name(pod["containers"], "inferd")
+    env = env_of(c)
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    mounts = {m["name"]: m for m in c["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+
+    # kustomization: every file it names exists; every manifest here is in it or deliberately not.
+    def kust_files():
+        names = kust["resources"] + [f for g in kust["configMapGenerator"] for f in g["files"]]
+        missing = [n for n in names if not os.path.exists(os.path.join(HERE, n))]
+        if missing:
+            return f"missing {missing}"
+        outside = {"kustomization.yaml", "prometheus-adapter-values.yaml"}
+        stray = [f for f in os.listdir(HERE) if f.endswith(".yaml")
+                 and f not in outside and f not in kust["resources"]]
+        return f"manifests not in kustomization.yaml: {stray}" if stray else None
+    check("kustomization.yaml names existing files and every top-level manifest", kust_files)
+
+    def component_files():
+        base = os.path.join(HERE, "optional/prediction-log-shipper")
+        names = [p["path"] for p in comp["patches"]] + [
+            f for g in comp["configMapGenerator"] for f in g["files"]]
+        missing = [n for n in names if not os.path.exists(os.path.join(base, n))]
+        if missing:
+            return f"missing {missing}"
+        if comp["kind"] != "Component":
+            return "not a kustomize Component"
+        if (patch["kind"], patch["metadata"]["name"]) != ("Deployment", dep["metadata"]["name"]):
+            return "the patch does not target the Deployment"
+        cm = comp["configMapGenerator"][0]["name"]
+        used = [v["configMap"]["name"] for v in patch["spec"]["template"]["spec"]["volumes"]
+                if "configMap" in v]
+        return None if cm in used else f"ConfigMap {cm} is not mounted by the patch"
+    check("optional/prediction-log-shipper component: files exist, patch targets the Deployment",
+          component_files)
+
+    def config_map():
+        gen = by_name(kust["configMapGenerator"], "inferd-config")
+        if volumes["config"]["configMap"]["name"] != gen["name"]:
+            return "Deployment mounts a different ConfigMap than kustomization generates"
+        key = os.path.basename(gen["files"][0])
+        want = os.path.join(mounts["config"]["mountPath"], key)
+        if env.get("INFERD_CONFIG") != want:
+            return f"INFERD_CONFIG is {env.get('INFERD_CONFIG')}, the file is mounted at {want}"
+        if c.get("command", [None])[-1] != "serve" or "--config" in c.get("args", []):
+            return "command must be `inferd serve` without --config (a flag beats INFERD_CONFIG)"
+        return None
+    check("INFERD_CONFIG names runtime.toml in the generated ConfigMap's mount", config_map)
+
+    def port_agree():
+        want = {"PORT env": int(env["PORT"]), "runtime.toml server.port": cfg["server"]["port"],
+                "containerPort http": ports["http"],
+                "prometheus.io/port": int(dep["spec"]["template"]["metadata"]["annotations"]
+                                          ["prometheus.io/port"])}
+        return None if len(set(want.values())) == 1 else f"ports disagree: {want}"
+    check("PORT, server.port, containerPort `http` and the scrape annotation agree", port_agree)
+
+    def host_all():
+        if env.get("INFERD_HOST") != "0.0.0.0" or cfg["server"]["host"] != "0.0.0.0":
+            return "inferd must bind 0.0.0.0 in a pod (its built-in default is 127.0.0.1)"
+        return None
+    check("inferd binds 0.0.0.0 in the pod (INFERD_HOST and runtime.toml)", host_all)
+
+    routes = {p for p, ops in openapi["paths"].items() if "get" in ops}
+
+    def probes():
+        want = {"startupProbe": "/ready", "readinessProbe": "/ready", "livenessProbe": "/health"}
+        for probe, path in want.items():
+            h = c[probe]["httpGet"]
+            if h["path"] != path:
+                return f"{probe} path {h['path']}, want {path}"
+            if h["path"] not in routes:
+                return f"{probe} path {h['path']} is not a GET route in openapi.json"
+            port = h["port"]
+            if (port not in ports) if isinstance(port, str) else (port not in ports.values()):
+                return f"{probe} port {port} is not a container port"
+        if c["startupProbe"]["periodSeconds"] * c["startupProbe"]["failureThreshold"] < 60:
+            return "startupProbe allows under 60 s for model load"
+        return None
+    check("probes: startup and readiness on /ready, liveness on /health, routes of openapi.json, "
+          "port `http`", probes)
+
+    def kserve_probes():
+        k = by_name(sr["spec"]["containers"], "kserve-container")
+        kports = [p["containerPort"] for p in k["ports"]]
+        for probe in ("readinessProbe", "livenessProbe"):
+            h = k[probe]["httpGet"]
+            if h["path"] not in routes or not h["path"].startswith("/v2/health/"):
+                return f"{probe} path {h['path']} is not a v2 health route of openapi.json"
+            if h["port"] not in kports:
+                return f"{probe} port {h['port']} is not the container port"
+        if kports != [8080] or env_of(k).get("PORT") != "8080" or kcfg["server"]["port"] != 8080:
+            return "KServe sends traffic to 8080: containerPort, PORT and server.port must say so"
+        return None
+    check("ServingRuntime: one container kserve-container on 8080, probes on /v2/health/*",
+          kserve_probes)
+
+    def drain():
+        pre = c["lifecycle"]["preStop"]
+        if "sleep" not in pre:
+            return "preStop must use the sleep action (the image has no shell)"
+        sleep = pre["sleep"]["seconds"]
+        grace = cfg["server"].get("shutdown_grace_seconds", 25)
+        need = sleep + grace + DRAIN_MARGIN_S
+        tgps = pod["terminationGracePeriodSeconds"]
+        if tgps < need:
+            return f"terminationGracePeriodSeconds {tgps} < preStop {sleep} + grace {grace} + {DRAIN_MARGIN_S}"
+        return None
+    check("terminationGracePeriodSeconds >= preStop sleep + shutdown_grace_seconds + 5", drain)
+
+    def drain_with_shipper():
+        with open(os.path.join(HERE, "optional/prediction-log-shipper/fluent-bit.yaml")) as f:
+            flb = yaml.safe_load(f)
+        sleep = c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        grace = cfg["server"].get("shutdown_grace_seconds", 25)
+        # Native sidecars are stopped after the main container: their flush adds to the drain.
+        need = sleep + grace + max(DRAIN_MARGIN_S, flb["service"]["grace"])
+        tgps = pod["terminationGracePeriodSeconds"]
+        return None if tgps >= need else f"{tgps} < {need}"
+    check("terminationGracePeriodSeconds also covers the log shipper's flush grace", drain_with_shipper)
+
+    def kserve_drain():
+        # ServingRuntimes cannot set the grace period: Kubernetes' default 30 s applies.
+        k = by_name(sr["spec"]["containers"], "kserve-container")
+        grace = kcfg["server"].get("shutdown_grace_seconds", 25)
+        if "lifecycle" in k:
+            return "a preStop hook would eat into the default 30 s grace period"
+        return None if grace + DRAIN_MARGIN_S <= 30 else f"grace {grace} + {DRAIN_MARGIN_S} > 30"
+    check("KServe: shutdown_grace_seconds + 5 fits the default 30 s grace period", kserve_drain)
+
+    def security():
+        psc, csc = pod["securityContext"], c["securityContext"]
+        want = [(psc.get("runAsNonRoot"), True), (psc.get("runAsUser"), 10001),
+                (psc.get("seccompProfile", {}).get("type"), "RuntimeDefault"),
+                (csc.get("readOnlyRootFilesystem"), True),
+                (csc.get("allowPrivilegeEscalation"), False),
+                (csc.get("capabilities", {}).get("drop"), ["ALL"]),
+                (pod.get("automountServiceAccountToken"), False),
+                (pod.get("enableServiceLinks"), False)]
+        bad = [w for w in want if w[0] != w[1]]
+        return f"got/want {bad}" if bad else None
+    check("pod security: non-root 10001, read-only root, no escalation, no capabilities, "
+          "RuntimeDefault seccomp, no token, no service links", security)
+
+    def kserve_security():
+        k = by_name(sr["spec"]["containers"], "kserve-container")
+        sc = k["securityContext"]
+        ok = (sc.get("runAsNonRoot") and sc.get("runAsUser") == 10001
+              and sc.get("readOnlyRootFilesystem") and sc.get("allowPrivilegeEscalation") is False
+              and sc.get("capabilities", {}).get("drop") == ["ALL"])
+        return None if ok else f"securityContext {sc}"
+    check("ServingRuntime container: same hardening", kserve_security)
+
+    def resources():
+        r = c["resources"]
+        for kind in ("requests", "limits"):
+            for res in ("cpu", "memory"):
+                if res not in r.get(kind, {}):
+                    return f"{kind}.{res} missing"
+        threads = len({m["name"] for m in cfg["models"]}) * cfg["inference"]["sessions"] \
+            * cfg["inference"]["intra_op_threads"]
+        cpu = r["requests"]["cpu"]
+        cpu = float(cpu[:-1]) / 1000 if cpu.endswith("m") else float(cpu)
+        # Inference threads only run while their model has work: one busy model at a time is
+        # what the request covers; more than 2x oversubscription at full load is a mistake.
+        return None if cpu * 2 >= threads else f"cpu request {cpu} for {threads} inference threads"
+    check("resources: CPU and memory requests and limits, CPU request fits the inference threads",
+          resources)
+
+    def log_volume():
+        d = cfg["prediction_log"]["directory"]
+        if not (d == env["INFERD_PREDICTION_LOG_DIR"] == mounts["predictions"]["mountPath"]):
+            return "prediction_log.directory, INFERD_PREDICTION_LOG_DIR and the mount disagree"
+        if "emptyDir" not in volumes["predictions"]:
+            return "predictions is not an emptyDir"
+        limit = volumes["predictions"]["emptyDir"]["sizeLimit"]
+        m = re.fullmatch(r"(\d+)(Mi|Gi)", limit)
+        size = int(m.group(1)) * (2**20 if m.group(2) == "Mi" else 2**30)
+        if cfg["prediction_log"]["max_bytes"] >= size:
+            return f"max_bytes {cfg['prediction_log']['max_bytes']} does not fit sizeLimit {limit}"
+        return None
+    check("prediction log: one folder in runtime.toml, env and emptyDir; max_bytes < sizeLimit",
+          log_volume)
+
+    def model_paths():
+        mount = mounts["models"]["mountPath"].rstrip("/") + "/"
+        for m in cfg["models"]:
+            for key in ("path", "schema"):
+                if not m[key].startswith(mount):
+                    return f"{m['name']}.{key} {m[key]} is not under the models mount {mount}"
+        if not mounts["models"].get("readOnly"):
+            return "models should be mounted read-only"
+        return None
+    check("runtime.toml's model files are on the read-only models volume", model_paths)
+
+    def model_image():
+        with open(os.path.join(HERE, "model-image/Dockerfile")) as f:
+            text = f.read()
+        copied = {}
+        for line in text.splitlines():
+            parts = line.split()
+            if parts[:1] == ["COPY"]:
+                *srcs, dest = parts[1:]
+                for s in srcs:
+                    if not os.path.exists(os.path.join(REPO, s)):
+                        return f"COPY source {s} is not in the repository"
+                    name = os.path.basename(s) if dest.endswith("/") else os.path.basename(dest)
+                    copied[os.path.join(dest.rstrip("/") if dest.endswith("/") else
+                                        os.path.dirname(dest), name)] = s
+        sub = mounts["models"].get("subPath", "")
+        for m in cfg["models"]:
+            for key in ("path", "schema"):
+                inside = "/" + sub + "/" + os.path.relpath(m[key], mounts["models"]["mountPath"])
+                if inside not in copied:
+                    return f"{m[key]} would be {inside} in the model image, which has no such file"
+        for m in kcfg["models"]:
+            for key in ("path", "schema"):
+                if "/models/" + m[key] not in copied:
+                    return f"KServe runtime.toml needs /models/{m[key]} in the model image"
+        if "/models/runtime.toml" not in copied:
+            return "the model image lacks /models/runtime.toml for KServe"
+        return None
+    check("model-image/Dockerfile copies every file both runtime.toml files name", model_image)
+
+    def service_wiring():
+        if not selector_matches(svc["spec"]["selector"], pod_labels):
+            return "Service selector does not match the pod labels"
+        if dep["spec"]["selector"]["matchLabels"] != {k: pod_labels[k] for k in
+                                                      dep["spec"]["selector"]["matchLabels"]}:
+            return "Deployment selector does not match its template"
+        for p in svc["spec"]["ports"]:
+            if p["targetPort"] not in ports:
+                return f"Service targetPort {p['targetPort']} is not a container port name"
+        return None
+    check("Service selects the pods and targets the named port `http`", service_wiring)
+
+    def smon_wiring():
+        if not selector_matches(smon["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]):
+            return "ServiceMonitor selector does not match the Service's labels"
+        svc_ports = {p["name"] for p in svc["spec"]["ports"]}
+        for e in smon["spec"]["endpoints"]:
+            if e["port"] not in svc_ports:
+                return f"endpoint port {e['port']} is not a Service port name"
+            if e["path"] not in routes:
+                return f"path {e['path']} is not a route"
+        return None
+    check("ServiceMonitor selects the Service, scrapes port `http` at /metrics", smon_wiring)
+
+    def hpa_wiring():
+        ref = hpa["spec"]["scaleTargetRef"]
+        if (ref["kind"], ref["name"], ref["apiVersion"]) != ("Deployment", dep["metadata"]["name"],
+                                                            dep["apiVersion"]):
+            return "scaleTargetRef is not the Deployment"
+        if "replicas" in dep["spec"]:
+            return "Deployment sets replicas: every apply would fight the HPA"
+        kinds = {m["type"]: m for m in hpa["spec"]["metrics"]}
+        if kinds.get("Resource", {}).get("resource", {}).get("name") != "cpu":
+            return "no CPU metric"
+        pods = kinds.get("Pods")
+        if not pods or pods["pods"]["metric"]["name"] != "inferd_queue_rows":
+            return "no pods metric inferd_queue_rows"
+        if hpa["spec"]["minReplicas"] < 2:
+            return "minReplicas < 2: a single pod's eviction stops the service"
+        return None
+    check("HPA scales the Deployment on cpu and the pods metric inferd_queue_rows", hpa_wiring)
+
+    def adapter_rule():
+        name = load("hpa.yaml")["spec"]["metrics"][1]["pods"]["metric"]["name"]
+        rules = [r for r in adapter["rules"]["custom"] if r["name"]["as"] == name]
+        if len(rules) != 1:
+            return f"no single prometheus-adapter rule exposes {name}"
+        r = rules[0]
+        if not r["seriesQuery"].startswith("inferd_queue_rows{"):
+            return "seriesQuery does not select inferd_queue_rows"
+        if not re.search(r["name"]["matches"], "inferd_queue_rows"):
+            return "name.matches does not match the series"
+        if set(r["resources"]["overrides"]) != {"namespace", "pod"}:
+            return "resources must map namespace and pod"
+        for ph in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+            if ph not in r["metricsQuery"]:
+                return f"metricsQuery lacks {ph}"
+        return None
+    check("prometheus-adapter rule maps inferd_queue_rows to the HPA's pods metric", adapter_rule)
+
+    def pdb_wiring():
+        if not selector_matches(pdb["spec"]["selector"]["matchLabels"], pod_labels):
+            return "PDB selector does not match the pods"
+        mu = pdb["spec"].get("maxUnavailable")
+        if mu is None or mu >= hpa["spec"]["minReplicas"]:
+            return "maxUnavailable must leave a pod at minReplicas"
+        if dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] != 0:
+            return "rollouts should not take pods down before their replacements are ready"
+        return None
+    check("PDB covers the pods and keeps one serving at minReplicas; rollout maxUnavailable 0",
+          pdb_wiring)
+
+    def kserve_wiring():
+        m = isvc["spec"]["predictor"]["model"]
+        if m["runtime"] != sr["metadata"]["name"]:
+            return "InferenceService runtime is not the ServingRuntime's name"
+        if m["modelFormat"]["name"] not in [f["name"] for f in sr["spec"]["supportedModelFormats"]]:
+            return "model format not supported by the runtime"
+        if m["protocolVersion"] not in sr["spec"]["protocolVersions"]:
+            return "protocolVersion not among the runtime's"
+        k = by_name(sr["spec"]["containers"], "kserve-container")
+        args = k["args"]
+        cfg_path = args[args.index("--config") + 1]
+        if not cfg_path.startswith("/mnt/models/"):
+            return f"--config {cfg_path} is not in KServe's model folder /mnt/models"
+        names = {x["name"] for x in kcfg["models"]}
+        if isvc["metadata"]["name"] not in names:
+            return f"kserve/runtime.toml names {names}, not the InferenceService {isvc['metadata']['name']}"
+        logdir = env_of(k).get("INFERD_PREDICTION_LOG_DIR", "")
+        if logdir.startswith("/mnt/models") or logdir not in [v["mountPath"] for v in k["volumeMounts"]]:
+            return "the prediction log must go to a writable volume, not /mnt/models"
+        return None
+    check("InferenceService -> ServingRuntime: runtime, format, protocol, model name, "
+          "config in /mnt/models, writable log dir", kserve_wiring)
+
+
+# --- running inferd with the manifests' settings -------------------------------------------------
+
+
+def clean_env():
+    env = {k: v for k, v in os.environ.items()
+           if not (k.startswith("INFERD_") or k in ("PORT", "RUST_LOG"))}
+    return env
+
+
+def http(method, port, path, body=None, timeout=5):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
+                                 headers={"content-type": "application/json"} if body else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+class Server:
+    """inferd started with a given argv and env; reads the `listening` and `ready` lines."""
+
+    def __init__(self, argv, env, log_path):
+        self.log_path = log_path
+        self.log = open(log_path, "w")
+        self.proc = subprocess.Popen(argv, env=env, cwd=REPO, stdout=self.log,
+                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.port = None
+
+    def lines(self):
+        with open(self.log_path) as f:
+            for line in f:
+                try:
+                    yield json.loads(line)
+                except ValueError:
+                    pass
+
+    def wait_ready(self, timeout=60):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                return f"exited with {self.proc.returncode}: {self.tail()}"
+            ready = False
+            for line in self.lines():
+                if line.get("message") == "listening" and self.port is None:
+                    self.port = int(line["addr"].rsplit(":", 1)[1])
+                if line.get("message") == "ready":
+                    ready = True
+            if ready and self.port:
+                return None
+            time.sleep(0.05)
+        return f"not ready within {timeout} s: {self.tail()}"
+
+    def tail(self):
+        with open(self.log_path) as f:
+            return " | ".join(f.read().strip().splitlines()[-3:])[:400]
+
+    def stop(self, grace):
+        """SIGTERM, as the kubelet sends after preStop; returns (exit code, seconds)."""
+        t0 = time.time()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=grace + 5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            rc = self.proc.wait()
+        self.log.close()
+        return rc, time.time() - t0
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        if not self.log.closed:
+            self.log.close()
+
+
+def example_instance(schema_path):
+    with open(schema_path) as f:
+        return json.load(f)["examples"][0]
+
+
+def v2_request(port, model, schema_path):
+    """A v2 infer request from the model's metadata and its schema's first example."""
+    status, body = http("GET", port, f"/v2/models/{model}")
+    if status != 200:
+        raise RuntimeError(f"GET /v2/models/{model}: {status}")
+    meta = json.loads(body)
+    inst = example_instance(schema_path)
+    columns = list(json.load(open(schema_path))["properties"])
+    inputs = []
+    for i in meta["inputs"]:
+        shape = [1 if d == -1 else d for d in i["shape"]]
+        shape[0] = 1
+        if i["name"] in inst:
+            data = [inst[i["name"]]]
+        else:  # one [N, F] tensor: the schema's properties are its columns, in order
+            data = [inst[col] for col in columns]
+        inputs.append({"name": i["name"], "shape": shape, "datatype": i["datatype"], "data": data})
+    return json.dumps({"id": "check", "inputs": inputs}).encode()
+
+
+def run_guarded(what, fn, binary):
+    """One server run; a crash in it is one failure, and its servers and files are cleaned up."""
+    tmp = tempfile.mkdtemp(prefix="inferd-k8s-check.")
+    servers = []
+    try:
+        fn(binary, tmp, servers)
+    except Exception as e:
+        report(False, what, f"{type(e).__name__}: {e}")
+    finally:
+        for s in servers:
+            s.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_deployment(binary, tmp, servers):
+    dep = load("deployment.yaml")
+    c = by_name(dep["spec"]["template"]["spec"]["containers"], "inferd")
+    with open(os.path.join(HERE, "optional/prediction-log-shipper/fluent-bit.yaml")) as f:
+        tail_glob = yaml.safe_load(f)["pipeline"]["inputs"][0]["path"]
+    cfg = load_toml("runtime.toml")
+    # The pod's file system, rooted in tmp: /models (the model image's /models folder),
+    # /etc/inferd/runtime.toml (the ConfigMap), /var/log/inferd (the emptyDir).
+    root = lambda p: os.path.join(tmp, "pod", p.lstrip("/"))
+    models_mount = next(m for m in c["volumeMounts"] if m["name"] == "models")["mountPath"]
+    os.makedirs(root(models_mount))
+    for m in cfg["models"]:
+        for key, src_dir in (("path", "models"), ("schema", "schemas")):
+            shutil.copy(os.path.join(REPO, src_dir, os.path.basename(m[key])), root(m[key]))
+    env_manifest = env_of(c)
+    conf_text = open(os.path.join(HERE, "runtime.toml")).read()
+    conf_text = conf_text.replace(f'"{models_mount}/', f'"{root(models_mount)}/')
+    conf_text = conf_text.replace(f'"{cfg["prediction_log"]["directory"]}"',
+                                  f'"{root(cfg["prediction_log"]["directory"])}"')
+    os.makedirs(os.path.dirname(root(env_manifest["INFERD_CONFIG"])))
+    with open(root(env_manifest["INFERD_CONFIG"]), "w") as f:
+        f.write(conf_text)
+    os.makedirs(root(env_manifest["INFERD_PREDICTION_LOG_DIR"]))
+
+    env = clean_env()
+    env.update(env_manifest)
+    env["INFERD_CONFIG"] = root(env_manifest["INFERD_CONFIG"])
+    env["INFERD_PREDICTION_LOG_DIR"] = root(env_manifest["INFERD_PREDICTION_LOG_DIR"])
+    env["PORT"] = "0"                 # a free port here; 8080 in the pod
+    env["INFERD_HOST"] = "127.0.0.1"  # loopback only here; 0.0.0.0 in the pod
+    argv = [binary] + c["command"][1:] + c.get("args", [])
+    srv = Server(argv, env, os.path.join(tmp, "deployment.log"))
+    servers.append(srv)
+    why = srv.wait_ready()
+    report(not why, "inferd starts and gets ready with the Deployment's runtime.toml, command "
+           "and env", why)
+    if why:
+        return
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        path = c[probe]["httpGet"]["path"]
+        check(f"{probe} GET {path} answers 200",
+              lambda path=path: None if http("GET", srv.port, path)[0] == 200 else "not 200")
+
+    def predict():
+        with open(os.path.join(REPO, "example.json"), "rb") as f:
+            status, body = http("POST", srv.port, "/predict", f.read())
+        return None if status == 200 else f"{status} {body[:200]!r}"
+    check("POST /predict with example.json answers 200", predict)
+
+    def metric():
+        status, body = http("GET", srv.port, "/metrics")
+        text = body.decode()
+        for m in {x["name"] for x in cfg["models"]}:
+            if not re.search(r'^inferd_queue_rows\{[^}]*model="%s"[^}]*version="[^"]+"' % re.escape(m),
+                             text, re.M) and not re.search(
+                    r'^inferd_queue_rows\{[^}]*version="[^"]+"[^}]*model="%s"' % re.escape(m), text, re.M):
+                return f"no inferd_queue_rows{{model=\"{m}\",version=...}} in /metrics"
+        return None
+    check("/metrics has the HPA's gauge inferd_queue_rows{model,version} for every model", metric)
+
+    grace = cfg["server"]["shutdown_grace_seconds"]
+    rc, took = srv.stop(grace)
+    report(rc == 0 and took <= grace, f"SIGTERM: exit 0 within shutdown_grace_seconds ({grace} s)",
+           f"exit {rc} after {took:.1f} s")
+
+    def shipped():
+        logdir = env["INFERD_PREDICTION_LOG_DIR"]
+        files = [f for f in os.listdir(logdir) if f.endswith(".jsonl")]
+        if not files:
+            return "no prediction log file written"
+        # The shipper's tail path, with the pod's folder replaced by this run's.
+        pattern = os.path.basename(tail_glob)
+        if os.path.dirname(tail_glob) != env_manifest["INFERD_PREDICTION_LOG_DIR"]:
+            return f"Fluent Bit tails {tail_glob}, inferd writes to {env_manifest['INFERD_PREDICTION_LOG_DIR']}"
+        missed = [f for f in files if not fnmatch.fnmatch(f, pattern)]
+        if missed:
+            return f"{missed} not matched by {tail_glob}"
+        lines = [json.loads(l) for f in files for l in open(os.path.join(logdir, f))]
+        return None if len(lines) == 2 and all("request_id" in l for l in lines) else \
+            f"{len(lines)} lines, expected 2 (example.json's instances)"
+    check("prediction log written to the emptyDir folder, and Fluent Bit's tail path matches it",
+          shipped)
+
+
+def run_kserve(binary, tmp, servers):
+    # KServe: a model folder as the storage initializer leaves it in /mnt/models.
+    sr = load("kserve/servingruntime.yaml")
+    isvc = load("kserve/inferenceservice.yaml")
+    k = by_name(sr["spec"]["containers"], "kserve-container")
+    kcfg = load_toml("kserve/runtime.toml")
+    mnt = os.path.join(tmp, "mnt-models")
+    os.makedirs(mnt)
+    shutil.copy(os.path.join(HERE, "kserve/runtime.toml"), mnt)
+    for m in kcfg["models"]:
+        shutil.copy(os.path.join(REPO, "models", m["path"]), mnt)
+        shutil.copy(os.path.join(REPO, "schemas", m["schema"]), mnt)
+    kenv = clean_env()
+    kenv.update(env_of(k))
+    kenv["PORT"] = "0"
+    kenv["INFERD_HOST"] = "127.0.0.1"
+    kenv["INFERD_PREDICTION_LOG_DIR"] = os.path.join(tmp, "kserve-logs")
+    argv = [binary] + k["command"][1:] + [a.replace("/mnt/models", mnt) for a in k["args"]]
+    ksrv = Server(argv, kenv, os.path.join(tmp, "kserve.log"))
+    servers.append(ksrv)
+    why = ksrv.wait_ready()
+    report(not why, "inferd starts with the ServingRuntime's command and args on a KServe model "
+           "folder (runtime.toml + .onnx + schema)", why)
+    if why:
+        return
+    for probe in ("readinessProbe", "livenessProbe"):
+        path = k[probe]["httpGet"]["path"]
+        check(f"ServingRuntime {probe} GET {path} answers 200",
+              lambda path=path: None if http("GET", ksrv.port, path)[0] == 200 else "not 200")
+    name = isvc["metadata"]["name"]
+
+    def infer():
+        schema = os.path.join(mnt, by_name(kcfg["models"], name)["schema"])
+        status, body = http("POST", ksrv.port, f"/v2/models/{name}/infer",
+                            v2_request(ksrv.port, name, schema))
+        if status != 200:
+            return f"{status} {body[:200]!r}"
+        out = json.loads(body)
+        return None if out.get("outputs") and out.get("model_name") == name else f"{out}"
+    check(f"POST /v2/models/{name}/infer (the InferenceService's name) answers 200 with outputs",
+          infer)
+    rc, _ = ksrv.stop(kcfg["server"]["shutdown_grace_seconds"])
+    report(rc == 0, "KServe-configured inferd exits 0 on SIGTERM", f"exit {rc}")
+
+
+def main():
+    binary = sys.argv[1]
+    schema_checks()
+    static_checks()
+    report(not blocked_attempts, "validation ran offline (non-loopback connections blocked, none tried)",
+           f"tried {blocked_attempts}")
+    run_guarded("running inferd with the Deployment's settings", run_deployment, binary)
+    run_guarded("running inferd as the ServingRuntime on a KServe model folder", run_kserve, binary)
+    print(f"kubernetes: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
