@@ -9,8 +9,20 @@ use inferd::startup::{shutdown_signal, Application};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    // ONNX Runtime 1.31 otherwise starts a telemetry uploader and writes a device id under
+    // ~/.cache at start; a model server has no business phoning home, and under systemd's
+    // ProtectHome or a read-only image that write fails with a warning. Set before any thread
+    // exists (the runtime below starts them), and only when the operator has not chosen.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    }
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
+    runtime.block_on(run())
+}
+
+async fn run() -> ExitCode {
     let (args, serve) = match Cli::parse().into_command() {
         Command::Serve(args) => (args, true),
         Command::Openapi(args) => (args, false),

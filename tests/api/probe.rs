@@ -113,3 +113,32 @@ fn the_runtime_library_is_found_next_to_a_moved_binary_not_where_it_was_built() 
     let out = run(elsewhere.path());
     assert_eq!(out.status.code(), Some(0), "found next to the binary: {}", String::from_utf8_lossy(&out.stderr));
 }
+
+#[test]
+fn onnx_runtime_telemetry_is_off_so_nothing_is_written_to_home() {
+    // ONNX Runtime's telemetry keeps a device id under ~/.cache unless ORT_DISABLE_TELEMETRY is
+    // set, which inferd does for itself: under ProtectHome or a read-only image it would fail.
+    let home = tempfile::tempdir().unwrap();
+    let mut server = start_with(&[], &[("HOME", home.path().as_os_str())]);
+    signal(&server, "TERM");
+    assert_eq!(server.child.wait().unwrap().code(), Some(0));
+    let written: Vec<_> = walk(home.path());
+    assert!(written.is_empty(), "inferd wrote under HOME: {written:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|entry| {
+            let path = entry.path();
+            if path.is_dir() {
+                let mut inner = walk(&path);
+                inner.push(path);
+                inner
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
