@@ -50,8 +50,20 @@ ort=.ort/libonnxruntime.so.1.31.1
 T=$(mktemp -d)
 chmod 755 "$T" # the service's dynamic user must reach the install tree
 pids=()
+children_of() { # from /proc, skipping processes that end meanwhile
+  local stat line
+  for stat in /proc/[0-9]*/stat; do
+    read -r line 2>/dev/null <"$stat" || continue
+    set -- ${line##*) } # state, ppid, ...
+    [ "$2" = "$parent" ] && echo "${stat//[^0-9]/}"
+  done
+}
 cleanup() {
-  for pid in "${pids[@]}"; do kill -KILL "$pid" 2>/dev/null; done
+  # strace's child first: a killed strace lets its tracee run on.
+  for pid in "${pids[@]}"; do
+    for child in $(parent=$pid children_of); do kill -KILL "$child" 2>/dev/null; done
+    kill -KILL "$pid" 2>/dev/null
+  done
   wait 2>/dev/null
   [ -n "${KEEP:-}" ] && echo "# kept $T" || rm -rf "$T"
 }
