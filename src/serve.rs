@@ -341,7 +341,14 @@ fn refuse_new_handshakes(listener: &std::net::TcpListener) {
         )
     };
     if rc != 0 {
-        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot stop new handshakes before draining");
+        // Some kernels (seen on 6.18) refuse socket filters on TCP sockets without
+        // CAP_NET_ADMIN. The drain goes on: only a client whose handshake completes in the
+        // moment between the last accept and the close may then be reset.
+        tracing::warn!(
+            error = %std::io::Error::last_os_error(),
+            "cannot stop new handshakes before draining (a socket filter, which this kernel may \
+             allow only with CAP_NET_ADMIN); draining without it"
+        );
     }
 }
 
