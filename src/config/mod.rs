@@ -1,5 +1,6 @@
 //! The service's typed configuration, layered: `runtime.toml` < environment < command line.
 
+mod auth;
 mod observe;
 
 use std::net::IpAddr;
@@ -10,6 +11,10 @@ use serde::Deserialize;
 use validator::Validate;
 
 use crate::cli::ServeArgs;
+pub use auth::{
+    parse_env_keys, ApiKeyConfig, AuthConfig, CorsConfig, JwtConfig, RateLimitConfig, API_KEYS_ENV, JWT_SECRET_ENV,
+    SCOPES,
+};
 pub use observe::{LogFormat, LoggingConfig, MetricsConfig, PredictionLogConfig, Rotation, Secret};
 
 /// Where the `/metrics` bearer token comes from; never the file.
@@ -39,6 +44,11 @@ pub struct Config {
     #[serde(default)]
     #[validate(nested)]
     pub prediction_log: PredictionLogConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub auth: AuthConfig,
+    #[validate(nested)]
+    pub cors: Option<CorsConfig>,
     #[serde(default)]
     #[validate(nested)]
     pub models: Vec<ModelConfig>,
@@ -214,7 +224,7 @@ impl Config {
             .map_err(|e| ConfigError::Parse { path: args.config.clone(), message: e.to_string() })?;
         let base = args.config.parent().map(Path::to_path_buf).unwrap_or_default();
         config.resolve_paths(&base);
-        config.apply(args);
+        config.apply(args)?;
         config.check()?;
         Ok(config)
     }
@@ -235,9 +245,13 @@ impl Config {
         }
         self.inference.ort_library = self.inference.ort_library.as_ref().map(|p| base.join(p));
         self.prediction_log.directory = base.join(&self.prediction_log.directory);
+        if let Some(jwt) = &mut self.auth.jwt {
+            jwt.public_key = jwt.public_key.as_ref().map(|p| base.join(p));
+            jwt.jwks_file = jwt.jwks_file.as_ref().map(|p| base.join(p));
+        }
     }
 
-    fn apply(&mut self, args: &ServeArgs) {
+    fn apply(&mut self, args: &ServeArgs) -> Result<(), ConfigError> {
         let o = &args.overrides;
         if let Some(host) = o.host {
             self.server.host = host;
@@ -276,6 +290,11 @@ impl Config {
             self.prediction_log.directory = dir.clone();
         }
         self.metrics.token = std::env::var(METRICS_TOKEN_ENV).ok().filter(|t| !t.is_empty()).map(Secret);
+        self.auth.jwt_secret = std::env::var(JWT_SECRET_ENV).ok().filter(|t| !t.is_empty()).map(Secret);
+        if let Ok(keys) = std::env::var(API_KEYS_ENV) {
+            self.auth.api_keys.extend(parse_env_keys(&keys).map_err(ConfigError::Invalid)?);
+        }
+        Ok(())
     }
 
     /// Field ranges (validator) and the checks that span fields.
@@ -333,6 +352,7 @@ impl Config {
                 self.server.max_body_bytes_in_flight, self.server.body_limit_bytes
             )));
         }
+        self.check_auth()?;
         if self.metrics.port.is_some_and(|p| p != 0 && p == self.server.port) {
             return Err(ConfigError::Invalid("metrics.port must differ from server.port".into()));
         }
@@ -351,6 +371,30 @@ impl Config {
                     schema.display()
                 )));
             }
+        }
+        Ok(())
+    }
+
+    fn check_auth(&self) -> Result<(), ConfigError> {
+        let mut names: Vec<&str> = self.auth.api_keys.iter().map(|k| k.name.as_str()).collect();
+        names.sort_unstable();
+        if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
+            return Err(ConfigError::Invalid(format!("auth.api_keys: the name '{}' is used twice", w[0])));
+        }
+        if let Some(jwt) = &self.auth.jwt {
+            for (key, path) in [("public_key", &jwt.public_key), ("jwks_file", &jwt.jwks_file)] {
+                if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
+                    return Err(ConfigError::Invalid(format!(
+                        "auth.jwt.{key}: file {} does not exist",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        if self.cors.as_ref().is_some_and(|c| c.allow_credentials && c.any_origin()) {
+            return Err(ConfigError::Invalid(
+                "cors: allow_origins = [\"*\"] cannot go with allow_credentials = true; list the origins".into(),
+            ));
         }
         Ok(())
     }
