@@ -1,5 +1,6 @@
 //! inferd: serve ONNX models over HTTP with typed JSON, schema validation and dynamic batching.
 
+pub mod auth;
 pub mod batch;
 pub mod cli;
 pub mod config;

@@ -1,0 +1,241 @@
+//! JWT bearer tokens (crate `jsonwebtoken`): HS256 with the environment's secret, RS256 and
+//! ES256 with a PEM public key or a JWKS file. The key is chosen by the token's `alg` (and
+//! `kid`), and each key verifies only its own algorithm, so a token cannot pick how it is
+//! checked: an HS256 token "signed" with the RSA public key finds no HS256 key, and `alg: none`
+//! does not parse.
+
+use std::sync::Arc;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::Value;
+
+use super::{Failure, Scopes};
+use crate::config::{AuthConfig, JwtConfig};
+
+/// What an accepted token says about its bearer.
+#[derive(Debug)]
+pub struct Claims {
+    pub subject: Arc<str>,
+    pub scopes: Scopes,
+}
+
+struct Key {
+    kid: Option<String>,
+    algorithm: Algorithm,
+    key: DecodingKey,
+}
+
+pub struct Verifier {
+    keys: Vec<Key>,
+    settings: JwtConfig,
+}
+
+/// Three non-empty base64url parts separated by dots.
+pub fn looks_like_jwt(credential: &str) -> bool {
+    let parts: Vec<&str> = credential.split('.').collect();
+    parts.len() == 3
+        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+}
+
+impl Verifier {
+    /// `None` when no key source is configured.
+    pub fn from_config(auth: &AuthConfig) -> Result<Option<Self>, String> {
+        let settings = auth.jwt.clone().unwrap_or_default();
+        let mut keys = Vec::new();
+        if let Some(secret) = &auth.jwt_secret {
+            keys.push(Key {
+                kid: None,
+                algorithm: Algorithm::HS256,
+                key: DecodingKey::from_secret(secret.0.as_bytes()),
+            });
+        }
+        if let Some(path) = &settings.public_key {
+            let pem = std::fs::read(path).map_err(|e| format!("auth.jwt.public_key {}: {e}", path.display()))?;
+            let key = match DecodingKey::from_rsa_pem(&pem) {
+                Ok(key) => Key { kid: None, algorithm: Algorithm::RS256, key },
+                Err(_) => DecodingKey::from_ec_pem(&pem)
+                    .map(|key| Key { kid: None, algorithm: Algorithm::ES256, key })
+                    .map_err(|e| {
+                        format!("auth.jwt.public_key {}: neither an RSA nor an EC public key: {e}", path.display())
+                    })?,
+            };
+            keys.push(key);
+        }
+        if let Some(path) = &settings.jwks_file {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
+            let set: JwkSet =
+                serde_json::from_str(&text).map_err(|e| format!("auth.jwt.jwks_file {}: {e}", path.display()))?;
+            for jwk in &set.keys {
+                let algorithm = match &jwk.algorithm {
+                    AlgorithmParameters::RSA(_) => Algorithm::RS256,
+                    AlgorithmParameters::EllipticCurve(ec) if ec.curve == EllipticCurve::P256 => Algorithm::ES256,
+                    // Other key types are left for other services sharing the set.
+                    _ => continue,
+                };
+                let key = DecodingKey::from_jwk(jwk)
+                    .map_err(|e| format!("auth.jwt.jwks_file {}: a key does not load: {e}", path.display()))?;
+                keys.push(Key { kid: jwk.common.key_id.clone(), algorithm, key });
+            }
+            if !keys.iter().any(|k| k.algorithm != Algorithm::HS256) {
+                return Err(format!("auth.jwt.jwks_file {}: no RSA or P-256 key in the set", path.display()));
+            }
+        }
+        Ok((!keys.is_empty()).then_some(Self { keys, settings }))
+    }
+
+    pub fn describe(&self) -> String {
+        let mut algorithms: Vec<String> = self.keys.iter().map(|k| format!("{:?}", k.algorithm)).collect();
+        algorithms.dedup();
+        format!("JWT ({}: {} key(s))", algorithms.join(", "), self.keys.len())
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, Failure> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::InvalidToken)?;
+        let candidates: Vec<&Key> = self.keys.iter().filter(|k| k.algorithm == header.alg).collect();
+        let key = match (&header.kid, candidates.as_slice()) {
+            (_, []) => return Err(Failure::InvalidToken),
+            (Some(kid), keys) => keys
+                .iter()
+                .find(|k| k.kid.as_deref() == Some(kid))
+                .or_else(|| keys.iter().find(|k| k.kid.is_none()))
+                .ok_or(Failure::InvalidSignature)?,
+            (None, [only]) => only,
+            // Several keys of this algorithm and no `kid` to choose: the first without one.
+            (None, keys) => keys.iter().find(|k| k.kid.is_none()).unwrap_or(&keys[0]),
+        };
+        let mut validation = Validation::new(key.algorithm);
+        validation.leeway = self.settings.leeway_seconds;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &self.settings.audience {
+            Some(audience) => validation.set_audience(&[audience]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(issuer) = &self.settings.issuer {
+            validation.set_issuer(&[issuer]);
+        }
+        let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => Failure::Expired,
+            ErrorKind::ImmatureSignature => Failure::NotYetValid,
+            ErrorKind::InvalidAudience => Failure::WrongAudience,
+            ErrorKind::InvalidIssuer => Failure::WrongIssuer,
+            ErrorKind::InvalidSignature => Failure::InvalidSignature,
+            _ => Failure::InvalidToken,
+        })?;
+        let claims = data.claims;
+        let subject =
+            claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(Failure::InvalidToken)?;
+        Ok(Claims { subject: crate::error::clip(subject).as_ref().into(), scopes: self.scopes(&claims) })
+    }
+
+    /// `scope` (space-separated), `scp` (a list or space-separated), and the scopes the
+    /// configured roles grant.
+    fn scopes(&self, claims: &Value) -> Scopes {
+        let words = |v: Option<&Value>| -> Vec<String> {
+            match v {
+                Some(Value::String(s)) => s.split_whitespace().map(String::from).collect(),
+                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).map(String::from).collect(),
+                _ => Vec::new(),
+            }
+        };
+        let mut names = words(claims.get("scope"));
+        names.extend(words(claims.get("scp")));
+        for role in words(claims.get(&self.settings.roles_claim)) {
+            if let Some(granted) = self.settings.roles.get(&role) {
+                names.extend(granted.iter().cloned());
+            }
+        }
+        Scopes::from_names(names.iter().map(String::as_str))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Scope;
+    use crate::config::Secret;
+    use base64::Engine;
+    use jsonwebtoken::{EncodingKey, Header};
+
+    fn sign_hs256(secret: &[u8], claims: &serde_json::Value) -> String {
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret)).unwrap()
+    }
+
+    fn verifier(jwt: JwtConfig) -> Verifier {
+        let auth = AuthConfig { jwt: Some(jwt), jwt_secret: Some(Secret("s3cret".into())), ..AuthConfig::default() };
+        Verifier::from_config(&auth).unwrap().unwrap()
+    }
+
+    fn now() -> u64 {
+        jsonwebtoken::get_current_timestamp()
+    }
+
+    fn token(claims: serde_json::Value) -> String {
+        sign_hs256(b"s3cret", &claims)
+    }
+
+    #[test]
+    fn claims_give_the_subject_and_scopes_from_scope_scp_and_roles() {
+        let mut jwt = JwtConfig::default();
+        jwt.roles.insert("analyst".into(), vec!["read".into()]);
+        let v = verifier(jwt);
+        let claims = v
+            .verify(&token(serde_json::json!({"sub": "ana", "exp": now() + 60, "scope": "predict other", "scp": ["metrics"], "roles": ["analyst", "x"]})))
+            .unwrap();
+        assert_eq!(&*claims.subject, "ana");
+        for scope in [Scope::Predict, Scope::Metrics, Scope::Read] {
+            assert!(claims.scopes.contains(scope), "{scope:?}");
+        }
+        assert!(!claims.scopes.contains(Scope::Admin));
+    }
+
+    #[test]
+    fn time_audience_issuer_and_signature_are_enforced() {
+        let jwt = JwtConfig {
+            audience: Some("inferd".into()),
+            issuer: Some("idp".into()),
+            leeway_seconds: 5,
+            ..JwtConfig::default()
+        };
+        let v = verifier(jwt);
+        let good = serde_json::json!({"sub": "a", "aud": "inferd", "iss": "idp", "exp": now() + 60});
+        assert!(v.verify(&token(good.clone())).is_ok());
+        let with = |key: &str, value: serde_json::Value| {
+            let mut c = good.clone();
+            c[key] = value;
+            v.verify(&token(c)).unwrap_err()
+        };
+        assert_eq!(with("exp", (now() - 60).into()), Failure::Expired);
+        assert!(
+            v.verify(&token(serde_json::json!({"sub": "a", "aud": "inferd", "iss": "idp", "exp": now() - 2}))).is_ok(),
+            "within leeway"
+        );
+        assert_eq!(with("nbf", (now() + 60).into()), Failure::NotYetValid);
+        assert_eq!(with("aud", "other".into()), Failure::WrongAudience);
+        assert_eq!(with("iss", "other".into()), Failure::WrongIssuer);
+        assert_eq!(
+            v.verify(&token(serde_json::json!({"sub": "a", "aud": "inferd", "iss": "idp"}))).unwrap_err(),
+            Failure::InvalidToken,
+            "exp is required"
+        );
+        let forged = sign_hs256(b"guess", &good);
+        assert_eq!(v.verify(&forged).unwrap_err(), Failure::InvalidSignature);
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let none = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&good.to_string()));
+        assert_eq!(v.verify(&none).unwrap_err(), Failure::InvalidToken);
+        let rs = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(&good.to_string()));
+        assert_eq!(v.verify(&rs).unwrap_err(), Failure::InvalidToken, "no RSA key configured");
+    }
+
+    #[test]
+    fn jwt_shape_is_three_base64url_parts() {
+        assert!(looks_like_jwt("eyJh.eyJz.c2ln"));
+        assert!(!looks_like_jwt("inferd_abc"));
+        assert!(!looks_like_jwt("a..c"));
+        assert!(!looks_like_jwt("a.b.c.d"));
+        assert!(!looks_like_jwt("a.b+.c"));
+    }
+}
