@@ -119,6 +119,13 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("this route needs `Authorization: Bearer <token>` with the configured token")]
     Unauthorized,
+    /// No usable credential, or one that is not valid; `invalid` when one was sent.
+    #[error("{message}")]
+    Unauthenticated { message: &'static str, invalid: bool },
+    #[error("this route needs the '{0}' scope")]
+    Forbidden(&'static str),
+    #[error("rate limit exceeded for '{principal}'; retry in {retry_after_seconds} s")]
+    RateLimited { principal: String, retry_after_seconds: u32 },
     #[error("models are still loading")]
     NotReady,
     #[error("no working inference session for: {}", .0.join(", "))]
@@ -169,7 +176,9 @@ impl ApiError {
             }
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Unauthorized | Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady
             | Self::ModelsDown(_)
@@ -196,7 +205,9 @@ impl ApiError {
             Self::VersionNotFound { .. } => "version_not_found",
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
-            Self::Unauthorized => "unauthorized",
+            Self::Unauthorized | Self::Unauthenticated { .. } => "unauthorized",
+            Self::Forbidden(_) => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Timeout { .. } => "timeout",
             Self::NotReady | Self::ModelsDown(_) => "not_ready",
             Self::Overloaded { .. } | Self::BodiesInFlight => "overloaded",
@@ -213,8 +224,9 @@ impl ApiError {
         }
     }
 
-    fn retry_after_seconds(&self) -> Option<u32> {
+    pub(crate) fn retry_after_seconds(&self) -> Option<u32> {
         match self {
+            Self::RateLimited { retry_after_seconds, .. } => Some(*retry_after_seconds),
             Self::Overloaded { .. } | Self::BodiesInFlight => Some(1),
             Self::NotReady | Self::ModelsDown(_) | Self::ShuttingDown => Some(5),
             _ => None,
@@ -245,7 +257,29 @@ impl ApiError {
                 | Self::MethodNotAllowed
                 | Self::NotReady
                 | Self::BodiesInFlight
+                | Self::Unauthorized
+                | Self::Unauthenticated { .. }
+                | Self::Forbidden(_)
+                | Self::RateLimited { .. }
         )
+    }
+}
+
+impl ApiError {
+    /// `WWW-Authenticate` for a 401 (RFC 6750): `error="invalid_token"` when a credential was
+    /// sent and refused.
+    pub(crate) fn challenge(&self) -> Option<HeaderValue> {
+        match self {
+            Self::Unauthorized | Self::Unauthenticated { invalid: false, .. } => {
+                Some(HeaderValue::from_static("Bearer realm=\"inferd\""))
+            }
+            Self::Unauthenticated { message, invalid: true } => HeaderValue::from_str(&format!(
+                "Bearer realm=\"inferd\", error=\"invalid_token\", error_description=\"{}\"",
+                message.replace(['"', '\\', '`'], "")
+            ))
+            .ok(),
+            _ => None,
+        }
     }
 }
 
@@ -264,8 +298,8 @@ impl IntoResponse for ApiError {
         if let Some(seconds) = self.retry_after_seconds() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
-        if matches!(self, Self::Unauthorized) {
-            response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        if let Some(challenge) = self.challenge() {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         if self.leaves_body_unread() {
             response.extensions_mut().insert(BodyUnread);

@@ -35,6 +35,8 @@ pub enum StartupError {
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error(transparent)]
     PredictionLog(#[from] predlog::OpenError),
+    #[error("invalid auth settings: {0}")]
+    Auth(String),
     #[error("server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -71,7 +73,8 @@ impl Application {
             (None, None)
         };
         let (readiness, _) = watch::channel(Readiness::Loading);
-        let state = AppState::new(Arc::new(config), metrics, log);
+        let auth = crate::auth::Authenticator::from_config(&config.auth).map_err(StartupError::Auth)?;
+        let state = AppState::new(Arc::new(config), metrics, log).with_auth(auth);
         Ok(Self { listener, addr, metrics_listener, state, prediction_log: writer, readiness })
     }
 
@@ -127,6 +130,10 @@ impl Application {
         let router = http::router(state.clone());
         let server = tokio::spawn(serve::serve(listener, router, limits, draining, connections_grace));
         tracing::info!(%addr, max_connections = limits.max_connections, "listening");
+        match state.auth() {
+            Some(auth) => tracing::info!(credentials = %auth.describe(), "authentication on"),
+            None => tracing::warn!("authentication is off: every route is open"),
+        }
         // Scraped until the very end, so that the last scrape sees the drain.
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_server = metrics_listener.map(|(listener, addr)| {

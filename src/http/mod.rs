@@ -1,6 +1,8 @@
 //! The HTTP surface: routes, shared state, and the layers every request passes through.
 
+pub mod authorize;
 pub mod budget;
+pub mod cors;
 pub mod deadline;
 pub mod extract;
 pub mod models;
@@ -25,6 +27,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::auth::{Authenticator, Scope};
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::observe::{access, Metrics};
@@ -45,6 +48,8 @@ pub struct AppState {
     /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
     draining: Arc<AtomicBool>,
     body_budget: budget::BodyBudget,
+    /// `None` when auth is off.
+    auth: Option<Arc<Authenticator>>,
 }
 
 struct Loaded {
@@ -61,7 +66,21 @@ impl AppState {
             prediction_log: prediction_log.map(Arc::new),
             models: Arc::new(OnceLock::new()),
             draining: Arc::new(AtomicBool::new(false)),
+            auth: None,
         }
+    }
+
+    /// Turns access control on (see [`crate::auth`]).
+    pub fn with_auth(mut self, auth: Option<Authenticator>) -> Self {
+        if auth.is_some() {
+            self.metrics.register_auth_failures(&crate::auth::Failure::REASONS);
+        }
+        self.auth = auth.map(Arc::new);
+        self
+    }
+
+    pub fn auth(&self) -> Option<&Arc<Authenticator>> {
+        self.auth.as_ref()
     }
 
     pub fn body_budget(&self) -> &budget::BodyBudget {
@@ -102,39 +121,64 @@ impl AppState {
     }
 }
 
-/// The public API; `/metrics` too unless it has a port of its own.
+/// The public API; `/metrics` too unless it has a port of its own. Routes are grouped by the
+/// scope they need; with auth on, each group checks it before its handlers run.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.server.body_limit_bytes;
     let metrics = &state.config.metrics;
-    let mut routes = Router::new();
-    if metrics.enabled && metrics.port.is_none() {
-        routes = routes.route("/metrics", get(scrape::metrics));
-    }
-    let routes = routes
+    let open = Router::new()
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
+        .route("/v2/health/live", get(v2::live))
+        .route("/v2/health/ready", get(v2::ready));
+    let predict = Router::new()
         .route("/predict", post(predict::predict_default))
+        .route("/models/{name}/predict", post(predict::predict_model))
+        .route("/models/{name}/versions/{version}/predict", post(predict::predict_version))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version));
+    let read = Router::new()
         .route("/models", get(models::list))
         .route("/models/{name}", get(models::info))
-        .route("/models/{name}/predict", post(predict::predict_model))
         .route("/models/{name}/versions/{version}", get(models::version_info))
-        .route("/models/{name}/versions/{version}/predict", post(predict::predict_version))
         .route("/v2", get(v2::server_metadata))
-        .route("/v2/health/live", get(v2::live))
-        .route("/v2/health/ready", get(v2::ready))
         .route("/v2/models/{model}", get(v2::model))
         .route("/v2/models/{model}/ready", get(v2::model_ready))
-        .route("/v2/models/{model}/infer", post(v2::infer))
         .route("/v2/models/{model}/versions/{version}", get(v2::model_version))
-        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_version_ready))
-        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version))
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_version_ready));
+    let docs = Router::new()
         .route("/openapi.json", get(openapi))
-        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")))
+        .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")));
+    let mut scrape = Router::new();
+    if metrics.enabled && metrics.port.is_none() {
+        scrape = scrape.route("/metrics", get(scrape::metrics));
+    }
+    let docs_scope = state.auth().filter(|auth| !auth.public_docs).map(|_| Scope::Read);
+    let routes = open
+        .merge(needs(predict, &state, Some(Scope::Predict)))
+        .merge(needs(read, &state, Some(Scope::Read)))
+        .merge(needs(docs, &state, docs_scope))
+        .merge(needs(scrape, &state, Some(Scope::Metrics)))
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
+    let routes = match &state.config.cors {
+        Some(config) => routes.layer(cors::layer(config)).layer(middleware::from_fn(cors::finish)),
+        None => routes,
+    };
     observed(routes, state)
+}
+
+/// `routes` behind a check of `scope`, when auth is on and the routes need one.
+fn needs(routes: Router<AppState>, state: &AppState, scope: Option<Scope>) -> Router<AppState> {
+    match (state.auth(), scope) {
+        (Some(auth), Some(scope)) => {
+            let needs = authorize::Needs { state: state.clone(), scope, auth: auth.clone() };
+            routes.route_layer(middleware::from_fn_with_state(needs, authorize::authorize))
+        }
+        _ => routes,
+    }
 }
 
 /// `/metrics` alone, for `metrics.port`.

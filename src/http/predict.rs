@@ -1,6 +1,6 @@
 //! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
-use std::sync::{LazyLock, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -18,7 +18,7 @@ use crate::batch::{Batcher, InferError, Inferred};
 use crate::error::{clip_chars, ApiError, ErrorBody, FieldError, MAX_FIELD_ERRORS};
 use crate::model::tensors::Prediction;
 use crate::model::ModelSpec;
-use crate::observe::access::{serve_model, Served};
+use crate::observe::access::{serve_model, Caller, Served};
 use crate::observe::RateLimited;
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -90,11 +90,12 @@ type Body = Result<JsonBytes, ApiError>;
 pub async fn predict_default(
     State(state): State<AppState>,
     Extension(request_id): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.default_model();
-    Ok(respond(&state, batcher, &request_id, deadline, body).await)
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
 /// Predict with a model's default version.
@@ -108,11 +109,12 @@ pub async fn predict_model(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     Extension(request_id): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, None)?;
-    Ok(respond(&state, batcher, &request_id, deadline, body).await)
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
 /// Predict with one version of a model.
@@ -126,23 +128,30 @@ pub async fn predict_version(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
     Extension(request_id): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    Ok(respond(&state, batcher, &request_id, deadline, body).await)
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+}
+
+/// The principal access control accepted, for the prediction log.
+pub fn principal(caller: &Option<Extension<Caller>>) -> Option<&Arc<str>> {
+    caller.as_ref().map(|Extension(Caller(name))| name)
 }
 
 async fn respond(
     state: &AppState,
     batcher: &Batcher,
     request_id: &RequestId,
+    principal: Option<&Arc<str>>,
     deadline: Deadline,
     body: Unread,
 ) -> Response {
     let body: Body = body.read(state).await;
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
-        run(state, batcher, id, deadline, body, served).await
+        run(state, batcher, (id, principal), deadline, body, served).await
     })
     .await
 }
@@ -150,11 +159,12 @@ async fn respond(
 async fn run(
     state: &AppState,
     batcher: &Batcher,
-    request_id: &str,
+    caller: (&str, Option<&Arc<str>>),
     deadline: Deadline,
     body: Body,
     served: &mut Served,
 ) -> Result<Json<PredictResponse>, ApiError> {
+    let request_id = caller.0;
     let JsonBytes(body) = body?;
     if batcher.crowded() {
         // Under pressure, count the instances without building them, so that a request that
@@ -165,7 +175,7 @@ async fn run(
     }
     let PredictRequest { instances } = parse_json(&body)?;
     served.rows = instances.len();
-    let inferred = run_instances(state, batcher, request_id, instances, deadline).await?;
+    let inferred = run_instances(state, batcher, caller, instances, deadline).await?;
     served.timed(&inferred);
     let spec = batcher.spec();
     Ok(Json(PredictResponse {
@@ -183,7 +193,7 @@ async fn run(
 pub async fn run_instances(
     state: &AppState,
     batcher: &Batcher,
-    request_id: &str,
+    (request_id, principal): (&str, Option<&Arc<str>>),
     instances: Vec<Value>,
     deadline: Deadline,
 ) -> Result<Inferred, ApiError> {
@@ -210,7 +220,7 @@ pub async fn run_instances(
     }
     let inferred = admission.infer(&instances, deadline.at()).await.map_err(refused)?;
     if let Some(log) = state.prediction_log() {
-        log.record(request_id, spec, instances, &inferred).await;
+        log.record(request_id, principal, spec, instances, &inferred).await;
     }
     Ok(inferred)
 }

@@ -16,7 +16,8 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
     (status = 401, description = "Missing or wrong bearer token (only when `INFERD_METRICS_TOKEN` is set)", body = ErrorBody),
 ))]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    if let Some(token) = &state.config.metrics.token {
+    // With auth on, the route's layer has checked the token or the `metrics` scope already.
+    if let Some(token) = state.config.metrics.token.as_ref().filter(|_| state.auth().is_none()) {
         let sent =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         // Constant time, so that response timing does not reveal how much of a guess was right.

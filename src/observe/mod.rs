@@ -10,7 +10,7 @@ mod ratelimit;
 
 use std::sync::Arc;
 
-use metrics::{describe_counter, describe_gauge, describe_histogram, gauge, NoopRecorder, Recorder, Unit};
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, NoopRecorder, Recorder, Unit};
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
 use crate::config::MetricsConfig;
@@ -33,6 +33,7 @@ pub const HTTP_REQUESTS_TOTAL: &str = "inferd_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "inferd_http_request_duration_seconds";
 pub const PREDICTION_LOG_LINES_TOTAL: &str = "inferd_prediction_log_lines_total";
 pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "inferd_prediction_log_dropped_total";
+pub const AUTH_FAILURES_TOTAL: &str = "inferd_auth_failures_total";
 
 /// The metrics of one app; cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -74,6 +75,16 @@ impl Metrics {
             None => &NoopRecorder,
         };
         metrics::with_local_recorder(recorder, f)
+    }
+
+    /// A request turned away by access control; `reason` is one of a fixed set.
+    pub fn auth_failure(&self, reason: &'static str) {
+        self.with(|| counter!(AUTH_FAILURES_TOTAL, "reason" => reason).increment(1));
+    }
+
+    /// Every reason's series at 0, so that a rate over them is defined from the start.
+    pub fn register_auth_failures(&self, reasons: &[&'static str]) {
+        self.with(|| reasons.iter().for_each(|&reason| drop(counter!(AUTH_FAILURES_TOTAL, "reason" => reason))));
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -149,6 +160,12 @@ fn describe() {
         "HTTP request latency by method and route template."
     );
     describe_counter!(PREDICTION_LOG_LINES_TOTAL, Unit::Count, "Prediction log lines written.");
+    describe_counter!(
+        AUTH_FAILURES_TOTAL,
+        Unit::Count,
+        "Requests turned away by access control, by reason (missing, malformed, unknown_key, invalid_signature, \
+         expired, not_yet_valid, wrong_audience, wrong_issuer, invalid_token, forbidden, rate_limited)."
+    );
     describe_counter!(
         PREDICTION_LOG_DROPPED_TOTAL,
         Unit::Count,

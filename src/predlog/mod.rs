@@ -39,6 +39,8 @@ pub const REDACTED: &str = "[redacted]";
 struct Record {
     at: SystemTime,
     request_id: String,
+    /// Who asked, when access control is on.
+    principal: Option<Arc<str>>,
     spec: Arc<ModelSpec>,
     lines: Vec<Line>,
 }
@@ -105,7 +107,14 @@ impl PredictionLog {
     }
 
     /// Queues one line per (sampled) instance. Waits while the buffer is full, unless lossy.
-    pub async fn record(&self, request_id: &str, spec: &Arc<ModelSpec>, instances: Vec<Value>, inferred: &Inferred) {
+    pub async fn record(
+        &self,
+        request_id: &str,
+        principal: Option<&Arc<str>>,
+        spec: &Arc<ModelSpec>,
+        instances: Vec<Value>,
+        inferred: &Inferred,
+    ) {
         let parts = inferred.parts.iter().flat_map(|part| std::iter::repeat_n(*part, part.rows));
         let lines: Vec<Line> = instances
             .into_iter()
@@ -126,6 +135,7 @@ impl PredictionLog {
         let record = Message::Record(Record {
             at: SystemTime::now(),
             request_id: request_id.to_owned(),
+            principal: principal.cloned(),
             spec: spec.clone(),
             lines,
         });

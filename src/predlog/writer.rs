@@ -50,6 +50,8 @@ pub(super) struct Writer {
 struct LineOut<'a> {
     ts: &'a str,
     request_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    principal: Option<&'a str>,
     model: &'a str,
     version: &'a str,
     instance: usize,
@@ -139,6 +141,7 @@ impl Writer {
             let out = LineOut {
                 ts: &ts,
                 request_id: &record.request_id,
+                principal: record.principal.as_deref(),
                 model: &record.spec.name,
                 version: &record.spec.version,
                 instance: line.index,

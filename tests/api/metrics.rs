@@ -137,7 +137,7 @@ async fn metrics_can_have_their_own_port_and_a_token() {
     assert_error(app.client.get(app.url("/metrics")).send().await.unwrap(), 404, "not_found").await;
     let url = format!("{metrics_base}/metrics");
     let response = app.client.get(&url).send().await.unwrap();
-    assert_eq!(response.headers()["www-authenticate"], "Bearer");
+    assert_eq!(response.headers()["www-authenticate"], "Bearer realm=\"inferd\"");
     assert_error(response, 401, "unauthorized").await;
     assert_error(app.client.get(&url).bearer_auth("wrong").send().await.unwrap(), 401, "unauthorized").await;
     let response = app.client.get(&url).bearer_auth("s3cret").send().await.unwrap();

@@ -13,13 +13,15 @@ use tower_http::request_id::RequestId;
 
 use super::deadline::Deadline;
 use super::extract::Unread;
-use super::predict::run_instances;
+use super::predict::{principal, run_instances};
 use super::AppState;
 use crate::batch::Batcher;
 use crate::error::ApiError;
 use crate::model::signature::TensorInfo;
+use crate::observe::access::Caller;
 use crate::observe::access::{serve_model, Served};
 use crate::registry::Registry;
+use std::sync::Arc;
 use tensors::{selected_outputs, to_instances, to_output};
 pub use types::*;
 
@@ -148,11 +150,12 @@ pub async fn infer(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
     Extension(request_id): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
     deadline: Result<Deadline, ApiError>,
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, None)?;
-    Ok(respond(&state, batcher, &request_id, deadline?, body).await)
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, body).await)
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -164,23 +167,25 @@ pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
     Extension(request_id): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
     deadline: Result<Deadline, ApiError>,
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    Ok(respond(&state, batcher, &request_id, deadline?, body).await)
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, body).await)
 }
 
 async fn respond(
     state: &AppState,
     batcher: &Batcher,
     request_id: &RequestId,
+    principal: Option<&Arc<str>>,
     deadline: Deadline,
     body: Unread,
 ) -> Response {
     let body: Body = body.read(state).await;
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
-        run(state, batcher, id, deadline, body, served).await
+        run(state, batcher, (id, principal), deadline, body, served).await
     })
     .await
 }
@@ -188,7 +193,7 @@ async fn respond(
 async fn run(
     state: &AppState,
     batcher: &Batcher,
-    request_id: &str,
+    caller: (&str, Option<&Arc<str>>),
     deadline: Deadline,
     body: Body,
     served: &mut Served,
@@ -214,7 +219,7 @@ async fn run(
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
     let instances = to_instances(&spec.plan.inputs, &request.inputs, state.config.server.max_instances_per_request)?;
     served.rows = instances.len();
-    let inferred = run_instances(state, batcher, request_id, instances, deadline).await?;
+    let inferred = run_instances(state, batcher, caller, instances, deadline).await?;
     served.timed(&inferred);
     Ok(Json(InferResponse {
         model_name: spec.name.clone(),

@@ -22,11 +22,22 @@ pub struct V2Error {
     status: StatusCode,
     #[serde(skip)]
     body_unread: bool,
+    /// `WWW-Authenticate` and `Retry-After` of the error it came from.
+    #[serde(skip)]
+    challenge: Option<HeaderValue>,
+    #[serde(skip)]
+    retry_after: Option<u32>,
 }
 
 impl V2Error {
     pub(super) fn bad_request(error: impl Into<String>) -> Self {
-        Self { error: error.into(), status: StatusCode::BAD_REQUEST, body_unread: false }
+        Self {
+            error: error.into(),
+            status: StatusCode::BAD_REQUEST,
+            body_unread: false,
+            challenge: None,
+            retry_after: None,
+        }
     }
 }
 
@@ -45,16 +56,31 @@ impl From<ApiError> for V2Error {
             _ => e.to_string(),
         };
         e.log_internal();
-        Self { error, status, body_unread: e.leaves_body_unread() }
+        Self {
+            error,
+            status,
+            body_unread: e.leaves_body_unread(),
+            challenge: e.challenge(),
+            retry_after: e.retry_after_seconds(),
+        }
     }
 }
 
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
         let (status, body_unread) = (self.status, self.body_unread);
+        let (challenge, retry_after) = (self.challenge.clone(), self.retry_after);
         let mut response = (status, Json(self)).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
+        let retry_after = match status {
+            StatusCode::SERVICE_UNAVAILABLE => Some(1),
+            StatusCode::TOO_MANY_REQUESTS => retry_after,
+            _ => None,
+        };
+        if let Some(seconds) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let Some(challenge) = challenge {
+            response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         if body_unread {
             response.extensions_mut().insert(crate::error::BodyUnread);

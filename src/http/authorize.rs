@@ -1,0 +1,85 @@
+//! The scope each route needs, checked before its handler runs, and so before its body is read.
+//! Installed only when auth is on: an open server has no such layer at all.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use subtle::ConstantTimeEq;
+
+use super::v2::V2Error;
+use super::AppState;
+use crate::auth::{Authenticator, Failure, Principal, Scope};
+use crate::error::ApiError;
+use crate::observe::access::Caller;
+
+/// The state of one route group's layer: what its routes need.
+#[derive(Clone)]
+pub struct Needs {
+    pub state: AppState,
+    pub scope: Scope,
+    pub auth: Arc<Authenticator>,
+}
+
+pub async fn authorize(State(needs): State<Needs>, mut request: Request, next: Next) -> Response {
+    match check(&needs, request.headers()) {
+        Ok(caller) => {
+            request.extensions_mut().insert(caller.clone());
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(caller);
+            response
+        }
+        Err((failure, principal)) => {
+            needs.state.metrics().auth_failure(failure.reason());
+            let error = to_error(failure);
+            let mut response = if request.uri().path().starts_with("/v2") {
+                V2Error::from(error).into_response()
+            } else {
+                error.into_response()
+            };
+            if let Some(principal) = principal {
+                response.extensions_mut().insert(Caller(principal));
+            }
+            response
+        }
+    }
+}
+
+/// The caller, or why not (with who it was, once known).
+fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<Arc<str>>)> {
+    if needs.scope == Scope::Metrics && metrics_token_sent(&needs.state, headers) {
+        return Ok(Caller("metrics-token".into()));
+    }
+    let principal: Principal = needs.auth.authenticate(headers).map_err(|f| (f, None))?;
+    if !principal.scopes.contains(needs.scope) {
+        return Err((Failure::Forbidden(needs.scope), Some(principal.name)));
+    }
+    needs.auth.admit(&principal).map_err(|f| (f, Some(principal.name.clone())))?;
+    Ok(Caller(principal.name))
+}
+
+/// `INFERD_METRICS_TOKEN` keeps working for scrapers when auth is on.
+fn metrics_token_sent(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.config.metrics.token else { return false };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(token.0.as_bytes())))
+}
+
+fn to_error(failure: Failure) -> ApiError {
+    match failure {
+        Failure::Forbidden(scope) => ApiError::Forbidden(scope.as_str()),
+        Failure::RateLimited { principal, retry_after } => ApiError::RateLimited {
+            principal: principal.to_string(),
+            retry_after_seconds: retry_after.as_secs_f64().ceil().max(1.0) as u32,
+        },
+        Failure::Missing | Failure::Malformed => {
+            ApiError::Unauthenticated { message: failure.message(), invalid: false }
+        }
+        other => ApiError::Unauthenticated { message: other.message(), invalid: true },
+    }
+}
