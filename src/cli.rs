@@ -28,6 +28,22 @@ pub enum Command {
     /// Ask a running server for `/health` (or `/ready`) on the address `serve` would bind with
     /// the same config; exit 0 on 200, 1 otherwise. For health checks in images without curl.
     Probe(ProbeArgs),
+    /// API keys: `inferd key new --name NAME --scopes predict,read`.
+    #[command(subcommand)]
+    Key(KeyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyCommand {
+    /// Print a fresh random key and the config lines (its SHA-256) that let it in.
+    New {
+        /// The principal's name, as logged: 1 to 64 of A-Z a-z 0-9 _ - .
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: predict, read, admin, metrics.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, Args)]

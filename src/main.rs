@@ -1,7 +1,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use inferd::cli::{Cli, Command};
+use inferd::cli::{Cli, Command, KeyCommand};
 use inferd::config::Config;
 use inferd::startup::{shutdown_signal, Application};
 
@@ -27,6 +27,18 @@ async fn run() -> ExitCode {
         Command::Serve(args) => (args, true),
         Command::Openapi(args) => (args, false),
         Command::Probe(args) => return inferd::probe::run(&args).await,
+        Command::Key(KeyCommand::New { name, scopes }) => {
+            return match inferd::auth::keys::new_key(&name, &scopes) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("inferd key new: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
     };
     let config = match Config::load(&args) {
         Ok(config) => config,
