@@ -89,7 +89,44 @@ pub fn document(config: &Config, models: &[Documented<'_>]) -> Value {
     paths.extend(sorted);
     let components = doc["components"]["schemas"].as_object_mut().expect("components");
     components.extend(schemas);
+    if config.auth.enabled() {
+        secure(&mut doc);
+    }
     doc
+}
+
+/// Routes that stay open with auth on: what probes call.
+const OPEN_PATHS: [&str; 4] = ["/health", "/ready", "/v2/health/live", "/v2/health/ready"];
+
+/// With auth on: the two ways to send a credential, required by every operation but the
+/// probes', and the answers access control gives.
+fn secure(doc: &mut Value) {
+    doc["components"]["securitySchemes"] = json!({
+        "bearer": {"type": "http", "scheme": "bearer",
+                   "description": "An API key or a JWT: `Authorization: Bearer <credential>`"},
+        "api_key": {"type": "apiKey", "in": "header", "name": "x-api-key", "description": "An API key"},
+    });
+    let paths = doc["paths"].as_object_mut().expect("paths");
+    for (path, item) in paths.iter_mut().filter(|(path, _)| !OPEN_PATHS.contains(&path.as_str())) {
+        let schema = if path.starts_with("/v2") { "V2Error" } else { "ErrorBody" };
+        let body = json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}});
+        for op in item.as_object_mut().expect("path item").values_mut() {
+            op["security"] = json!([{"bearer": []}, {"api_key": []}]);
+            let responses = op["responses"].as_object_mut().expect("responses");
+            responses.insert(
+                "401".into(),
+                json!({"description": "No credential, or one that is not valid", "content": body}),
+            );
+            responses.insert(
+                "403".into(),
+                json!({"description": "The credential lacks the scope this route needs", "content": body}),
+            );
+            responses.insert(
+                "429".into(),
+                json!({"description": "Over the principal's rate limit; see Retry-After", "content": body}),
+            );
+        }
+    }
 }
 
 fn model_operation(
