@@ -103,20 +103,30 @@ impl Verifier {
                 .or_else(|| keys.iter().find(|k| k.kid.is_none()))
                 .ok_or(Failure::InvalidSignature)?,
             (None, [only]) => only,
-            // Several keys of this algorithm and no `kid` to choose: the first without one.
-            (None, keys) => keys.iter().find(|k| k.kid.is_none()).unwrap_or(&keys[0]),
+            // Several keys of this algorithm and no `kid` to choose between them: refused
+            // rather than guessed, unless exactly one of them has no `kid` either.
+            (None, keys) => match keys.iter().filter(|k| k.kid.is_none()).collect::<Vec<_>>()[..] {
+                [only] => only,
+                _ => return Err(Failure::InvalidToken),
+            },
         };
         let mut validation = Validation::new(key.algorithm);
         validation.leeway = self.settings.leeway_seconds;
         validation.validate_nbf = true;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        // A configured audience or issuer is required, not only checked when present.
+        let mut required = vec!["exp", "sub"];
         match &self.settings.audience {
-            Some(audience) => validation.set_audience(&[audience]),
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(issuer) = &self.settings.issuer {
             validation.set_issuer(&[issuer]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         let data = jsonwebtoken::decode::<Value>(token, &key.key, &validation).map_err(|e| match e.kind() {
             ErrorKind::ExpiredSignature => Failure::Expired,
             ErrorKind::ImmatureSignature => Failure::NotYetValid,

@@ -149,16 +149,15 @@ pub fn router(state: AppState) -> Router {
     let docs = Router::new()
         .route("/openapi.json", get(openapi))
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")));
-    let mut scrape = Router::new();
-    if metrics.enabled && metrics.port.is_none() {
-        scrape = scrape.route("/metrics", get(scrape::metrics));
-    }
+    // A layer on a group without routes would be refused: the group is added only with its route.
+    let scrape =
+        (metrics.enabled && metrics.port.is_none()).then(|| Router::new().route("/metrics", get(scrape::metrics)));
     let docs_scope = state.auth().filter(|auth| !auth.public_docs).map(|_| Scope::Read);
     let routes = open
         .merge(needs(predict, &state, Some(Scope::Predict)))
         .merge(needs(read, &state, Some(Scope::Read)))
         .merge(needs(docs, &state, docs_scope))
-        .merge(needs(scrape, &state, Some(Scope::Metrics)))
+        .merge(scrape.map(|scrape| needs(scrape, &state, Some(Scope::Metrics))).unwrap_or_default())
         .fallback(route_not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -3,10 +3,12 @@
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
+use axum::Extension;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::observe::access::Caller;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 
@@ -15,9 +17,14 @@ const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
     (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
     (status = 401, description = "Missing or wrong bearer token (only when `INFERD_METRICS_TOKEN` is set)", body = ErrorBody),
 ))]
-pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
-    // With auth on, the route's layer has checked the token or the `metrics` scope already.
-    if let Some(token) = state.config.metrics.token.as_ref().filter(|_| state.auth().is_none()) {
+pub async fn metrics(
+    State(state): State<AppState>,
+    caller: Option<Extension<Caller>>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    // A caller means access control let it in (the token or the `metrics` scope, main port);
+    // otherwise (auth off, or `metrics.port`, which has no such layer) the token decides.
+    if let Some(token) = state.config.metrics.token.as_ref().filter(|_| caller.is_none()) {
         let sent =
             headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
         // Constant time, so that response timing does not reveal how much of a guess was right.
