@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a passing test suite: fetches the ONNX Runtime library,
 # installs the standard Open Inference Protocol client (tritonclient) and PyJWT into .venv and
-# Prometheus' promtool (Debian package `prometheus`), then runs the unit and integration tests
+# Prometheus' promtool and Chromium (Debian packages), then runs the unit and integration tests
 # (which start the real server on port 0) and the deployment checks under deploy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,11 +9,15 @@ cd "$(dirname "$0")/.."
 # Every time (a no-op when satisfied): the checks below add their own tools to the same venv.
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt -r tests/auth/requirements.txt
-if ! command -v promtool >/dev/null; then
-  sudo=""
-  if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+# Debian packages: Prometheus' promtool (metrics tests) and Chromium (the CORS browser tests).
+sudo=""
+if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
+missing=()
+command -v promtool >/dev/null || missing+=(prometheus)
+command -v chromium >/dev/null || missing+=(chromium)
+if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT

@@ -3,6 +3,7 @@
 
 mod batching;
 mod connections;
+mod cors;
 mod dtypes;
 mod errors;
 mod faults;
