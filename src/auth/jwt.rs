@@ -4,7 +4,8 @@
 //! checked: an HS256 token "signed" with the RSA public key finds no HS256 key, and `alg: none`
 //! does not parse.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
@@ -14,8 +15,14 @@ use serde_json::Value;
 use super::{Failure, Scopes};
 use crate::config::{AuthConfig, JwtConfig};
 
+/// Tokens verified lately, so that a client sending the same token with every request pays
+/// for one signature check (an RS256 one costs tens of microseconds), not one per request. Only
+/// tokens up to this long are kept, and at most this many: a full cache is emptied.
+const CACHED_TOKEN_BYTES: usize = 4096;
+const CACHED_TOKENS: usize = 4096;
+
 /// What an accepted token says about its bearer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Claims {
     pub subject: Arc<str>,
     pub scopes: Scopes,
@@ -30,6 +37,9 @@ struct Key {
 pub struct Verifier {
     keys: Vec<Key>,
     settings: JwtConfig,
+    /// Keyed by the whole token, so that a token differing in any byte is verified afresh;
+    /// with the `exp` that bounds the entry.
+    verified: Mutex<HashMap<Box<str>, (Claims, u64)>>,
 }
 
 /// Three non-empty base64url parts separated by dots.
@@ -83,7 +93,7 @@ impl Verifier {
                 return Err(format!("auth.jwt.jwks_file {}: no RSA or P-256 key in the set", path.display()));
             }
         }
-        Ok((!keys.is_empty()).then_some(Self { keys, settings }))
+        Ok((!keys.is_empty()).then_some(Self { keys, settings, verified: Mutex::new(HashMap::new()) }))
     }
 
     pub fn describe(&self) -> String {
@@ -93,6 +103,29 @@ impl Verifier {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, Failure> {
+        let cacheable = token.len() <= CACHED_TOKEN_BYTES;
+        let now = jsonwebtoken::get_current_timestamp();
+        if cacheable {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((claims, exp)) = verified.get(token) {
+                if now <= exp.saturating_add(self.settings.leeway_seconds) {
+                    return Ok(claims.clone());
+                }
+            }
+        }
+        let (claims, exp) = self.verify_signed(token)?;
+        if cacheable {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if verified.len() >= CACHED_TOKENS {
+                verified.clear();
+            }
+            verified.insert(token.into(), (claims.clone(), exp));
+        }
+        Ok(claims)
+    }
+
+    /// The signature and every claim checked; the claims and `exp` when the token is good.
+    fn verify_signed(&self, token: &str) -> Result<(Claims, u64), Failure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::InvalidToken)?;
         let candidates: Vec<&Key> = self.keys.iter().filter(|k| k.algorithm == header.alg).collect();
         let key = match (&header.kid, candidates.as_slice()) {
@@ -138,7 +171,9 @@ impl Verifier {
         let claims = data.claims;
         let subject =
             claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(Failure::InvalidToken)?;
-        Ok(Claims { subject: crate::error::clip(subject).as_ref().into(), scopes: self.scopes(&claims) })
+        // `exp` is a required claim, so the validation above saw a number.
+        let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
+        Ok((Claims { subject: crate::error::clip(subject).as_ref().into(), scopes: self.scopes(&claims) }, exp))
     }
 
     /// `scope` (space-separated), `scp` (a list or space-separated), and the scopes the
@@ -238,6 +273,23 @@ mod tests {
         assert_eq!(v.verify(&none).unwrap_err(), Failure::InvalidToken);
         let rs = format!("{}.{}.c2ln", b64(r#"{"alg":"RS256"}"#), b64(&good.to_string()));
         assert_eq!(v.verify(&rs).unwrap_err(), Failure::InvalidToken, "no RSA key configured");
+    }
+
+    #[test]
+    fn a_cached_token_still_expires_and_a_changed_one_is_verified_afresh() {
+        let v = verifier(JwtConfig { leeway_seconds: 0, ..JwtConfig::default() });
+        let soon = token(serde_json::json!({"sub": "a", "exp": now() + 1}));
+        assert!(v.verify(&soon).is_ok());
+        assert!(v.verify(&soon).is_ok(), "from the cache");
+        assert_eq!(v.verified.lock().unwrap().len(), 1);
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        assert_eq!(v.verify(&soon).unwrap_err(), Failure::Expired, "the cache keeps no token past its exp");
+        let good = token(serde_json::json!({"sub": "b", "exp": now() + 60}));
+        assert!(v.verify(&good).is_ok());
+        let mut tampered = good.clone();
+        tampered.pop();
+        tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
+        assert!(v.verify(&tampered).is_err(), "a different token is not a cache hit");
     }
 
     #[test]
