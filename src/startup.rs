@@ -138,6 +138,12 @@ impl Application {
         let (metrics_stop, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
         let metrics_server = metrics_listener.map(|(listener, addr)| {
             tracing::info!(%addr, "serving /metrics");
+            if state.auth().is_some() && config.metrics.token.is_none() {
+                tracing::warn!(
+                    %addr,
+                    "metrics.port serves /metrics without a credential: set INFERD_METRICS_TOKEN, or keep the port private"
+                );
+            }
             let stop = async move {
                 let _ = metrics_stopped.await;
             };

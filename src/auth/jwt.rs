@@ -21,6 +21,10 @@ use crate::config::{AuthConfig, JwtConfig};
 const CACHED_TOKEN_BYTES: usize = 4096;
 const CACHED_TOKENS: usize = 4096;
 
+/// The longest `sub` accepted. Longer ones are refused rather than cut, since a cut subject
+/// would share another's rate limit and log name.
+const MAX_SUBJECT_BYTES: usize = 256;
+
 /// What an accepted token says about its bearer.
 #[derive(Debug, Clone)]
 pub struct Claims {
@@ -42,11 +46,10 @@ pub struct Verifier {
     verified: Mutex<HashMap<Box<str>, (Claims, u64)>>,
 }
 
-/// Three non-empty base64url parts separated by dots.
+/// Two dots or more: a token (well-formed or not, so that a forged one counts as an invalid
+/// token, not an unknown key). API keys, as `inferd key new` makes them, have none.
 pub fn looks_like_jwt(credential: &str) -> bool {
-    let parts: Vec<&str> = credential.split('.').collect();
-    parts.len() == 3
-        && parts.iter().all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+    credential.bytes().filter(|&b| b == b'.').count() >= 2
 }
 
 impl Verifier {
@@ -170,10 +173,13 @@ impl Verifier {
         })?;
         let claims = data.claims;
         let subject =
-            claims.get("sub").and_then(Value::as_str).filter(|s| !s.is_empty()).ok_or(Failure::InvalidToken)?;
+            claims.get("sub").and_then(Value::as_str).filter(|s| !s.trim().is_empty()).ok_or(Failure::InvalidToken)?;
+        if subject.len() > MAX_SUBJECT_BYTES {
+            return Err(Failure::InvalidToken);
+        }
         // `exp` is a required claim, so the validation above saw a number.
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
-        Ok((Claims { subject: crate::error::clip(subject).as_ref().into(), scopes: self.scopes(&claims) }, exp))
+        Ok((Claims { subject: subject.into(), scopes: self.scopes(&claims) }, exp))
     }
 
     /// `scope` (space-separated), `scp` (a list or space-separated), and the scopes the
@@ -293,11 +299,20 @@ mod tests {
     }
 
     #[test]
-    fn jwt_shape_is_three_base64url_parts() {
+    fn anything_with_two_dots_is_taken_for_a_token() {
         assert!(looks_like_jwt("eyJh.eyJz.c2ln"));
+        assert!(looks_like_jwt("eyJh.eyJz."), "alg none's empty signature");
+        assert!(looks_like_jwt("a.b.c.d"));
         assert!(!looks_like_jwt("inferd_abc"));
-        assert!(!looks_like_jwt("a..c"));
-        assert!(!looks_like_jwt("a.b.c.d"));
-        assert!(!looks_like_jwt("a.b+.c"));
+        assert!(!looks_like_jwt("a.b"));
+    }
+
+    #[test]
+    fn a_long_or_blank_subject_is_refused_not_cut() {
+        let v = verifier(JwtConfig::default());
+        let sub = |s: String| v.verify(&token(serde_json::json!({"sub": s, "exp": now() + 60})));
+        assert_eq!(&*sub("u".repeat(256)).unwrap().subject, "u".repeat(256));
+        assert_eq!(sub("u".repeat(257)).unwrap_err(), Failure::InvalidToken);
+        assert_eq!(sub("   ".into()).unwrap_err(), Failure::InvalidToken);
     }
 }

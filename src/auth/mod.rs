@@ -182,6 +182,10 @@ impl Authenticator {
     /// one and tokens are configured, else an API key), or `x-api-key: <key>`.
     pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, Failure> {
         if let Some(value) = headers.get(header::AUTHORIZATION) {
+            // Proxies disagree on which of two headers counts: neither does here.
+            if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+                return Err(Failure::Malformed);
+            }
             let value = value.to_str().map_err(|_| Failure::Malformed)?;
             let credential = value
                 .split_once(' ')
@@ -252,6 +256,9 @@ mod tests {
         assert_eq!(auth.authenticate(&headers(&[])).unwrap_err(), Failure::Missing);
         assert_eq!(auth.authenticate(&headers(&[("authorization", "Basic YTpi")])).unwrap_err(), Failure::Malformed);
         assert_eq!(auth.authenticate(&headers(&[("authorization", "Bearer ")])).unwrap_err(), Failure::Malformed);
+        let mut twice = headers(&[("authorization", "Bearer k-123")]);
+        twice.append(header::AUTHORIZATION, HeaderValue::from_static("Bearer other"));
+        assert_eq!(auth.authenticate(&twice).unwrap_err(), Failure::Malformed);
         // A JWT-shaped key is still a key when no tokens are configured.
         assert_eq!(auth.authenticate(&headers(&[("authorization", "Bearer a.b.c")])).unwrap_err(), Failure::UnknownKey);
     }

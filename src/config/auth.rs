@@ -195,11 +195,12 @@ fn origins(origins: &[String]) -> Result<(), ValidationError> {
         let ok = origin == "*"
             || (origin.starts_with("http://") || origin.starts_with("https://"))
                 && !origin.ends_with('/')
+                && !origin.contains('*')
                 && origin.parse::<axum::http::HeaderValue>().is_ok();
         if !ok {
             return Err(ValidationError::new("origin").with_message(
                 format!(
-                    "'{}' is not an origin like https://app.example.com (scheme and host, no path)",
+                    "'{}' is not an origin like https://app.example.com (scheme and host, no path, no wildcard)",
                     crate::error::clip(origin)
                 )
                 .into(),

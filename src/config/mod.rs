@@ -19,6 +19,8 @@ pub use observe::{LogFormat, LoggingConfig, MetricsConfig, PredictionLogConfig, 
 
 /// Where the `/metrics` bearer token comes from; never the file.
 pub const METRICS_TOKEN_ENV: &str = "INFERD_METRICS_TOKEN";
+/// The shortest HS256 secret accepted: the hash's output size (RFC 7518, section 3.2).
+const MIN_JWT_SECRET_BYTES: usize = 32;
 /// The smallest share of `prediction_log.max_bytes` one file may get.
 const MIN_FILE_BYTES: u64 = 1024;
 
@@ -231,10 +233,17 @@ impl Config {
 
     /// Parses a TOML document whose relative paths are resolved against `base`; for tests.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self, ConfigError> {
+        let config = Self::from_toml_unchecked(text, base)?;
+        config.check()?;
+        Ok(config)
+    }
+
+    /// [`Config::from_toml`] without [`Config::check`], for tests that set what only the
+    /// environment provides (secrets) before checking.
+    pub fn from_toml_unchecked(text: &str, base: &Path) -> Result<Self, ConfigError> {
         let mut config: Config = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: PathBuf::from("<inline>"), message: e.to_string() })?;
         config.resolve_paths(base);
-        config.check()?;
         Ok(config)
     }
 
@@ -292,7 +301,12 @@ impl Config {
         self.metrics.token = std::env::var(METRICS_TOKEN_ENV).ok().filter(|t| !t.is_empty()).map(Secret);
         self.auth.jwt_secret = std::env::var(JWT_SECRET_ENV).ok().filter(|t| !t.is_empty()).map(Secret);
         if let Ok(keys) = std::env::var(API_KEYS_ENV) {
-            self.auth.api_keys.extend(parse_env_keys(&keys).map_err(ConfigError::Invalid)?);
+            let keys = parse_env_keys(&keys).map_err(ConfigError::Invalid)?;
+            // Set but empty is a deployment that lost its keys: refused rather than served open.
+            if keys.is_empty() {
+                return Err(ConfigError::Invalid(format!("{API_KEYS_ENV} is set but holds no key")));
+            }
+            self.auth.api_keys.extend(keys);
         }
         Ok(())
     }
@@ -381,6 +395,19 @@ impl Config {
         if let Some(w) = names.windows(2).find(|w| w[0] == w[1]) {
             return Err(ConfigError::Invalid(format!("auth.api_keys: the name '{}' is used twice", w[0])));
         }
+        if let Some(secret) = self.auth.jwt_secret.as_ref().filter(|s| s.0.trim().len() < MIN_JWT_SECRET_BYTES) {
+            return Err(ConfigError::Invalid(format!(
+                "{JWT_SECRET_ENV} has {} bytes; HS256 needs at least {MIN_JWT_SECRET_BYTES} (RFC 7518), \
+                 e.g. `head -c 32 /dev/urandom | base64`",
+                secret.0.trim().len()
+            )));
+        }
+        if self.auth.jwt.is_some() && !self.auth.enabled() {
+            // A table without a key source would serve every route open.
+            return Err(ConfigError::Invalid(format!(
+                "[auth.jwt] is configured but has no key: set {JWT_SECRET_ENV}, auth.jwt.public_key or auth.jwt.jwks_file"
+            )));
+        }
         if let Some(jwt) = &self.auth.jwt {
             for (key, path) in [("public_key", &jwt.public_key), ("jwks_file", &jwt.jwks_file)] {
                 if let Some(path) = path.as_ref().filter(|p| !p.is_file()) {
@@ -465,6 +492,19 @@ mod tests {
         name = "house_price"
         path = "models/house_price.onnx"
     "#;
+
+    #[test]
+    fn auth_that_would_serve_everything_open_or_forgeable_is_refused() {
+        let keyless = Config::from_toml(&format!("[auth.jwt]\nissuer = \"idp\"\n{ONE_MODEL}"), &repo()).unwrap_err();
+        assert!(keyless.to_string().contains("[auth.jwt] is configured but has no key"), "{keyless}");
+        let mut config = Config::from_toml(ONE_MODEL, &repo()).unwrap();
+        config.auth.jwt_secret = Some(Secret("x".repeat(31)));
+        assert!(config.check().unwrap_err().to_string().contains("HS256 needs at least 32"));
+        config.auth.jwt_secret = Some(Secret("x".repeat(32)));
+        assert!(config.check().is_ok());
+        config.cors = Some(CorsConfig { allow_origins: vec!["https://*.example.com".into()], ..CorsConfig::default() });
+        assert!(config.check().unwrap_err().to_string().contains("no wildcard"));
+    }
 
     #[test]
     fn defaults_apply_and_a_lone_model_is_the_default() {
