@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet};
+use jsonwebtoken::jwk::{AlgorithmParameters, EllipticCurve, JwkSet, PublicKeyUse};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::Value;
 
@@ -88,6 +88,13 @@ impl Verifier {
                     // Other key types are left for other services sharing the set.
                     _ => continue,
                 };
+                // A key meant for encryption, or for another algorithm, does not verify tokens.
+                let declared = jwk.common.key_algorithm.map(|a| format!("{a:?}"));
+                if matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption))
+                    || declared.is_some_and(|a| a != format!("{algorithm:?}"))
+                {
+                    continue;
+                }
                 let key = DecodingKey::from_jwk(jwk)
                     .map_err(|e| format!("auth.jwt.jwks_file {}: a key does not load: {e}", path.display()))?;
                 keys.push(Key { kid: jwk.common.key_id.clone(), algorithm, key });
@@ -176,6 +183,10 @@ impl Verifier {
             claims.get("sub").and_then(Value::as_str).filter(|s| !s.trim().is_empty()).ok_or(Failure::InvalidToken)?;
         if subject.len() > MAX_SUBJECT_BYTES {
             return Err(Failure::InvalidToken);
+        }
+        // RFC 7519 makes `iss` one string; the library also takes a list.
+        if self.settings.issuer.is_some() && !claims.get("iss").is_some_and(Value::is_string) {
+            return Err(Failure::WrongIssuer);
         }
         // `exp` is a required claim, so the validation above saw a number.
         let exp = claims.get("exp").and_then(Value::as_u64).unwrap_or(0);
@@ -267,6 +278,7 @@ mod tests {
         assert_eq!(with("nbf", (now() + 60).into()), Failure::NotYetValid);
         assert_eq!(with("aud", "other".into()), Failure::WrongAudience);
         assert_eq!(with("iss", "other".into()), Failure::WrongIssuer);
+        assert_eq!(with("iss", serde_json::json!(["idp"])), Failure::WrongIssuer, "iss is one string");
         assert_eq!(
             v.verify(&token(serde_json::json!({"sub": "a", "aud": "inferd", "iss": "idp"}))).unwrap_err(),
             Failure::InvalidToken,

@@ -147,6 +147,16 @@ impl Failure {
     }
 }
 
+/// The credential of `Authorization: Bearer <credential>`: the scheme in any case, spaces around
+/// the credential trimmed.
+pub fn bearer(value: &str) -> Option<&str> {
+    value
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, credential)| credential.trim())
+        .filter(|credential| !credential.is_empty())
+}
+
 /// The credentials this server accepts.
 pub struct Authenticator {
     keys: ApiKeys,
@@ -187,12 +197,7 @@ impl Authenticator {
                 return Err(Failure::Malformed);
             }
             let value = value.to_str().map_err(|_| Failure::Malformed)?;
-            let credential = value
-                .split_once(' ')
-                .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-                .map(|(_, credential)| credential.trim())
-                .filter(|credential| !credential.is_empty())
-                .ok_or(Failure::Malformed)?;
+            let credential = bearer(value).ok_or(Failure::Malformed)?;
             return match &self.jwt {
                 Some(verifier) if jwt::looks_like_jwt(credential) => {
                     let claims = verifier.verify(credential)?;

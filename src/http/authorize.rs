@@ -66,7 +66,7 @@ fn metrics_token_sent(state: &AppState, headers: &HeaderMap) -> bool {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(crate::auth::bearer)
         .is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(token.0.as_bytes())))
 }
 

@@ -25,8 +25,7 @@ pub async fn metrics(
     // A caller means access control let it in (the token or the `metrics` scope, main port);
     // otherwise (auth off, or `metrics.port`, which has no such layer) the token decides.
     if let Some(token) = state.config.metrics.token.as_ref().filter(|_| caller.is_none()) {
-        let sent =
-            headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+        let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer);
         // Constant time, so that response timing does not reveal how much of a guess was right.
         if !sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(token.0.as_bytes()))) {
             return Err(ApiError::Unauthorized);
