@@ -66,7 +66,7 @@ impl ApiKeys {
             }
         }
         found
-            .map(|k| Principal { name: k.name.clone(), scopes: k.scopes, limit: k.limit.clone() })
+            .map(|k| Principal { name: k.name.clone(), kind: "key", scopes: k.scopes, limit: k.limit.clone() })
             .ok_or(Failure::UnknownKey)
     }
 }

@@ -72,6 +72,8 @@ impl Scopes {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub name: Arc<str>,
+    /// `key` or `jwt`.
+    pub kind: &'static str,
     pub scopes: Scopes,
     limit: Limit,
 }
@@ -202,7 +204,7 @@ impl Authenticator {
                 Some(verifier) if jwt::looks_like_jwt(credential) => {
                     let claims = verifier.verify(credential)?;
                     let limit = self.subjects.as_ref().map_or(Limit::None, |_| Limit::Subject);
-                    Ok(Principal { name: claims.subject, scopes: claims.scopes, limit })
+                    Ok(Principal { name: claims.subject, kind: "jwt", scopes: claims.scopes, limit })
                 }
                 _ => self.keys.find(credential.as_bytes()),
             };

@@ -31,7 +31,7 @@ pub async fn authorize(State(needs): State<Needs>, mut request: Request, next: N
             response.extensions_mut().insert(caller);
             response
         }
-        Err((failure, principal)) => {
+        Err((failure, caller)) => {
             needs.state.metrics().auth_failure(failure.reason());
             let error = to_error(failure);
             let mut response = if request.uri().path().starts_with("/v2") {
@@ -39,8 +39,8 @@ pub async fn authorize(State(needs): State<Needs>, mut request: Request, next: N
             } else {
                 error.into_response()
             };
-            if let Some(principal) = principal {
-                response.extensions_mut().insert(Caller(principal));
+            if let Some(caller) = caller {
+                response.extensions_mut().insert(caller);
             }
             response
         }
@@ -48,16 +48,17 @@ pub async fn authorize(State(needs): State<Needs>, mut request: Request, next: N
 }
 
 /// The caller, or why not (with who it was, once known).
-fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<Arc<str>>)> {
+fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<Caller>)> {
     if needs.scope == Scope::Metrics && metrics_token_sent(&needs.state, headers) {
-        return Ok(Caller("metrics-token".into()));
+        return Ok(Caller { name: "metrics-token".into(), kind: "metrics_token" });
     }
     let principal: Principal = needs.auth.authenticate(headers).map_err(|f| (f, None))?;
+    let caller = Caller { name: principal.name.clone(), kind: principal.kind };
     if !principal.scopes.contains(needs.scope) {
-        return Err((Failure::Forbidden(needs.scope), Some(principal.name)));
+        return Err((Failure::Forbidden(needs.scope), Some(caller)));
     }
-    needs.auth.admit(&principal).map_err(|f| (f, Some(principal.name.clone())))?;
-    Ok(Caller(principal.name))
+    needs.auth.admit(&principal).map_err(|f| (f, Some(caller.clone())))?;
+    Ok(caller)
 }
 
 /// `INFERD_METRICS_TOKEN` keeps working for scrapers when auth is on.

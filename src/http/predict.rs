@@ -138,7 +138,7 @@ pub async fn predict_version(
 
 /// The principal access control accepted, for the prediction log.
 pub fn principal(caller: &Option<Extension<Caller>>) -> Option<&Arc<str>> {
-    caller.as_ref().map(|Extension(Caller(name))| name)
+    caller.as_ref().map(|Extension(caller)| &caller.name)
 }
 
 async fn respond(

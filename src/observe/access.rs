@@ -26,10 +26,15 @@ pub fn current_request_id() -> Option<Arc<str>> {
     CURRENT_REQUEST_ID.try_with(Arc::clone).ok()
 }
 
-/// Who made the request, once access control accepted a credential (a key's name or a token's
-/// subject): a request extension for handlers and a response extension for the access log.
+/// Who made the request, once access control accepted a credential: a request extension for
+/// handlers and a response extension for the access log.
 #[derive(Debug, Clone)]
-pub struct Caller(pub Arc<str>);
+pub struct Caller {
+    /// A key's name, a token's subject.
+    pub name: Arc<str>,
+    /// `key`, `jwt` or `metrics_token`, so that a key and a subject of the same name differ.
+    pub kind: &'static str,
+}
 
 /// What a model's handler reports about the request it served, as a response extension.
 #[derive(Clone)]
@@ -154,12 +159,13 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
 
     let latency_ms = millis(elapsed);
     let slow = state.config.logging.slow_request_ms;
-    let principal = response.extensions().get::<Caller>().map(|c| &*c.0);
+    let caller = response.extensions().get::<Caller>();
+    let (principal, auth) = (caller.map(|c| &*c.name), caller.map(|c| c.kind));
     span.in_scope(|| {
         let (model, version, rows) = served.map_or((None, None, None), |s| {
             (Some(s.metrics.model.as_str()), Some(s.metrics.version.as_str()), Some(s.rows))
         });
-        tracing::info!(route, status = status.as_u16(), latency_ms, model, version, rows, principal, "request");
+        tracing::info!(route, status = status.as_u16(), latency_ms, model, version, rows, principal, auth, "request");
         if slow > 0 && elapsed >= Duration::from_millis(slow) {
             let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));
             tracing::warn!(

@@ -1346,9 +1346,12 @@ async fn the_binary_logs_the_principal_and_never_the_credential() {
         assert_eq!(found.len(), 1, "one access line for {id}: {lines:?}");
         found[0].clone()
     };
-    for (id, principal) in [("log-key", "app"), ("log-xkey", "app"), ("log-jwt", "svc-7"), ("log-ops", "ops")] {
+    let accepted =
+        [("log-key", "app", "key"), ("log-xkey", "app", "key"), ("log-jwt", "svc-7", "jwt"), ("log-ops", "ops", "key")];
+    for (id, principal, kind) in accepted {
         let line = access(id);
         assert_eq!(line["principal"], principal, "{id}: {line}");
+        assert_eq!(line["auth"], kind, "the kind of credential tells a key from a subject: {line}");
         assert_eq!(line["status"], 200, "{line}");
     }
     for id in ["log-wrong-key", "log-wrong-secret", "log-expired", "log-basic", "log-none"] {
