@@ -263,9 +263,7 @@ impl ApiError {
                 | Self::RateLimited { .. }
         )
     }
-}
 
-impl ApiError {
     /// `WWW-Authenticate` for a 401 (RFC 6750): `error="invalid_token"` when a credential was
     /// sent and refused.
     pub(crate) fn challenge(&self) -> Option<HeaderValue> {

@@ -4,10 +4,9 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use subtle::ConstantTimeEq;
 
 use super::v2::V2Error;
 use super::AppState;
@@ -49,7 +48,8 @@ pub async fn authorize(State(needs): State<Needs>, mut request: Request, next: N
 
 /// The caller, or why not (with who it was, once known).
 fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<Caller>)> {
-    if needs.scope == Scope::Metrics && metrics_token_sent(&needs.state, headers) {
+    // `INFERD_METRICS_TOKEN` keeps working for scrapers when auth is on.
+    if needs.scope == Scope::Metrics && super::scrape::token_sent(&needs.state, headers) {
         return Ok(Caller { name: "metrics-token".into(), kind: "metrics_token" });
     }
     let principal: Principal = needs.auth.authenticate(headers).map_err(|f| (f, None))?;
@@ -59,16 +59,6 @@ fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<
     }
     needs.auth.admit(&principal).map_err(|f| (f, Some(caller.clone())))?;
     Ok(caller)
-}
-
-/// `INFERD_METRICS_TOKEN` keeps working for scrapers when auth is on.
-fn metrics_token_sent(state: &AppState, headers: &HeaderMap) -> bool {
-    let Some(token) = &state.config.metrics.token else { return false };
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(crate::auth::bearer)
-        .is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(token.0.as_bytes())))
 }
 
 fn to_error(failure: Failure) -> ApiError {

@@ -24,12 +24,20 @@ pub async fn metrics(
 ) -> Result<impl IntoResponse, ApiError> {
     // A caller means access control let it in (the token or the `metrics` scope, main port);
     // otherwise (auth off, or `metrics.port`, which has no such layer) the token decides.
-    if let Some(token) = state.config.metrics.token.as_ref().filter(|_| caller.is_none()) {
-        let sent = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(crate::auth::bearer);
-        // Constant time, so that response timing does not reveal how much of a guess was right.
-        if !sent.is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(token.0.as_bytes()))) {
-            return Err(ApiError::Unauthorized);
-        }
+    if state.config.metrics.token.is_some() && caller.is_none() && !token_sent(&state, &headers) {
+        return Err(ApiError::Unauthorized);
     }
     Ok(([(header::CONTENT_TYPE, TEXT_FORMAT)], state.metrics().render()))
+}
+
+/// Whether the request carries `INFERD_METRICS_TOKEN` as its bearer credential; false when no
+/// token is set. Constant time, so that response timing does not reveal how much of a guess
+/// was right.
+pub(super) fn token_sent(state: &AppState, headers: &HeaderMap) -> bool {
+    let Some(token) = &state.config.metrics.token else { return false };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(crate::auth::bearer)
+        .is_some_and(|sent| bool::from(sent.as_bytes().ct_eq(token.0.as_bytes())))
 }
