@@ -481,7 +481,13 @@ if [ -z "$warnings" ]; then ok "service log: no warnings under the sandbox"; els
 
 # System calls refused from the exec of inferd on. clone3 gets ENOSYS on purpose (systemd's
 # RestrictNamespaces), and glibc falls back to clone.
-awk -v exe="$opt/bin/inferd" 'index($0, "execve(\"" exe "\"") && / = 0$/ {on = 1} on' "$T/strace.log" >"$T/inferd.strace"
+# strace -f splits a call that another thread interrupts into "<unfinished ...>" and
+# "<... name resumed>" lines; they are joined again, so that a refused call is read whole.
+awk -v exe="$opt/bin/inferd" 'index($0, "execve(\"" exe "\"") && / = 0$/ {on = 1} on' "$T/strace.log" |
+  awk '/ <unfinished \.\.\.>$/ { line = $0; sub(/ <unfinished \.\.\.>$/, "", line); pending[$1] = line; next }
+       /^[0-9]+ +<\.\.\. [a-z0-9_]+ resumed>/ { rest = $0; sub(/^[0-9]+ +<\.\.\. [a-z0-9_]+ resumed>/, "", rest)
+                                              print pending[$1] rest; delete pending[$1]; next }
+       { print }' >"$T/inferd.strace"
 refused=$(grep -E '= -1 (EPERM|EACCES|EROFS|EAFNOSUPPORT|ENOSYS)' "$T/inferd.strace" | grep -v 'clone3' |
   sed -E 's/^[0-9]+ +([a-z0-9_]+)\((.{0,70}).* = -1 ([A-Z]+) .*/\1(\2...) \3/')
 # This kernel may ask CAP_NET_ADMIN for SO_ATTACH_FILTER on TCP sockets (Linux commit
