@@ -180,7 +180,7 @@ pub fn warm_up(spec: &ModelSpec, sessions: &mut [Session]) -> Result<(), LoadErr
     Ok(())
 }
 
-fn open_session(env: &Environment, path: &Path, intra_op_threads: usize) -> ort::Result<Session> {
+pub fn open_session(env: &Environment, path: &Path, intra_op_threads: usize) -> ort::Result<Session> {
     Session::builder(env)?
         .with_intra_threads(intra_op_threads)?
         .with_inter_threads(1)?
