@@ -1,6 +1,7 @@
 //! One error type for every HTTP rejection, one status map, one JSON body shape.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -68,7 +69,7 @@ pub struct FieldError {
 }
 
 /// The body of every error response.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
@@ -84,7 +85,7 @@ pub struct ErrorBody {
     /// The request id, also in the `x-request-id` header and in every log line of the request.
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>)]
-    pub request_id: Option<std::sync::Arc<str>>,
+    pub request_id: Option<Arc<str>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -290,9 +291,9 @@ impl IntoResponse for ApiError {
             Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
             _ => None,
         };
-        let request_id = crate::observe::access::current_request_id();
-        let body = ErrorBody { error: self.to_string(), error_type: self.error_type(), details, request_id };
-        let mut response = (status, Json(body)).into_response();
+        let body = ErrorBody { error: self.to_string(), error_type: self.error_type(), details, request_id: None };
+        let mut response = (status, Json(body.clone())).into_response();
+        response.extensions_mut().insert(Unstamped(Arc::new(body)));
         if let Some(seconds) = self.retry_after_seconds() {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -304,6 +305,20 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// An error body written before its request id was known (see [`stamp`]).
+#[derive(Debug, Clone)]
+struct Unstamped(Arc<ErrorBody>);
+
+/// Writes the request id into an error response's body. The layer that gives requests their
+/// ids calls it, so that errors are built anywhere without knowing the request.
+pub fn stamp(response: &mut Response, request_id: &Arc<str>) {
+    let Some(Unstamped(body)) = response.extensions_mut().remove::<Unstamped>() else { return };
+    let mut body = Arc::unwrap_or_clone(body);
+    body.request_id = Some(request_id.clone());
+    let bytes = serde_json::to_vec(&body).expect("an error body serialises");
+    *response.body_mut() = axum::body::Body::from(bytes);
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@ use jsonschema::{Draft, ValidationError, Validator};
 use serde_json::{json, Map, Value};
 
 use crate::error::{clip, shown, FieldError};
-use crate::model::signature::{ElemType, Signature};
+use crate::tensor::signature::{ElemType, Signature};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchemaError {
@@ -225,7 +225,7 @@ fn escape(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::signature::TensorInfo;
+    use crate::tensor::signature::TensorInfo;
 
     fn house() -> InstanceSchema {
         InstanceSchema::from_file(&Path::new(env!("CARGO_MANIFEST_DIR")).join("schemas/house_price.json")).unwrap()

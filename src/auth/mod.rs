@@ -302,3 +302,13 @@ mod tests {
         assert!(!set.contains(Scope::Predict) && !set.contains(Scope::Admin));
     }
 }
+
+/// Who made the request, once access control accepted a credential: a request extension for
+/// handlers and a response extension for the access log.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// A key's name, a token's subject.
+    pub name: Arc<str>,
+    /// `key`, `jwt` or `metrics_token`, so that a key and a subject of the same name differ.
+    pub kind: &'static str,
+}

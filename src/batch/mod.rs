@@ -15,20 +15,16 @@ use std::time::{Duration, Instant};
 
 use ort::session::Session;
 use serde::Serialize;
-use serde_json::Value;
 use tokio::sync::oneshot;
 
 use crate::config::BatchingConfig;
-use crate::error::FieldError;
-use crate::model::tensors::{Prediction, Rows};
+use crate::tensor::rows::{Batch, Rows, Slice};
 use crate::model::{ModelSpec, SessionFactory};
 use crate::observe::ModelMetrics;
 use state::{Pending, Refused, State};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InferError {
-    #[error("instances could not be encoded")]
-    Encode(Vec<FieldError>),
     #[error("queue full ({queued} of {capacity} rows waiting)")]
     Full { queued: usize, capacity: usize },
     #[error("{rows} rows can never fit a queue of {capacity}")]
@@ -70,14 +66,24 @@ pub struct Part {
     pub inference: Duration,
 }
 
-/// A request's predictions, in order, and how each of its jobs ran.
+/// A request's predictions, in order (its slices of the batches it ran in), and how each of
+/// its jobs ran.
 #[derive(Debug)]
 pub struct Inferred {
-    pub predictions: Vec<Prediction>,
+    pub slices: Vec<Slice>,
     pub parts: Vec<Part>,
 }
 
 impl Inferred {
+    pub fn rows(&self) -> usize {
+        self.slices.iter().map(|s| s.rows.len()).sum()
+    }
+
+    /// Every row of the request, in order: the batch it ran in and its index there.
+    pub fn each_row(&self) -> impl Iterator<Item = (&Batch, usize)> + Clone {
+        self.slices.iter().flat_map(|s| s.rows.clone().map(move |r| (&*s.batch, r)))
+    }
+
     /// The longest wait of any of the request's jobs.
     pub fn queue(&self) -> Duration {
         self.parts.iter().map(|p| p.queue).max().unwrap_or_default()
@@ -89,7 +95,7 @@ impl Inferred {
     }
 }
 
-type Reply = oneshot::Sender<Result<(Vec<Prediction>, Part), InferError>>;
+type Reply = oneshot::Sender<Result<(Slice, Part), InferError>>;
 
 struct Job {
     request: u64,
@@ -360,16 +366,16 @@ pub struct Admission<'a> {
 }
 
 impl Admission<'_> {
-    /// Predicts validated instances, in order, before `deadline`. Requests larger than one
-    /// batch are split into jobs that are queued together and reassembled here.
-    pub async fn infer(mut self, instances: &[Value], deadline: Instant) -> Result<Inferred, InferError> {
-        debug_assert_eq!(instances.len(), self.reserved, "admitted for as many rows as predicted");
+    /// Predicts decoded rows, in order, before `deadline`. Requests larger than one batch are
+    /// split into jobs that are queued together and reassembled here.
+    pub async fn infer(mut self, rows: Rows, deadline: Instant) -> Result<Inferred, InferError> {
+        debug_assert_eq!(rows.len, self.reserved, "admitted for as many rows as predicted");
         let max = self.batcher.max_batch_rows;
-        let mut jobs = Vec::new();
-        let mut receivers = Vec::new();
-        for range in state::split(instances.len(), max) {
-            let rows = Rows::encode(&self.batcher.spec.plan, &instances[range.clone()], range.start)
-                .map_err(InferError::Encode)?;
+        let lens: Vec<usize> = state::split(rows.len, max).into_iter().map(|r| r.len()).collect();
+        let parts = if lens.len() == 1 { vec![rows] } else { rows.split(&lens) };
+        let mut jobs = Vec::with_capacity(parts.len());
+        let mut receivers = Vec::with_capacity(parts.len());
+        for rows in parts {
             let (reply, rx) = oneshot::channel();
             jobs.push(Job { request: self.request, rows, deadline, reply });
             receivers.push(rx);
@@ -388,12 +394,12 @@ impl Admission<'_> {
             shared.wake.notify_one();
         }
 
-        let mut out = Inferred { predictions: Vec::with_capacity(instances.len()), parts: Vec::new() };
+        let mut out = Inferred { slices: Vec::with_capacity(receivers.len()), parts: Vec::new() };
         let collect = async {
             for rx in receivers {
-                let (predictions, part) =
+                let (slice, part) =
                     rx.await.map_err(|_| InferError::Internal("inference thread stopped before replying".into()))??;
-                out.predictions.extend(predictions);
+                out.slices.push(slice);
                 out.parts.push(part);
             }
             Ok::<(), InferError>(())

@@ -16,7 +16,7 @@ use ort::session::Session;
 
 use super::state::Next;
 use super::{Fault, InferError, Job, Part, Shared, MAX_REBUILD_BACKOFF};
-use crate::model::tensors::{Prediction, Rows};
+use crate::tensor::rows::{Batch, Outputs, Rows, Slice};
 use crate::model::{self, ModelSpec, RunError, SessionFactory};
 
 pub(super) struct Worker {
@@ -100,18 +100,20 @@ impl Worker {
     /// Runs jobs as one batch and answers each of them. `probe`: on failure, check the session
     /// first (false once a larger batch has shown the session works).
     fn run_jobs(&mut self, live: &mut Live, mut jobs: Vec<(Job, Duration)>, probe: bool) -> Health {
-        let rows = Rows::concat(jobs.iter().map(|(job, _)| &job.rows));
+        let lens: Vec<usize> = jobs.iter().map(|(job, _)| job.rows.len).collect();
+        let rows = Rows::concat(jobs.iter_mut().map(|(job, _)| std::mem::take(&mut job.rows)));
         let n = rows.len;
-        let known_good = self.probe.is_none().then(|| rows.clone());
         let started = Instant::now();
-        let result = self.run_rows(live, rows);
+        let result = self.run_rows(live, &rows);
         let inference = started.elapsed();
         self.count(n, inference);
 
         let error = match result {
-            Ok(predictions) => {
-                self.answer(jobs, predictions, n, inference);
-                self.probe = self.probe.take().or(known_good);
+            Ok(outputs) => {
+                if self.probe.is_none() {
+                    self.probe = Some(rows.clone());
+                }
+                self.answer(jobs, &lens, Batch { inputs: rows, outputs }, inference);
                 return Health::Ok;
             }
             Err(Failure::Panic(message)) => {
@@ -125,6 +127,10 @@ impl Worker {
             tracing::error!(model = %self.spec.name, rows = n, %error, "the session fails on known-good rows; rebuilding it");
             self.fail_all(jobs, &error.to_string());
             return Health::Failed;
+        }
+        // The rows go back to their jobs, to be run again in smaller batches.
+        for ((job, _), rows) in jobs.iter_mut().zip(rows.split(&lens)) {
+            job.rows = rows;
         }
         if jobs.len() == 1 {
             let (job, queue) = jobs.pop().expect("one job");
@@ -143,7 +149,7 @@ impl Worker {
         }
     }
 
-    fn run_rows(&self, live: &mut Live, rows: Rows) -> Result<Vec<Prediction>, Failure> {
+    fn run_rows(&self, live: &mut Live, rows: &Rows) -> Result<Outputs, Failure> {
         let faults = &self.shared.faults;
         if faults.take(Fault::BreakSession) {
             live.broken = true;
@@ -166,20 +172,23 @@ impl Worker {
 
     fn session_works(&self, live: &mut Live) -> bool {
         match &self.probe {
-            Some(rows) => self.run_rows(live, rows.clone()).is_ok(),
+            Some(rows) => self.run_rows(live, rows).is_ok(),
             // Examples that cannot be encoded cannot tell; the rows get the benefit of the doubt.
             None => !live.broken,
         }
     }
 
-    fn answer(&self, jobs: Vec<(Job, Duration)>, predictions: Vec<Prediction>, n: usize, inference: Duration) {
-        let mut predictions = predictions.into_iter();
-        for (job, queue) in jobs {
+    fn answer(&self, jobs: Vec<(Job, Duration)>, lens: &[usize], batch: Batch, inference: Duration) {
+        let n = batch.inputs.len;
+        let batch = Arc::new(batch);
+        let mut start = 0;
+        for ((job, queue), &len) in jobs.into_iter().zip(lens) {
             self.shared.metrics.dequeued(queue);
-            let part = Part { rows: job.rows.len, batch_rows: n, queue, inference };
-            let rows = predictions.by_ref().take(job.rows.len).collect();
+            let part = Part { rows: len, batch_rows: n, queue, inference };
+            let slice = Slice { batch: batch.clone(), rows: start..start + len };
+            start += len;
             // A client that left meanwhile no longer listens; nothing to do.
-            let _ = job.reply.send(Ok((rows, part)));
+            let _ = job.reply.send(Ok((slice, part)));
         }
     }
 

@@ -12,7 +12,7 @@ use super::v2::V2Error;
 use super::AppState;
 use crate::auth::{Authenticator, Failure, Principal, Scope};
 use crate::error::ApiError;
-use crate::observe::access::Caller;
+use crate::auth::Caller;
 
 /// The state of one route group's layer: what its routes need.
 #[derive(Clone)]

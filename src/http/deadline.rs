@@ -13,48 +13,20 @@ use crate::error::ApiError;
 
 pub const REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Deadline {
-    started: Instant,
-    budget: Duration,
-}
+pub use crate::service::Deadline;
 
-impl Deadline {
-    pub fn new(started: Instant, budget: Duration) -> Self {
-        Self { started, budget }
-    }
-
-    /// The server's limit, shortened by the client's header if it sent one.
-    pub fn from_headers(headers: &HeaderMap, started: Instant, limit: Duration) -> Result<Self, ApiError> {
-        let deadline = Self::new(started, limit);
-        let Some(value) = headers.get(&REQUEST_TIMEOUT_MS) else { return Ok(deadline) };
-        let ms = value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).filter(|ms| *ms > 0).ok_or_else(
-            || {
-                ApiError::InvalidHeader(format!(
-                    "`{REQUEST_TIMEOUT_MS}` must be a whole number of milliseconds above 0"
-                ))
-            },
-        )?;
-        Ok(deadline.shorten(Duration::from_millis(ms)))
-    }
-
-    /// The same deadline, or an earlier one if `budget` from the start is shorter.
-    pub fn shorten(self, budget: Duration) -> Self {
-        Self { started: self.started, budget: self.budget.min(budget) }
-    }
-
-    pub fn at(&self) -> Instant {
-        self.started + self.budget
-    }
-
-    /// The budget in whole milliseconds, for messages.
-    pub fn budget_ms(&self) -> u64 {
-        self.budget.as_millis().max(1) as u64
-    }
-
-    pub fn timed_out(&self) -> ApiError {
-        ApiError::Timeout { ms: self.budget_ms() }
-    }
+/// The server's limit, shortened by the client's header if it sent one.
+pub fn from_headers(headers: &HeaderMap, started: Instant, limit: Duration) -> Result<Deadline, ApiError> {
+    let deadline = Deadline::new(started, limit);
+    let Some(value) = headers.get(&REQUEST_TIMEOUT_MS) else { return Ok(deadline) };
+    let ms = value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).filter(|ms| *ms > 0).ok_or_else(
+        || {
+            ApiError::InvalidHeader(format!(
+                "`{REQUEST_TIMEOUT_MS}` must be a whole number of milliseconds above 0"
+            ))
+        },
+    )?;
+    Ok(deadline.shorten(Duration::from_millis(ms)))
 }
 
 impl FromRequestParts<AppState> for Deadline {
@@ -66,7 +38,7 @@ impl FromRequestParts<AppState> for Deadline {
         if let Some(deadline) = parts.extensions.get::<Deadline>() {
             return Ok(*deadline);
         }
-        let deadline = Self::from_headers(&parts.headers, Instant::now(), state.config.server.request_timeout())?;
+        let deadline = from_headers(&parts.headers, Instant::now(), state.config.server.request_timeout())?;
         parts.extensions.insert(deadline);
         Ok(deadline)
     }
@@ -82,14 +54,14 @@ mod tests {
         let t = Instant::now();
         let limit = Duration::from_millis(1000);
         let mut headers = HeaderMap::new();
-        assert_eq!(Deadline::from_headers(&headers, t, limit).unwrap().at(), t + limit);
+        assert_eq!(from_headers(&headers, t, limit).unwrap().at(), t + limit);
         headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static("250"));
-        assert_eq!(Deadline::from_headers(&headers, t, limit).unwrap().budget_ms(), 250);
+        assert_eq!(from_headers(&headers, t, limit).unwrap().budget_ms(), 250);
         headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static("99999"));
-        assert_eq!(Deadline::from_headers(&headers, t, limit).unwrap().budget_ms(), 1000);
+        assert_eq!(from_headers(&headers, t, limit).unwrap().budget_ms(), 1000);
         for bad in ["0", "-5", "soon", "1.5", "99999999999999999999999"] {
             headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static(bad));
-            assert!(Deadline::from_headers(&headers, t, limit).is_err(), "{bad}");
+            assert!(from_headers(&headers, t, limit).is_err(), "{bad}");
         }
         let d = Deadline::new(t, limit).shorten(Duration::from_micros(1500));
         assert_eq!(d.at(), t + Duration::from_micros(1500));

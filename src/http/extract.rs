@@ -26,6 +26,10 @@ impl FromRequest<AppState> for Unread {
 }
 
 impl Unread {
+    pub fn headers(&self) -> &axum::http::HeaderMap {
+        self.0.headers()
+    }
+
     /// Reads the body with `T` (within the deadline and the body budget, for this crate's body
     /// extractors).
     pub async fn read<T: FromRequest<AppState>>(self, state: &AppState) -> Result<T, T::Rejection> {
@@ -82,7 +86,7 @@ where
 {
     let deadline = match req.extensions().get::<Deadline>() {
         Some(deadline) => *deadline,
-        None => Deadline::from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
+        None => super::deadline::from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
     };
     let limit = state.config.server.body_limit_bytes;
     let bytes = declared_length(req.headers()).map_or(limit, |declared| declared.min(limit as u64) as usize);

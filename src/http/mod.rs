@@ -9,6 +9,8 @@ pub mod models;
 pub mod predict;
 pub mod scrape;
 pub mod status;
+pub mod track;
+pub mod v1;
 pub mod v2;
 
 use std::any::Any;
@@ -30,8 +32,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{Authenticator, Scope};
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::observe::{access, Metrics};
+use crate::observe::Metrics;
 use crate::predlog::PredictionLog;
+use crate::service::Predictor;
 use crate::registry::Registry;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -40,9 +43,8 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub struct AppState {
     pub config: Arc<Config>,
     metrics: Arc<Metrics>,
-    /// `None` when the prediction log is turned off. In an `Arc` because the state is cloned
-    /// per request, and cloning the channel's sender would touch its shared count each time.
-    prediction_log: Option<Arc<PredictionLog>>,
+    /// The predict service (with the prediction log, when it is on).
+    predictor: Predictor,
     /// Set once the models are loaded and warmed up; until then model routes answer 503.
     models: Arc<OnceLock<Loaded>>,
     /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
@@ -61,9 +63,9 @@ impl AppState {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
         Self {
             body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
+            predictor: Predictor::new(prediction_log, config.server.max_instances_per_request),
             config,
             metrics,
-            prediction_log: prediction_log.map(Arc::new),
             models: Arc::new(OnceLock::new()),
             draining: Arc::new(AtomicBool::new(false)),
             auth: None,
@@ -100,7 +102,11 @@ impl AppState {
     }
 
     pub fn prediction_log(&self) -> Option<&PredictionLog> {
-        self.prediction_log.as_deref()
+        self.predictor.prediction_log()
+    }
+
+    pub fn predictor(&self) -> &Predictor {
+        &self.predictor
     }
 
     pub fn registry(&self) -> Result<&Registry, ApiError> {
@@ -193,10 +199,10 @@ pub fn metrics_router(state: AppState) -> Router {
 /// tracked (span, access log, metrics), then a panic becomes a JSON 500 inside that.
 fn observed(router: Router<AppState>, state: AppState) -> Router {
     router
-        .route_layer(middleware::from_fn(access::remember_route))
+        .route_layer(middleware::from_fn(track::remember_route))
         .layer(
             ServiceBuilder::new()
-                .layer(middleware::from_fn_with_state(state.clone(), access::track))
+                .layer(middleware::from_fn_with_state(state.clone(), track::track))
                 .layer(CatchPanicLayer::custom(panic_response)),
         )
         .with_state(state)
@@ -204,7 +210,7 @@ fn observed(router: Router<AppState>, state: AppState) -> Router {
 
 /// A client's `x-request-id` is kept only if it is 1 to 128 of `A-Z a-z 0-9 . _ : -`, so that
 /// it cannot bloat every log line of the request or break its correlation; any other is
-/// replaced by a generated UUID, which is what is echoed and logged (see `access::track`).
+/// replaced by a generated UUID, which is what is echoed and logged (see `track::track`).
 pub fn usable_request_id(id: &HeaderValue) -> bool {
     let bytes = id.as_bytes();
     (1..=128).contains(&bytes.len())

@@ -10,7 +10,7 @@ use super::extract::ApiPath;
 use super::AppState;
 use crate::batch::{Batcher, StatsSnapshot};
 use crate::error::{ApiError, ErrorBody};
-use crate::model::signature::TensorInfo;
+use crate::tensor::signature::TensorInfo;
 use crate::registry::Registry;
 
 #[derive(Debug, Serialize, ToSchema)]

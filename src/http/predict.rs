@@ -1,34 +1,41 @@
 //! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
-use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use axum::extract::State;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
 use super::deadline::Deadline;
-use super::extract::{parse_json, ApiPath, JsonBytes, Unread};
+use super::extract::{ApiPath, JsonBytes, Unread};
+use super::track::serve_model;
 use super::AppState;
-use crate::batch::{Batcher, InferError, Inferred};
-use crate::error::{clip_chars, ApiError, ErrorBody, FieldError, MAX_FIELD_ERRORS};
-use crate::model::tensors::Prediction;
+use crate::auth::Caller;
+use crate::batch::{Batcher, Inferred};
+use crate::decode::{self, Envelope};
+use crate::error::{ApiError, ErrorBody};
+use crate::model::views::RowOutputs;
 use crate::model::ModelSpec;
-use crate::observe::access::{serve_model, Caller, Served};
-use crate::observe::RateLimited;
+use crate::service::{Origin, Predictor, Served};
 
+/// The request body (documentation: bodies are decoded by [`crate::decode`]).
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[allow(dead_code)]
 pub struct PredictRequest {
-    /// Instances to predict, each an object of the model's fields.
+    /// Instances to predict, each an object of the model's fields (or, for a model with one
+    /// `[N, F]` input, a plain row of its F values in the schema's order).
     pub instances: Vec<Value>,
 }
 
+/// The answer (documentation: it is written from the output tensors by `Answer`).
 #[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
 pub struct PredictResponse {
     /// The request id, also in the `x-request-id` header.
     pub id: String,
@@ -36,7 +43,7 @@ pub struct PredictResponse {
     pub version: String,
     /// One object per instance, in input order, keyed by output name.
     #[schema(value_type = Vec<Object>)]
-    pub predictions: Vec<Prediction>,
+    pub predictions: Vec<Value>,
 }
 
 /// A request body's instances, counted but not built.
@@ -151,7 +158,8 @@ async fn respond(
 ) -> Response {
     let body: Body = body.read(state).await;
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
-        run(state, batcher, (id, principal), deadline, body, served).await
+        let origin = Origin { request_id: id, principal };
+        run(state, batcher, origin, deadline, body, served).await
     })
     .await
 }
@@ -159,98 +167,57 @@ async fn respond(
 async fn run(
     state: &AppState,
     batcher: &Batcher,
-    caller: (&str, Option<&Arc<str>>),
+    origin: Origin<'_>,
     deadline: Deadline,
     body: Body,
     served: &mut Served,
-) -> Result<Json<PredictResponse>, ApiError> {
-    let request_id = caller.0;
+) -> Result<Response, ApiError> {
     let JsonBytes(body) = body?;
+    let predictor = state.predictor();
+    precheck(predictor, batcher, &body, deadline)?;
+    let spec = batcher.spec();
+    let (rows, _) = decode::body(spec.decoding(), &body, Envelope::Predict, predictor.max_rows())?;
+    let inferred = predictor.predict(batcher, origin, rows, deadline, served).await?;
+    Ok(Json(Answer { id: origin.request_id, spec, inferred: &inferred }).into_response())
+}
+
+/// Under pressure, counts the instances without building them, so that a request that cannot
+/// fit is refused for the price of a scan rather than of a decode.
+pub fn precheck(predictor: &Predictor, batcher: &Batcher, body: &[u8], deadline: Deadline) -> Result<(), ApiError> {
     if batcher.crowded() {
-        // Under pressure, count the instances without building them, so that a request that
-        // cannot fit is refused for the price of a scan rather than of a parse.
-        if let Ok(Counted { instances }) = serde_json::from_slice::<Counted>(&body) {
-            batcher.has_room(instances.len()).map_err(|e| infer_error(batcher.spec(), deadline, instances.len(), e))?;
+        if let Ok(Counted { instances }) = serde_json::from_slice::<Counted>(body) {
+            predictor.has_room(batcher, instances.len(), deadline)?;
         }
     }
-    let PredictRequest { instances } = parse_json(&body)?;
-    served.rows = instances.len();
-    let inferred = run_instances(state, batcher, caller, instances, deadline).await?;
-    served.timed(&inferred);
-    let spec = batcher.spec();
-    Ok(Json(PredictResponse {
-        id: request_id.to_owned(),
-        model: spec.name.clone(),
-        version: spec.version.clone(),
-        predictions: inferred.predictions,
-    }))
+    Ok(())
 }
 
-/// Checks the instance count, admits the rows to the model's queue (before any validation
-/// work, so that a shed request costs little), checks every instance against the schema, runs
-/// them through the batcher before the request's deadline, and logs the predictions. Shared by
-/// `/predict` and the Open Inference Protocol routes.
-pub async fn run_instances(
-    state: &AppState,
-    batcher: &Batcher,
-    (request_id, principal): (&str, Option<&Arc<str>>),
-    instances: Vec<Value>,
-    deadline: Deadline,
-) -> Result<Inferred, ApiError> {
-    let spec = batcher.spec();
-    let max = state.config.server.max_instances_per_request;
-    if instances.is_empty() || instances.len() > max {
-        let message = format!("must hold 1 to {max} instances, got {}", instances.len());
-        return Err(ApiError::InvalidRequest {
-            message: format!("`instances` {message}"),
-            details: vec![FieldError { path: "/instances".into(), message }],
-        });
-    }
-    let refused = |e| infer_error(spec, deadline, instances.len(), e);
-    let admission = batcher.admit(instances.len()).map_err(refused)?;
-    let mut errors = Vec::new();
-    for (i, instance) in instances.iter().enumerate() {
-        spec.schema.check(i, instance, &mut errors);
-        if errors.len() > MAX_FIELD_ERRORS {
-            break;
-        }
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let inferred = admission.infer(&instances, deadline.at()).await.map_err(refused)?;
-    if let Some(log) = state.prediction_log() {
-        log.record(request_id, principal, spec, instances, &inferred).await;
-    }
-    Ok(inferred)
+/// `/predict`'s answer, written straight from the output tensors.
+struct Answer<'a> {
+    id: &'a str,
+    spec: &'a ModelSpec,
+    inferred: &'a Inferred,
 }
 
-/// Refused rows are the client's doing, so their warning is logged at most once a second.
-static REFUSED_ROWS_LOG: LazyLock<Mutex<RateLimited>> =
-    LazyLock::new(|| Mutex::new(RateLimited::new(Duration::from_secs(1))));
+impl Serialize for Answer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("id", self.id)?;
+        map.serialize_entry("model", &self.spec.name)?;
+        map.serialize_entry("version", &self.spec.version)?;
+        map.serialize_entry("predictions", &Predictions { spec: self.spec, inferred: self.inferred })?;
+        map.end()
+    }
+}
 
-fn infer_error(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError) -> ApiError {
-    match e {
-        InferError::Encode(errors) => ApiError::validation(errors),
-        InferError::Full { queued, capacity } => ApiError::Overloaded { model: spec.name.clone(), queued, capacity },
-        InferError::TooLarge { rows, capacity } => ApiError::InvalidRequest {
-            message: format!("{rows} instances can never fit the queue of model '{}' ({capacity} rows)", spec.name),
-            details: vec![],
-        },
-        InferError::Closed => ApiError::ShuttingDown,
-        InferError::NotReady => ApiError::ModelsDown(vec![format!("{}:{}", spec.name, spec.version)]),
-        InferError::Expired => deadline.timed_out(),
-        InferError::Rejected(message) => {
-            // Rows that pass the schema can still be refused by the graph (an index out of
-            // range, say) while other requests' rows run: the fault is this request's.
-            // ONNX Runtime's own message (it says which node refused what), cut at a length
-            // that keeps it useful but bounded.
-            let message = clip_chars(&message, 400).into_owned();
-            if let Some(suppressed) = REFUSED_ROWS_LOG.lock().unwrap_or_else(|p| p.into_inner()).check() {
-                tracing::warn!(model = %spec.name, rows, %message, suppressed, "model refused the request's rows");
-            }
-            ApiError::ModelRejected(message)
-        }
-        InferError::Internal(cause) => ApiError::Internal(cause),
+/// One object per instance, keyed by output name.
+pub struct Predictions<'a> {
+    pub spec: &'a ModelSpec,
+    pub inferred: &'a Inferred,
+}
+
+impl Serialize for Predictions<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.inferred.each_row().map(|(batch, row)| RowOutputs { spec: self.spec, batch, row, redact: &[] }))
     }
 }

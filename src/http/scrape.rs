@@ -8,7 +8,7 @@ use subtle::ConstantTimeEq;
 
 use super::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::observe::access::Caller;
+use crate::auth::Caller;
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 

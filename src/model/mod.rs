@@ -1,7 +1,7 @@
 //! Loading ONNX models: the runtime library, sessions, and what each model takes and gives.
 
-pub mod signature;
-pub mod tensors;
+
+pub mod views;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -10,8 +10,10 @@ use ort::environment::Environment;
 use ort::session::Session;
 
 use crate::config::{InferenceConfig, ModelConfig};
+use crate::decode::InstancePlan;
 use crate::schema::InstanceSchema;
-use signature::{FeedPlan, Signature};
+use crate::tensor::rows::{Outputs, Rows};
+use crate::tensor::signature::{FeedPlan, Signature};
 
 const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
@@ -85,6 +87,17 @@ pub struct ModelSpec {
     pub signature: Signature,
     pub schema: InstanceSchema,
     pub plan: FeedPlan,
+    /// The schema compiled for the streaming decoder.
+    pub decoder: InstancePlan,
+    /// Probabilities keyed by class, when the model asks for it.
+    pub classes: Option<views::Classes>,
+}
+
+impl ModelSpec {
+    /// What the decoder needs of this model.
+    pub fn decoding(&self) -> crate::decode::Model<'_> {
+        crate::decode::Model { plan: &self.decoder, feed: &self.plan, schema: &self.schema }
+    }
 }
 
 /// Opens `inference.sessions` sessions of one model and checks its schema against its inputs.
@@ -109,7 +122,23 @@ pub fn load(
     }
     .map_err(|e| fail(e.to_string()))?;
     let plan = FeedPlan::new(&signature, schema.fields()).map_err(|e| fail(e.to_string()))?;
-    let spec = ModelSpec { name: model.name.clone(), version: model.version.clone(), signature, schema, plan };
+    let decoder = InstancePlan::compile(schema.document(), &plan, signature.matrix_width().is_some());
+    if !decoder.fallback.is_empty() {
+        tracing::info!(
+            model = %model.name,
+            keywords = %decoder.fallback.join(", "),
+            "the schema has keywords the decoder does not compile; jsonschema checks them after decoding"
+        );
+    }
+    let spec = ModelSpec {
+        name: model.name.clone(),
+        version: model.version.clone(),
+        signature,
+        schema,
+        plan,
+        decoder,
+        classes: None,
+    };
     Ok((Arc::new(spec), sessions))
 }
 
@@ -128,12 +157,11 @@ pub enum RunError {
     Injected(&'static str),
 }
 
-/// Runs encoded rows through one session and splits the outputs back into rows.
-pub fn run(spec: &ModelSpec, session: &mut Session, rows: tensors::Rows) -> Result<Vec<tensors::Prediction>, RunError> {
-    let n = rows.len;
-    let inputs = rows.into_inputs(&spec.plan).map_err(RunError::Inputs)?;
+/// Runs encoded rows through one session; the rows' buffers are lent to ONNX Runtime, not copied.
+pub fn run(spec: &ModelSpec, session: &mut Session, rows: &Rows) -> Result<Outputs, RunError> {
+    let inputs = rows.inputs(&spec.plan).map_err(RunError::Inputs)?;
     let outputs = session.run(inputs).map_err(RunError::Session)?;
-    tensors::predictions(&outputs, &spec.signature.outputs, n).map_err(RunError::Outputs)
+    Outputs::read(&outputs, &spec.signature.outputs, rows.len).map_err(RunError::Outputs)
 }
 
 /// Opens sessions of one model again, for an inference thread whose session failed.
@@ -161,10 +189,10 @@ impl SessionFactory {
 /// initialisation and a model that cannot serve its own examples never reports ready.
 pub fn warm_up(spec: &ModelSpec, sessions: &mut [Session]) -> Result<(), LoadError> {
     let fail = |message: String| LoadError::Model { model: spec.name.clone(), message };
-    let rows = tensors::Rows::encode(&spec.plan, spec.schema.examples(), 0)
+    let rows = Rows::encode(&spec.plan, spec.schema.examples(), 0)
         .map_err(|e| fail(format!("the schema's examples cannot be encoded: {e:?}")))?;
     for session in sessions {
-        match run(spec, session, rows.clone()) {
+        match run(spec, session, &rows) {
             Ok(_) => {}
             // A derived schema's example (zeros, empty strings) is a guess the model may refuse.
             Err(error) if spec.schema.is_derived() => {

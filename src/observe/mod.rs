@@ -4,7 +4,6 @@
 //! several apps in one process (the integration tests) keep separate counts. Handles with fixed
 //! labels are registered once, at start-up; only the HTTP metrics look theirs up per request.
 
-pub mod access;
 mod model;
 mod ratelimit;
 

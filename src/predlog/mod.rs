@@ -23,18 +23,17 @@ use std::thread::JoinHandle;
 use std::time::SystemTime;
 
 use metrics::{counter, Counter};
-use serde_json::Value;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use self::writer::Writer;
 use crate::batch::{Inferred, Part};
 use crate::config::PredictionLogConfig;
-use crate::model::tensors::Prediction;
 use crate::model::ModelSpec;
 use crate::observe::{Metrics, PREDICTION_LOG_DROPPED_TOTAL, PREDICTION_LOG_LINES_TOTAL};
+use crate::tensor::rows::Slice;
 
-pub const REDACTED: &str = "[redacted]";
+pub use crate::model::views::REDACTED;
 /// One request's predictions, on their way to the writer.
 struct Record {
     at: SystemTime,
@@ -42,15 +41,10 @@ struct Record {
     /// Who asked, when access control is on.
     principal: Option<Arc<str>>,
     spec: Arc<ModelSpec>,
-    lines: Vec<Line>,
-}
-
-struct Line {
-    /// Position of the instance in its request.
-    index: usize,
-    input: Value,
-    output: Prediction,
-    part: Part,
+    /// The request's slices of the batches it ran in (shared, not copied), with how each ran.
+    slices: Vec<(Slice, Part)>,
+    /// Positions in the request of the instances logged; `None`: all of them.
+    sampled: Option<Vec<usize>>,
 }
 
 enum Message {
@@ -112,32 +106,26 @@ impl PredictionLog {
         request_id: &str,
         principal: Option<&Arc<str>>,
         spec: &Arc<ModelSpec>,
-        instances: Vec<Value>,
         inferred: &Inferred,
     ) {
-        let parts = inferred.parts.iter().flat_map(|part| std::iter::repeat_n(*part, part.rows));
-        let lines: Vec<Line> = instances
-            .into_iter()
-            .zip(&inferred.predictions)
-            .zip(parts)
-            .enumerate()
-            .filter(|_| self.sample_rate >= 1.0 || fastrand::f64() < self.sample_rate)
-            .map(|(index, ((input, output), part))| Line { index, input, output: output.clone(), part })
-            .collect();
-        let left_out = inferred.predictions.len() - lines.len();
-        if left_out > 0 {
-            self.sampled_out.increment(left_out as u64);
+        let total = inferred.rows();
+        let sampled = (self.sample_rate < 1.0)
+            .then(|| (0..total).filter(|_| fastrand::f64() < self.sample_rate).collect::<Vec<_>>());
+        let n = sampled.as_ref().map_or(total, Vec::len);
+        if n < total {
+            self.sampled_out.increment((total - n) as u64);
         }
-        if lines.is_empty() {
+        if n == 0 {
             return;
         }
-        let n = lines.len() as u64;
+        let n = n as u64;
         let record = Message::Record(Record {
             at: SystemTime::now(),
             request_id: request_id.to_owned(),
             principal: principal.cloned(),
             spec: spec.clone(),
-            lines,
+            slices: inferred.slices.iter().cloned().zip(inferred.parts.iter().copied()).collect(),
+            sampled,
         });
         if self.lossy {
             match self.tx.try_send(record) {

@@ -5,14 +5,13 @@ use std::time::{Duration, Instant};
 
 use metrics::Counter;
 use serde::Serialize;
-use serde_json::Value;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::files::LogFiles;
-use super::{Line, Message, REDACTED};
-use crate::model::tensors::Prediction;
+use super::{Message, Record};
+use crate::model::views::{RowInputs, RowOutputs};
 use crate::observe::millis;
 use crate::observe::RateLimited;
 
@@ -55,8 +54,8 @@ struct LineOut<'a> {
     model: &'a str,
     version: &'a str,
     instance: usize,
-    inputs: &'a Value,
-    outputs: &'a Prediction,
+    inputs: RowInputs<'a>,
+    outputs: RowOutputs<'a>,
     batch_size: usize,
     queue_ms: f64,
     inference_ms: f64,
@@ -136,26 +135,41 @@ impl Writer {
     fn take(&mut self, message: Message) -> bool {
         let Message::Record(record) = message else { return true };
         let ts = OffsetDateTime::from(record.at).format(&Rfc3339).unwrap_or_default();
-        for mut line in record.lines {
-            redact(&mut line, &self.redact);
-            let out = LineOut {
-                ts: &ts,
-                request_id: &record.request_id,
-                principal: record.principal.as_deref(),
-                model: &record.spec.name,
-                version: &record.spec.version,
-                instance: line.index,
-                inputs: &line.input,
-                outputs: &line.output,
-                batch_size: line.part.batch_rows,
-                queue_ms: millis(line.part.queue),
-                inference_ms: millis(line.part.inference),
-            };
-            serde_json::to_writer(&mut self.buf, &out).expect("JSON values serialise");
-            self.buf.push(b'\n');
-            self.ends.push(self.buf.len());
+        let mut sampled = record.sampled.as_deref().map(|s| s.iter().copied().peekable());
+        let mut index = 0;
+        for (slice, part) in &record.slices {
+            for row in slice.rows.clone() {
+                let instance = index;
+                index += 1;
+                if let Some(sampled) = &mut sampled {
+                    if sampled.next_if_eq(&instance).is_none() {
+                        continue;
+                    }
+                }
+                self.line(&record, &ts, instance, &slice.batch, row, part);
+            }
         }
         false
+    }
+
+    fn line(&mut self, record: &Record, ts: &str, instance: usize, batch: &crate::tensor::rows::Batch, row: usize, part: &crate::batch::Part) {
+        let spec = &*record.spec;
+        let out = LineOut {
+            ts,
+            request_id: &record.request_id,
+            principal: record.principal.as_deref(),
+            model: &spec.name,
+            version: &spec.version,
+            instance,
+            inputs: RowInputs { spec, batch, row, redact: &self.redact },
+            outputs: RowOutputs { spec, batch, row, redact: &self.redact },
+            batch_size: part.batch_rows,
+            queue_ms: millis(part.queue),
+            inference_ms: millis(part.inference),
+        };
+        serde_json::to_writer(&mut self.buf, &out).expect("JSON values serialise");
+        self.buf.push(b'\n');
+        self.ends.push(self.buf.len());
     }
 
     /// Writes what `buf` holds; what fails stays there to be retried, until given up on.
@@ -192,17 +206,6 @@ impl Writer {
         if let Some(suppressed) = self.errors.check_at(now) {
             let dir = self.files.dir().display();
             tracing::error!(%error, %dir, waiting = waiting - dropped, dropped, suppressed, "cannot write the prediction log");
-        }
-    }
-}
-
-fn redact(line: &mut Line, fields: &[String]) {
-    for field in fields {
-        if let Some(value) = line.input.get_mut(field.as_str()) {
-            *value = Value::from(REDACTED);
-        }
-        if let Some(value) = line.output.get_mut(field.as_str()) {
-            *value = Value::from(REDACTED);
         }
     }
 }

@@ -6,23 +6,32 @@ pub mod fuzzing;
 mod tensors;
 pub mod types;
 
+use std::sync::Arc;
+
 use axum::extract::State;
-use axum::response::Response;
+use axum::http::{header, HeaderName, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
 use tower_http::request_id::RequestId;
 
 use super::deadline::Deadline;
 use super::extract::Unread;
-use super::predict::{principal, run_instances};
+use super::predict::principal;
+use super::track::serve_model;
 use super::AppState;
-use crate::batch::Batcher;
+use crate::auth::Caller;
+use crate::batch::{Batcher, Inferred};
 use crate::error::ApiError;
-use crate::model::signature::TensorInfo;
-use crate::observe::access::Caller;
-use crate::observe::access::{serve_model, Served};
+use crate::model::ModelSpec;
 use crate::registry::Registry;
-use std::sync::Arc;
-use tensors::{selected_outputs, to_instances, to_output};
+use crate::service::{Origin, Served};
+use crate::tensor::columns::Column;
+use crate::tensor::rows::Outputs;
+use crate::tensor::signature::TensorInfo;
+use tensors::{selected_outputs, to_rows, TensorOut};
 pub use types::*;
 
 fn metadata(info: &TensorInfo) -> TensorMetadata {
@@ -155,7 +164,8 @@ pub async fn infer(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, None)?;
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, body).await)
+    let header_length = body.headers().get(HEADER_LENGTH).cloned();
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -172,7 +182,8 @@ pub async fn infer_version(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, body).await)
+    let header_length = body.headers().get(HEADER_LENGTH).cloned();
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }
 
 async fn respond(
@@ -181,28 +192,35 @@ async fn respond(
     request_id: &RequestId,
     principal: Option<&Arc<str>>,
     deadline: Deadline,
-    body: Unread,
+    (header_length, body): (Option<HeaderValue>, Unread),
 ) -> Response {
     let body: Body = body.read(state).await;
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
-        run(state, batcher, (id, principal), deadline, body, served).await
+        let origin = Origin { request_id: id, principal };
+        run(state, batcher, origin, deadline, header_length, body, served).await
     })
     .await
 }
 
+/// The protocol's binary tensor data extension: the JSON header is the body's first
+/// `Inference-Header-Content-Length` bytes, the tensors' bytes follow it.
+pub const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
+
 async fn run(
     state: &AppState,
     batcher: &Batcher,
-    caller: (&str, Option<&Arc<str>>),
+    origin: Origin<'_>,
     deadline: Deadline,
+    header_length: Option<HeaderValue>,
     body: Body,
     served: &mut Served,
-) -> Result<Json<InferResponse>, V2Error> {
+) -> Result<Response, V2Error> {
     let V2Body(body) = body?;
+    let (json, binary) = split_body(&body, header_length.as_ref())?;
     // JSON is UTF-8 throughout; serde would let invalid bytes pass in fields it skips.
-    let body = std::str::from_utf8(&body)
+    let json = std::str::from_utf8(json)
         .map_err(|e| V2Error::bad_request(format!("request body is not valid UTF-8: {e}")))?;
-    let request: InferRequest = serde_json::from_str(body).map_err(|e| {
+    let request: InferRequest = serde_json::from_str(json).map_err(|e| {
         let message = crate::error::clip_quoted(&e.to_string()).into_owned();
         V2Error::bad_request(format!("request body is not a valid inference request: {message}"))
     })?;
@@ -217,14 +235,117 @@ async fn run(
     };
     let spec = batcher.spec();
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
-    let instances = to_instances(&spec.plan.inputs, &request.inputs, state.config.server.max_instances_per_request)?;
-    served.rows = instances.len();
-    let inferred = run_instances(state, batcher, caller, instances, deadline).await?;
-    served.timed(&inferred);
-    Ok(Json(InferResponse {
-        model_name: spec.name.clone(),
-        model_version: spec.version.clone(),
-        id: request.id,
-        outputs: outputs.into_iter().map(|info| to_output(info, &inferred.predictions)).collect(),
-    }))
+    let binary_default = flag(request.parameters.as_ref(), "binary_data_output");
+    let predictor = state.predictor();
+    let rows = to_rows(spec.decoding(), &request.inputs, binary, predictor.max_rows())?;
+    let inferred = predictor.predict(batcher, origin, rows, deadline, served).await?;
+    Ok(answer(spec, request.id, &outputs, binary_default, &inferred))
+}
+
+/// `parameters.<name>` is `true`.
+fn flag(parameters: Option<&Value>, name: &str) -> bool {
+    parameters.and_then(|p| p.get(name)).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn split_body<'b>(body: &'b [u8], header_length: Option<&HeaderValue>) -> Result<(&'b [u8], &'b [u8]), V2Error> {
+    let Some(value) = header_length else { return Ok((body, &[])) };
+    let length = value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(|| {
+        V2Error::bad_request(format!("`{HEADER_LENGTH}` must be a whole number of bytes"))
+    })?;
+    if length > body.len() {
+        return Err(V2Error::bad_request(format!(
+            "`{HEADER_LENGTH}` is {length}, but the body holds {} bytes",
+            body.len()
+        )));
+    }
+    Ok(body.split_at(length))
+}
+
+/// Writes the answer from the output columns: JSON, or a JSON header followed by the binary
+/// outputs (in the order the header lists them) when any output is asked for in binary.
+fn answer(
+    spec: &ModelSpec,
+    id: Option<String>,
+    outputs: &[(&TensorInfo, Option<&RequestedOutput>)],
+    binary_default: bool,
+    inferred: &Inferred,
+) -> Response {
+    // One batch holds the whole request unless it was larger than `max_batch_rows`; then its
+    // slices are joined, column by column, into one tensor per output.
+    let joined = joined_outputs(spec, inferred);
+    let rows = inferred.rows();
+    let mut binary = Vec::new();
+    let mut tensors = Vec::with_capacity(outputs.len());
+    for (info, requested) in outputs {
+        let index = spec.signature.outputs.iter().position(|o| o.name == info.name).expect("a known output");
+        let column = &joined.columns[index];
+        let wants_binary = requested
+            .and_then(|r| r.parameters.as_ref())
+            .and_then(|p| p.get("binary_data"))
+            .and_then(Value::as_bool)
+            .unwrap_or(binary_default);
+        let binary_size = wants_binary.then(|| {
+            let start = binary.len();
+            column.write_binary(0..column.len(), &mut binary);
+            binary.len() - start
+        });
+        tensors.push(TensorOut { info, column, rows, per_row: joined.per_row[index], binary_size });
+    }
+    let header = serde_json::to_vec(&InferAnswer { spec, id: id.as_deref(), outputs: &tensors }).expect("answers serialise");
+    if binary.is_empty() && tensors.iter().all(|t| t.binary_size.is_none()) {
+        return ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], header).into_response();
+    }
+    let length = header.len();
+    let mut body = header;
+    body.extend_from_slice(&binary);
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream")),
+            (HEADER_LENGTH, HeaderValue::from(length)),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The request's outputs as one run of rows: borrowed from its batch when the request ran in
+/// one piece (the common case), joined otherwise.
+fn joined_outputs<'a>(spec: &ModelSpec, inferred: &'a Inferred) -> std::borrow::Cow<'a, Outputs> {
+    if let [slice] = inferred.slices.as_slice() {
+        let outputs = &slice.batch.outputs;
+        if slice.rows.start == 0 && slice.rows.end == outputs.rows {
+            return std::borrow::Cow::Borrowed(outputs);
+        }
+    }
+    let first = &inferred.slices[0].batch.outputs;
+    let mut columns: Vec<Column> = spec.signature.outputs.iter().map(|o| Column::with_capacity(o.elem, 0)).collect();
+    for slice in &inferred.slices {
+        for (i, column) in slice.batch.outputs.columns.iter().enumerate() {
+            let n = slice.batch.outputs.per_row[i];
+            let mut part = column.clone();
+            let mut tail = part.split_off(slice.rows.start * n);
+            tail.truncate(slice.rows.len() * n);
+            columns[i].append(&mut tail);
+        }
+    }
+    std::borrow::Cow::Owned(Outputs { rows: inferred.rows(), columns, per_row: first.per_row.clone() })
+}
+
+struct InferAnswer<'a> {
+    spec: &'a ModelSpec,
+    id: Option<&'a str>,
+    outputs: &'a [TensorOut<'a>],
+}
+
+impl Serialize for InferAnswer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("model_name", &self.spec.name)?;
+        map.serialize_entry("model_version", &self.spec.version)?;
+        if let Some(id) = self.id {
+            map.serialize_entry("id", id)?;
+        }
+        map.serialize_entry("outputs", self.outputs)?;
+        map.end()
+    }
 }

@@ -1,11 +1,21 @@
-//! Tensors to instances and predictions back to tensors.
+//! Tensors to rows, and outputs back to tensors: JSON `data` is read straight into the typed
+//! buffer of its input, binary tensor data (the protocol's extension) is copied in whole, and
+//! answers are written from the output columns.
 
-use serde_json::{Map, Value};
+use std::fmt;
 
-use super::types::{InferInput, OutputTensor, RequestedOutput, V2Error};
-use crate::error::{clip, shown};
-use crate::model::signature::{InputPlan, TensorInfo};
-use crate::model::tensors::Prediction;
+use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use serde_json::Value;
+
+use super::types::{InferInput, RequestedOutput, V2Error};
+use crate::decode::{self, Sink};
+use crate::error::clip;
+use crate::tensor::columns::{Column, Scalar};
+use crate::tensor::rows::{Cell, Rows};
+use crate::tensor::signature::{InputPlan, TensorInfo};
 
 /// `/instances/3/bedrooms` reads better as `bedrooms[3]` when the client sent tensors.
 pub(super) fn tensor_path(path: &str) -> String {
@@ -17,23 +27,24 @@ pub(super) fn tensor_path(path: &str) -> String {
 
 /// The outputs to return: all, or those asked for. Asking for one twice is refused rather than
 /// answered twice or once: either would be a guess at what the client meant.
-pub(super) fn selected_outputs<'a>(
+pub(super) fn selected_outputs<'a, 'r>(
     all: &'a [TensorInfo],
-    wanted: Option<&[RequestedOutput]>,
-) -> Result<Vec<&'a TensorInfo>, V2Error> {
+    wanted: Option<&'r [RequestedOutput]>,
+) -> Result<Vec<(&'a TensorInfo, Option<&'r RequestedOutput>)>, V2Error> {
     let Some(wanted) = wanted.filter(|w| !w.is_empty()) else {
-        return Ok(all.iter().collect());
+        return Ok(all.iter().map(|o| (o, None)).collect());
     };
     let selected = wanted
         .iter()
         .map(|w| {
             all.iter()
                 .find(|o| o.name == w.name)
+                .map(|o| (o, Some(w)))
                 .ok_or_else(|| V2Error::bad_request(format!("unknown output '{}'", clip(&w.name))))
         })
         .collect::<Result<Vec<_>, _>>()?;
     // Known names only by now, so a repeat shows up within the model's few outputs.
-    if let Some(twice) = first_duplicate(selected.iter().map(|o| o.name.as_str())) {
+    if let Some(twice) = first_duplicate(selected.iter().map(|(o, _)| o.name.as_str())) {
         return Err(V2Error::bad_request(format!("output '{twice}' is requested more than once")));
     }
     Ok(selected)
@@ -43,10 +54,18 @@ fn first_duplicate<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<&
     names.clone().enumerate().find(|(i, name)| names.clone().take(*i).any(|earlier| earlier == *name)).map(|(_, n)| n)
 }
 
-/// Checks names, datatypes, shapes and data layout, then cuts the tensors into one instance per
-/// row. Every size the client states is checked, with checked arithmetic, before anything is
-/// allocated for it: `shape` is only a claim, and `[1000000000000, 5]` must not reserve memory.
-pub(super) fn to_instances(plan: &[InputPlan], inputs: &[InferInput], max_rows: usize) -> Result<Vec<Value>, V2Error> {
+/// Checks names, datatypes and shapes, then reads every input into the rows: from `data`, or
+/// from `binary` (the bytes after the JSON header) where `binary_data_size` says so, in the
+/// order the inputs are given. Every size the client states is checked, with checked
+/// arithmetic, before anything is allocated for it: `shape` is only a claim, and
+/// `[1000000000000, 5]` must not reserve memory.
+pub(super) fn to_rows(
+    model: decode::Model<'_>,
+    inputs: &[InferInput],
+    binary: &[u8],
+    max_rows: usize,
+) -> Result<Rows, V2Error> {
+    let plan = &model.feed.inputs;
     if let Some(unknown) = inputs.iter().find(|i| !plan.iter().any(|p| p.name == i.name)) {
         return Err(V2Error::bad_request(format!("unknown input '{}'", clip(&unknown.name))));
     }
@@ -54,12 +73,14 @@ pub(super) fn to_instances(plan: &[InputPlan], inputs: &[InferInput], max_rows: 
     if let Some(twice) = first_duplicate(inputs.iter().map(|i| i.name.as_str())) {
         return Err(V2Error::bad_request(format!("input '{twice}' is given more than once")));
     }
+    let binary_parts = binary_parts(inputs, binary)?;
     let mut rows: Option<usize> = None;
-    let mut columns = Vec::with_capacity(plan.len());
-    for expected in plan {
-        let input = inputs
+    let mut found = Vec::with_capacity(plan.len());
+    for (index, expected) in plan.iter().enumerate() {
+        let (at, input) = inputs
             .iter()
-            .find(|i| i.name == expected.name)
+            .enumerate()
+            .find(|(_, i)| i.name == expected.name)
             .ok_or_else(|| V2Error::bad_request(format!("missing input '{}'", expected.name)))?;
         let want = expected.elem.oip_datatype();
         if input.datatype != want {
@@ -78,24 +99,231 @@ pub(super) fn to_instances(plan: &[InputPlan], inputs: &[InferInput], max_rows: 
                 rows.unwrap_or(0)
             )));
         }
-        let data = leaves(&input.data, &input.shape)
-            .map_err(|e| V2Error::bad_request(format!("input '{}': {e}", input.name)))?;
-        columns.push((expected, data));
+        found.push((index, input, binary_parts[at]));
     }
     let rows = rows.unwrap_or(0);
-    let instances = (0..rows)
-        .map(|r| {
-            let mut instance = Map::new();
-            for (input, data) in &columns {
-                let width = input.fields.len();
-                for (j, field) in input.fields.iter().enumerate() {
-                    instance.insert(field.clone(), data[r * width + j].clone());
-                }
+    let mut sink = Sink::new(model.plan, model.feed, max_rows, rows);
+    sink.grow_rows(rows);
+    for (index, input, bytes) in found {
+        let expected = &plan[index];
+        let fail = |e: String| V2Error::bad_request(format!("input '{}': {e}", input.name));
+        let count = rows * expected.fields.len();
+        match (bytes, &input.data) {
+            (Some(bytes), _) => {
+                let mut column = Column::with_capacity(expected.elem, count);
+                column.read_binary(bytes, count).map_err(fail)?;
+                sink.put_column(index, column);
             }
-            Value::Object(instance)
-        })
-        .collect();
-    Ok(instances)
+            (None, Some(data)) => read_data(data.get(), index, &input.shape, count, &mut sink).map_err(fail)?,
+            (None, None) => return Err(fail("has neither `data` nor `parameters.binary_data_size`".into())),
+        }
+    }
+    sink.finish(model.schema).map_err(V2Error::from)
+}
+
+/// Each input's bytes of the binary section, by position; the sizes must add up to it exactly.
+fn binary_parts<'b>(inputs: &[InferInput], binary: &'b [u8]) -> Result<Vec<Option<&'b [u8]>>, V2Error> {
+    let mut rest = binary;
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let size = input.parameters.as_ref().and_then(|p| p.get("binary_data_size"));
+        let Some(size) = size else {
+            out.push(None);
+            continue;
+        };
+        let size = size.as_u64().and_then(|s| usize::try_from(s).ok()).ok_or_else(|| {
+            V2Error::bad_request(format!("input '{}': binary_data_size must be a whole number of bytes", input.name))
+        })?;
+        if size > rest.len() {
+            return Err(V2Error::bad_request(format!(
+                "input '{}': binary_data_size is {size}, but only {} bytes of binary data are left",
+                input.name,
+                rest.len()
+            )));
+        }
+        let (part, tail) = rest.split_at(size);
+        out.push(Some(part));
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(V2Error::bad_request(format!("{} bytes of binary data belong to no input", rest.len())));
+    }
+    Ok(out)
+}
+
+/// Reads `data` (flat, or nested exactly like `shape`) into input `input`'s column, each
+/// element checked against its field's rules. Structural problems end the read; values that
+/// break the schema are collected in the sink.
+fn read_data(data: &str, input: usize, shape: &[i64], count: usize, sink: &mut Sink<'_>) -> Result<(), String> {
+    let dims: Vec<usize> = shape.iter().map(|d| *d as usize).collect();
+    let fields = &sink.plan().inputs[input];
+    let width = fields.len();
+    let mut de = serde_json::Deserializer::from_str(data);
+    let mut reader = Reader { sink, fields, width, count, at: 0 };
+    let layout = DataSeed { reader: &mut reader, dims: &dims, depth: 0 }
+        .deserialize(&mut de)
+        .and_then(|layout| de.end().map(|()| layout))
+        .map_err(|e| crate::error::clip_quoted(&e.to_string()).into_owned())?;
+    if reader.at != count {
+        let how = match layout {
+            Layout::Flat => "",
+            Layout::Nested => "nested ",
+        };
+        return Err(format!("shape {} needs {count} values, {how}data has {}", shape_text(shape), reader.at));
+    }
+    Ok(())
+}
+
+struct Reader<'r, 's, 'p> {
+    sink: &'r mut Sink<'s>,
+    fields: &'p [usize],
+    width: usize,
+    count: usize,
+    /// Elements read so far.
+    at: usize,
+}
+
+impl Reader<'_, '_, '_> {
+    fn push(&mut self, value: Scalar) {
+        if self.at < self.count {
+            let (row, column) = (self.at / self.width, self.at % self.width);
+            self.sink.element(row, self.fields[column], value);
+        }
+        self.at += 1;
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    Flat,
+    Nested,
+}
+
+/// One level of `data`: at the top, values (flat) or arrays (nested); below, arrays of exactly
+/// the shape's length down to the values at the last level.
+struct DataSeed<'a, 'r, 's, 'p> {
+    reader: &'a mut Reader<'r, 's, 'p>,
+    dims: &'a [usize],
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for DataSeed<'_, '_, '_, '_> {
+    type Value = Layout;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Layout, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for DataSeed<'_, '_, '_, '_> {
+    type Value = Layout;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        if self.depth == 0 {
+            f.write_str("an array of values, or of arrays nested like the shape")
+        } else {
+            write!(f, "an array of {} items", self.dims.get(self.depth).copied().unwrap_or(0))
+        }
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Layout, A::Error> {
+        let DataSeed { reader, dims, depth } = self;
+        let mut items = 0;
+        let mut layout = None;
+        loop {
+            let item = if depth > 0 && depth >= dims.len() {
+                // Below the last dimension there are only values.
+                return Err(de::Error::custom(format!("data is nested deeper than shape's {} dimensions", dims.len())));
+            } else if layout == Some(Layout::Flat) || (depth > 0 && depth + 1 == dims.len()) {
+                seq.next_element_seed(Leaf(reader))?.map(|()| Layout::Flat)
+            } else {
+                seq.next_element_seed(Item { reader, dims, depth: depth + 1 })?
+            };
+            let Some(kind) = item else { break };
+            if *layout.get_or_insert(kind) != kind {
+                return Err(de::Error::custom(format!("data[{items}] mixes values and arrays at one level")));
+            }
+            items += 1;
+        }
+        if depth > 0 && items != dims[depth] {
+            return Err(de::Error::custom(format!("an array at depth {depth} holds {items} items, shape says {}", dims[depth])));
+        }
+        if depth == 0 && layout == Some(Layout::Nested) && items != dims[0] {
+            return Err(de::Error::custom(format!("data holds {items} arrays, shape says {}", dims[0])));
+        }
+        Ok(if depth == 0 { layout.unwrap_or(Layout::Flat) } else { Layout::Nested })
+    }
+}
+
+/// One item of the top level or an inner level: an array (nested) or, only at the top, a value.
+struct Item<'a, 'r, 's, 'p> {
+    reader: &'a mut Reader<'r, 's, 'p>,
+    dims: &'a [usize],
+    depth: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for Item<'_, '_, '_, '_> {
+    type Value = Layout;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Layout, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+macro_rules! item_values {
+    ($($method:ident: $ty:ty => $make:expr),*) => {$(
+        fn $method<E: de::Error>(self, v: $ty) -> Result<Layout, E> {
+            if self.depth > 1 {
+                return Err(E::custom(format!("a value where shape needs an array of {}", self.dims.get(self.depth).copied().unwrap_or(0))));
+            }
+            self.reader.push($make(v));
+            Ok(Layout::Flat)
+        }
+    )*};
+}
+
+impl<'de> Visitor<'de> for Item<'_, '_, '_, '_> {
+    type Value = Layout;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value or an array")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Layout, A::Error> {
+        DataSeed { reader: self.reader, dims: self.dims, depth: self.depth }.visit_seq(seq)
+    }
+
+    item_values!(
+        visit_bool: bool => Scalar::Bool,
+        visit_i64: i64 => Scalar::I64,
+        visit_u64: u64 => Scalar::U64,
+        visit_f64: f64 => Scalar::F64,
+        visit_str: &str => |s: &str| Scalar::Str(s.to_owned())
+    );
+
+    fn visit_unit<E: de::Error>(self) -> Result<Layout, E> {
+        self.reader.push(Scalar::Null);
+        Ok(Layout::Flat)
+    }
+
+    fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Layout, A::Error> {
+        let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        self.reader.push(Scalar::Other(value));
+        Ok(Layout::Flat)
+    }
+}
+
+/// A value at the last level of nested data.
+struct Leaf<'a, 'r, 's, 'p>(&'a mut Reader<'r, 's, 'p>);
+
+impl<'de> DeserializeSeed<'de> for Leaf<'_, '_, '_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        let value = Value::deserialize(d)?;
+        if value.is_array() {
+            return Err(de::Error::custom("an array where shape needs a value"));
+        }
+        self.0.push(decode::json::scalar(value));
+        Ok(())
+    }
 }
 
 /// `[1, 2, 3]`, or the first dimensions and a count when the client sent a long shape.
@@ -136,136 +364,132 @@ fn check_shape(expected: &InputPlan, shape: &[i64], max_rows: usize) -> Result<u
     Ok(rows)
 }
 
-/// The tensor's elements, borrowed, row-major. `data` must be either flat (one array of
-/// `element count` values) or nested exactly like `shape` (every level the right length,
-/// values only at the last). The shape has passed [`check_shape`], so its element count is
-/// bounded; it is still computed with checked arithmetic, and only the data actually
-/// received is walked.
-fn leaves<'a>(data: &'a Value, shape: &[i64]) -> Result<Vec<&'a Value>, String> {
-    let dims: Vec<usize> = shape
-        .iter()
-        .map(|d| usize::try_from(*d).map_err(|_| format!("dimension {d} is out of range")))
-        .collect::<Result<_, _>>()?;
-    let count = dims
-        .iter()
-        .try_fold(1usize, |n, d| n.checked_mul(*d))
-        .ok_or_else(|| format!("shape {} has too many elements", shape_text(shape)))?;
-    let Value::Array(items) = data else {
-        return Err(format!("data must be an array, got {}", shown(data)));
-    };
-    if items.iter().all(|item| !item.is_array()) {
-        if items.len() != count {
-            return Err(format!("shape {} needs {count} values, data has {}", shape_text(shape), items.len()));
-        }
-        return Ok(items.iter().collect());
-    }
-    // `count` is bounded by the rows limit; reserving it only once the outer level matches
-    // the data received keeps it bounded by the body too, whatever the limit is set to.
-    let mut out = Vec::with_capacity(if dims.first() == Some(&items.len()) { count } else { 0 });
-    nested(data, &dims, &mut String::from("data"), &mut out)
-        .map_err(|e| format!("data is neither flat nor nested like shape {}: {e}", shape_text(shape)))?;
-    Ok(out)
+/// One output tensor of the answer: its values from the output column, as JSON `data` or,
+/// when binary, only its size (the bytes follow the JSON header).
+pub(super) struct TensorOut<'a> {
+    pub info: &'a TensorInfo,
+    pub column: &'a Column,
+    pub rows: usize,
+    pub per_row: usize,
+    pub binary_size: Option<usize>,
 }
 
-/// Walks `value` one level of `dims` at a time; `at` names the position, e.g. `data[1]`.
-fn nested<'a>(value: &'a Value, dims: &[usize], at: &mut String, out: &mut Vec<&'a Value>) -> Result<(), String> {
-    let Some((&len, rest)) = dims.split_first() else {
-        return match value {
-            Value::Array(_) => Err(format!("{at} is an array, expected a value")),
-            leaf => {
-                out.push(leaf);
-                Ok(())
+impl TensorOut<'_> {
+    fn shape(&self) -> Vec<i64> {
+        let (rows, per_row) = (self.rows as i64, self.per_row as i64);
+        match self.info.shape.len() {
+            0 | 1 => vec![rows],
+            2 => vec![rows, per_row],
+            _ => {
+                // Fill the one dynamic non-batch dimension, if any, from the element count.
+                let known: i64 = self.info.shape[1..].iter().filter(|d| **d > 0).product();
+                let mut shape: Vec<i64> = self.info.shape.clone();
+                shape[0] = rows;
+                for d in shape[1..].iter_mut().filter(|d| **d < 0) {
+                    *d = if known > 0 { per_row / known } else { per_row };
+                }
+                shape
             }
-        };
-    };
-    let Value::Array(items) = value else {
-        return Err(format!("{at} is a value, expected an array of {len}"));
-    };
-    if items.len() != len {
-        return Err(format!("{at} holds {} items, expected {len}", items.len()));
+        }
     }
-    for (i, item) in items.iter().enumerate() {
-        let mark = at.len();
-        at.push_str(&format!("[{i}]"));
-        nested(item, rest, at, out)?;
-        at.truncate(mark);
-    }
-    Ok(())
 }
 
-pub(super) fn to_output(info: &TensorInfo, predictions: &[Prediction]) -> OutputTensor {
-    let mut data = Vec::new();
-    for prediction in predictions {
-        match prediction.get(&info.name) {
-            Some(Value::Array(items)) => data.extend(items.iter().cloned()),
-            Some(value) => data.push(value.clone()),
-            None => {}
+impl Serialize for TensorOut<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("name", &self.info.name)?;
+        map.serialize_entry("datatype", self.info.elem.oip_datatype())?;
+        map.serialize_entry("shape", &self.shape())?;
+        match self.binary_size {
+            Some(size) => map.serialize_entry("parameters", &serde_json::json!({ "binary_data_size": size }))?,
+            None => map.serialize_entry("data", &Elements(self.column))?,
         }
+        map.end()
     }
-    let rows = predictions.len() as i64;
-    let per_row = if rows == 0 { 0 } else { data.len() as i64 / rows };
-    let shape = match info.shape.len() {
-        0 | 1 => vec![rows],
-        2 => vec![rows, per_row],
-        _ => {
-            // Fill the one dynamic non-batch dimension, if any, from the element count.
-            let known: i64 = info.shape[1..].iter().filter(|d| **d > 0).product();
-            let mut shape: Vec<i64> = info.shape.clone();
-            shape[0] = rows;
-            for d in shape[1..].iter_mut().filter(|d| **d < 0) {
-                *d = if known > 0 { per_row / known } else { per_row };
-            }
-            shape
-        }
-    };
-    OutputTensor { name: info.name.clone(), shape, datatype: info.elem.oip_datatype().to_owned(), data }
+}
+
+struct Elements<'a>(&'a Column);
+
+impl Serialize for Elements<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq((0..self.0.len()).map(|i| Cell(self.0, i)))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::signature::ElemType;
+    use crate::decode::InstancePlan;
+    use crate::schema::InstanceSchema;
+    use crate::tensor::signature::{ElemType, FeedPlan, Signature};
     use serde_json::json;
 
+    struct Model {
+        schema: InstanceSchema,
+        feed: FeedPlan,
+        plan: InstancePlan,
+    }
+
+    impl Model {
+        fn new(inputs: Vec<TensorInfo>) -> Self {
+            let signature = Signature { inputs, outputs: vec![] };
+            let schema = InstanceSchema::derive(&signature, "m").unwrap();
+            let feed = FeedPlan::new(&signature, schema.fields()).unwrap();
+            let plan = InstancePlan::compile(schema.document(), &feed, signature.matrix_width().is_some());
+            Self { schema, feed, plan }
+        }
+
+        fn rows(&self, inputs: &[InferInput], max_rows: usize) -> Result<Rows, String> {
+            let model = decode::Model { plan: &self.plan, feed: &self.feed, schema: &self.schema };
+            to_rows(model, inputs, &[], max_rows).map_err(|e| e.error)
+        }
+    }
+
+    fn info(name: &str, elem: ElemType, shape: &[i64]) -> TensorInfo {
+        TensorInfo { name: name.into(), elem, shape: shape.to_vec() }
+    }
+
     fn input(name: &str, shape: &[i64], datatype: &str, data: Value) -> InferInput {
+        let data = Some(serde_json::value::to_raw_value(&data).unwrap());
         InferInput { name: name.into(), shape: shape.to_vec(), datatype: datatype.into(), parameters: None, data }
     }
 
-    fn plan() -> Vec<InputPlan> {
-        vec![
-            InputPlan { name: "x".into(), elem: ElemType::F32, fields: vec!["a".into(), "b".into()], rank: 2 },
-            InputPlan { name: "s".into(), elem: ElemType::String, fields: vec!["s".into()], rank: 2 },
-        ]
+    fn mixed() -> Model {
+        Model::new(vec![info("a", ElemType::F32, &[-1, 1]), info("s", ElemType::String, &[-1])])
+    }
+
+    fn linear() -> Model {
+        Model::new(vec![info("features", ElemType::F32, &[-1, 5])])
+    }
+
+    fn linear_error(shape: &[i64], data: Value) -> String {
+        linear().rows(&[input("features", shape, "FP32", data)], 1024).unwrap_err()
     }
 
     #[test]
-    fn tensors_become_rows_with_nested_or_flat_data() {
-        let inputs =
-            [input("x", &[2, 2], "FP32", json!([[1, 2], [3, 4]])), input("s", &[2, 1], "BYTES", json!(["p", "q"]))];
-        let rows = to_instances(&plan(), &inputs, 1024).unwrap();
-        assert_eq!(rows, vec![json!({"a": 1, "b": 2, "s": "p"}), json!({"a": 3, "b": 4, "s": "q"})]);
+    fn tensors_become_typed_columns_from_nested_or_flat_data() {
+        let m = mixed();
+        let rows = m.rows(&[input("a", &[2, 1], "FP32", json!([[1], [2.5]])), input("s", &[2], "BYTES", json!(["p", "q"]))], 8).unwrap();
+        assert_eq!(rows.len, 2);
+        assert_eq!(rows.columns[0], Column::F32(vec![1.0, 2.5]));
+        assert_eq!(rows.columns[1], Column::String(vec!["p".into(), "q".into()]));
+        let rows = linear().rows(&[input("features", &[2, 5], "FP32", json!([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]))], 8).unwrap();
+        assert_eq!(rows.columns[0], Column::F32((1..=10).map(|v| v as f32).collect()));
     }
 
     #[test]
     fn bad_tensors_are_named() {
-        let err = |inputs: &[InferInput]| to_instances(&plan(), inputs, 1024).unwrap_err().error;
-        let s = || input("s", &[1, 1], "BYTES", json!(["p"]));
-        assert!(err(&[input("x", &[1, 2], "FP64", json!([1, 2])), s()])
-            .contains("datatype FP64 does not match the model's FP32"));
-        assert!(err(&[input("x", &[1, 2], "FP32", json!([1, 2, 3]))]).contains("needs 2 values, data has 3"));
-        assert!(err(&[input("x", &[1, 3], "FP32", json!([1, 2, 3]))]).contains("does not fit the model's [N, 2]"));
-        assert!(err(&[input("x", &[2, 2], "FP32", json!([1, 2, 3, 4])), s()]).contains("has 1 rows, others have 2"));
+        let m = mixed();
+        let err = |inputs: &[InferInput]| m.rows(inputs, 1024).unwrap_err();
+        let s = || input("s", &[1], "BYTES", json!(["p"]));
+        assert!(err(&[input("a", &[1, 1], "FP64", json!([1])), s()]).contains("datatype FP64 does not match the model's FP32"));
+        assert!(err(&[input("a", &[1, 1], "FP32", json!([1, 2])), s()]).contains("needs 1 values, data has 2"));
+        assert!(err(&[input("a", &[1, 3], "FP32", json!([1, 2, 3])), s()]).contains("does not fit the model's [N, 1]"));
+        assert!(err(&[input("a", &[2, 1], "FP32", json!([1, 2])), s()]).contains("has 1 rows, others have 2"));
         assert!(err(&[input("zz", &[1], "FP32", json!([1]))]).contains("unknown input 'zz'"));
-        assert!(err(&[input("x", &[1, 2], "FP32", json!([1, 2]))]).contains("missing input 's'"));
-    }
-
-    fn linear() -> Vec<InputPlan> {
-        let fields = (0..5).map(|i| format!("f_{i}")).collect();
-        vec![InputPlan { name: "features".into(), elem: ElemType::F32, fields, rank: 2 }]
-    }
-
-    fn linear_error(shape: &[i64], data: Value) -> String {
-        to_instances(&linear(), &[input("features", shape, "FP32", data)], 1024).unwrap_err().error
+        assert!(err(&[input("a", &[1, 1], "FP32", json!([1]))]).contains("missing input 's'"));
+        let e = err(&[input("a", &[1, 1], "FP32", json!(["x"])), s()]);
+        assert!(e.contains("a[0]: must be a number, got string \"x\""), "{e}");
     }
 
     #[test]
@@ -283,32 +507,14 @@ mod tests {
             linear_error(&[1, 3_689_348_814_741_910_324], json!([1, 2, 3, 4, 5])),
             "input 'features': shape [1, 3689348814741910324] does not fit the model's [N, 5]"
         );
-        assert_eq!(
-            linear_error(&[-1, 5], json!([1, 2, 3, 4, 5])),
-            "input 'features': shape [-1, 5] has a negative dimension -1"
-        );
-        assert_eq!(
-            linear_error(&[1, -5], json!([1, 2, 3, 4, 5])),
-            "input 'features': shape [1, -5] has a negative dimension -5"
-        );
+        assert_eq!(linear_error(&[-1, 5], json!([1, 2, 3, 4, 5])), "input 'features': shape [-1, 5] has a negative dimension -1");
         assert_eq!(
             linear_error(&[0, 5], json!([])),
             "input 'features': shape [0, 5] has 0 rows; a request needs at least one instance"
         );
-        let at_limit = to_instances(&linear(), &[input("features", &[3, 5], "FP32", json!(vec![0; 15]))], 3).unwrap();
-        assert_eq!(at_limit.len(), 3);
-        let over = to_instances(&linear(), &[input("features", &[4, 5], "FP32", json!(vec![0; 20]))], 3).unwrap_err();
-        assert_eq!(over.error, "input 'features': 4 rows, more than the limit of 3 instances per request");
-    }
-
-    #[test]
-    fn data_layout_check_trusts_no_claimed_size() {
-        // Called directly, past the rows limit: still no allocation of the claimed size.
-        let err = leaves(&json!([[1, 2, 3, 4, 5]]), &[1_000_000_000_000, 5]).unwrap_err();
-        assert!(err.ends_with("data holds 1 items, expected 1000000000000"), "{err}");
-        let err = leaves(&json!([1, 2, 3, 4, 5]), &[3_689_348_814_741_910_324, 5]).unwrap_err();
-        assert_eq!(err, "shape [3689348814741910324, 5] has too many elements");
-        assert_eq!(leaves(&json!([1]), &[-1]).unwrap_err(), "dimension -1 is out of range");
+        assert_eq!(linear().rows(&[input("features", &[3, 5], "FP32", json!(vec![0; 15]))], 3).unwrap().len, 3);
+        let over = linear().rows(&[input("features", &[4, 5], "FP32", json!(vec![0; 20]))], 3).unwrap_err();
+        assert_eq!(over, "input 'features': 4 rows, more than the limit of 3 instances per request");
     }
 
     #[test]
@@ -317,67 +523,53 @@ mod tests {
             linear_error(&[1, 1, 5], json!([1, 2, 3, 4, 5])),
             "input 'features': shape [1, 1, 5] has 3 dimensions, the model's [N, 5] has 2"
         );
-        assert_eq!(
-            linear_error(&[1, 5, 1], json!([1, 2, 3, 4, 5])),
-            "input 'features': shape [1, 5, 1] has 3 dimensions, the model's [N, 5] has 2"
-        );
-        assert_eq!(
-            linear_error(&[5], json!([1, 2, 3, 4, 5])),
-            "input 'features': shape [5] has 1 dimensions, the model's [N, 5] has 2"
-        );
         let long = vec![1; 1000];
-        assert!(
-            linear_error(&long, json!([1])).ends_with("… (3000 chars) has 1000 dimensions, the model's [N, 5] has 2")
-        );
-        let rank1 = [InputPlan { name: "s".into(), elem: ElemType::String, fields: vec!["s".into()], rank: 1 }];
-        let rows = to_instances(&rank1, &[input("s", &[2], "BYTES", json!(["p", "q"]))], 8).unwrap();
-        assert_eq!(rows, vec![json!({"s": "p"}), json!({"s": "q"})]);
-        let err = to_instances(&rank1, &[input("s", &[2, 1], "BYTES", json!(["p", "q"]))], 8).unwrap_err();
-        assert_eq!(err.error, "input 's': shape [2, 1] has 2 dimensions, the model's [N] has 1");
+        assert!(linear_error(&long, json!([1])).ends_with("… (3000 chars) has 1000 dimensions, the model's [N, 5] has 2"));
+        let m = mixed();
+        let err = m.rows(&[input("a", &[1, 1], "FP32", json!([1])), input("s", &[2, 1], "BYTES", json!(["p", "q"]))], 8);
+        assert_eq!(err.unwrap_err(), "input 's': shape [2, 1] has 2 dimensions, the model's [N] has 1");
     }
 
     #[test]
     fn data_is_flat_or_nested_exactly_like_the_shape() {
-        let ok = |shape: &[i64], data: Value| to_instances(&linear(), &[input("features", shape, "FP32", data)], 8);
-        assert_eq!(ok(&[2, 5], json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])).unwrap()[1]["f_0"], 6);
-        assert_eq!(ok(&[2, 5], json!([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])).unwrap()[1]["f_4"], 10);
-        let prefix = "input 'features': data is neither flat nor nested like shape";
-        assert_eq!(
-            linear_error(&[1, 5], json!([[[1, 2, 3, 4, 5]]])),
-            format!("{prefix} [1, 5]: data[0] holds 1 items, expected 5")
-        );
-        assert_eq!(
-            linear_error(&[1, 5], json!([[1, 2, 3, 4, [5]]])),
-            format!("{prefix} [1, 5]: data[0][4] is an array, expected a value")
-        );
-        assert_eq!(
-            linear_error(&[2, 5], json!([[1, 2, 3, 4, 5], [6, 7, 8, 9]])),
-            format!("{prefix} [2, 5]: data[1] holds 4 items, expected 5")
-        );
-        assert_eq!(
-            linear_error(&[2, 5], json!([[1, 2, 3, 4, 5], 6, 7, 8, 9, 10])),
-            format!("{prefix} [2, 5]: data holds 6 items, expected 2")
-        );
-        assert_eq!(
-            linear_error(&[2, 5], json!([[1, 2, 3, 4, 5], 6])),
-            format!("{prefix} [2, 5]: data[1] is a value, expected an array of 5")
-        );
-        assert_eq!(
-            linear_error(&[1, 5], json!([[1, 2], [3, 4, 5]])),
-            format!("{prefix} [1, 5]: data holds 2 items, expected 1")
-        );
-        assert_eq!(
-            linear_error(&[1, 5], json!([1, 2, 3, 4, 5, 6])),
-            "input 'features': shape [1, 5] needs 5 values, data has 6"
-        );
-        assert_eq!(linear_error(&[1, 5], json!(7)), "input 'features': data must be an array, got 7");
+        let ok = |shape: &[i64], data: Value| linear().rows(&[input("features", shape, "FP32", data)], 8);
+        assert!(ok(&[2, 5], json!([1, 2, 3, 4, 5, 6, 7, 8, 9, 10])).is_ok());
+        assert!(ok(&[2, 5], json!([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]])).is_ok());
+        let bad = |shape: &[i64], data: Value, want: &str| {
+            let err = linear_error(shape, data);
+            assert!(err.starts_with("input 'features': ") && err.contains(want), "{err} lacks {want}");
+        };
+        bad(&[1, 5], json!([[[1, 2, 3, 4, 5]]]), "an array where shape needs a value");
+        bad(&[1, 5], json!([[1, 2, 3, 4, [5]]]), "an array where shape needs a value");
+        bad(&[2, 5], json!([[1, 2, 3, 4, 5], [6, 7, 8, 9]]), "holds 4 items, shape says 5");
+        bad(&[2, 5], json!([[1, 2, 3, 4, 5], 6, 7, 8, 9, 10]), "mixes values and arrays");
+        bad(&[1, 5], json!([[1, 2], [3, 4, 5]]), "holds 2 items, shape says 5");
+        bad(&[1, 5], json!([1, 2, 3, 4, 5, 6]), "shape [1, 5] needs 5 values, data has 6");
+        bad(&[1, 5], json!(7), "invalid type: integer `7`");
+    }
+
+    #[test]
+    fn binary_data_is_cut_by_binary_data_size() {
+        let m = linear();
+        let mut features = input("features", &[1, 5], "FP32", json!(null));
+        features.data = None;
+        features.parameters = Some(json!({"binary_data_size": 20}));
+        let bytes: Vec<u8> = [1.0f32, 2.0, 3.0, 4.0, 5.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let model = decode::Model { plan: &m.plan, feed: &m.feed, schema: &m.schema };
+        let rows = to_rows(model, std::slice::from_ref(&features), &bytes, 8).unwrap();
+        assert_eq!(rows.columns[0], Column::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0]));
+        let err = to_rows(model, std::slice::from_ref(&features), &bytes[..19], 8).unwrap_err().error;
+        assert!(err.contains("binary_data_size is 20, but only 19 bytes"), "{err}");
+        let mut extra = bytes.clone();
+        extra.push(0);
+        let err = to_rows(model, std::slice::from_ref(&features), &extra, 8).unwrap_err().error;
+        assert_eq!(err, "1 bytes of binary data belong to no input");
     }
 
     #[test]
     fn repeated_names_are_refused() {
         let x = || input("features", &[1, 5], "FP32", json!([1, 2, 3, 4, 5]));
-        let err = to_instances(&linear(), &[x(), x()], 8).unwrap_err().error;
-        assert_eq!(err, "input 'features' is given more than once");
+        assert_eq!(linear().rows(&[x(), x()], 8).unwrap_err(), "input 'features' is given more than once");
         let outputs = [TensorInfo { name: "p".into(), elem: ElemType::F32, shape: vec![-1, 1] }];
         let want = |name: &str| RequestedOutput { name: name.into(), parameters: None };
         let err = selected_outputs(&outputs, Some(&[want("p"), want("p")])).unwrap_err().error;
@@ -389,16 +581,19 @@ mod tests {
     }
 
     #[test]
-    fn outputs_are_flattened_with_their_shape() {
+    fn outputs_are_written_with_their_shape_and_shortest_floats() {
         let info = TensorInfo { name: "p".into(), elem: ElemType::F32, shape: vec![-1, 2] };
-        let mut a = Map::new();
-        a.insert("p".into(), json!([0.1, 0.9]));
-        let mut b = Map::new();
-        b.insert("p".into(), json!([0.7, 0.3]));
-        let out = to_output(&info, &[a, b]);
-        assert_eq!(out.shape, vec![2, 2]);
-        assert_eq!(out.data, vec![json!(0.1), json!(0.9), json!(0.7), json!(0.3)]);
-        assert_eq!(out.datatype, "FP32");
+        let column = Column::F32(vec![0.1, 0.9, 0.7, 0.3]);
+        let out = TensorOut { info: &info, column: &column, rows: 2, per_row: 2, binary_size: None };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"name":"p","datatype":"FP32","shape":[2,2],"data":[0.1,0.9,0.7,0.3]}"#
+        );
+        let out = TensorOut { binary_size: Some(16), ..out };
+        assert_eq!(
+            serde_json::to_string(&out).unwrap(),
+            r#"{"name":"p","datatype":"FP32","shape":[2,2],"parameters":{"binary_data_size":16}}"#
+        );
     }
 
     #[test]

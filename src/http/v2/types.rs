@@ -171,11 +171,14 @@ pub struct InferInput {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
+    /// `binary_data_size`: the tensor's bytes follow the JSON header (binary tensor data
+    /// extension) instead of `data`.
     #[schema(value_type = Option<Object>)]
     pub parameters: Option<Value>,
-    /// Row-major, flat or nested.
-    #[schema(value_type = Vec<Object>)]
-    pub data: Value,
+    /// Row-major, flat or nested like `shape`; kept unparsed until the model's element type
+    /// is known, then read straight into the tensor's buffer.
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub data: Option<Box<serde_json::value::RawValue>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -185,7 +188,9 @@ pub struct RequestedOutput {
     pub parameters: Option<Value>,
 }
 
+/// The answer (documentation: it is written from the output tensors).
 #[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
 pub struct InferResponse {
     pub model_name: String,
     pub model_version: String,
@@ -195,10 +200,14 @@ pub struct InferResponse {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
 pub struct OutputTensor {
     pub name: String,
     pub shape: Vec<i64>,
     pub datatype: String,
-    #[schema(value_type = Vec<Object>)]
-    pub data: Vec<Value>,
+    /// `binary_data_size` when the output's bytes follow the JSON header instead of `data`.
+    #[schema(value_type = Option<Object>)]
+    pub parameters: Option<Value>,
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub data: Option<Vec<Value>>,
 }

@@ -12,53 +12,14 @@ use metrics::{counter, histogram};
 use tower_http::request_id::RequestId;
 use tracing::Instrument;
 
-use super::{millis, ModelMetrics, Outcome, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
-use crate::batch::{Batcher, Inferred};
-use crate::http::{usable_request_id, AppState, REQUEST_ID};
-
-tokio::task_local! {
-    /// The id of the request being handled, for error bodies built far from the handler.
-    static CURRENT_REQUEST_ID: Arc<str>;
-}
-
-/// The id of the request this task is serving, if any.
-pub fn current_request_id() -> Option<Arc<str>> {
-    CURRENT_REQUEST_ID.try_with(Arc::clone).ok()
-}
-
-/// Who made the request, once access control accepted a credential: a request extension for
-/// handlers and a response extension for the access log.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// A key's name, a token's subject.
-    pub name: Arc<str>,
-    /// `key`, `jwt` or `metrics_token`, so that a key and a subject of the same name differ.
-    pub kind: &'static str,
-}
-
-/// What a model's handler reports about the request it served, as a response extension.
-#[derive(Clone)]
-pub struct Served {
-    pub metrics: Arc<ModelMetrics>,
-    /// Instances in the request; 0 when its body could not be read.
-    pub rows: usize,
-    pub queue: Duration,
-    pub inference: Duration,
-}
-
-impl Served {
-    pub fn new(metrics: &Arc<ModelMetrics>) -> Self {
-        Self { metrics: metrics.clone(), rows: 0, queue: Duration::ZERO, inference: Duration::ZERO }
-    }
-
-    pub fn timed(&mut self, inferred: &Inferred) {
-        self.queue = inferred.queue();
-        self.inference = inferred.inference();
-    }
-}
+use super::{usable_request_id, AppState, REQUEST_ID};
+use crate::auth::Caller;
+use crate::batch::Batcher;
+use crate::observe::{millis, Outcome, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
+use crate::service::Served;
 
 /// Runs a model request (`run` gets the request id and the report to fill in) and answers with
-/// its result, carrying the report out to [`track`]. Shared by `/predict` and `/v2` inference.
+/// its result, carrying the report out to [`track`]. Shared by every predict route.
 pub async fn serve_model<T: IntoResponse, E: IntoResponse>(
     batcher: &Batcher,
     request_id: &RequestId,
@@ -139,7 +100,8 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let id_header = request_id(&mut request);
     let id: Arc<str> = id_header.to_str().unwrap_or_default().into();
     let span = tracing::info_span!("request", method = method_label(&method), path = %logged_path(request.uri().path()), request_id = %id);
-    let mut response = CURRENT_REQUEST_ID.scope(id, next.run(request)).instrument(span.clone()).await;
+    let mut response = next.run(request).instrument(span.clone()).await;
+    crate::error::stamp(&mut response, &id);
     response.headers_mut().insert(REQUEST_ID, id_header);
     let elapsed = started.elapsed();
 

@@ -1,0 +1,257 @@
+//! The streaming decoder: a request body read with `serde` seeds straight into the column
+//! buffers of the model's input tensors, every field checked on its way in.
+
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::sink::Sink;
+use crate::error::clip;
+use crate::tensor::columns::Scalar;
+
+/// Which envelope a body is read with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// inferd's own: `{"instances": [...]}` and nothing else.
+    Predict,
+    /// KServe V1 / TensorFlow Serving: `{"instances": [...]}` or the columnar
+    /// `{"inputs": ...}`, with an optional `signature_name`.
+    V1,
+}
+
+/// Which of the two forms a V1 body used; the answer mirrors it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Form {
+    #[default]
+    Rows,
+    Columns,
+}
+
+/// Reads a whole request body into `sink`; syntax and envelope errors end the read, field
+/// errors are collected in the sink.
+pub fn read_body(body: &[u8], envelope: Envelope, sink: &mut Sink<'_>) -> Result<Form, serde_json::Error> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let form = BodySeed { sink, envelope }.deserialize(&mut de)?;
+    de.end()?;
+    Ok(form)
+}
+
+struct BodySeed<'s, 'p> {
+    sink: &'s mut Sink<'p>,
+    envelope: Envelope,
+}
+
+impl<'de> DeserializeSeed<'de> for BodySeed<'_, '_> {
+    type Value = Form;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Form, D::Error> {
+        d.deserialize_map(self)
+    }
+}
+
+const PREDICT_FIELDS: &[&str] = &["instances"];
+const V1_FIELDS: &[&str] = &["instances", "inputs", "signature_name"];
+
+impl<'de> Visitor<'de> for BodySeed<'_, '_> {
+    type Value = Form;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self.envelope {
+            Envelope::Predict => f.write_str("an object with `instances`"),
+            Envelope::V1 => f.write_str("an object with `instances` or `inputs`"),
+        }
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Form, A::Error> {
+        let expected = if self.envelope == Envelope::Predict { PREDICT_FIELDS } else { V1_FIELDS };
+        let mut form = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "instances" | "inputs" if form.is_some() => {
+                    return Err(de::Error::custom("give either `instances` or `inputs`, once"));
+                }
+                "instances" => {
+                    map.next_value_seed(InstancesSeed(&mut *self.sink))?;
+                    form = Some(Form::Rows);
+                }
+                "inputs" if self.envelope == Envelope::V1 => {
+                    let columns: Value = map.next_value()?;
+                    self.sink.columnar(columns);
+                    form = Some(Form::Columns);
+                }
+                // TensorFlow Serving names the signature; a model here has one.
+                "signature_name" if self.envelope == Envelope::V1 => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+                other => return Err(de::Error::unknown_field(&clip(other), expected)),
+            }
+        }
+        form.ok_or_else(|| de::Error::missing_field("instances"))
+    }
+}
+
+struct InstancesSeed<'s, 'p>(&'s mut Sink<'p>);
+
+impl<'de> DeserializeSeed<'de> for InstancesSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InstancesSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an array of instances")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        loop {
+            match self.0.begin_row() {
+                Some(row) => {
+                    if seq.next_element_seed(InstanceSeed { sink: &mut *self.0, row })?.is_none() {
+                        self.0.abandon_row();
+                        return Ok(());
+                    }
+                    self.0.end_row(row);
+                }
+                // Over the limit: counted, not built.
+                None => {
+                    if seq.next_element::<IgnoredAny>()?.is_none() {
+                        return Ok(());
+                    }
+                    self.0.count_extra();
+                }
+            }
+        }
+    }
+}
+
+struct InstanceSeed<'s, 'p> {
+    sink: &'s mut Sink<'p>,
+    row: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for InstanceSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an instance")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let plan = self.sink.plan();
+        let mut hint = 0;
+        while let Some(key) = map.next_key_seed(KeySeed { plan, hint })? {
+            match key {
+                Key::Field(field) => {
+                    hint = field + 1;
+                    let value = scalar(map.next_value::<Value>()?);
+                    self.sink.field(self.row, field, value);
+                }
+                Key::Other(name) => {
+                    map.next_value::<IgnoredAny>()?;
+                    self.sink.unknown_field(self.row, &name);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if !self.sink.plan().matrix {
+            let value = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+            self.sink.not_an_instance(self.row, Scalar::Other(value));
+            return Ok(());
+        }
+        let width = self.sink.plan().fields.len();
+        let mut n = 0;
+        while let Some(value) = seq.next_element::<Value>()? {
+            if n < width {
+                // A plain row's columns are the schema's properties, in order.
+                self.sink.field(self.row, n, scalar(value));
+            }
+            n += 1;
+        }
+        if n != width {
+            self.sink.wrong_row_length(self.row, n);
+        }
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.sink.not_an_instance(self.row, Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<(), E> {
+        self.sink.not_an_instance(self.row, Scalar::I64(v));
+        Ok(())
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<(), E> {
+        self.sink.not_an_instance(self.row, Scalar::U64(v));
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.sink.not_an_instance(self.row, Scalar::F64(v));
+        Ok(())
+    }
+    fn visit_str<E>(self, v: &str) -> Result<(), E> {
+        self.sink.not_an_instance(self.row, Scalar::Str(v.to_owned()));
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.sink.not_an_instance(self.row, Scalar::Null);
+        Ok(())
+    }
+}
+
+/// A value as the columns take it; a string is moved, not copied.
+pub fn scalar(value: Value) -> Scalar {
+    match value {
+        Value::String(s) => Scalar::Str(s),
+        other => Scalar::from_value(&other),
+    }
+}
+
+enum Key {
+    Field(usize),
+    Other(String),
+}
+
+/// An instance's key, looked up without allocating (only an unknown name is kept, for its
+/// message).
+struct KeySeed<'p> {
+    plan: &'p super::plan::InstancePlan,
+    hint: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for KeySeed<'_> {
+    type Value = Key;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Key, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed<'_> {
+    type Value = Key;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Key, E> {
+        Ok(match self.plan.find(name, self.hint) {
+            Some(field) => Key::Field(field),
+            None => Key::Other(name.to_owned()),
+        })
+    }
+}

@@ -1,0 +1,328 @@
+//! Where decoded values go: the rows being built, and every field error found on the way.
+
+use serde_json::Value;
+
+use super::plan::InstancePlan;
+use crate::error::{clip, shown, ApiError, FieldError, MAX_FIELD_ERRORS};
+use crate::tensor::columns::{Column, Scalar};
+use crate::tensor::signature::FeedPlan;
+use crate::tensor::rows::Rows;
+use crate::schema::InstanceSchema;
+
+pub struct Sink<'p> {
+    plan: &'p InstancePlan,
+    rows: Rows,
+    /// Errors of the schema's rules. Errors of the element types (a value beyond an f16, say)
+    /// are reported only when there are none, as they were when jsonschema ran first.
+    schema_errors: Vec<FieldError>,
+    type_errors: Vec<FieldError>,
+    /// Fields given in the row being read.
+    seen: Vec<bool>,
+    /// Elements per row of each input.
+    widths: Vec<usize>,
+    max_rows: usize,
+    /// Instances in the request, built or not.
+    count: usize,
+}
+
+impl<'p> Sink<'p> {
+    pub fn new(plan: &'p InstancePlan, feed: &FeedPlan, max_rows: usize, expected: usize) -> Self {
+        Self {
+            plan,
+            rows: Rows::with_capacity(feed, expected.min(max_rows)),
+            schema_errors: Vec::new(),
+            type_errors: Vec::new(),
+            seen: vec![false; plan.fields.len()],
+            widths: feed.inputs.iter().map(|i| i.fields.len()).collect(),
+            max_rows,
+            count: 0,
+        }
+    }
+
+    pub fn plan(&self) -> &'p InstancePlan {
+        self.plan
+    }
+
+    fn full(&self) -> bool {
+        self.schema_errors.len() + self.type_errors.len() > MAX_FIELD_ERRORS
+    }
+
+    fn path(row: usize, field: &str) -> String {
+        format!("/instances/{row}/{}", clip(&escape(field)))
+    }
+
+    /// Starts a row: placeholders in every column, filled as the fields arrive. `None` once
+    /// the request has more rows than allowed (they are only counted).
+    pub fn begin_row(&mut self) -> Option<usize> {
+        if self.count >= self.max_rows {
+            return None;
+        }
+        let row = self.count;
+        self.count += 1;
+        for (column, width) in self.rows.columns.iter_mut().zip(&self.widths) {
+            column.grow(*width);
+        }
+        self.rows.len += 1;
+        self.seen.iter_mut().for_each(|s| *s = false);
+        Some(row)
+    }
+
+    /// The array ended where a row was begun.
+    pub fn abandon_row(&mut self) {
+        self.count -= 1;
+        self.rows.len -= 1;
+        let len = self.rows.len;
+        for (column, width) in self.rows.columns.iter_mut().zip(&self.widths) {
+            column.truncate(len * width);
+        }
+    }
+
+    /// Begins `n` rows at once, for tensors that fill them a column at a time (the caller has
+    /// held `n` to the limit).
+    pub fn grow_rows(&mut self, n: usize) {
+        self.count += n;
+        self.rows.len += n;
+        for (column, width) in self.rows.columns.iter_mut().zip(&self.widths) {
+            column.grow(n * width);
+        }
+    }
+
+    /// One element of a tensor: checked and set, without the per-row bookkeeping of objects.
+    pub fn element(&mut self, row: usize, field: usize, value: Scalar) {
+        let plan = &self.plan.fields[field];
+        if !self.full() {
+            plan.check(&value, || Self::path(row, &plan.name), &mut self.schema_errors);
+        }
+        let at = row * self.widths[plan.input] + plan.offset;
+        if let Err(message) = self.rows.columns[plan.input].set(at, value) {
+            if !self.full() {
+                self.type_errors.push(FieldError { path: Self::path(row, &plan.name), message });
+            }
+        }
+    }
+
+    /// A whole input's elements, already of its type (binary tensor data): checked against the
+    /// schema only where its fields have rules.
+    pub fn put_column(&mut self, input: usize, column: Column) {
+        let fields = &self.plan.inputs[input];
+        let width = self.widths[input];
+        if fields.iter().any(|f| self.plan.fields[*f].has_checks()) {
+            for k in 0..column.len() {
+                let field = &self.plan.fields[fields[k % width]];
+                if self.full() {
+                    break;
+                }
+                field.check(&column.scalar_at(k), || Self::path(k / width, &field.name), &mut self.schema_errors);
+            }
+        }
+        self.rows.columns[input] = column;
+    }
+
+    pub fn count_extra(&mut self) {
+        self.count += 1;
+    }
+
+    pub fn field(&mut self, row: usize, field: usize, value: Scalar) {
+        let plan = &self.plan.fields[field];
+        if std::mem::replace(&mut self.seen[field], true) {
+            self.schema_errors.push(FieldError { path: Self::path(row, &plan.name), message: "is given more than once".into() });
+            return;
+        }
+        if !self.full() {
+            plan.check(&value, || Self::path(row, &plan.name), &mut self.schema_errors);
+        }
+        let at = row * self.widths[plan.input] + plan.offset;
+        if let Err(message) = self.rows.columns[plan.input].set(at, value) {
+            if !self.full() {
+                self.type_errors.push(FieldError { path: Self::path(row, &plan.name), message });
+            }
+        }
+    }
+
+    pub fn unknown_field(&mut self, row: usize, name: &str) {
+        if !self.plan.open && !self.full() {
+            self.schema_errors
+                .push(FieldError { path: Self::path(row, name), message: "is not a field of this model".into() });
+        }
+    }
+
+    /// Fields not given: required ones are reported as such; an optional one still has to
+    /// fill its tensor element, so it is reported as the null it stands for.
+    pub fn end_row(&mut self, row: usize) {
+        for (field, seen) in self.plan.fields.iter().zip(&self.seen) {
+            if *seen || self.full() {
+                continue;
+            }
+            let path = Self::path(row, &field.name);
+            if field.required {
+                self.schema_errors.push(FieldError { path, message: "is required".into() });
+            } else {
+                let mut probe = Column::with_capacity(field.elem, 1);
+                let message = probe.push(&Scalar::Null).err().unwrap_or_else(|| "is missing".into());
+                self.type_errors.push(FieldError { path, message });
+            }
+        }
+        // Nothing else is reported for a row that was not an instance at all.
+        self.seen.iter_mut().for_each(|s| *s = true);
+    }
+
+    pub fn not_an_instance(&mut self, row: usize, value: Scalar) {
+        let expected = if self.plan.matrix {
+            format!("an object or an array of {} values", self.plan.fields.len())
+        } else {
+            "an object".to_owned()
+        };
+        let got = value.to_value();
+        let got = if got.is_null() { "null".to_owned() } else { format!("{} {}", value.type_name(), shown(&got)) };
+        self.schema_errors.push(FieldError { path: format!("/instances/{row}"), message: format!("must be {expected}, got {got}") });
+        self.seen.iter_mut().for_each(|s| *s = true);
+    }
+
+    pub fn wrong_row_length(&mut self, row: usize, n: usize) {
+        self.schema_errors.push(FieldError {
+            path: format!("/instances/{row}"),
+            message: format!("a plain row must hold {} values, got {n}", self.plan.fields.len()),
+        });
+        self.seen.iter_mut().for_each(|s| *s = true);
+    }
+
+    /// TensorFlow Serving's columnar form: `{"inputs": {"name": [one value per row], ...}}`,
+    /// keyed by field or by the one `[N, F]` input (`[[F values], ...]`), or `{"inputs":
+    /// [rows]}` for a model with one input.
+    pub fn columnar(&mut self, inputs: Value) {
+        let fail = |sink: &mut Self, message: String| {
+            sink.schema_errors.push(FieldError { path: "/inputs".into(), message });
+        };
+        let columns = match inputs {
+            Value::Object(map) => map,
+            Value::Array(rows) if self.plan.matrix => return self.rows_of(rows),
+            other => {
+                return fail(self, format!("must be an object of named inputs, got {}", shown(&other)));
+            }
+        };
+        if self.plan.matrix && columns.len() == 1 {
+            let (name, rows) = columns.into_iter().next().expect("one entry");
+            if self.plan.find(&name, 0).is_none() {
+                return match rows {
+                    Value::Array(rows) => self.rows_of(rows),
+                    other => fail(self, format!("`{}` must be an array of rows, got {}", clip(&name), shown(&other))),
+                };
+            }
+            return self.columns_of([(name, rows)].into_iter().collect());
+        }
+        self.columns_of(columns)
+    }
+
+    fn rows_of(&mut self, rows: Vec<Value>) {
+        for value in rows {
+            let Some(row) = self.begin_row() else {
+                self.count_extra();
+                continue;
+            };
+            match value {
+                Value::Array(items) => {
+                    let n = items.len();
+                    for (field, item) in items.into_iter().enumerate().take(self.plan.fields.len()) {
+                        self.field(row, field, super::json::scalar(item));
+                    }
+                    if n != self.plan.fields.len() {
+                        self.wrong_row_length(row, n);
+                    }
+                }
+                other => self.not_an_instance(row, Scalar::from_value(&other)),
+            }
+            self.end_row(row);
+        }
+    }
+
+    fn columns_of(&mut self, columns: serde_json::Map<String, Value>) {
+        let mut lists = Vec::with_capacity(columns.len());
+        let mut rows = None;
+        for (name, values) in columns {
+            let Some(field) = self.plan.find(&name, 0) else {
+                if !self.plan.open {
+                    self.schema_errors.push(FieldError {
+                        path: format!("/inputs/{}", clip(&escape(&name))),
+                        message: "is not an input of this model".into(),
+                    });
+                }
+                continue;
+            };
+            let Value::Array(values) = values else {
+                self.schema_errors.push(FieldError {
+                    path: format!("/inputs/{}", clip(&escape(&name))),
+                    message: format!("must be an array with one value per instance, got {}", shown(&values)),
+                });
+                continue;
+            };
+            if *rows.get_or_insert(values.len()) != values.len() {
+                self.schema_errors.push(FieldError {
+                    path: format!("/inputs/{}", clip(&escape(&name))),
+                    message: format!("has {} values, other inputs have {}", values.len(), rows.unwrap_or(0)),
+                });
+                continue;
+            }
+            lists.push((field, values.into_iter()));
+        }
+        for _ in 0..rows.unwrap_or(0) {
+            let Some(row) = self.begin_row() else {
+                self.count_extra();
+                continue;
+            };
+            for (field, values) in &mut lists {
+                let value = values.next().expect("every list has `rows` values");
+                self.field(row, *field, super::json::scalar(value));
+            }
+            self.end_row(row);
+        }
+    }
+
+    /// The rows, or the request's errors: its count out of bounds, then its fields. jsonschema
+    /// checks the rows afterwards when the schema has keywords the plan does not carry out.
+    pub fn finish(self, schema: &InstanceSchema) -> Result<Rows, ApiError> {
+        if self.count == 0 || self.count > self.max_rows {
+            let message = format!("must hold 1 to {} instances, got {}", self.max_rows, self.count);
+            return Err(ApiError::InvalidRequest {
+                message: format!("`instances` {message}"),
+                details: vec![FieldError { path: "/instances".into(), message }],
+            });
+        }
+        if !self.schema_errors.is_empty() {
+            return Err(ApiError::validation(self.schema_errors));
+        }
+        if !self.type_errors.is_empty() {
+            return Err(ApiError::validation(self.type_errors));
+        }
+        if !self.plan.fallback.is_empty() {
+            let mut errors = Vec::new();
+            for row in 0..self.rows.len {
+                schema.check(row, &instance(self.plan, &self.rows, row), &mut errors);
+                if errors.len() > MAX_FIELD_ERRORS {
+                    break;
+                }
+            }
+            if !errors.is_empty() {
+                return Err(ApiError::validation(errors));
+            }
+        }
+        Ok(self.rows)
+    }
+}
+
+/// Row `row` rebuilt as the JSON instance it was decoded from.
+pub fn instance(plan: &InstancePlan, rows: &Rows, row: usize) -> Value {
+    let map = plan
+        .fields
+        .iter()
+        .map(|f| {
+            let width = rows.width(f.input);
+            (f.name.clone(), rows.columns[f.input].value_at(row * width + f.offset))
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// JSON Pointer escaping (RFC 6901) of one path segment.
+pub fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}

@@ -1,0 +1,36 @@
+//! A prediction's deadline: from the moment its headers are in, covering the body read, the
+//! queue and inference.
+
+use std::time::{Duration, Instant};
+
+use crate::error::ApiError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Deadline {
+    started: Instant,
+    budget: Duration,
+}
+
+impl Deadline {
+    pub fn new(started: Instant, budget: Duration) -> Self {
+        Self { started, budget }
+    }
+
+    /// The same deadline, or an earlier one if `budget` from the start is shorter.
+    pub fn shorten(self, budget: Duration) -> Self {
+        Self { started: self.started, budget: self.budget.min(budget) }
+    }
+
+    pub fn at(&self) -> Instant {
+        self.started + self.budget
+    }
+
+    /// The budget in whole milliseconds, for messages.
+    pub fn budget_ms(&self) -> u64 {
+        self.budget.as_millis().max(1) as u64
+    }
+
+    pub fn timed_out(&self) -> ApiError {
+        ApiError::Timeout { ms: self.budget_ms() }
+    }
+}
