@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::config::Config;
-use crate::http::{models, predict, scrape, status, v2};
+use crate::http::{models, predict, scrape, status, v1, v2};
 use crate::model::{self, LoadError, ModelSpec};
 
 #[derive(OpenApi)]
@@ -19,6 +19,7 @@ use crate::model::{self, LoadError, ModelSpec};
     paths(
         status::health, status::ready, scrape::metrics,
         predict::predict_default, predict::predict_model, predict::predict_version,
+        v1::predict, v1::predict_version, v1::status,
         models::list, models::info, models::version_info,
         v2::live, v2::ready, v2::server_metadata, v2::model, v2::model_version,
         v2::model_ready, v2::model_version_ready, v2::infer, v2::infer_version,
@@ -26,6 +27,7 @@ use crate::model::{self, LoadError, ModelSpec};
     // Referenced from the `IntoResponses` of the predict operations, which utoipa does not collect.
     components(schemas(predict::PredictResponse, crate::error::ErrorBody, v2::InferResponse, v2::V2Error)),
     tags(
+        (name = "predict", description = "Predictions in other servers' formats: KServe V1 and TensorFlow Serving"),
         (name = "models", description = "What is served"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "open inference protocol v2", description = "KServe Open Inference Protocol, REST"),
@@ -83,12 +85,26 @@ pub fn document(config: &Config, models: &[Documented<'_>]) -> Value {
             paths.insert("/predict".into(), json!({"post": op(&template, "_default_model", summary)}));
         }
     }
-    // Sorted, so that the document reads in path order and diffs stay small.
+    // Predict operations first (`/predict` before its aliases, then the other formats), the
+    // rest in path order, so that `/docs` opens on what clients call and diffs stay small.
     let mut sorted: Vec<(String, Value)> = std::mem::take(paths).into_iter().collect();
-    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let key = |path: &str| (path_rank(path), path.matches('/').count(), path.to_owned());
+    sorted.sort_by_key(|(path, _)| key(path));
     paths.extend(sorted);
     let components = doc["components"]["schemas"].as_object_mut().expect("components");
     components.extend(schemas);
+    // Swagger UI shows tags in this order: each model's predict operations come first.
+    let mut model_tags: Vec<Value> = Vec::new();
+    for m in models {
+        let tag = json!({"name": format!("model: {}", m.spec.name), "description": format!("Predict with {}", m.spec.name)});
+        if !model_tags.contains(&tag) {
+            model_tags.push(tag);
+        }
+    }
+    if let Some(tags) = doc["tags"].as_array_mut() {
+        model_tags.append(tags);
+        *tags = model_tags;
+    }
     if config.auth.enabled() {
         secure(&mut doc);
     }
@@ -129,6 +145,22 @@ fn secure(doc: &mut Value) {
     }
 }
 
+/// Where a path sorts: `/predict`, per-model predict routes, the other formats' predict
+/// routes, then everything else.
+fn path_rank(path: &str) -> u8 {
+    if path == "/predict" {
+        0
+    } else if path.starts_with("/models/") && path.ends_with("/predict") {
+        1
+    } else if path.starts_with("/v1/") && path.ends_with(":predict") {
+        2
+    } else if path.starts_with("/v2/") && path.ends_with("/infer") {
+        3
+    } else {
+        4
+    }
+}
+
 fn model_operation(
     template: &Value,
     schema_name: &str,
@@ -147,6 +179,14 @@ fn model_operation(
     if let Some(responses) = obj.get_mut("responses").and_then(Value::as_object_mut) {
         // The model and version are part of the path: no 404 from this operation.
         responses.remove("404");
+        // A real answer: the model's own prediction for the example below.
+        if let (Some(prediction), Some(ok)) = (&spec.example_prediction, responses.get_mut("200")) {
+            let answer = json!({
+                "id": "8c1f4f4e-2a47-4d0a-9a39-0c4a1f1d2b3e",
+                "model": spec.name, "version": spec.version, "predictions": [prediction],
+            });
+            ok["content"]["application/json"]["example"] = answer;
+        }
     }
     let example = spec.schema.examples().first().cloned().unwrap_or(json!({}));
     obj.insert(

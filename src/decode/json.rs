@@ -104,7 +104,7 @@ impl<'de> Visitor<'de> for InstancesSeed<'_, '_> {
     type Value = ();
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("an array of instances")
+        f.write_str("a sequence of instances")
     }
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {

@@ -241,6 +241,11 @@ impl FieldPlan {
         }
     }
 
+    /// The schema calls the field an integer (fed, perhaps, to a float tensor).
+    pub fn is_integer(&self) -> bool {
+        self.ty == JsonType::Integer
+    }
+
     /// True when a value already of the field's element type (binary tensor data) can still
     /// break a rule: a bound, an `enum`, a length, or `integer` fed from a float tensor.
     pub fn has_checks(&self) -> bool {

@@ -1,1 +1,260 @@
-//! KServe V1 / TensorFlow Serving REST: `POST /v1/models/{name}:predict`.
+//! KServe V1 / TensorFlow Serving REST: `POST /v1/models/{name}:predict` (and
+//! `/v1/models/{name}/versions/{version}:predict`) with `{"instances": [...]}` or the columnar
+//! `{"inputs": ...}`, and `GET /v1/models/{name}` for the model's status. Bodies go through the
+//! same decoder and predict service as `/predict`; errors keep the service's one shape, whose
+//! `error` field is what TensorFlow Serving clients read.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+use tower_http::request_id::RequestId;
+use utoipa::ToSchema;
+
+use super::deadline::Deadline;
+use super::extract::{within_deadline, ApiPath, Unread};
+use super::predict::{precheck, principal};
+use super::track::serve_model;
+use super::AppState;
+use crate::auth::Caller;
+use crate::batch::{Batcher, Inferred};
+use crate::decode::{self, Envelope, Form};
+use crate::error::{clip, ApiError, ErrorBody};
+use crate::model::views::OutputCell;
+use crate::model::ModelSpec;
+use crate::service::{Origin, Served};
+
+/// `{"instances": [...]}` (rows: objects, or plain rows for a model with one `[N, F]` input)
+/// or `{"inputs": {...}}` (columns), with an optional `signature_name`.
+#[derive(Debug, serde::Deserialize, ToSchema)]
+#[allow(dead_code)] // documentation only: bodies are decoded by `crate::decode`
+pub struct V1Request {
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub instances: Option<Vec<serde_json::Value>>,
+    #[schema(value_type = Option<Object>)]
+    pub inputs: Option<serde_json::Value>,
+    pub signature_name: Option<String>,
+}
+
+/// `{"predictions": [...]}` for rows (each the one output's value, or an object of outputs),
+/// `{"outputs": ...}` for columns.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)]
+pub struct V1Response {
+    #[schema(value_type = Vec<Object>)]
+    pub predictions: Vec<serde_json::Value>,
+}
+
+/// TensorFlow Serving's model status, with KServe V1's `name` and `ready`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V1Status {
+    pub name: String,
+    pub ready: bool,
+    pub model_version_status: Vec<V1VersionStatus>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct V1VersionStatus {
+    pub version: String,
+    /// `AVAILABLE` while the version has a working session, else `UNAVAILABLE`.
+    pub state: &'static str,
+    #[schema(value_type = Object)]
+    pub status: serde_json::Value,
+}
+
+/// A body of any content type (TensorFlow Serving clients and `curl -d` do not always say JSON).
+pub struct AnyBytes(pub Bytes);
+
+impl FromRequest<AppState> for AnyBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.config.server.body_limit_bytes;
+        match within_deadline(req, state, Bytes::from_request).await? {
+            Ok(bytes) => Ok(Self(bytes)),
+            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge { limit }),
+            Err(e) => Err(ApiError::UnreadableBody(clip(&e.body_text()).into_owned())),
+        }
+    }
+}
+
+/// `name:predict` → `name`; any other verb is not a route.
+fn verb(target: &str) -> Result<&str, ApiError> {
+    match target.rsplit_once(':') {
+        Some((name, "predict")) => Ok(name),
+        _ => Err(ApiError::RouteNotFound(format!("/v1/models/{}", clip(target)))),
+    }
+}
+
+/// Predict with a model's default version (KServe V1, TensorFlow Serving).
+#[utoipa::path(
+    post, path = "/v1/models/{name}:predict", tag = "predict",
+    params(("name" = String, Path, description = "Model name")),
+    request_body = V1Request,
+    responses(
+        (status = 200, description = "One prediction per instance, in order", body = V1Response,
+            example = json!({"predictions": [187534.94]})),
+        (status = 400, description = "Body is not JSON", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 422, description = "Envelope, instance count or schema violations", body = ErrorBody),
+        (status = 503, description = "Not ready, queue full or shutting down", body = ErrorBody),
+        (status = 504, description = "Not predicted before the deadline", body = ErrorBody),
+    )
+)]
+pub async fn predict(
+    State(state): State<AppState>,
+    ApiPath(target): ApiPath<String>,
+    Extension(request_id): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
+    deadline: Deadline,
+    body: Unread,
+) -> Result<Response, ApiError> {
+    let batcher = state.registry()?.get(verb(&target)?, None)?;
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+}
+
+/// Predict with one version of a model (KServe V1, TensorFlow Serving).
+#[utoipa::path(
+    post, path = "/v1/models/{name}/versions/{version}:predict", tag = "predict",
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    request_body = V1Request,
+    responses(
+        (status = 200, description = "One prediction per instance, in order", body = V1Response),
+        (status = 404, description = "Unknown model or version", body = ErrorBody),
+        (status = 422, description = "Envelope, instance count or schema violations", body = ErrorBody),
+    )
+)]
+pub async fn predict_version(
+    State(state): State<AppState>,
+    ApiPath((name, target)): ApiPath<(String, String)>,
+    Extension(request_id): Extension<RequestId>,
+    caller: Option<Extension<Caller>>,
+    deadline: Deadline,
+    body: Unread,
+) -> Result<Response, ApiError> {
+    let batcher = state.registry()?.get(&name, Some(verb(&target)?))?;
+    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+}
+
+/// A model's status (TensorFlow Serving's `model_version_status`, KServe V1's `ready`).
+#[utoipa::path(
+    get, path = "/v1/models/{name}", tag = "models",
+    params(("name" = String, Path, description = "Model name")),
+    responses((status = 200, body = V1Status), (status = 404, description = "Unknown model", body = ErrorBody))
+)]
+pub async fn status(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Json<V1Status>, ApiError> {
+    let registry = state.registry()?;
+    registry.get(&name, None)?;
+    let model = registry.models().get(&name).ok_or_else(|| ApiError::ModelNotFound(clip(&name).into_owned()))?;
+    let versions: Vec<V1VersionStatus> = model
+        .versions
+        .iter()
+        .map(|(version, batcher)| V1VersionStatus {
+            version: version.clone(),
+            state: if batcher.is_ready() { "AVAILABLE" } else { "UNAVAILABLE" },
+            status: serde_json::json!({"error_code": "OK", "error_message": ""}),
+        })
+        .collect();
+    Ok(Json(V1Status { name, ready: versions.iter().all(|v| v.state == "AVAILABLE"), model_version_status: versions }))
+}
+
+async fn respond(
+    state: &AppState,
+    batcher: &Batcher,
+    request_id: &RequestId,
+    principal: Option<&Arc<str>>,
+    deadline: Deadline,
+    body: Unread,
+) -> Response {
+    let body: Result<AnyBytes, ApiError> = body.read(state).await;
+    serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
+        let AnyBytes(body) = body?;
+        let predictor = state.predictor();
+        precheck(predictor, batcher, &body, deadline)?;
+        let spec = batcher.spec();
+        let (rows, form) = decode::body(spec.decoding(), &body, Envelope::V1, predictor.max_rows())?;
+        let origin = Origin { request_id: id, principal };
+        let inferred = predictor.predict(batcher, origin, rows, deadline, served).await?;
+        Ok::<_, ApiError>(Json(Answer { spec, inferred: &inferred, form }).into_response())
+    })
+    .await
+}
+
+/// TensorFlow Serving's answer: rows as `predictions` (one output: its value; several: an
+/// object of them), columns as `outputs` (one output: its list; several: an object of lists).
+struct Answer<'a> {
+    spec: &'a ModelSpec,
+    inferred: &'a Inferred,
+    form: Form,
+}
+
+impl Serialize for Answer<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(1))?;
+        let outputs = &self.spec.signature.outputs;
+        match self.form {
+            Form::Rows => map.serialize_entry("predictions", &Rows(self))?,
+            Form::Columns if outputs.len() == 1 => map.serialize_entry("outputs", &OneColumn(self, 0))?,
+            Form::Columns => map.serialize_entry("outputs", &Columns(self))?,
+        }
+        map.end()
+    }
+}
+
+struct Rows<'a>(&'a Answer<'a>);
+
+impl Serialize for Rows<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let spec = self.0.spec;
+        s.collect_seq(self.0.inferred.each_row().map(|(batch, row)| RowValue { spec, batch, row }))
+    }
+}
+
+struct RowValue<'a> {
+    spec: &'a ModelSpec,
+    batch: &'a crate::tensor::rows::Batch,
+    row: usize,
+}
+
+impl Serialize for RowValue<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let outputs = &self.spec.signature.outputs;
+        let cell = |output| OutputCell { spec: self.spec, batch: self.batch, output, row: self.row };
+        if outputs.len() == 1 {
+            return cell(0).serialize(s);
+        }
+        let mut map = s.serialize_map(Some(outputs.len()))?;
+        for (i, info) in outputs.iter().enumerate() {
+            map.serialize_entry(&info.name, &cell(i))?;
+        }
+        map.end()
+    }
+}
+
+struct OneColumn<'a>(&'a Answer<'a>, usize);
+
+impl Serialize for OneColumn<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let spec = self.0.spec;
+        let output = self.1;
+        s.collect_seq(self.0.inferred.each_row().map(|(batch, row)| OutputCell { spec, batch, output, row }))
+    }
+}
+
+struct Columns<'a>(&'a Answer<'a>);
+
+impl Serialize for Columns<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let outputs = &self.0.spec.signature.outputs;
+        let mut map = s.serialize_map(Some(outputs.len()))?;
+        for (i, info) in outputs.iter().enumerate() {
+            map.serialize_entry(&info.name, &OneColumn(self.0, i))?;
+        }
+        map.end()
+    }
+}

@@ -12,6 +12,7 @@ use ort::session::Session;
 use crate::config::{InferenceConfig, ModelConfig};
 use crate::decode::InstancePlan;
 use crate::schema::InstanceSchema;
+use crate::tensor;
 use crate::tensor::rows::{Outputs, Rows};
 use crate::tensor::signature::{FeedPlan, Signature};
 
@@ -91,6 +92,9 @@ pub struct ModelSpec {
     pub decoder: InstancePlan,
     /// Probabilities keyed by class, when the model asks for it.
     pub classes: Option<views::Classes>,
+    /// The model's prediction for the schema's first example, as `/predict` writes it: the
+    /// example answer of the OpenAPI document. `None` when the example cannot run.
+    pub example_prediction: Option<serde_json::Value>,
 }
 
 impl ModelSpec {
@@ -138,8 +142,20 @@ pub fn load(
         plan,
         decoder,
         classes: None,
+        example_prediction: None,
     };
-    Ok((Arc::new(spec), sessions))
+    let mut sessions = sessions;
+    let example_prediction = example_prediction(&spec, &mut sessions[0]);
+    Ok((Arc::new(ModelSpec { example_prediction, ..spec }), sessions))
+}
+
+fn example_prediction(spec: &ModelSpec, session: &mut Session) -> Option<serde_json::Value> {
+    let inputs = Rows::encode(&spec.plan, spec.schema.examples().get(..1)?, 0).ok()?;
+    let outputs = run(spec, session, &inputs).ok()?;
+    let batch = tensor::rows::Batch { inputs, outputs };
+    // Through the text, so that floats keep their shortest form (`0.3`, not its f64 widening).
+    let text = serde_json::to_string(&views::RowOutputs { spec, batch: &batch, row: 0, redact: &[] }).ok()?;
+    serde_json::from_str(&text).ok()
 }
 
 /// Why a run failed. Whether the fault lies with the rows or with the session is decided by

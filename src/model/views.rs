@@ -5,6 +5,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use super::ModelSpec;
+use crate::tensor::columns::Column;
 use crate::tensor::rows::{Batch, Cell};
 
 /// Probabilities keyed by class name, for one output (opt-in per model).
@@ -87,7 +88,17 @@ impl Serialize for RowInputs<'_> {
                 continue;
             }
             let at = self.row * rows.width(field.input) + field.offset;
-            map.serialize_entry(&field.name, &Cell(&rows.columns[field.input], at))?;
+            let column = &rows.columns[field.input];
+            // An integer field fed to a float tensor is logged as the integer it was sent as.
+            let integral = match column {
+                Column::F32(c) if field.is_integer() => Some(f64::from(c[at])),
+                Column::F64(c) if field.is_integer() => Some(c[at]),
+                _ => None,
+            };
+            match integral {
+                Some(v) if v.fract() == 0.0 && v.abs() < 9.0e15 => map.serialize_entry(&field.name, &(v as i64))?,
+                _ => map.serialize_entry(&field.name, &Cell(column, at))?,
+            }
         }
         map.end()
     }

@@ -190,12 +190,12 @@ async fn hostile_shapes_are_400_before_memory_is_touched_and_the_server_lives_on
         ),
         (
             features(json!([1, 5]), json!([[[5000.0, 3, 1, 2, 0]]])),
-            "input 'features': data is neither flat nor nested like shape [1, 5]: data[0] holds 1 items, expected 5"
+            "input 'features': data is neither flat nor nested like shape [1, 5]: an array where shape needs a value at line 1 column 19"
                 .into(),
         ),
         (
             features(json!([2, 5]), json!([[5000.0, 3, 1, 2, 0], [5000.0, 3, 1, 2]])),
-            "input 'features': data is neither flat nor nested like shape [2, 5]: data[1] holds 4 items, expected 5"
+            "input 'features': data is neither flat nor nested like shape [2, 5]: an array at depth 1 holds 4 items, shape says 5 at line 1 column 32"
                 .into(),
         ),
         (

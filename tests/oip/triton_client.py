@@ -4,7 +4,9 @@ Usage: triton_client.py HOST:PORT REPO_ROOT. Exits non-zero on the first failed 
 """
 
 import json
+import re
 import sys
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from tritonclient.utils import InferenceServerException
 NUMPY = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64, "INT32": np.int32, "BYTES": np.object_}
 
 
-def tensor_inputs(metadata, rows):
+def tensor_inputs(metadata, rows, binary_data=False):
     """One InferInput per model input, shaped like the model declares it, from instance rows."""
     inputs = []
     for spec in metadata["inputs"]:
@@ -25,9 +27,15 @@ def tensor_inputs(metadata, rows):
             column = [list(row.values()) for row in rows]
         array = np.array(column, dtype=NUMPY[spec["datatype"]]).reshape(len(rows), width)
         tensor = httpclient.InferInput(spec["name"], list(array.shape), spec["datatype"])
-        tensor.set_data_from_numpy(array, binary_data=False)
+        tensor.set_data_from_numpy(array, binary_data=binary_data)
         inputs.append(tensor)
     return inputs
+
+
+def significant_digits(text):
+    """The digits of a decimal number's text, without sign, point, exponent or padding zeros."""
+    mantissa = text.lower().lstrip("-").split("e")[0].replace(".", "")
+    return mantissa.strip("0") or "0"
 
 
 def main():
@@ -89,6 +97,31 @@ def main():
         check(False, "wrong datatype should fail")
     except InferenceServerException as e:
         check("datatype FP32 does not match the model's INT64" in str(e), f"wrong datatype error: {e}")
+
+    # The binary tensor data extension, at the client's defaults: every input binary, and the
+    # outputs binary whether asked for by name or left to the server.
+    for outputs in (None, [httpclient.InferRequestedOutput("price")]):
+        result = client.infer("house_price", tensor_inputs(metadata, rows, binary_data=True), outputs=outputs)
+        response = result.get_response()
+        check(response["outputs"][0]["parameters"]["binary_data_size"] == 4 * len(rows), f"binary output {response}")
+        check("data" not in response["outputs"][0], f"binary output has no data {response}")
+        np.testing.assert_allclose(result.as_numpy("price").reshape(-1), reference["onnxruntime_price"], rtol=1e-5)
+    result = client.infer("house_price_linear", tensor_inputs(linear_meta, linear_ref["instances"], binary_data=True))
+    np.testing.assert_allclose(result.as_numpy("variable").reshape(-1), linear_ref["onnxruntime_variable"], rtol=1e-5)
+    checks += 1
+
+    # f32 outputs are written as the shortest text that reads back as the same float32, which
+    # is what numpy prints for a float32.
+    body = json.dumps({"instances": rows}).encode()
+    request = urllib.request.Request(f"http://{url}/predict", body, {"content-type": "application/json"})
+    text = urllib.request.urlopen(request).read().decode()
+    prices = re.findall(r'"price":([-0-9.eE+]+)', text)
+    check(len(prices) == len(rows), f"prices in {text[:200]}")
+    for written in prices:
+        value = np.float32(written)
+        check(float(np.float32(value)) == float(np.float32(float(written))), f"{written} reads back")
+        numpy_text = str(value)
+        check(significant_digits(written) == significant_digits(numpy_text), f"{written} vs numpy's {numpy_text}")
 
     print(f"tritonclient {httpclient.__name__}: {checks} checks ok against {url}")
 

@@ -57,7 +57,7 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, V2E
 /// Server metadata.
 #[utoipa::path(get, path = "/v2", tag = "open inference protocol v2", responses((status = 200, body = ServerMetadata)))]
 pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata { name: "inferd".into(), version: env!("CARGO_PKG_VERSION").into(), extensions: vec![] })
+    Json(ServerMetadata { name: "inferd".into(), version: env!("CARGO_PKG_VERSION").into(), extensions: vec!["binary_tensor_data".into()] })
 }
 
 fn model_metadata(registry: &Registry, batcher: &Batcher, all_versions: bool) -> ModelMetadata {

@@ -163,7 +163,10 @@ fn read_data(data: &str, input: usize, shape: &[i64], count: usize, sink: &mut S
     let layout = DataSeed { reader: &mut reader, dims: &dims, depth: 0 }
         .deserialize(&mut de)
         .and_then(|layout| de.end().map(|()| layout))
-        .map_err(|e| crate::error::clip_quoted(&e.to_string()).into_owned())?;
+        .map_err(|e| {
+            let message = crate::error::clip_quoted(&e.to_string()).into_owned();
+            format!("data is neither flat nor nested like shape {}: {message}", shape_text(shape))
+        })?;
     if reader.at != count {
         let how = match layout {
             Layout::Flat => "",
