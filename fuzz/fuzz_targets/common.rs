@@ -3,8 +3,10 @@
 
 use std::path::Path;
 
-use inferd::model::signature::{ElemType, FeedPlan, Signature, TensorInfo};
+use inferd::decode::InstancePlan;
 use inferd::schema::InstanceSchema;
+use inferd::tensor::rows::Rows;
+use inferd::tensor::signature::{ElemType, FeedPlan, Signature, TensorInfo};
 
 /// `server.max_instances_per_request` in the committed `runtime.toml`.
 pub const MAX_ROWS: usize = 1024;
@@ -12,6 +14,13 @@ pub const MAX_ROWS: usize = 1024;
 pub struct Model {
     pub schema: InstanceSchema,
     pub plan: FeedPlan,
+    pub decoder: InstancePlan,
+}
+
+impl Model {
+    pub fn decoding(&self) -> inferd::decode::Model<'_> {
+        inferd::decode::Model { plan: &self.decoder, feed: &self.plan, schema: &self.schema }
+    }
 }
 
 fn info(name: &str, elem: ElemType, width: i64) -> TensorInfo {
@@ -23,7 +32,8 @@ fn model(file: &str, inputs: Vec<TensorInfo>) -> Model {
     let schema = InstanceSchema::from_file(&path).expect("committed schema");
     let signature = Signature { inputs, outputs: vec![info("price", ElemType::F32, 1)] };
     let plan = FeedPlan::new(&signature, schema.fields()).expect("schema fits the model");
-    Model { schema, plan }
+    let decoder = InstancePlan::compile(schema.document(), &plan, signature.matrix_width().is_some());
+    Model { schema, plan, decoder }
 }
 
 /// `house_price`: one `[N, 1]` input per feature. `house_price_linear`: one `[N, 5]` matrix.
@@ -38,19 +48,12 @@ pub fn models() -> [Model; 2] {
     [model("house_price.json", inputs), model("house_price_linear.json", vec![info("features", ElemType::F32, 5)])]
 }
 
-/// What `run_instances` does with decoded instances short of the model: the count, the schema
-/// check, and the encoding, which must succeed for instances the schema accepts.
-pub fn check_and_encode(model: &Model, instances: &[serde_json::Value]) {
-    if instances.is_empty() || instances.len() > MAX_ROWS {
-        return;
-    }
-    let mut errors = Vec::new();
-    for (i, instance) in instances.iter().enumerate() {
-        model.schema.check(i, instance, &mut errors);
-    }
-    if errors.is_empty() {
-        if let Err(errors) = inferd::model::tensors::Rows::encode(&model.plan, instances, 0) {
-            panic!("instances the schema accepts failed to encode: {errors:?}");
-        }
+/// Rows the decoder accepted must be what jsonschema accepts: each rebuilt instance passes it.
+pub fn agrees_with_jsonschema(model: &Model, rows: &Rows) {
+    for row in 0..rows.len {
+        let instance = inferd::decode::sink::instance(&model.decoder, rows, row);
+        let mut errors = Vec::new();
+        model.schema.check(row, &instance, &mut errors);
+        assert!(errors.is_empty(), "the decoder accepted {instance} which jsonschema refuses: {errors:?}");
     }
 }

@@ -1,10 +1,10 @@
-//! `POST /predict` up to the model: parse the request, check every instance against the schema
-//! and encode them. Nothing may panic or abort.
+//! `POST /predict` up to the model: decode the body into rows, every field checked. Nothing may
+//! panic or abort, and what is accepted must satisfy the schema as jsonschema reads it.
 #![no_main]
 
 use std::sync::LazyLock;
 
-use inferd::http::predict::PredictRequest;
+use inferd::decode::{self, Envelope};
 use libfuzzer_sys::fuzz_target;
 
 mod common;
@@ -12,9 +12,11 @@ mod common;
 static MODELS: LazyLock<[common::Model; 2]> = LazyLock::new(common::models);
 
 fuzz_target!(|body: &[u8]| {
-    if let Ok(request) = serde_json::from_slice::<PredictRequest>(body) {
-        for model in MODELS.iter() {
-            common::check_and_encode(model, &request.instances);
+    for model in MODELS.iter() {
+        for envelope in [Envelope::Predict, Envelope::V1] {
+            if let Ok((rows, _)) = decode::body(model.decoding(), body, envelope, common::MAX_ROWS) {
+                common::agrees_with_jsonschema(model, &rows);
+            }
         }
     }
 });

@@ -1,5 +1,5 @@
-//! `POST /v2/models/{model}/infer` up to the model: parse the request, cut the tensors into
-//! instances, check and encode them. Nothing may panic or abort.
+//! `POST /v2/models/{model}/infer` up to the model: parse the request and read its tensors into
+//! rows. Nothing may panic or abort, and what is accepted must satisfy the schema.
 #![no_main]
 
 use std::sync::LazyLock;
@@ -12,8 +12,8 @@ static MODELS: LazyLock<[common::Model; 2]> = LazyLock::new(common::models);
 
 fuzz_target!(|body: &[u8]| {
     for model in MODELS.iter() {
-        if let Ok(instances) = inferd::http::v2::fuzzing::decode(&model.plan, body, common::MAX_ROWS) {
-            common::check_and_encode(model, &instances);
+        if let Ok(rows) = inferd::http::v2::fuzzing::decode(model.decoding(), body, common::MAX_ROWS) {
+            common::agrees_with_jsonschema(model, &rows);
         }
     }
 });
