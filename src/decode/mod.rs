@@ -8,6 +8,8 @@
 pub mod json;
 pub mod plan;
 pub mod sink;
+#[cfg(test)]
+mod tests;
 
 use crate::error::{clip_quoted, ApiError};
 use crate::schema::InstanceSchema;
