@@ -42,6 +42,21 @@ pub struct Documented<'a> {
     pub default_model: bool,
 }
 
+/// Every served model version, as the document describes it.
+pub fn documented(registry: &crate::registry::Registry) -> Vec<Documented<'_>> {
+    registry
+        .models()
+        .iter()
+        .flat_map(|(name, model)| {
+            model.versions.iter().map(move |(version, batcher)| Documented {
+                spec: batcher.spec(),
+                default_version: *version == model.default_version,
+                default_model: registry.is_default(name, version),
+            })
+        })
+        .collect()
+}
+
 /// The document for these models.
 pub fn document(config: &Config, models: &[Documented<'_>]) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");

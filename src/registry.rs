@@ -78,20 +78,6 @@ impl Registry {
         &self.models
     }
 
-    /// Every served version, as the OpenAPI document needs them.
-    pub fn documented(&self) -> Vec<crate::openapi::Documented<'_>> {
-        self.models
-            .iter()
-            .flat_map(|(name, model)| {
-                model.versions.iter().map(move |(version, batcher)| crate::openapi::Documented {
-                    spec: batcher.spec(),
-                    default_version: *version == model.default_version,
-                    default_model: self.is_default(name, version),
-                })
-            })
-            .collect()
-    }
-
     /// Every model version with a working session; those without one, by name and version.
     pub fn not_ready(&self) -> Vec<String> {
         self.models

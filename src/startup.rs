@@ -258,7 +258,8 @@ async fn load(state: &AppState, config: Arc<Config>) -> Result<Vec<Workers>, Loa
     let (registry, workers) = tokio::task::spawn_blocking(move || Registry::load(&config, &metrics))
         .await
         .expect("model loading panicked; this is a bug")?;
-    state.set_registry(registry);
+    let openapi = crate::openapi::document(&state.config, &crate::openapi::documented(&registry));
+    state.set_registry(registry, openapi);
     Ok(workers)
 }
 

@@ -1,6 +1,7 @@
 //! The service's typed configuration, layered: `runtime.toml` < environment < command line.
 
 mod auth;
+pub mod args;
 mod observe;
 
 use std::net::IpAddr;
@@ -10,7 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use validator::Validate;
 
-use crate::cli::ServeArgs;
+use args::ServeArgs;
 pub use auth::{
     parse_env_keys, ApiKeyConfig, AuthConfig, CorsConfig, JwtConfig, RateLimitConfig, API_KEYS_ENV, JWT_SECRET_ENV,
     SCOPES,

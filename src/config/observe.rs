@@ -24,11 +24,15 @@ pub struct LoggingConfig {
     /// Requests slower than this many milliseconds are logged as warnings with their timing
     /// breakdown; 0 turns the warning off.
     pub slow_request_ms: u64,
+    /// Write access-log lines for successful probe and scrape requests too (`/health`,
+    /// `/ready`, `/metrics`, `/v2/health/*`); off, a probe every few seconds from each of
+    /// several watchers would drown the lines that matter. Failed ones are always logged.
+    pub log_probes: bool,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Json, slow_request_ms: 1000 }
+        Self { level: "info".into(), format: LogFormat::Json, slow_request_ms: 1000, log_probes: false }
     }
 }
 

@@ -115,8 +115,7 @@ impl AppState {
 
     /// Publishes the loaded models and the OpenAPI document that describes them; the service
     /// is ready from then on.
-    pub fn set_registry(&self, registry: Registry) {
-        let openapi = crate::openapi::document(&self.config, &registry.documented());
+    pub fn set_registry(&self, registry: Registry, openapi: Value) {
         if self.models.set(Loaded { registry, openapi }).is_err() {
             unreachable!("models are published once");
         }

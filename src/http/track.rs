@@ -35,6 +35,10 @@ pub async fn serve_model<T: IntoResponse, E: IntoResponse>(
     response
 }
 
+/// Routes that watchers call every few seconds: not access-logged when they succeed, unless
+/// `logging.log_probes` asks for it.
+const PROBE_ROUTES: [&str; 5] = ["/health", "/ready", "/metrics", "/v2/health/live", "/v2/health/ready"];
+
 /// The route template that matched, carried out to [`track`] (which runs before routing).
 #[derive(Clone)]
 struct Route(MatchedPath);
@@ -123,11 +127,14 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let slow = state.config.logging.slow_request_ms;
     let caller = response.extensions().get::<Caller>();
     let (principal, auth) = (caller.map(|c| &*c.name), caller.map(|c| c.kind));
+    let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
     span.in_scope(|| {
         let (model, version, rows) = served.map_or((None, None, None), |s| {
             (Some(s.metrics.model.as_str()), Some(s.metrics.version.as_str()), Some(s.rows))
         });
-        tracing::info!(route, status = status.as_u16(), latency_ms, model, version, rows, principal, auth, "request");
+        if !quiet {
+            tracing::info!(route, status = status.as_u16(), latency_ms, model, version, rows, principal, auth, "request");
+        }
         if slow > 0 && elapsed >= Duration::from_millis(slow) {
             let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));
             tracing::warn!(

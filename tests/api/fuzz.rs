@@ -196,7 +196,8 @@ impl Fuzzer {
             .await
             .unwrap()
             .expect("the committed models load");
-        state.set_registry(registry);
+        let openapi = inferd::openapi::document(&state.config, &inferd::openapi::documented(&registry));
+        state.set_registry(registry, openapi);
         Self { app: router(state), _workers: workers }
     }
 

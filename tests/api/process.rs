@@ -174,6 +174,10 @@ async fn service_logs_tie_each_request_together() {
         .unwrap();
     assert_eq!(bad.status(), 422);
     assert_eq!(bad.json::<Value>().await.unwrap()["request_id"], "trace-bad");
+    for (path, id) in [("/health", "trace-health"), ("/ready", "trace-ready"), ("/metrics", "trace-metrics")] {
+        let probe = client.get(format!("{}{path}", server.base)).header("x-request-id", id).send().await.unwrap();
+        assert_eq!(probe.status(), 200);
+    }
     // A graceful stop flushes the log writer; every line is in by the time stdout closes.
     assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
     assert_eq!(server.child.wait().unwrap().code(), Some(0));
@@ -198,6 +202,10 @@ async fn service_logs_tie_each_request_together() {
     assert!(slow[0]["inference_ms"].as_f64().unwrap() > 0.0, "{}", slow[0]);
     assert!(slow[0]["other_ms"].as_f64().is_some(), "{}", slow[0]);
 
+    // Probes and scrapes that succeed are not access-logged (`logging.log_probes` is off).
+    for id in ["trace-health", "trace-ready", "trace-metrics"] {
+        assert!(of(id).iter().all(|l| l["message"] != "request"), "{id} was access-logged: {lines:?}");
+    }
     let line = access("trace-bad");
     assert_eq!((line["route"].as_str(), line["status"].as_u64()), (Some("/models/{name}/predict"), Some(422)));
     assert!(of("trace-bad").iter().all(|l| l["message"] != "slow request"), "rejected before queueing");
