@@ -39,8 +39,19 @@ use crate::registry::Registry;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
+/// What every handler shares, behind one `Arc`: the state is cloned for every request (axum's
+/// `State`), and one reference count is cheaper than one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub config: Arc<Config>,
     metrics: Arc<Metrics>,
     /// The predict service (with the prediction log, when it is on).
@@ -61,7 +72,7 @@ struct Loaded {
 
 impl AppState {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
-        Self {
+        Self(Arc::new(Shared {
             body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
             predictor: Predictor::new(prediction_log, config.server.max_instances_per_request),
             config,
@@ -69,7 +80,7 @@ impl AppState {
             models: Arc::new(OnceLock::new()),
             draining: Arc::new(AtomicBool::new(false)),
             auth: None,
-        }
+        }))
     }
 
     /// Turns access control on (see [`crate::auth`]).
@@ -77,7 +88,7 @@ impl AppState {
         if auth.is_some() {
             self.metrics.register_auth_failures(&crate::auth::Failure::REASONS);
         }
-        self.auth = auth.map(Arc::new);
+        Arc::get_mut(&mut self.0).expect("access control is set before the state is shared").auth = auth.map(Arc::new);
         self
     }
 

@@ -8,14 +8,13 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics::{counter, histogram};
 use tower_http::request_id::RequestId;
 use tracing::Instrument;
 
 use super::{usable_request_id, AppState, REQUEST_ID};
 use crate::auth::Caller;
 use crate::batch::Batcher;
-use crate::observe::{millis, Outcome, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
+use crate::observe::{millis, Outcome};
 use crate::service::Served;
 
 /// Runs a model request (`run` gets the request id and the report to fill in) and answers with
@@ -111,13 +110,7 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
 
     let status = response.status();
     let route = response.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
-    state.metrics().with(|| {
-        let method = method_label(&method).to_owned();
-        let labels = [("method", method), ("route", route.to_owned())];
-        histogram!(HTTP_REQUEST_DURATION_SECONDS, &labels).record(elapsed);
-        let [method, route] = labels;
-        counter!(HTTP_REQUESTS_TOTAL, &[method, route, ("status", status.as_str().to_owned())]).increment(1);
-    });
+    state.metrics().http_request(method_label(&method), route, status.as_u16(), elapsed);
     let served = response.extensions().get::<Served>();
     if let Some(served) = served {
         served.metrics.request(Outcome::from_status(status), elapsed);

@@ -4,6 +4,7 @@
 //! several apps in one process (the integration tests) keep separate counts. Handles with fixed
 //! labels are registered once, at start-up; only the HTTP metrics look theirs up per request.
 
+mod http;
 mod model;
 mod ratelimit;
 
@@ -39,6 +40,7 @@ pub struct Metrics {
     /// `None` when metrics are turned off: every handle is then a no-op.
     prometheus: Option<(PrometheusRecorder, PrometheusHandle)>,
     process: metrics_process::Collector,
+    http: http::HttpHandles,
 }
 
 impl Metrics {
@@ -54,7 +56,7 @@ impl Metrics {
         } else {
             None
         };
-        let metrics = Arc::new(Self { prometheus, process });
+        let metrics = Arc::new(Self { prometheus, process, http: http::HttpHandles::default() });
         metrics.with(|| {
             describe();
             metrics.process.describe();
