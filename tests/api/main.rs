@@ -19,3 +19,4 @@ mod predlog;
 mod probe;
 mod process;
 mod registry;
+mod v1;
