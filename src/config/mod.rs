@@ -191,10 +191,56 @@ pub struct ModelConfig {
     /// without it, the first entry listed does.
     #[serde(default)]
     pub default_version: bool,
+    /// Answer a classifier's probabilities keyed by class (`{"setosa": 0.97, ...}`) instead of
+    /// as an array. The output is the one named `probabilities`, else the only float `[N, K]`
+    /// output; the classes are `labels` when set, else the names the graph gives them (the
+    /// `classlabels_*` attributes of its `ai.onnx.ml` nodes). See `model::labels`.
+    #[serde(default)]
+    pub probabilities_by_class: bool,
+    /// Class names in column order of the probabilities; they win over the graph's. 1 to 4096
+    /// labels of 1 to 256 characters, all different; only with `probabilities_by_class`.
+    #[validate(custom(function = "validate_labels"))]
+    pub labels: Option<Vec<String>>,
 }
 
 fn default_version() -> String {
     "1".to_owned()
+}
+
+fn validate_labels(labels: &[String]) -> Result<(), validator::ValidationError> {
+    check_labels(labels)
+        .map_err(|message| validator::ValidationError::new("labels").with_message(message.into()))
+}
+
+/// Most labels a config may list.
+pub const MAX_LABELS: usize = 4096;
+/// Longest label a config may list, in characters.
+pub const MAX_LABEL_CHARS: usize = 256;
+
+/// Checks a config's `labels`: 1 to [`MAX_LABELS`] labels, each 1 to [`MAX_LABEL_CHARS`]
+/// characters, all different. The message names the first fault.
+pub fn check_labels(labels: &[String]) -> Result<(), String> {
+    if labels.is_empty() {
+        return Err("must list at least one label".into());
+    }
+    if labels.len() > MAX_LABELS {
+        return Err(format!("must list at most {MAX_LABELS} labels, got {}", labels.len()));
+    }
+    if let Some((i, _)) = labels.iter().enumerate().find(|(_, l)| l.is_empty()) {
+        return Err(format!("label {i} is empty"));
+    }
+    if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| l.chars().count() > MAX_LABEL_CHARS) {
+        return Err(format!("label {i} has {} characters, more than {MAX_LABEL_CHARS}", l.chars().count()));
+    }
+    if let Some(dup) = first_duplicate(labels) {
+        return Err(format!("the label {dup:?} is listed more than once"));
+    }
+    Ok(())
+}
+
+pub(crate) fn first_duplicate(labels: &[String]) -> Option<&str> {
+    let mut seen = std::collections::HashSet::with_capacity(labels.len());
+    labels.iter().map(String::as_str).find(|l| !seen.insert(*l))
 }
 
 fn validate_model_name(name: &str) -> Result<(), validator::ValidationError> {
@@ -384,6 +430,13 @@ impl Config {
                     "model '{}': schema {} does not exist",
                     model.name,
                     schema.display()
+                )));
+            }
+            if model.labels.is_some() && !model.probabilities_by_class {
+                return Err(ConfigError::Invalid(format!(
+                    "model '{}': labels are set but probabilities_by_class is not; set probabilities_by_class = true \
+                     or remove labels",
+                    model.name
                 )));
             }
         }
@@ -606,6 +659,40 @@ mod tests {
         assert!(Config::from_toml(&text, &repo()).is_err());
         let secret = format!("{:?}", Secret("hunter2".into()));
         assert_eq!(secret, "[redacted]");
+    }
+
+    #[test]
+    fn classifier_keys_default_off_and_labels_are_checked() {
+        let config = Config::from_toml(ONE_MODEL, &repo()).unwrap();
+        assert!(!config.models[0].probabilities_by_class);
+        assert_eq!(config.models[0].labels, None);
+
+        let iris = "[[models]]\nname = \"iris\"\npath = \"models/iris.onnx\"\nprobabilities_by_class = true\n";
+        let config = Config::from_toml(iris, &repo()).unwrap();
+        assert!(config.models[0].probabilities_by_class);
+        assert_eq!(config.models[0].labels, None, "the graph's labels are used");
+        let listed = format!("{iris}labels = [\"setosa\", \"versicolor\", \"virginica\"]\n");
+        let config = Config::from_toml(&listed, &repo()).unwrap();
+        assert_eq!(config.models[0].labels.as_deref().unwrap(), ["setosa", "versicolor", "virginica"]);
+
+        let bad =
+            |labels: &str| Config::from_toml(&format!("{iris}labels = {labels}\n"), &repo()).unwrap_err().to_string();
+        assert!(bad("[]").contains("models[0].labels: must list at least one label"), "{}", bad("[]"));
+        let err = bad("[\"a\", \"b\", \"a\"]");
+        assert!(err.contains("models[0].labels: the label \"a\" is listed more than once"), "{err}");
+        let err = bad("[\"a\", \"\"]");
+        assert!(err.contains("models[0].labels: label 1 is empty"), "{err}");
+        let err = bad(&format!("[\"{}\"]", "x".repeat(257)));
+        assert!(err.contains("models[0].labels: label 0 has 257 characters, more than 256"), "{err}");
+        let many: Vec<String> = (0..4097).map(|i| format!("\"c{i}\"")).collect();
+        let err = bad(&format!("[{}]", many.join(", ")));
+        assert!(err.contains("models[0].labels: must list at most 4096 labels, got 4097"), "{err}");
+        let err = bad("[1, 2]");
+        assert!(err.contains("invalid type: integer `1`, expected a string"), "{err}");
+
+        let unused = "[[models]]\nname = \"iris\"\npath = \"models/iris.onnx\"\nlabels = [\"a\"]\n";
+        let err = Config::from_toml(unused, &repo()).unwrap_err().to_string();
+        assert!(err.contains("model 'iris': labels are set but probabilities_by_class is not"), "{err}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Loading ONNX models: the runtime library, sessions, and what each model takes and gives.
 
 
+pub mod labels;
 pub mod views;
 
 use std::path::{Path, PathBuf};
@@ -14,7 +15,7 @@ use crate::decode::InstancePlan;
 use crate::schema::InstanceSchema;
 use crate::tensor;
 use crate::tensor::rows::{Outputs, Rows};
-use crate::tensor::signature::{FeedPlan, Signature};
+use crate::tensor::signature::{self, FeedPlan, Signature};
 
 const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
@@ -126,6 +127,7 @@ pub fn load(
     }
     .map_err(|e| fail(e.to_string()))?;
     let plan = FeedPlan::new(&signature, schema.fields()).map_err(|e| fail(e.to_string()))?;
+    let signature_outputs = signature.outputs.clone();
     let decoder = InstancePlan::compile(schema.document(), &plan, signature.matrix_width().is_some());
     if !decoder.fallback.is_empty() {
         tracing::info!(
@@ -141,12 +143,22 @@ pub fn load(
         schema,
         plan,
         decoder,
-        classes: None,
+        classes: classes(model, &signature_outputs).map_err(fail)?,
         example_prediction: None,
     };
     let mut sessions = sessions;
     let example_prediction = example_prediction(&spec, &mut sessions[0]);
     Ok((Arc::new(ModelSpec { example_prediction, ..spec }), sessions))
+}
+
+/// The output and class names of a model with `probabilities_by_class`.
+fn classes(model: &ModelConfig, outputs: &[signature::TensorInfo]) -> Result<Option<views::Classes>, String> {
+    if !model.probabilities_by_class {
+        return Ok(None);
+    }
+    let found = labels::class_probabilities(&model.path, model.labels.as_deref(), outputs)?;
+    tracing::info!(model = %model.name, output = %found.output.name, classes = found.labels.len(), source = ?found.source, "probabilities keyed by class");
+    Ok(Some(views::Classes { output: found.output.index, labels: found.labels }))
 }
 
 fn example_prediction(spec: &ModelSpec, session: &mut Session) -> Option<serde_json::Value> {

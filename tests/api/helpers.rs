@@ -29,6 +29,8 @@ pub fn config_with_model(name: &str, file: &str, version: &str, default_version:
         version: version.into(),
         default: false,
         default_version,
+        probabilities_by_class: false,
+        labels: None,
     });
     config.check().expect("valid config");
     config

@@ -2,6 +2,7 @@
 //! port 0 with the committed models and talks HTTP to it.
 
 mod auth;
+mod classes;
 mod batching;
 mod connections;
 mod cors;

@@ -1,0 +1,472 @@
+//! Class labels of classifiers, so that probabilities can be returned keyed by class.
+//!
+//! A model opts in with `probabilities_by_class = true` in its `[[models]]` entry. Three things
+//! are then settled once, at load time:
+//!
+//! - **Which output holds the probabilities** ([`probability_output`]): the output named
+//!   `probabilities` when there is one (what skl2onnx names it), else the only floating-point
+//!   output of shape `[N, K]`. Either way K must be a fixed dimension of at least 2.
+//! - **The class names** ([`resolve_labels`]): the config's `labels` when given (they win over
+//!   the graph's, and the graph is then not read), else the names the graph declares
+//!   ([`graph_class_labels`]). There must be exactly K of them, all different.
+//! - Column `k` of the probabilities belongs to label `k`: classifiers converted by skl2onnx
+//!   emit their probability columns in the order of their `classlabels_*` attribute.
+//!
+//! The graph's names are read from the ONNX file's protobuf with `prost`, declaring only the
+//! few fields needed; everything else (weights included) is skipped unparsed.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+pub use crate::config::{check_labels, MAX_LABELS, MAX_LABEL_CHARS};
+use crate::config::first_duplicate;
+use crate::tensor::signature::{ElemType, TensorInfo};
+
+/// The ONNX domain of the classic machine-learning operators (`ai.onnx.ml`).
+pub const ML_DOMAIN: &str = "ai.onnx.ml";
+/// Node attributes that name a classifier's classes, in column order of its probabilities.
+/// `classlabels_strings` on every classifier; integers are `classlabels_ints` on
+/// LinearClassifier and SVMClassifier, `classlabels_int64s` on TreeEnsembleClassifier and ZipMap.
+pub const LABEL_ATTRIBUTES: [&str; 3] = ["classlabels_strings", "classlabels_ints", "classlabels_int64s"];
+/// The output that holds the probabilities when a graph has one by this name.
+pub const PROBABILITIES_OUTPUT: &str = "probabilities";
+
+/// Only the parts of `onnx.proto` needed here; prost skips every other field.
+mod proto {
+    /// `ModelProto`; `graph = 7`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelProto {
+        #[prost(message, optional, tag = "7")]
+        pub graph: Option<GraphProto>,
+    }
+
+    /// `GraphProto`; `node = 1`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct GraphProto {
+        #[prost(message, repeated, tag = "1")]
+        pub node: Vec<NodeProto>,
+    }
+
+    /// `NodeProto`; `name = 3`, `op_type = 4`, `attribute = 5`, `domain = 7`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct NodeProto {
+        #[prost(string, tag = "3")]
+        pub name: String,
+        #[prost(string, tag = "4")]
+        pub op_type: String,
+        #[prost(message, repeated, tag = "5")]
+        pub attribute: Vec<AttributeProto>,
+        #[prost(string, tag = "7")]
+        pub domain: String,
+    }
+
+    /// `AttributeProto`; `name = 1`, `ints = 8`, `strings = 9`. ONNX (proto2) writes `ints`
+    /// unpacked; prost reads both encodings.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct AttributeProto {
+        #[prost(string, tag = "1")]
+        pub name: String,
+        #[prost(int64, repeated, packed = "false", tag = "8")]
+        pub ints: Vec<i64>,
+        #[prost(bytes = "vec", repeated, tag = "9")]
+        pub strings: Vec<Vec<u8>>,
+    }
+}
+
+/// The classes the ONNX file at `path` names, in column order of its probabilities; `None`
+/// when it names none. See [`graph_class_labels_from_bytes`].
+pub fn graph_class_labels(path: &Path) -> Result<Option<Vec<String>>, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    graph_class_labels_from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The classes a serialized `ModelProto` names: the first non-empty `classlabels_strings`,
+/// `classlabels_ints` or `classlabels_int64s` attribute of each `ai.onnx.ml` node of the main
+/// graph (LinearClassifier, SVMClassifier, TreeEnsembleClassifier, ZipMap...), integers written
+/// as decimal text (`-1`, `0`, `7`). Several nodes naming the same classes (an ensemble, a
+/// classifier followed by ZipMap) count once; nodes that disagree (one-vs-rest models, whose
+/// inner binary classifiers are labelled 0 and 1) are an error, since which names belong to the
+/// output cannot be told. Subgraphs and model-local functions are not searched; classifiers
+/// that keep their classes in an initializer (skl2onnx's MLPClassifier, for one) name none.
+pub fn graph_class_labels_from_bytes(bytes: &[u8]) -> Result<Option<Vec<String>>, String> {
+    use prost::Message;
+    let model = proto::ModelProto::decode(bytes).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let mut found: Option<(Vec<String>, String)> = None;
+    for node in model.graph.iter().flat_map(|g| &g.node) {
+        if node.domain != ML_DOMAIN {
+            continue;
+        }
+        let Some(labels) = node_labels(node)? else { continue };
+        let who = if node.name.is_empty() {
+            format!("{} node", node.op_type)
+        } else {
+            format!("{} node '{}'", node.op_type, node.name)
+        };
+        match &found {
+            None => found = Some((labels, who)),
+            Some((first, first_who)) if *first != labels => {
+                return Err(format!(
+                    "the graph names its classes twice, differently: {first_who} {first:?}, {who} {labels:?}; \
+                     list the classes in the model's `labels`"
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(found.map(|(labels, _)| labels))
+}
+
+fn node_labels(node: &proto::NodeProto) -> Result<Option<Vec<String>>, String> {
+    for attribute in &node.attribute {
+        if !LABEL_ATTRIBUTES.contains(&attribute.name.as_str()) {
+            continue;
+        }
+        if !attribute.strings.is_empty() {
+            let labels = attribute
+                .strings
+                .iter()
+                .map(|s| String::from_utf8(s.clone()))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|_| format!("{} node '{}': {} is not UTF-8", node.op_type, node.name, attribute.name))?;
+            return Ok(Some(labels));
+        }
+        if !attribute.ints.is_empty() {
+            return Ok(Some(attribute.ints.iter().map(i64::to_string).collect()));
+        }
+    }
+    Ok(None)
+}
+
+/// The output that holds a classifier's probabilities, and its number of classes K.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProbabilityOutput {
+    /// Its position among the model's outputs.
+    pub index: usize,
+    pub name: String,
+    /// K, the output's second dimension.
+    pub classes: usize,
+}
+
+/// Picks the output holding the probabilities: the one named `probabilities` if any (it must
+/// then fit, no other is tried), else the only floating-point (float16/32/64) output of shape
+/// `[N, K]`. K must be fixed and at least 2: one column names no choice between classes.
+pub fn probability_output(outputs: &[TensorInfo]) -> Result<ProbabilityOutput, String> {
+    let is_float = |o: &TensorInfo| matches!(o.elem, ElemType::F16 | ElemType::F32 | ElemType::F64);
+    let width = |o: &TensorInfo| match o.shape.as_slice() {
+        [_, k] if *k >= 2 => Some(*k as usize),
+        _ => None,
+    };
+    if let Some((index, named)) = outputs.iter().enumerate().find(|(_, o)| o.name == PROBABILITIES_OUTPUT) {
+        let classes = width(named).filter(|_| is_float(named)).ok_or_else(|| {
+            format!(
+                "output '{PROBABILITIES_OUTPUT}' is {:?} of shape {}; probabilities by class need a float \
+                 [N, K] output with K fixed and at least 2",
+                named.elem,
+                shape_text(&named.shape)
+            )
+        })?;
+        return Ok(ProbabilityOutput { index, name: named.name.clone(), classes });
+    }
+    let fits: Vec<(usize, &TensorInfo, usize)> = outputs
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| is_float(o))
+        .filter_map(|(i, o)| width(o).map(|k| (i, o, k)))
+        .collect();
+    match fits.as_slice() {
+        [(index, output, classes)] => {
+            Ok(ProbabilityOutput { index: *index, name: output.name.clone(), classes: *classes })
+        }
+        [] => Err(format!(
+            "no output holds probabilities: none is named '{PROBABILITIES_OUTPUT}' and none is a float [N, K] \
+             tensor with K fixed and at least 2 (outputs: {})",
+            outputs
+                .iter()
+                .map(|o| format!("'{}' {:?} {}", o.name, o.elem, shape_text(&o.shape)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        several => Err(format!(
+            "several outputs could hold the probabilities ({}); name the one that does '{PROBABILITIES_OUTPUT}' \
+             in the graph",
+            several.iter().map(|(_, o, _)| format!("'{}'", o.name)).collect::<Vec<_>>().join(", ")
+        )),
+    }
+}
+
+fn shape_text(shape: &[i64]) -> String {
+    let dims: Vec<String> = shape.iter().map(|d| if *d < 0 { "N".to_owned() } else { d.to_string() }).collect();
+    format!("[{}]", dims.join(", "))
+}
+
+/// Where the class names came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelSource {
+    /// The model's `labels` in the config.
+    Config,
+    /// The graph's `classlabels_*` attributes.
+    Graph,
+}
+
+/// The class names, in column order of the probabilities.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassLabels {
+    pub labels: Vec<String>,
+    pub source: LabelSource,
+}
+
+/// The final class names for an output (named `output`, for messages) with `classes` columns:
+/// the config's when given, else the graph's. They must number exactly `classes` and differ
+/// from one another.
+pub fn resolve_labels(
+    config: Option<&[String]>,
+    graph: Option<&[String]>,
+    classes: usize,
+    output: &str,
+) -> Result<ClassLabels, String> {
+    let (labels, source, whose) = match (config, graph) {
+        (Some(labels), _) => (labels, LabelSource::Config, "the config's `labels`"),
+        (None, Some(labels)) => (labels, LabelSource::Graph, "the graph's class labels"),
+        (None, None) => {
+            return Err(format!(
+                "output '{output}' has {classes} classes but nothing names them: the graph has no \
+                 classlabels_* attribute on an {ML_DOMAIN} node; list them in the model's `labels`"
+            ))
+        }
+    };
+    if labels.len() != classes {
+        return Err(format!(
+            "{whose} name {} classes ({}) but output '{output}' has {classes} columns",
+            labels.len(),
+            preview(labels)
+        ));
+    }
+    if let Some(dup) = first_duplicate(labels) {
+        return Err(format!("{whose} name the class {dup:?} more than once"));
+    }
+    Ok(ClassLabels { labels: labels.to_vec(), source })
+}
+
+fn preview(labels: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let mut parts: Vec<String> = labels.iter().take(SHOWN).map(|l| format!("{l:?}")).collect();
+    if labels.len() > SHOWN {
+        parts.push(format!("... {} more", labels.len() - SHOWN));
+    }
+    parts.join(", ")
+}
+
+/// Everything needed to key a classifier's probabilities by class.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClassProbabilities {
+    pub output: ProbabilityOutput,
+    /// `labels[k]` names column `k` of the output.
+    pub labels: Vec<String>,
+    pub source: LabelSource,
+}
+
+/// For a model with `probabilities_by_class = true`: picks the output ([`probability_output`])
+/// and its class names ([`resolve_labels`]), reading the graph at `path` only when the config
+/// lists no `labels`.
+pub fn class_probabilities(
+    path: &Path,
+    config_labels: Option<&[String]>,
+    outputs: &[TensorInfo],
+) -> Result<ClassProbabilities, String> {
+    let output = probability_output(outputs)?;
+    let graph = match config_labels {
+        Some(_) => None,
+        None => graph_class_labels(path)?,
+    };
+    let ClassLabels { labels, source } = resolve_labels(config_labels, graph.as_deref(), output.classes, &output.name)?;
+    Ok(ClassProbabilities { output, labels, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::proto::{AttributeProto, GraphProto, ModelProto, NodeProto};
+    use super::*;
+    use prost::Message;
+
+    fn repo(path: &str) -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn node(op: &str, domain: &str, attribute: Vec<AttributeProto>) -> NodeProto {
+        NodeProto { name: format!("{op}1"), op_type: op.into(), attribute, domain: domain.into() }
+    }
+
+    fn text_attr(name: &str, values: &[&str]) -> AttributeProto {
+        AttributeProto {
+            name: name.into(),
+            ints: vec![],
+            strings: values.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        }
+    }
+
+    fn int_attr(name: &str, values: &[i64]) -> AttributeProto {
+        AttributeProto { name: name.into(), ints: values.to_vec(), strings: vec![] }
+    }
+
+    fn model(nodes: Vec<NodeProto>) -> Vec<u8> {
+        ModelProto { graph: Some(GraphProto { node: nodes }) }.encode_to_vec()
+    }
+
+    fn output(name: &str, elem: ElemType, shape: &[i64]) -> TensorInfo {
+        TensorInfo { name: name.into(), elem, shape: shape.to_vec() }
+    }
+
+    #[test]
+    fn the_bundled_iris_model_names_its_species() {
+        let labels = graph_class_labels(&repo("models/iris.onnx")).unwrap();
+        assert_eq!(labels, Some(strings(&["setosa", "versicolor", "virginica"])));
+    }
+
+    #[test]
+    fn regressors_name_no_classes() {
+        assert_eq!(graph_class_labels(&repo("models/house_price.onnx")).unwrap(), None);
+        assert_eq!(graph_class_labels(&repo("models/house_price_linear.onnx")).unwrap(), None);
+    }
+
+    #[test]
+    fn a_tiny_model_written_to_a_file_is_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tiny.onnx");
+        let nodes = vec![
+            node("Cast", "", vec![int_attr("to", &[1])]),
+            node("TreeEnsembleClassifier", ML_DOMAIN, vec![int_attr("classlabels_int64s", &[-1, 0, 7])]),
+        ];
+        std::fs::write(&path, model(nodes)).unwrap();
+        assert_eq!(graph_class_labels(&path).unwrap(), Some(strings(&["-1", "0", "7"])));
+        let err = graph_class_labels(&dir.path().join("absent.onnx")).unwrap_err();
+        assert!(err.starts_with("cannot read ") && err.contains("absent.onnx"), "{err}");
+    }
+
+    #[test]
+    fn labels_come_from_ml_nodes_only_and_agreeing_nodes_count_once() {
+        let classifier = node("LinearClassifier", ML_DOMAIN, vec![text_attr("classlabels_strings", &["a", "b"])]);
+        let zipmap = node("ZipMap", ML_DOMAIN, vec![text_attr("classlabels_strings", &["a", "b"])]);
+        assert_eq!(
+            graph_class_labels_from_bytes(&model(vec![classifier.clone(), zipmap])).unwrap(),
+            Some(strings(&["a", "b"]))
+        );
+        // The attribute name alone is not enough outside ai.onnx.ml.
+        let custom = node("Mine", "com.example", vec![text_attr("classlabels_strings", &["x"])]);
+        assert_eq!(graph_class_labels_from_bytes(&model(vec![custom])).unwrap(), None);
+        // An empty attribute is passed over for the next one.
+        let svm = node(
+            "SVMClassifier",
+            ML_DOMAIN,
+            vec![text_attr("classlabels_strings", &[]), int_attr("classlabels_ints", &[0, 1])],
+        );
+        assert_eq!(graph_class_labels_from_bytes(&model(vec![svm])).unwrap(), Some(strings(&["0", "1"])));
+        assert_eq!(graph_class_labels_from_bytes(&model(vec![])).unwrap(), None);
+        assert_eq!(graph_class_labels_from_bytes(&ModelProto { graph: None }.encode_to_vec()).unwrap(), None);
+    }
+
+    #[test]
+    fn disagreeing_nodes_and_bad_bytes_are_errors() {
+        let outer = node("LinearClassifier", ML_DOMAIN, vec![text_attr("classlabels_strings", &["a", "b", "c"])]);
+        let inner = node("LinearClassifier", ML_DOMAIN, vec![int_attr("classlabels_ints", &[0, 1])]);
+        let err = graph_class_labels_from_bytes(&model(vec![outer, inner])).unwrap_err();
+        assert!(err.contains("names its classes twice, differently") && err.contains("`labels`"), "{err}");
+
+        let bad = node(
+            "LinearClassifier",
+            ML_DOMAIN,
+            vec![AttributeProto { name: "classlabels_strings".into(), ints: vec![], strings: vec![vec![0xff, 0xfe]] }],
+        );
+        let err = graph_class_labels_from_bytes(&model(vec![bad])).unwrap_err();
+        assert!(err.contains("is not UTF-8"), "{err}");
+
+        let err = graph_class_labels_from_bytes(b"\x3a\xff\xff\xff").unwrap_err();
+        assert!(err.starts_with("not an ONNX model"), "{err}");
+    }
+
+    #[test]
+    fn the_probability_output_is_named_or_the_only_float_matrix() {
+        let iris = [output("label", ElemType::String, &[-1]), output("probabilities", ElemType::F32, &[-1, 3])];
+        assert_eq!(
+            probability_output(&iris).unwrap(),
+            ProbabilityOutput { index: 1, name: "probabilities".into(), classes: 3 }
+        );
+
+        let unnamed = [output("scores", ElemType::F64, &[-1, 4]), output("label", ElemType::I64, &[-1, 4])];
+        assert_eq!(
+            probability_output(&unnamed).unwrap(),
+            ProbabilityOutput { index: 0, name: "scores".into(), classes: 4 }
+        );
+
+        // A named output that does not fit is an error; no other one is tried.
+        let named_bad = [output("probabilities", ElemType::F32, &[-1]), output("scores", ElemType::F32, &[-1, 2])];
+        let err = probability_output(&named_bad).unwrap_err();
+        assert!(err.contains("output 'probabilities' is F32 of shape [N]"), "{err}");
+
+        let regressor = [output("variable", ElemType::F32, &[-1, 1])];
+        let err = probability_output(&regressor).unwrap_err();
+        assert!(err.contains("no output holds probabilities") && err.contains("'variable' F32 [N, 1]"), "{err}");
+
+        let dynamic = [output("scores", ElemType::F32, &[-1, -1])];
+        assert!(probability_output(&dynamic).is_err());
+
+        let two = [output("a", ElemType::F32, &[-1, 3]), output("b", ElemType::F16, &[-1, 3])];
+        let err = probability_output(&two).unwrap_err();
+        assert!(err.contains("several outputs") && err.contains("'a', 'b'"), "{err}");
+    }
+
+    #[test]
+    fn config_labels_win_and_must_fit_the_output() {
+        let graph = strings(&["0", "1", "2"]);
+        let config = strings(&["cat", "dog", "bird"]);
+        let got = resolve_labels(Some(&config), Some(&graph), 3, "probabilities").unwrap();
+        assert_eq!(got, ClassLabels { labels: config.clone(), source: LabelSource::Config });
+        let got = resolve_labels(None, Some(&graph), 3, "probabilities").unwrap();
+        assert_eq!(got, ClassLabels { labels: graph.clone(), source: LabelSource::Graph });
+
+        let err = resolve_labels(Some(&config[..2]), Some(&graph), 3, "probabilities").unwrap_err();
+        assert_eq!(
+            err,
+            "the config's `labels` name 2 classes (\"cat\", \"dog\") but output 'probabilities' has 3 columns"
+        );
+        let err = resolve_labels(None, Some(&graph), 4, "p").unwrap_err();
+        assert!(err.starts_with("the graph's class labels name 3 classes"), "{err}");
+        let err = resolve_labels(None, None, 3, "p").unwrap_err();
+        assert!(err.contains("nothing names them") && err.contains("`labels`"), "{err}");
+        let dup = strings(&["a", "b", "a"]);
+        let err = resolve_labels(None, Some(&dup), 3, "p").unwrap_err();
+        assert_eq!(err, "the graph's class labels name the class \"a\" more than once");
+    }
+
+    #[test]
+    fn config_label_lists_are_checked() {
+        assert!(check_labels(&strings(&["setosa", "versicolor"])).is_ok());
+        assert_eq!(check_labels(&[]).unwrap_err(), "must list at least one label");
+        assert_eq!(check_labels(&strings(&["a", ""])).unwrap_err(), "label 1 is empty");
+        assert_eq!(check_labels(&["é".repeat(256)]), Ok(()), "characters are counted, not bytes");
+        assert_eq!(check_labels(&["x".repeat(257)]).unwrap_err(), "label 0 has 257 characters, more than 256");
+        assert_eq!(check_labels(&strings(&["a", "b", "a"])).unwrap_err(), "the label \"a\" is listed more than once");
+        let many: Vec<String> = (0..=MAX_LABELS).map(|i| i.to_string()).collect();
+        assert_eq!(check_labels(&many).unwrap_err(), "must list at most 4096 labels, got 4097");
+        assert!(check_labels(&many[..MAX_LABELS]).is_ok());
+    }
+
+    #[test]
+    fn class_probabilities_reads_the_graph_only_without_config_labels() {
+        let outputs = [output("label", ElemType::String, &[-1]), output("probabilities", ElemType::F32, &[-1, 3])];
+        let iris = repo("models/iris.onnx");
+        let got = class_probabilities(&iris, None, &outputs).unwrap();
+        assert_eq!(got.labels, strings(&["setosa", "versicolor", "virginica"]));
+        assert_eq!((got.source, got.output.index), (LabelSource::Graph, 1));
+        let mine = strings(&["s", "ve", "vi"]);
+        let got = class_probabilities(&repo("models/absent.onnx"), Some(&mine), &outputs).unwrap();
+        assert_eq!((got.labels, got.source), (mine, LabelSource::Config));
+        let err = class_probabilities(&repo("models/house_price.onnx"), None, &outputs).unwrap_err();
+        assert!(err.contains("nothing names them"), "{err}");
+    }
+}
