@@ -1,7 +1,6 @@
 //! Command line. Every override also reads an environment variable; clap gives the command
 //! line precedence over the environment, and [`crate::config::Config::load`] puts both over the file.
 
-
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::config::args::{Overrides, ServeArgs};

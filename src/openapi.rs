@@ -111,7 +111,8 @@ pub fn document(config: &Config, models: &[Documented<'_>]) -> Value {
     // Swagger UI shows tags in this order: each model's predict operations come first.
     let mut model_tags: Vec<Value> = Vec::new();
     for m in models {
-        let tag = json!({"name": format!("model: {}", m.spec.name), "description": format!("Predict with {}", m.spec.name)});
+        let tag =
+            json!({"name": format!("model: {}", m.spec.name), "description": format!("Predict with {}", m.spec.name)});
         if !model_tags.contains(&tag) {
             model_tags.push(tag);
         }

@@ -16,7 +16,10 @@ pub fn init(config: &LoggingConfig) -> Option<WorkerGuard> {
         let quiet_ort = if config.level.contains("ort") { "" } else { ",ort=warn" };
         EnvFilter::new(format!("{}{quiet_ort}", config.level))
     });
-    let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(std::io::stdout());
+    // Buffered, so that the writer thread hands stdout whatever lines have queued in one
+    // `write` (it flushes after each batch it drains) rather than one system call per line.
+    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let (writer, guard) = NonBlockingBuilder::default().lossy(false).finish(stdout);
     let builder = fmt().with_env_filter(filter).with_writer(writer);
     let result = match config.format {
         LogFormat::Text => builder.try_init(),

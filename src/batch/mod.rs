@@ -18,9 +18,9 @@ use serde::Serialize;
 use tokio::sync::oneshot;
 
 use crate::config::BatchingConfig;
-use crate::tensor::rows::{Batch, Rows, Slice};
 use crate::model::{ModelSpec, SessionFactory};
 use crate::observe::ModelMetrics;
+use crate::tensor::rows::{Batch, Rows, Slice};
 use state::{Pending, Refused, State};
 
 #[derive(Debug, thiserror::Error)]

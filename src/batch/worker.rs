@@ -16,8 +16,8 @@ use ort::session::Session;
 
 use super::state::Next;
 use super::{Fault, InferError, Job, Part, Shared, MAX_REBUILD_BACKOFF};
-use crate::tensor::rows::{Batch, Outputs, Rows, Slice};
 use crate::model::{self, ModelSpec, RunError, SessionFactory};
+use crate::tensor::rows::{Batch, Outputs, Rows, Slice};
 
 pub(super) struct Worker {
     /// Which of the model's inference threads this is.
@@ -64,7 +64,6 @@ impl Worker {
                 continue;
             }
             if let Health::Failed = self.run_jobs(&mut live, taken.batch, true) {
-                self.shared.session_lost();
                 match self.rebuild() {
                     Some(session) => {
                         live = Live { session, broken: false };
@@ -118,6 +117,8 @@ impl Worker {
             }
             Err(Failure::Panic(message)) => {
                 tracing::error!(model = %self.spec.name, rows = n, %message, "inference panicked; rebuilding the session");
+                // Not ready before the clients hear of it, so that none is told "ready" after a 500.
+                self.shared.session_lost();
                 self.fail_all(jobs, &format!("inference panicked: {message}"));
                 return Health::Failed;
             }
@@ -125,6 +126,7 @@ impl Worker {
         };
         if probe && !self.session_works(live) {
             tracing::error!(model = %self.spec.name, rows = n, %error, "the session fails on known-good rows; rebuilding it");
+            self.shared.session_lost();
             self.fail_all(jobs, &error.to_string());
             return Health::Failed;
         }

@@ -66,4 +66,3 @@ fn parse_log_format(text: &str) -> Result<LogFormat, String> {
         _ => Err(format!("expected json or text, got '{text}'")),
     }
 }
-

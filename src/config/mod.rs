@@ -1,7 +1,7 @@
 //! The service's typed configuration, layered: `runtime.toml` < environment < command line.
 
-mod auth;
 pub mod args;
+mod auth;
 mod observe;
 
 use std::net::IpAddr;
@@ -208,8 +208,7 @@ fn default_version() -> String {
 }
 
 fn validate_labels(labels: &[String]) -> Result<(), validator::ValidationError> {
-    check_labels(labels)
-        .map_err(|message| validator::ValidationError::new("labels").with_message(message.into()))
+    check_labels(labels).map_err(|message| validator::ValidationError::new("labels").with_message(message.into()))
 }
 
 /// Most labels a config may list.

@@ -155,7 +155,7 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
             match key {
                 Key::Field(field) => {
                     hint = field + 1;
-                    let value = scalar(map.next_value::<Value>()?);
+                    let value = map.next_value_seed(ScalarSeed)?;
                     self.sink.field(self.row, field, value);
                 }
                 Key::Other(name) => {
@@ -175,10 +175,10 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
         }
         let width = self.sink.plan().fields.len();
         let mut n = 0;
-        while let Some(value) = seq.next_element::<Value>()? {
+        while let Some(value) = seq.next_element_seed(ScalarSeed)? {
             if n < width {
                 // A plain row's columns are the schema's properties, in order.
-                self.sink.field(self.row, n, scalar(value));
+                self.sink.field(self.row, n, value);
             }
             n += 1;
         }
@@ -211,6 +211,55 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
     fn visit_unit<E>(self) -> Result<(), E> {
         self.sink.not_an_instance(self.row, Scalar::Null);
         Ok(())
+    }
+}
+
+/// One field's value read straight into a [`Scalar`], with no JSON tree built for it (only an
+/// array or object, which no field takes, is kept whole for its message).
+pub struct ScalarSeed;
+
+impl<'de> DeserializeSeed<'de> for ScalarSeed {
+    type Value = Scalar;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarSeed {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::I64(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::U64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::F64(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_none<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
+        Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Scalar::Other)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+        Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Scalar::Other)
     }
 }
 

@@ -41,9 +41,10 @@ pub fn body(model: Model<'_>, body: &[u8], envelope: Envelope, max_rows: usize) 
 pub fn json_error(e: serde_json::Error) -> ApiError {
     let message = clip_quoted(&e.to_string()).into_owned();
     match e.classify() {
-        serde_json::error::Category::Data => {
-            ApiError::InvalidRequest { message: format!("request body has the wrong shape: {message}"), details: vec![] }
-        }
+        serde_json::error::Category::Data => ApiError::InvalidRequest {
+            message: format!("request body has the wrong shape: {message}"),
+            details: vec![],
+        },
         _ => ApiError::MalformedJson(message),
     }
 }

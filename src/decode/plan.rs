@@ -11,13 +11,36 @@ use crate::tensor::signature::{ElemType, FeedPlan};
 
 /// Keywords of the top level the plan carries out (or that only annotate).
 const TOP_KEYWORDS: &[&str] = &[
-    "$schema", "$id", "$comment", "title", "description", "examples", "default", "type", "properties", "required",
+    "$schema",
+    "$id",
+    "$comment",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "type",
+    "properties",
+    "required",
     "additionalProperties",
 ];
 /// Keywords of a property the plan carries out (or that only annotate).
 pub const FIELD_KEYWORDS: &[&str] = &[
-    "$comment", "title", "description", "examples", "default", "deprecated", "readOnly", "writeOnly", "type",
-    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "enum", "minLength", "maxLength",
+    "$comment",
+    "title",
+    "description",
+    "examples",
+    "default",
+    "deprecated",
+    "readOnly",
+    "writeOnly",
+    "type",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "enum",
+    "minLength",
+    "maxLength",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,8 +54,15 @@ enum JsonType {
 #[derive(Debug, Clone)]
 enum Check {
     /// `minimum` and friends: the bound, as written in the schema for messages.
-    Bound { limit: f64, shown: Value, kind: Bound },
-    Enum { options: Vec<Value>, shown: String },
+    Bound {
+        limit: f64,
+        shown: Value,
+        kind: Bound,
+    },
+    Enum {
+        options: Vec<Value>,
+        shown: String,
+    },
     MinLength(u64),
     MaxLength(u64),
 }
@@ -82,8 +112,11 @@ impl InstancePlan {
         let top = document.as_object().cloned().unwrap_or_default();
         unknown_keywords(&top, TOP_KEYWORDS, "", &mut fallback);
         let properties = top.get("properties").and_then(Value::as_object).cloned().unwrap_or_default();
-        let required: Vec<&str> =
-            top.get("required").and_then(Value::as_array).map(|r| r.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
+        let required: Vec<&str> = top
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
         let open = match top.get("additionalProperties") {
             None | Some(Value::Bool(true)) => true,
             Some(Value::Bool(false)) => false,

@@ -4,10 +4,10 @@ use serde_json::Value;
 
 use super::plan::InstancePlan;
 use crate::error::{clip, shown, ApiError, FieldError, MAX_FIELD_ERRORS};
-use crate::tensor::columns::{Column, Scalar};
-use crate::tensor::signature::FeedPlan;
-use crate::tensor::rows::Rows;
 use crate::schema::InstanceSchema;
+use crate::tensor::columns::{Column, Scalar};
+use crate::tensor::rows::Rows;
+use crate::tensor::signature::FeedPlan;
 
 pub struct Sink<'p> {
     plan: &'p InstancePlan,
@@ -125,7 +125,8 @@ impl<'p> Sink<'p> {
     pub fn field(&mut self, row: usize, field: usize, value: Scalar) {
         let plan = &self.plan.fields[field];
         if std::mem::replace(&mut self.seen[field], true) {
-            self.schema_errors.push(FieldError { path: Self::path(row, &plan.name), message: "is given more than once".into() });
+            self.schema_errors
+                .push(FieldError { path: Self::path(row, &plan.name), message: "is given more than once".into() });
             return;
         }
         if !self.full() {
@@ -174,7 +175,8 @@ impl<'p> Sink<'p> {
         };
         let got = value.to_value();
         let got = if got.is_null() { "null".to_owned() } else { format!("{} {}", value.type_name(), shown(&got)) };
-        self.schema_errors.push(FieldError { path: format!("/instances/{row}"), message: format!("must be {expected}, got {got}") });
+        self.schema_errors
+            .push(FieldError { path: format!("/instances/{row}"), message: format!("must be {expected}, got {got}") });
         self.seen.iter_mut().for_each(|s| *s = true);
     }
 

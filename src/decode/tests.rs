@@ -167,12 +167,14 @@ fn a_schema_the_plan_cannot_compile_falls_back_to_jsonschema() {
 #[test]
 fn plain_rows_and_duplicate_fields() {
     let schema = InstanceSchema::derive(
-        &Signature { inputs: vec![TensorInfo { name: "x".into(), elem: ElemType::F32, shape: vec![-1, 3] }], outputs: vec![] },
+        &Signature {
+            inputs: vec![TensorInfo { name: "x".into(), elem: ElemType::F32, shape: vec![-1, 3] }],
+            outputs: vec![],
+        },
         "m",
     )
     .unwrap();
-    let fixture =
-        Fixture::new(schema, vec![TensorInfo { name: "x".into(), elem: ElemType::F32, shape: vec![-1, 3] }]);
+    let fixture = Fixture::new(schema, vec![TensorInfo { name: "x".into(), elem: ElemType::F32, shape: vec![-1, 3] }]);
     let text = br#"{"instances": [[1, 2, 3], {"x_0": 4, "x_1": 5, "x_2": 6}]}"#;
     let (rows, _) = body(fixture.model(), text, Envelope::Predict, 8).unwrap();
     assert_eq!(rows.columns[0], crate::tensor::columns::Column::F32(vec![1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));

@@ -10,9 +10,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::v2::V2Error;
 use super::AppState;
+use crate::auth::Caller;
 use crate::auth::{Authenticator, Failure, Principal, Scope};
 use crate::error::ApiError;
-use crate::auth::Caller;
 
 /// The state of one route group's layer: what its routes need.
 #[derive(Clone)]

@@ -19,13 +19,10 @@ pub use crate::service::Deadline;
 pub fn from_headers(headers: &HeaderMap, started: Instant, limit: Duration) -> Result<Deadline, ApiError> {
     let deadline = Deadline::new(started, limit);
     let Some(value) = headers.get(&REQUEST_TIMEOUT_MS) else { return Ok(deadline) };
-    let ms = value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).filter(|ms| *ms > 0).ok_or_else(
-        || {
-            ApiError::InvalidHeader(format!(
-                "`{REQUEST_TIMEOUT_MS}` must be a whole number of milliseconds above 0"
-            ))
-        },
-    )?;
+    let ms =
+        value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).filter(|ms| *ms > 0).ok_or_else(|| {
+            ApiError::InvalidHeader(format!("`{REQUEST_TIMEOUT_MS}` must be a whole number of milliseconds above 0"))
+        })?;
     Ok(deadline.shorten(Duration::from_millis(ms)))
 }
 

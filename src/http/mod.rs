@@ -34,8 +34,8 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::observe::Metrics;
 use crate::predlog::PredictionLog;
-use crate::service::Predictor;
 use crate::registry::Registry;
+use crate::service::Predictor;
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

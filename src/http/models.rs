@@ -10,8 +10,8 @@ use super::extract::ApiPath;
 use super::AppState;
 use crate::batch::{Batcher, StatsSnapshot};
 use crate::error::{ApiError, ErrorBody};
-use crate::tensor::signature::TensorInfo;
 use crate::registry::Registry;
+use crate::tensor::signature::TensorInfo;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ModelSummary {

@@ -218,6 +218,11 @@ pub struct Predictions<'a> {
 
 impl Serialize for Predictions<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(self.inferred.each_row().map(|(batch, row)| RowOutputs { spec: self.spec, batch, row, redact: &[] }))
+        s.collect_seq(self.inferred.each_row().map(|(batch, row)| RowOutputs {
+            spec: self.spec,
+            batch,
+            row,
+            redact: &[],
+        }))
     }
 }

@@ -7,8 +7,8 @@ use axum::Extension;
 use subtle::ConstantTimeEq;
 
 use super::AppState;
-use crate::error::{ApiError, ErrorBody};
 use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
 
 const TEXT_FORMAT: &str = "text/plain; version=0.0.4; charset=utf-8";
 

@@ -126,7 +126,17 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
             (Some(s.metrics.model.as_str()), Some(s.metrics.version.as_str()), Some(s.rows))
         });
         if !quiet {
-            tracing::info!(route, status = status.as_u16(), latency_ms, model, version, rows, principal, auth, "request");
+            tracing::info!(
+                route,
+                status = status.as_u16(),
+                latency_ms,
+                model,
+                version,
+                rows,
+                principal,
+                auth,
+                "request"
+            );
         }
         if slow > 0 && elapsed >= Duration::from_millis(slow) {
             let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));

@@ -19,8 +19,8 @@ use std::path::Path;
 
 use serde::Serialize;
 
-pub use crate::config::{check_labels, MAX_LABELS, MAX_LABEL_CHARS};
 use crate::config::first_duplicate;
+pub use crate::config::{check_labels, MAX_LABELS, MAX_LABEL_CHARS};
 use crate::tensor::signature::{ElemType, TensorInfo};
 
 /// The ONNX domain of the classic machine-learning operators (`ai.onnx.ml`).

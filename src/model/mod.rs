@@ -1,6 +1,5 @@
 //! Loading ONNX models: the runtime library, sessions, and what each model takes and gives.
 
-
 pub mod labels;
 pub mod views;
 

@@ -33,10 +33,13 @@ impl Serialize for RowOutputs<'_> {
         let infos = &self.spec.signature.outputs;
         let mut map = s.serialize_map(Some(infos.len()))?;
         for (i, info) in infos.iter().enumerate() {
-            if self.redact.iter().any(|r| *r == info.name) {
+            if self.redact.contains(&info.name) {
                 map.serialize_entry(&info.name, REDACTED)?;
             } else {
-                map.serialize_entry(&info.name, &OutputCell { spec: self.spec, batch: self.batch, output: i, row: self.row })?;
+                map.serialize_entry(
+                    &info.name,
+                    &OutputCell { spec: self.spec, batch: self.batch, output: i, row: self.row },
+                )?;
             }
         }
         map.end()
@@ -83,7 +86,7 @@ impl Serialize for RowInputs<'_> {
         let rows = &self.batch.inputs;
         let mut map = s.serialize_map(Some(fields.len()))?;
         for field in fields {
-            if self.redact.iter().any(|r| *r == field.name) {
+            if self.redact.contains(&field.name) {
                 map.serialize_entry(&field.name, REDACTED)?;
                 continue;
             }

@@ -152,7 +152,15 @@ impl Writer {
         false
     }
 
-    fn line(&mut self, record: &Record, ts: &str, instance: usize, batch: &crate::tensor::rows::Batch, row: usize, part: &crate::batch::Part) {
+    fn line(
+        &mut self,
+        record: &Record,
+        ts: &str,
+        instance: usize,
+        batch: &crate::tensor::rows::Batch,
+        row: usize,
+        part: &crate::batch::Part,
+    ) {
         let spec = &*record.spec;
         let out = LineOut {
             ts,

@@ -77,7 +77,7 @@ impl Rows {
                 .columns
                 .iter_mut()
                 .map(|c| {
-                    let width = if self.len == 0 { 0 } else { c.len() / self.len };
+                    let width = c.len().checked_div(self.len).unwrap_or(0);
                     c.split_off(at * width)
                 })
                 .collect();
@@ -88,13 +88,9 @@ impl Rows {
         out
     }
 
-    /// Row `row` of input column `input` starts here; `width` elements long.
+    /// Elements per row of input `input`.
     pub fn width(&self, input: usize) -> usize {
-        if self.len == 0 {
-            0
-        } else {
-            self.columns[input].len() / self.len
-        }
+        self.columns[input].len().checked_div(self.len).unwrap_or(0)
     }
 
     /// The rows as ONNX Runtime inputs, borrowing their buffers (strings are copied: ONNX
@@ -146,7 +142,8 @@ impl Outputs {
         let mut columns = Vec::with_capacity(infos.len());
         let mut per_row = Vec::with_capacity(infos.len());
         for info in infos {
-            let value = outputs.get(&info.name).ok_or_else(|| format!("output '{}' missing from the run", info.name))?;
+            let value =
+                outputs.get(&info.name).ok_or_else(|| format!("output '{}' missing from the run", info.name))?;
             let column = output_column(value, info.elem).map_err(|e| format!("output '{}': {e}", info.name))?;
             if rows == 0 || column.len() % rows != 0 {
                 return Err(format!("output '{}' has {} elements for {rows} rows", info.name, column.len()));

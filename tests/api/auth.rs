@@ -1346,8 +1346,7 @@ async fn the_binary_logs_the_principal_and_never_the_credential() {
         assert_eq!(found.len(), 1, "one access line for {id}: {lines:?}");
         found[0].clone()
     };
-    let accepted =
-        [("log-key", "app", "key"), ("log-xkey", "app", "key"), ("log-jwt", "svc-7", "jwt")];
+    let accepted = [("log-key", "app", "key"), ("log-xkey", "app", "key"), ("log-jwt", "svc-7", "jwt")];
     for (id, principal, kind) in accepted {
         let line = access(id);
         assert_eq!(line["principal"], principal, "{id}: {line}");

@@ -37,7 +37,8 @@ async fn probabilities_are_keyed_by_the_graphs_class_names() {
         }
     }
     // The tensor protocol keeps tensors.
-    let v2 = json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]});
+    let v2 =
+        json!({"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2]}]});
     let tensors: Value = app.post_json("/v2/models/iris/infer", &v2).await.json().await.unwrap();
     let out = tensors["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "probabilities").unwrap();
     assert_eq!(out["shape"], json!([1, 3]));
@@ -57,6 +58,6 @@ async fn config_labels_win_and_must_match_the_class_count() {
     let config = iris(names(&["a", "b"]));
     let env = inferd::model::init_runtime(&config.inference).unwrap();
     let entry = config.models.last().unwrap();
-    let err = inferd::model::load(&env, entry, &config.inference).err().expect("two labels for three classes");
+    let Err(err) = inferd::model::load(&env, entry, &config.inference) else { panic!("two labels for three classes") };
     assert!(err.to_string().contains("model 'iris'") && err.to_string().contains('3'), "{err}");
 }

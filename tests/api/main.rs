@@ -2,8 +2,8 @@
 //! port 0 with the committed models and talks HTTP to it.
 
 mod auth;
-mod classes;
 mod batching;
+mod classes;
 mod connections;
 mod cors;
 mod dtypes;

@@ -36,7 +36,8 @@ async fn rows_and_columns_are_predicted_as_tensorflow_serving_answers_them() {
     }
     // The columnar form, keyed by the input's name, answered `outputs`.
     let body = json!({"inputs": {"features": rows}}).to_string();
-    let answer: Value = post(&app, "/v1/models/house_price_linear/versions/1:predict", &body).await.json().await.unwrap();
+    let answer: Value =
+        post(&app, "/v1/models/house_price_linear/versions/1:predict", &body).await.json().await.unwrap();
     let outputs = answer["outputs"].as_array().unwrap();
     assert_close(outputs[3].as_f64().unwrap(), linear.expected[3], 1e-5, "columnar row 3");
 
@@ -82,7 +83,8 @@ async fn status_errors_and_unknown_verbs() {
 #[tokio::test]
 async fn plain_rows_work_on_predict_too_and_floats_print_shortest() {
     let app = TestApp::spawn().await;
-    let response = app.post_json("/models/house_price_linear/predict", &json!({"instances": [[5850, 3, 1, 2, 1]]})).await;
+    let response =
+        app.post_json("/models/house_price_linear/predict", &json!({"instances": [[5850, 3, 1, 2, 1]]})).await;
     assert_eq!(response.status(), 200);
     let text = response.text().await.unwrap();
     let price = text.split("\"variable\":").nth(1).unwrap().split('}').next().unwrap();

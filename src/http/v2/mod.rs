@@ -57,7 +57,11 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<Readiness>, V2E
 /// Server metadata.
 #[utoipa::path(get, path = "/v2", tag = "open inference protocol v2", responses((status = 200, body = ServerMetadata)))]
 pub async fn server_metadata() -> Json<ServerMetadata> {
-    Json(ServerMetadata { name: "inferd".into(), version: env!("CARGO_PKG_VERSION").into(), extensions: vec!["binary_tensor_data".into()] })
+    Json(ServerMetadata {
+        name: "inferd".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        extensions: vec!["binary_tensor_data".into()],
+    })
 }
 
 fn model_metadata(registry: &Registry, batcher: &Batcher, all_versions: bool) -> ModelMetadata {
@@ -218,8 +222,8 @@ async fn run(
     let V2Body(body) = body?;
     let (json, binary) = split_body(&body, header_length.as_ref())?;
     // JSON is UTF-8 throughout; serde would let invalid bytes pass in fields it skips.
-    let json = std::str::from_utf8(json)
-        .map_err(|e| V2Error::bad_request(format!("request body is not valid UTF-8: {e}")))?;
+    let json =
+        std::str::from_utf8(json).map_err(|e| V2Error::bad_request(format!("request body is not valid UTF-8: {e}")))?;
     let request: InferRequest = serde_json::from_str(json).map_err(|e| {
         let message = crate::error::clip_quoted(&e.to_string()).into_owned();
         V2Error::bad_request(format!("request body is not a valid inference request: {message}"))
@@ -249,9 +253,11 @@ fn flag(parameters: Option<&Value>, name: &str) -> bool {
 
 fn split_body<'b>(body: &'b [u8], header_length: Option<&HeaderValue>) -> Result<(&'b [u8], &'b [u8]), V2Error> {
     let Some(value) = header_length else { return Ok((body, &[])) };
-    let length = value.to_str().ok().and_then(|v| v.trim().parse::<usize>().ok()).ok_or_else(|| {
-        V2Error::bad_request(format!("`{HEADER_LENGTH}` must be a whole number of bytes"))
-    })?;
+    let length = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .ok_or_else(|| V2Error::bad_request(format!("`{HEADER_LENGTH}` must be a whole number of bytes")))?;
     if length > body.len() {
         return Err(V2Error::bad_request(format!(
             "`{HEADER_LENGTH}` is {length}, but the body holds {} bytes",
@@ -291,7 +297,8 @@ fn answer(
         });
         tensors.push(TensorOut { info, column, rows, per_row: joined.per_row[index], binary_size });
     }
-    let header = serde_json::to_vec(&InferAnswer { spec, id: id.as_deref(), outputs: &tensors }).expect("answers serialise");
+    let header =
+        serde_json::to_vec(&InferAnswer { spec, id: id.as_deref(), outputs: &tensors }).expect("answers serialise");
     if binary.is_empty() && tensors.iter().all(|t| t.binary_size.is_none()) {
         return ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], header).into_response();
     }

@@ -5,8 +5,8 @@
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde::ser::SerializeMap;
+use serde::Deserialize;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -248,7 +248,10 @@ impl<'de> Visitor<'de> for DataSeed<'_, '_, '_, '_> {
             items += 1;
         }
         if depth > 0 && items != dims[depth] {
-            return Err(de::Error::custom(format!("an array at depth {depth} holds {items} items, shape says {}", dims[depth])));
+            return Err(de::Error::custom(format!(
+                "an array at depth {depth} holds {items} items, shape says {}",
+                dims[depth]
+            )));
         }
         if depth == 0 && layout == Some(Layout::Nested) && items != dims[0] {
             return Err(de::Error::custom(format!("data holds {items} arrays, shape says {}", dims[0])));
@@ -320,12 +323,13 @@ struct Leaf<'a, 'r, 's, 'p>(&'a mut Reader<'r, 's, 'p>);
 impl<'de> DeserializeSeed<'de> for Leaf<'_, '_, '_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        let value = Value::deserialize(d)?;
-        if value.is_array() {
-            return Err(de::Error::custom("an array where shape needs a value"));
+        match decode::json::ScalarSeed.deserialize(d)? {
+            Scalar::Other(Value::Array(_)) => Err(de::Error::custom("an array where shape needs a value")),
+            value => {
+                self.0.push(value);
+                Ok(())
+            }
         }
-        self.0.push(decode::json::scalar(value));
-        Ok(())
     }
 }
 
@@ -472,11 +476,15 @@ mod tests {
     #[test]
     fn tensors_become_typed_columns_from_nested_or_flat_data() {
         let m = mixed();
-        let rows = m.rows(&[input("a", &[2, 1], "FP32", json!([[1], [2.5]])), input("s", &[2], "BYTES", json!(["p", "q"]))], 8).unwrap();
+        let rows = m
+            .rows(&[input("a", &[2, 1], "FP32", json!([[1], [2.5]])), input("s", &[2], "BYTES", json!(["p", "q"]))], 8)
+            .unwrap();
         assert_eq!(rows.len, 2);
         assert_eq!(rows.columns[0], Column::F32(vec![1.0, 2.5]));
         assert_eq!(rows.columns[1], Column::String(vec!["p".into(), "q".into()]));
-        let rows = linear().rows(&[input("features", &[2, 5], "FP32", json!([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]))], 8).unwrap();
+        let rows = linear()
+            .rows(&[input("features", &[2, 5], "FP32", json!([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]))], 8)
+            .unwrap();
         assert_eq!(rows.columns[0], Column::F32((1..=10).map(|v| v as f32).collect()));
     }
 
@@ -485,7 +493,8 @@ mod tests {
         let m = mixed();
         let err = |inputs: &[InferInput]| m.rows(inputs, 1024).unwrap_err();
         let s = || input("s", &[1], "BYTES", json!(["p"]));
-        assert!(err(&[input("a", &[1, 1], "FP64", json!([1])), s()]).contains("datatype FP64 does not match the model's FP32"));
+        assert!(err(&[input("a", &[1, 1], "FP64", json!([1])), s()])
+            .contains("datatype FP64 does not match the model's FP32"));
         assert!(err(&[input("a", &[1, 1], "FP32", json!([1, 2])), s()]).contains("needs 1 values, data has 2"));
         assert!(err(&[input("a", &[1, 3], "FP32", json!([1, 2, 3])), s()]).contains("does not fit the model's [N, 1]"));
         assert!(err(&[input("a", &[2, 1], "FP32", json!([1, 2])), s()]).contains("has 1 rows, others have 2"));
@@ -510,7 +519,10 @@ mod tests {
             linear_error(&[1, 3_689_348_814_741_910_324], json!([1, 2, 3, 4, 5])),
             "input 'features': shape [1, 3689348814741910324] does not fit the model's [N, 5]"
         );
-        assert_eq!(linear_error(&[-1, 5], json!([1, 2, 3, 4, 5])), "input 'features': shape [-1, 5] has a negative dimension -1");
+        assert_eq!(
+            linear_error(&[-1, 5], json!([1, 2, 3, 4, 5])),
+            "input 'features': shape [-1, 5] has a negative dimension -1"
+        );
         assert_eq!(
             linear_error(&[0, 5], json!([])),
             "input 'features': shape [0, 5] has 0 rows; a request needs at least one instance"
@@ -527,9 +539,12 @@ mod tests {
             "input 'features': shape [1, 1, 5] has 3 dimensions, the model's [N, 5] has 2"
         );
         let long = vec![1; 1000];
-        assert!(linear_error(&long, json!([1])).ends_with("… (3000 chars) has 1000 dimensions, the model's [N, 5] has 2"));
+        assert!(
+            linear_error(&long, json!([1])).ends_with("… (3000 chars) has 1000 dimensions, the model's [N, 5] has 2")
+        );
         let m = mixed();
-        let err = m.rows(&[input("a", &[1, 1], "FP32", json!([1])), input("s", &[2, 1], "BYTES", json!(["p", "q"]))], 8);
+        let err =
+            m.rows(&[input("a", &[1, 1], "FP32", json!([1])), input("s", &[2, 1], "BYTES", json!(["p", "q"]))], 8);
         assert_eq!(err.unwrap_err(), "input 's': shape [2, 1] has 2 dimensions, the model's [N] has 1");
     }
 
