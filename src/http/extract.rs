@@ -48,13 +48,29 @@ impl FromRequest<AppState> for JsonBytes {
         if !json_content_type(req.headers()) {
             return Err(ApiError::UnsupportedMediaType);
         }
-        let limit = state.config.server.body_limit_bytes;
-        match within_deadline(req, state, Bytes::from_request).await? {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge { limit }),
-            // The body broke off or its chunked encoding is invalid: not a JSON problem.
-            Err(e) => Err(ApiError::UnreadableBody(clip(&e.body_text()).into_owned())),
-        }
+        read_bytes(req, state).await.map(Self)
+    }
+}
+
+/// A body of any content type, read like [`JsonBytes`] (TensorFlow Serving clients and
+/// `curl -d` do not always say JSON).
+pub struct AnyBytes(pub Bytes);
+
+impl FromRequest<AppState> for AnyBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        read_bytes(req, state).await.map(Self)
+    }
+}
+
+async fn read_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
+    let limit = state.config.server.body_limit_bytes;
+    match within_deadline(req, state, Bytes::from_request).await? {
+        Ok(bytes) => Ok(bytes),
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge { limit }),
+        // The body broke off or its chunked encoding is invalid: not a JSON problem.
+        Err(e) => Err(ApiError::UnreadableBody(clip(&e.body_text()).into_owned())),
     }
 }
 

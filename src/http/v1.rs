@@ -6,9 +6,7 @@
 
 use std::sync::Arc;
 
-use axum::body::Bytes;
-use axum::extract::{FromRequest, Request, State};
-use axum::http::StatusCode;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::ser::SerializeMap;
@@ -17,7 +15,7 @@ use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
 use super::deadline::Deadline;
-use super::extract::{within_deadline, ApiPath, Unread};
+use super::extract::{AnyBytes, ApiPath, Unread};
 use super::predict::{precheck, principal};
 use super::track::serve_model;
 use super::AppState;
@@ -65,22 +63,6 @@ pub struct V1VersionStatus {
     pub state: &'static str,
     #[schema(value_type = Object)]
     pub status: serde_json::Value,
-}
-
-/// A body of any content type (TensorFlow Serving clients and `curl -d` do not always say JSON).
-pub struct AnyBytes(pub Bytes);
-
-impl FromRequest<AppState> for AnyBytes {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let limit = state.config.server.body_limit_bytes;
-        match within_deadline(req, state, Bytes::from_request).await? {
-            Ok(bytes) => Ok(Self(bytes)),
-            Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge { limit }),
-            Err(e) => Err(ApiError::UnreadableBody(clip(&e.body_text()).into_owned())),
-        }
-    }
 }
 
 /// `name:predict` → `name`; any other verb is not a route.
