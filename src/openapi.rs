@@ -19,7 +19,7 @@ use crate::model::{self, LoadError, ModelSpec};
     paths(
         status::health, status::ready, scrape::metrics,
         predict::predict_default, predict::predict_model, predict::predict_version,
-        v1::predict, v1::predict_version, v1::status,
+        v1::predict, v1::predict_version, v1::status, v1::status_version,
         models::list, models::info, models::version_info,
         v2::live, v2::ready, v2::server_metadata, v2::model, v2::model_version,
         v2::model_ready, v2::model_version_ready, v2::infer, v2::infer_version,

@@ -7,7 +7,7 @@ use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::sink::Sink;
+use super::sink::{ColumnEntry, Sink};
 use crate::error::clip;
 use crate::tensor::columns::Scalar;
 
@@ -76,18 +76,156 @@ impl<'de> Visitor<'de> for BodySeed<'_, '_> {
                     form = Some(Form::Rows);
                 }
                 "inputs" if self.envelope == Envelope::V1 => {
-                    let columns: Value = map.next_value()?;
-                    self.sink.columnar(columns);
+                    map.next_value_seed(ColumnarSeed(&mut *self.sink))?;
                     form = Some(Form::Columns);
                 }
                 // TensorFlow Serving names the signature; a model here has one.
                 "signature_name" if self.envelope == Envelope::V1 => {
-                    map.next_value::<IgnoredAny>()?;
+                    map.next_value::<std::borrow::Cow<'de, str>>()?;
                 }
                 other => return Err(de::Error::unknown_field(&clip(other), expected)),
             }
         }
         form.ok_or_else(|| de::Error::missing_field("instances"))
+    }
+}
+
+/// The columnar form's `inputs`: an object of lists (each kept up to one past the row limit,
+/// the rest counted), or, for a one-input model, a list of plain rows.
+struct ColumnarSeed<'s, 'p>(&'s mut Sink<'p>);
+
+impl<'de> DeserializeSeed<'de> for ColumnarSeed<'_, '_> {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ColumnarSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("an object of named inputs")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let limit = self.0.max_rows() + 1;
+        let mut entries = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            if entries.len() > self.0.plan().fields.len() {
+                // More entries than the model has fields: the rest are only skipped.
+                map.next_value::<IgnoredAny>()?;
+                continue;
+            }
+            let (values, len) = map.next_value_seed(ListSeed { limit })?;
+            entries.push(ColumnEntry { name, values, len });
+        }
+        self.0.columns(entries);
+        Ok(())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<(), A::Error> {
+        if self.0.plan().matrix {
+            return InstancesSeed(self.0).visit_seq(seq);
+        }
+        IgnoredAny.visit_seq(seq)?;
+        self.0.columnar_error(None, "must be an object of named inputs (rows need a model with one input)".into());
+        Ok(())
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        self.0.columnar_error(None, "must be an object of named inputs, got a boolean".into());
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        self.0.columnar_error(None, "must be an object of named inputs, got a number".into());
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        self.0.columnar_error(None, "must be an object of named inputs, got a number".into());
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        self.0.columnar_error(None, "must be an object of named inputs, got a number".into());
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.0.columnar_error(None, "must be an object of named inputs, got a string".into());
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.0.columnar_error(None, "must be an object of named inputs, got null".into());
+        Ok(())
+    }
+}
+
+/// One list of the columnar form: its first `limit` values, and how many it held; `None`
+/// (after skipping it) when it is not a list.
+struct ListSeed {
+    limit: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for ListSeed {
+    type Value = (Option<Vec<Scalar>>, usize);
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        match ScalarList(self.limit).deserialize(d)? {
+            Some((values, len)) => Ok((Some(values), len)),
+            None => Ok((None, 0)),
+        }
+    }
+}
+
+struct ScalarList(usize);
+
+impl<'de> DeserializeSeed<'de> for ScalarList {
+    type Value = Option<(Vec<Scalar>, usize)>;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ScalarList {
+    type Value = Option<(Vec<Scalar>, usize)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a list of values")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut values = Vec::new();
+        let mut len = 0;
+        loop {
+            if len < self.0 {
+                let Some(value) = seq.next_element_seed(ScalarSeed)? else { break };
+                values.push(value);
+            } else if seq.next_element::<IgnoredAny>()?.is_none() {
+                break;
+            }
+            len += 1;
+        }
+        Ok(Some((values, len)))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+        IgnoredAny.visit_map(map).map(|_| None)
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
     }
 }
 

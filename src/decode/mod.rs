@@ -31,8 +31,10 @@ pub struct Model<'a> {
 pub fn body(model: Model<'_>, body: &[u8], envelope: Envelope, max_rows: usize) -> Result<(Rows, Form), ApiError> {
     // A guess at the row count from the body's size keeps the columns from regrowing.
     let expected = (body.len() / (model.plan.fields.len() * 8).max(16)).max(1);
+    // JSON is UTF-8 throughout; serde would let invalid bytes pass in values it skips.
+    let body = std::str::from_utf8(body).map_err(|e| ApiError::MalformedJson(format!("not valid UTF-8: {e}")))?;
     let mut sink = Sink::new(model.plan, model.feed, max_rows, expected);
-    let form = json::read_body(body, envelope, &mut sink).map_err(json_error)?;
+    let form = json::read_body(body.as_bytes(), envelope, &mut sink).map_err(json_error)?;
     Ok((sink.finish(model.schema)?, form))
 }
 

@@ -7,7 +7,15 @@ use crate::error::{clip, shown, ApiError, FieldError, MAX_FIELD_ERRORS};
 use crate::schema::InstanceSchema;
 use crate::tensor::columns::{Column, Scalar};
 use crate::tensor::rows::Rows;
-use crate::tensor::signature::FeedPlan;
+use crate::tensor::signature::{ElemType, FeedPlan};
+
+/// One entry of the columnar form: its values (`None` when it was not an array), kept up to
+/// one past the row limit, and how many it held.
+pub struct ColumnEntry {
+    pub name: String,
+    pub values: Option<Vec<Scalar>>,
+    pub len: usize,
+}
 
 pub struct Sink<'p> {
     plan: &'p InstancePlan,
@@ -23,6 +31,8 @@ pub struct Sink<'p> {
     max_rows: usize,
     /// Instances in the request, built or not.
     count: usize,
+    /// The one `[N, F]` input's name, which the columnar form may key its rows by.
+    matrix_input: Option<String>,
 }
 
 impl<'p> Sink<'p> {
@@ -36,11 +46,16 @@ impl<'p> Sink<'p> {
             widths: feed.inputs.iter().map(|i| i.fields.len()).collect(),
             max_rows,
             count: 0,
+            matrix_input: plan.matrix.then(|| feed.inputs[0].name.clone()),
         }
     }
 
     pub fn plan(&self) -> &'p InstancePlan {
         self.plan
+    }
+
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
     }
 
     fn full(&self) -> bool {
@@ -89,16 +104,7 @@ impl<'p> Sink<'p> {
 
     /// One element of a tensor: checked and set, without the per-row bookkeeping of objects.
     pub fn element(&mut self, row: usize, field: usize, value: Scalar) {
-        let plan = &self.plan.fields[field];
-        if !self.full() {
-            plan.check(&value, || Self::path(row, &plan.name), &mut self.schema_errors);
-        }
-        let at = row * self.widths[plan.input] + plan.offset;
-        if let Err(message) = self.rows.columns[plan.input].set(at, value) {
-            if !self.full() {
-                self.type_errors.push(FieldError { path: Self::path(row, &plan.name), message });
-            }
-        }
+        self.check_and_set(row, field, value);
     }
 
     /// A whole input's elements, already of its type (binary tensor data): checked against the
@@ -106,6 +112,24 @@ impl<'p> Sink<'p> {
     pub fn put_column(&mut self, input: usize, column: Column) {
         let fields = &self.plan.inputs[input];
         let width = self.widths[input];
+        // JSON has no NaN or infinity, so neither may binary data.
+        if matches!(column.elem(), ElemType::F16 | ElemType::F32 | ElemType::F64) {
+            let mut non_finite = false;
+            for k in 0..column.len() {
+                if let Scalar::F64(v) = column.scalar_at(k) {
+                    if !v.is_finite() && !self.full() {
+                        non_finite = true;
+                        let field = &self.plan.fields[fields[k % width]];
+                        let message = format!("must be a finite number, got {v}");
+                        self.schema_errors.push(FieldError { path: Self::path(k / width, &field.name), message });
+                    }
+                }
+            }
+            if non_finite {
+                self.rows.columns[input] = column;
+                return;
+            }
+        }
         if fields.iter().any(|f| self.plan.fields[*f].has_checks()) {
             for k in 0..column.len() {
                 let field = &self.plan.fields[fields[k % width]];
@@ -129,12 +153,20 @@ impl<'p> Sink<'p> {
                 .push(FieldError { path: Self::path(row, &plan.name), message: "is given more than once".into() });
             return;
         }
+        self.check_and_set(row, field, value);
+    }
+
+    /// Checks a value against its field's rules and stores it; its element type's error is
+    /// kept only when the rules found nothing (one error per value, not two).
+    fn check_and_set(&mut self, row: usize, field: usize, value: Scalar) {
+        let plan = &self.plan.fields[field];
+        let before = self.schema_errors.len();
         if !self.full() {
             plan.check(&value, || Self::path(row, &plan.name), &mut self.schema_errors);
         }
         let at = row * self.widths[plan.input] + plan.offset;
         if let Err(message) = self.rows.columns[plan.input].set(at, value) {
-            if !self.full() {
+            if !self.full() && self.schema_errors.len() == before {
                 self.type_errors.push(FieldError { path: Self::path(row, &plan.name), message });
             }
         }
@@ -188,41 +220,92 @@ impl<'p> Sink<'p> {
         self.seen.iter_mut().for_each(|s| *s = true);
     }
 
-    /// TensorFlow Serving's columnar form: `{"inputs": {"name": [one value per row], ...}}`,
-    /// keyed by field or by the one `[N, F]` input (`[[F values], ...]`), or `{"inputs":
-    /// [rows]}` for a model with one input.
-    pub fn columnar(&mut self, inputs: Value) {
-        let fail = |sink: &mut Self, message: String| {
-            sink.schema_errors.push(FieldError { path: "/inputs".into(), message });
+    /// An error of the columnar form's `inputs` as a whole, or of one of its entries.
+    pub fn columnar_error(&mut self, name: Option<&str>, message: String) {
+        let path = match name {
+            Some(name) => format!("/inputs/{}", clip(&escape(name))),
+            None => "/inputs".to_owned(),
         };
-        let columns = match inputs {
-            Value::Object(map) => map,
-            Value::Array(rows) if self.plan.matrix => return self.rows_of(rows),
-            other => {
-                return fail(self, format!("must be an object of named inputs, got {}", shown(&other)));
-            }
-        };
-        if self.plan.matrix && columns.len() == 1 {
-            let (name, rows) = columns.into_iter().next().expect("one entry");
-            if self.plan.find(&name, 0).is_none() {
-                return match rows {
-                    Value::Array(rows) => self.rows_of(rows),
-                    other => fail(self, format!("`{}` must be an array of rows, got {}", clip(&name), shown(&other))),
-                };
-            }
-            return self.columns_of([(name, rows)].into_iter().collect());
-        }
-        self.columns_of(columns)
+        self.schema_errors.push(FieldError { path, message });
     }
 
-    fn rows_of(&mut self, rows: Vec<Value>) {
+    /// TensorFlow Serving's columnar form, `{"inputs": {"<name>": [one value per row], ...}}`,
+    /// keyed by field, or by the one `[N, F]` input with one row of F values per instance.
+    /// Each list holds at most `max_rows + 1` values (the rest only counted, in `len`).
+    pub fn columns(&mut self, entries: Vec<ColumnEntry>) {
+        let plan = self.plan;
+        // A name given twice is refused, not settled by whichever copy comes last.
+        let mut twice = false;
+        for (i, entry) in entries.iter().enumerate() {
+            if entries[..i].iter().any(|e| e.name == entry.name) {
+                self.columnar_error(Some(&entry.name), "is given more than once".into());
+                twice = true;
+            }
+        }
+        if twice {
+            return;
+        }
+        if entries.len() == 1 && self.matrix_input.as_deref() == Some(entries[0].name.as_str()) {
+            let entry = entries.into_iter().next().expect("one entry");
+            return match entry.values {
+                Some(rows) => self.rows_of(rows, entry.len),
+                None => self.columnar_error(Some(&entry.name), "must be an array of rows".into()),
+            };
+        }
+        let errors = self.schema_errors.len();
+        let mut rows = None;
+        let mut lists = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            let name = entry.name.as_str();
+            let Some(field) = plan.find(name, 0) else {
+                if !plan.open {
+                    self.columnar_error(Some(name), "is not an input of this model".into());
+                }
+                continue;
+            };
+            let Some(values) = &entry.values else {
+                self.columnar_error(Some(name), "must be an array with one value per instance".into());
+                continue;
+            };
+            if *rows.get_or_insert(entry.len) != entry.len {
+                let message = format!("has {} values, other inputs have {}", entry.len, rows.unwrap_or(0));
+                self.columnar_error(Some(name), message);
+                continue;
+            }
+            lists.push((field, values));
+        }
+        // A malformed column leaves nothing to predict; only its own errors are reported.
+        if self.schema_errors.len() > errors {
+            return;
+        }
+        let total = rows.unwrap_or(0);
+        if total > self.max_rows {
+            // Only counted: the lists hold no more than one past the limit.
+            self.count = total;
+            return;
+        }
+        for r in 0..total {
+            let Some(row) = self.begin_row() else {
+                self.count_extra();
+                continue;
+            };
+            for (field, values) in &lists {
+                self.field(row, *field, values[r].clone());
+            }
+            self.end_row(row);
+        }
+    }
+
+    /// `{"inputs": [[F values], ...]}`, or the one input's rows: plain rows, as in `instances`.
+    fn rows_of(&mut self, rows: Vec<Scalar>, len: usize) {
+        let kept = rows.len();
         for value in rows {
             let Some(row) = self.begin_row() else {
                 self.count_extra();
                 continue;
             };
             match value {
-                Value::Array(items) => {
+                Scalar::Other(Value::Array(items)) => {
                     let n = items.len();
                     for (field, item) in items.into_iter().enumerate().take(self.plan.fields.len()) {
                         self.field(row, field, super::json::scalar(item));
@@ -231,57 +314,21 @@ impl<'p> Sink<'p> {
                         self.wrong_row_length(row, n);
                     }
                 }
-                other => self.not_an_instance(row, Scalar::from_value(&other)),
+                other => self.not_an_instance(row, other),
             }
             self.end_row(row);
         }
-    }
-
-    fn columns_of(&mut self, columns: serde_json::Map<String, Value>) {
-        let mut lists = Vec::with_capacity(columns.len());
-        let mut rows = None;
-        for (name, values) in columns {
-            let Some(field) = self.plan.find(&name, 0) else {
-                if !self.plan.open {
-                    self.schema_errors.push(FieldError {
-                        path: format!("/inputs/{}", clip(&escape(&name))),
-                        message: "is not an input of this model".into(),
-                    });
-                }
-                continue;
-            };
-            let Value::Array(values) = values else {
-                self.schema_errors.push(FieldError {
-                    path: format!("/inputs/{}", clip(&escape(&name))),
-                    message: format!("must be an array with one value per instance, got {}", shown(&values)),
-                });
-                continue;
-            };
-            if *rows.get_or_insert(values.len()) != values.len() {
-                self.schema_errors.push(FieldError {
-                    path: format!("/inputs/{}", clip(&escape(&name))),
-                    message: format!("has {} values, other inputs have {}", values.len(), rows.unwrap_or(0)),
-                });
-                continue;
-            }
-            lists.push((field, values.into_iter()));
-        }
-        for _ in 0..rows.unwrap_or(0) {
-            let Some(row) = self.begin_row() else {
-                self.count_extra();
-                continue;
-            };
-            for (field, values) in &mut lists {
-                let value = values.next().expect("every list has `rows` values");
-                self.field(row, *field, super::json::scalar(value));
-            }
-            self.end_row(row);
-        }
+        // Rows past the limit were counted, not kept.
+        self.count += len - kept;
     }
 
     /// The rows, or the request's errors: its count out of bounds, then its fields. jsonschema
     /// checks the rows afterwards when the schema has keywords the plan does not carry out.
     pub fn finish(self, schema: &InstanceSchema) -> Result<Rows, ApiError> {
+        // Errors of what was sent say more than "no instances" when nothing could be built.
+        if self.count == 0 && !self.schema_errors.is_empty() {
+            return Err(ApiError::validation(self.schema_errors));
+        }
         if self.count == 0 || self.count > self.max_rows {
             let message = format!("must hold 1 to {} instances, got {}", self.max_rows, self.count);
             return Err(ApiError::InvalidRequest {

@@ -160,6 +160,7 @@ pub fn router(state: AppState) -> Router {
         .route("/models/{name}", get(models::info))
         .route("/models/{name}/versions/{version}", get(models::version_info))
         .route("/v1/models/{target}", get(v1::status))
+        .route("/v1/models/{name}/versions/{target}", get(v1::status_version))
         .route("/v2", get(v2::server_metadata))
         .route("/v2/models/{model}", get(v2::model))
         .route("/v2/models/{model}/ready", get(v2::model_ready))

@@ -65,11 +65,11 @@ pub struct V1VersionStatus {
     pub status: serde_json::Value,
 }
 
-/// `name:predict` → `name`; any other verb is not a route.
-fn verb(target: &str) -> Result<&str, ApiError> {
+/// `name:predict` → `name`; any other verb is not a route (`path` names it in the error).
+fn verb(target: &str, path: impl FnOnce() -> String) -> Result<&str, ApiError> {
     match target.rsplit_once(':') {
         Some((name, "predict")) => Ok(name),
-        _ => Err(ApiError::RouteNotFound(format!("/v1/models/{}", clip(target)))),
+        _ => Err(ApiError::RouteNotFound(clip(&path()).into_owned())),
     }
 }
 
@@ -96,7 +96,7 @@ pub async fn predict(
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
-    let batcher = state.registry()?.get(verb(&target)?, None)?;
+    let batcher = state.registry()?.get(verb(&target, || format!("/v1/models/{target}"))?, None)?;
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
@@ -119,7 +119,8 @@ pub async fn predict_version(
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
-    let batcher = state.registry()?.get(&name, Some(verb(&target)?))?;
+    let version = verb(&target, || format!("/v1/models/{name}/versions/{target}"))?;
+    let batcher = state.registry()?.get(&name, Some(version))?;
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
@@ -130,12 +131,30 @@ pub async fn predict_version(
     responses((status = 200, body = V1Status), (status = 404, description = "Unknown model", body = ErrorBody))
 )]
 pub async fn status(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Json<V1Status>, ApiError> {
+    model_status(&state, name, None)
+}
+
+/// One version's status (TensorFlow Serving's `/v1/models/{name}/versions/{version}`).
+#[utoipa::path(
+    get, path = "/v1/models/{name}/versions/{version}", tag = "models",
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    responses((status = 200, body = V1Status), (status = 404, description = "Unknown model or version", body = ErrorBody))
+)]
+pub async fn status_version(
+    State(state): State<AppState>,
+    ApiPath((name, version)): ApiPath<(String, String)>,
+) -> Result<Json<V1Status>, ApiError> {
+    model_status(&state, name, Some(&version))
+}
+
+fn model_status(state: &AppState, name: String, only: Option<&str>) -> Result<Json<V1Status>, ApiError> {
     let registry = state.registry()?;
-    registry.get(&name, None)?;
+    registry.get(&name, only)?;
     let model = registry.models().get(&name).ok_or_else(|| ApiError::ModelNotFound(clip(&name).into_owned()))?;
     let versions: Vec<V1VersionStatus> = model
         .versions
         .iter()
+        .filter(|(version, _)| only.is_none_or(|v| v == version.as_str()))
         .map(|(version, batcher)| V1VersionStatus {
             version: version.clone(),
             state: if batcher.is_ready() { "AVAILABLE" } else { "UNAVAILABLE" },

@@ -261,3 +261,53 @@ async fn values_beyond_fp32_are_refused_with_their_position() {
     assert_eq!(response.status(), 200, "f32::MAX and below pass");
     app.stop().await;
 }
+
+/// The binary tensor data extension, its sizes and what it may not carry.
+#[tokio::test]
+async fn binary_tensor_data_is_held_to_its_sizes() {
+    let app = TestApp::spawn().await;
+    let url = app.url("/v2/models/house_price_linear/infer");
+    let send = |header: Value, data: Vec<u8>, lengths: Vec<String>| {
+        let header = header.to_string().into_bytes();
+        let mut request = app.client.post(url.clone()).header("content-type", "application/octet-stream");
+        let lengths = if lengths.is_empty() { vec![header.len().to_string()] } else { lengths };
+        for length in lengths {
+            request = request.header("inference-header-content-length", length);
+        }
+        request.body([header, data].concat()).send()
+    };
+    let row = |values: [f32; 5]| values.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>();
+    let input = |extra: Value| {
+        let mut input =
+            json!({"name": "features", "shape": [1, 5], "datatype": "FP32", "parameters": {"binary_data_size": 20}});
+        input.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        json!({"inputs": [input], "outputs": [{"name": "variable", "parameters": {"binary_data": true}}]})
+    };
+    let ok = send(input(json!({})), row([5850.0, 3.0, 1.0, 2.0, 1.0]), vec![]).await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let length: usize = ok.headers()["inference-header-content-length"].to_str().unwrap().parse().unwrap();
+    let body = ok.bytes().await.unwrap();
+    let header: Value = serde_json::from_slice(&body[..length]).unwrap();
+    assert_eq!(header["outputs"][0]["parameters"]["binary_data_size"], 4);
+    let price = f32::from_le_bytes(body[length..].try_into().unwrap());
+    assert!(price > 10_000.0, "{price}");
+
+    let refused = |response: reqwest::Response| async move {
+        assert_eq!(response.status(), 400);
+        response.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned()
+    };
+    let both = send(input(json!({"data": [1, 2, 3, 4, 5]})), row([5850.0, 3.0, 1.0, 2.0, 1.0]), vec![]);
+    assert!(refused(both.await.unwrap()).await.contains("has both `data` and `parameters.binary_data_size`"));
+    let nan = send(input(json!({})), row([f32::NAN, 3.0, 1.0, 2.0, 1.0]), vec![]);
+    assert!(refused(nan.await.unwrap()).await.contains("must be a finite number, got NaN"));
+    let header_len = input(json!({})).to_string().len().to_string();
+    let twice = send(input(json!({})), row([5850.0, 3.0, 1.0, 2.0, 1.0]), vec![header_len.clone(), header_len.clone()]);
+    assert!(refused(twice.await.unwrap()).await.contains("is given more than once"));
+    let plus = send(input(json!({})), row([5850.0, 3.0, 1.0, 2.0, 1.0]), vec![format!("+{header_len}")]);
+    assert!(refused(plus.await.unwrap()).await.contains("must be a whole number of bytes"));
+    let mut not_bool = input(json!({}));
+    not_bool["parameters"] = json!({"binary_data_output": "yes"});
+    let response = send(not_bool, row([5850.0, 3.0, 1.0, 2.0, 1.0]), vec![]);
+    assert!(refused(response.await.unwrap()).await.contains("parameters.binary_data_output must be true or false"));
+    app.stop().await;
+}

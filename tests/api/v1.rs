@@ -97,3 +97,45 @@ async fn plain_rows_work_on_predict_too_and_floats_print_shortest() {
     assert_eq!(error["details"][0]["message"], "a plain row must hold 5 values, got 2");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn columnar_bodies_are_checked_like_instances() {
+    let app = TestApp::spawn().await;
+    let model = "/v1/models/house_price_linear:predict";
+    // A column given twice is refused, not settled by whichever comes last.
+    let twice = r#"{"inputs": {"features": [[5850, 3, 1, 2, 1]], "features": [[1, 1, 1, 1, 1]]}}"#;
+    let error = assert_error(post(&app, model, twice).await, 422, "validation_error").await;
+    assert_eq!(error["details"][0], json!({"path": "/inputs/features", "message": "is given more than once"}));
+    let fields = r#"{"inputs": {"lotsize": [5850], "lotsize": [99999], "bedrooms": [3], "bathrms": [1], "stories": [2], "garagepl": [1]}}"#;
+    let error = assert_error(post(&app, model, fields).await, 422, "validation_error").await;
+    assert_eq!(error["details"][0]["path"], "/inputs/lotsize");
+    // What was wrong is said, rather than "0 instances".
+    for (body, path) in [
+        (r#"{"inputs": 5}"#, "/inputs"),
+        (r#"{"inputs": null}"#, "/inputs"),
+        (r#"{"inputs": {"features": 5850}}"#, "/inputs/features"),
+        (r#"{"inputs": {"nope": [1]}}"#, "/inputs/nope"),
+    ] {
+        let error = assert_error(post(&app, model, body).await, 422, "validation_error").await;
+        assert_eq!(error["details"][0]["path"], path, "{body}: {error}");
+    }
+    // Ragged columns: the columns that disagree are reported, and nothing about rows.
+    let ragged =
+        r#"{"inputs": {"lotsize": [5850], "bedrooms": [3], "bathrms": [1], "stories": [2], "garagepl": [1, 2]}}"#;
+    let error = assert_error(post(&app, model, ragged).await, 422, "validation_error").await;
+    assert_eq!(error["details"], json!([{"path": "/inputs/garagepl", "message": "has 2 values, other inputs have 1"}]));
+    // `signature_name` is a string.
+    let body = r#"{"signature_name": 1, "instances": [[5850, 3, 1, 2, 1]]}"#;
+    assert_error(post(&app, model, body).await, 422, "invalid_request").await;
+    // One error per bad value: 150 of them are "more than 100".
+    let many = format!("{{\"instances\": [{}]}}", vec![r#"{"lotsize": "a"}"#; 30].join(","));
+    let error = assert_error(post(&app, model, &many).await, 422, "validation_error").await;
+    assert!(error["error"].as_str().unwrap().starts_with("more than 100 invalid fields"), "{error}");
+    assert_eq!(error["details"].as_array().unwrap().len(), 100);
+    // A version's status, and a verb error that names the whole path.
+    let status = app.get_json("/v1/models/house_price/versions/1").await;
+    assert_eq!(status["model_version_status"][0]["version"], "1");
+    let error = assert_error(post(&app, "/v1/models/house_price/versions/1", "{}").await, 404, "not_found").await;
+    assert!(error["error"].as_str().unwrap().contains("/v1/models/house_price/versions/1"), "{error}");
+    app.stop().await;
+}

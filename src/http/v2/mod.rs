@@ -168,7 +168,7 @@ pub async fn infer(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, None)?;
-    let header_length = body.headers().get(HEADER_LENGTH).cloned();
+    let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }
 
@@ -186,7 +186,7 @@ pub async fn infer_version(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let batcher = state.registry()?.get(&name, Some(&version))?;
-    let header_length = body.headers().get(HEADER_LENGTH).cloned();
+    let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }
 
@@ -196,7 +196,7 @@ async fn respond(
     request_id: &RequestId,
     principal: Option<&Arc<str>>,
     deadline: Deadline,
-    (header_length, body): (Option<HeaderValue>, Unread),
+    (header_length, body): (Vec<HeaderValue>, Unread),
 ) -> Response {
     let body: Body = body.read(state).await;
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
@@ -215,12 +215,12 @@ async fn run(
     batcher: &Batcher,
     origin: Origin<'_>,
     deadline: Deadline,
-    header_length: Option<HeaderValue>,
+    header_length: Vec<HeaderValue>,
     body: Body,
     served: &mut Served,
 ) -> Result<Response, V2Error> {
     let V2Body(body) = body?;
-    let (json, binary) = split_body(&body, header_length.as_ref())?;
+    let (json, binary) = split_body(&body, &header_length)?;
     // JSON is UTF-8 throughout; serde would let invalid bytes pass in fields it skips.
     let json =
         std::str::from_utf8(json).map_err(|e| V2Error::bad_request(format!("request body is not valid UTF-8: {e}")))?;
@@ -239,24 +239,38 @@ async fn run(
     };
     let spec = batcher.spec();
     let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
-    let binary_default = flag(request.parameters.as_ref(), "binary_data_output");
+    let binary_default = flag(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
+    for (_, requested) in &outputs {
+        flag(requested.and_then(|r| r.parameters.as_ref()), "binary_data")?;
+    }
     let predictor = state.predictor();
     let rows = to_rows(spec.decoding(), &request.inputs, binary, predictor.max_rows())?;
     let inferred = predictor.predict(batcher, origin, rows, deadline, served).await?;
     Ok(answer(spec, request.id, &outputs, binary_default, &inferred))
 }
 
-/// `parameters.<name>` is `true`.
-fn flag(parameters: Option<&Value>, name: &str) -> bool {
-    parameters.and_then(|p| p.get(name)).and_then(Value::as_bool).unwrap_or(false)
+/// `parameters.<name>`, which must be a boolean when given.
+fn flag(parameters: Option<&Value>, name: &str) -> Result<Option<bool>, V2Error> {
+    match parameters.and_then(|p| p.get(name)) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(V2Error::bad_request(format!("parameters.{name} must be true or false"))),
+    }
 }
 
-fn split_body<'b>(body: &'b [u8], header_length: Option<&HeaderValue>) -> Result<(&'b [u8], &'b [u8]), V2Error> {
-    let Some(value) = header_length else { return Ok((body, &[])) };
+fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b [u8], &'b [u8]), V2Error> {
+    let value = match header_length {
+        [] => return Ok((body, &[])),
+        [one] => one,
+        // Two lengths would split the body two ways; a proxy might read the other one.
+        _ => return Err(V2Error::bad_request(format!("`{HEADER_LENGTH}` is given more than once"))),
+    };
     let length = value
         .to_str()
         .ok()
-        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|v| v.parse::<usize>().ok())
         .ok_or_else(|| V2Error::bad_request(format!("`{HEADER_LENGTH}` must be a whole number of bytes")))?;
     if length > body.len() {
         return Err(V2Error::bad_request(format!(
@@ -285,11 +299,8 @@ fn answer(
     for (info, requested) in outputs {
         let index = spec.signature.outputs.iter().position(|o| o.name == info.name).expect("a known output");
         let column = &joined.columns[index];
-        let wants_binary = requested
-            .and_then(|r| r.parameters.as_ref())
-            .and_then(|p| p.get("binary_data"))
-            .and_then(Value::as_bool)
-            .unwrap_or(binary_default);
+        let wants_binary = requested.and_then(|r| r.parameters.as_ref()).and_then(|p| p.get("binary_data"));
+        let wants_binary = wants_binary.and_then(Value::as_bool).unwrap_or(binary_default);
         let binary_size = wants_binary.then(|| {
             let start = binary.len();
             column.write_binary(0..column.len(), &mut binary);

@@ -109,7 +109,10 @@ pub(super) fn to_rows(
         let fail = |e: String| V2Error::bad_request(format!("input '{}': {e}", input.name));
         let count = rows * expected.fields.len();
         match (bytes, &input.data) {
-            (Some(bytes), _) => {
+            (Some(_), Some(_)) => {
+                return Err(fail("has both `data` and `parameters.binary_data_size`; send one".into()))
+            }
+            (Some(bytes), None) => {
                 let mut column = Column::with_capacity(expected.elem, count);
                 column.read_binary(bytes, count).map_err(fail)?;
                 sink.put_column(index, column);
