@@ -111,7 +111,7 @@ pub fn load(
     inference: &InferenceConfig,
 ) -> Result<(Arc<ModelSpec>, Vec<Session>), LoadError> {
     let fail = |message: String| LoadError::Model { model: model.name.clone(), message };
-    let sessions = (0..inference.sessions)
+    let mut sessions = (0..inference.sessions)
         .map(|_| open_session(env, &model.path, inference.intra_op_threads).map_err(|e| fail(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     let first = &sessions[0];
@@ -145,7 +145,6 @@ pub fn load(
         classes: classes(model, &signature_outputs).map_err(fail)?,
         example_prediction: None,
     };
-    let mut sessions = sessions;
     let example_prediction = example_prediction(&spec, &mut sessions[0]);
     Ok((Arc::new(ModelSpec { example_prediction, ..spec }), sessions))
 }

@@ -330,6 +330,15 @@ macro_rules! columns {
                 }
             }
 
+            /// Appends a copy of `other`'s elements in `range`.
+            pub fn extend_from(&mut self, other: &Column, range: std::ops::Range<usize>) {
+                match (self, other) {
+                    $((Self::$variant(a), Self::$variant(b)) => a.extend_from_slice(&b[range]),)*
+                    (Self::String(a), Self::String(b)) => a.extend_from_slice(&b[range]),
+                    _ => unreachable!("columns of one tensor share an element type"),
+                }
+            }
+
             pub fn split_off(&mut self, at: usize) -> Column {
                 match self {
                     $(Self::$variant(c) => Self::$variant(c.split_off(at)),)*

@@ -311,3 +311,21 @@ async fn binary_tensor_data_is_held_to_its_sizes() {
     assert!(refused(response.await.unwrap()).await.contains("parameters.binary_data_output must be true or false"));
     app.stop().await;
 }
+
+/// A request split over several batches gets each output as one tensor, in row order.
+#[tokio::test]
+async fn a_request_over_several_batches_is_answered_as_one_tensor() {
+    let mut config = crate::helpers::test_config();
+    config.batching.max_batch_rows = 3;
+    let app = TestApp::spawn_with(config).await;
+    let reference = reference("house_price.reference.json", "onnxruntime_price");
+    let rows = &reference.instances[..10];
+    let body: Value = app.post_json("/v2/models/house_price/infer", &house_tensors(rows)).await.json().await.unwrap();
+    let out = &body["outputs"][0];
+    assert_eq!(out["shape"], json!([10, 1]));
+    for (i, v) in out["data"].as_array().unwrap().iter().enumerate() {
+        assert_close(v.as_f64().unwrap(), reference.expected[i], 1e-5, &format!("row {i}"));
+    }
+    assert!(app.get_json("/models/house_price").await["stats"]["batches"].as_u64().unwrap() >= 4, "split in batches");
+    app.stop().await;
+}

@@ -290,8 +290,7 @@ fn answer(
     binary_default: bool,
     inferred: &Inferred,
 ) -> Response {
-    // One batch holds the whole request unless it was larger than `max_batch_rows`; then its
-    // slices are joined, column by column, into one tensor per output.
+    // One tensor per output, from the request's rows of the batches it ran in.
     let joined = joined_outputs(spec, inferred);
     let rows = inferred.rows();
     let mut binary = Vec::new();
@@ -326,8 +325,8 @@ fn answer(
         .into_response()
 }
 
-/// The request's outputs as one run of rows: borrowed from its batch when the request ran in
-/// one piece (the common case), joined otherwise.
+/// The request's outputs as one run of rows: borrowed from its batch when the batch was the
+/// request's alone, otherwise copied out of its batches, only its own rows.
 fn joined_outputs<'a>(spec: &ModelSpec, inferred: &'a Inferred) -> std::borrow::Cow<'a, Outputs> {
     if let [slice] = inferred.slices.as_slice() {
         let outputs = &slice.batch.outputs;
@@ -340,10 +339,7 @@ fn joined_outputs<'a>(spec: &ModelSpec, inferred: &'a Inferred) -> std::borrow::
     for slice in &inferred.slices {
         for (i, column) in slice.batch.outputs.columns.iter().enumerate() {
             let n = slice.batch.outputs.per_row[i];
-            let mut part = column.clone();
-            let mut tail = part.split_off(slice.rows.start * n);
-            tail.truncate(slice.rows.len() * n);
-            columns[i].append(&mut tail);
+            columns[i].extend_from(column, slice.rows.start * n..slice.rows.end * n);
         }
     }
     std::borrow::Cow::Owned(Outputs { rows: inferred.rows(), columns, per_row: first.per_row.clone() })
