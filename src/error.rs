@@ -129,6 +129,11 @@ pub enum ApiError {
     RateLimited { principal: String, retry_after_seconds: u32 },
     #[error("models are still loading")]
     NotReady,
+    /// A reload whose configuration or models were refused; the models served are unchanged.
+    #[error("{message}")]
+    ReloadFailed { message: String, details: Vec<FieldError> },
+    #[error("with access control off, admin routes answer only direct loopback clients")]
+    AdminNotLocal,
     #[error("no working inference session for: {}", .0.join(", "))]
     ModelsDown(Vec<String>),
     #[error("the queue of model '{model}' is full ({queued} of {capacity} rows waiting); retry shortly")]
@@ -178,7 +183,8 @@ impl ApiError {
             Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized | Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden(_) => StatusCode::FORBIDDEN,
+            Self::Forbidden(_) | Self::AdminNotLocal => StatusCode::FORBIDDEN,
+            Self::ReloadFailed { .. } => StatusCode::CONFLICT,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady
@@ -207,7 +213,8 @@ impl ApiError {
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized | Self::Unauthenticated { .. } => "unauthorized",
-            Self::Forbidden(_) => "forbidden",
+            Self::Forbidden(_) | Self::AdminNotLocal => "forbidden",
+            Self::ReloadFailed { .. } => "reload_failed",
             Self::RateLimited { .. } => "rate_limited",
             Self::Timeout { .. } => "timeout",
             Self::NotReady | Self::ModelsDown(_) => "not_ready",
@@ -261,6 +268,7 @@ impl ApiError {
                 | Self::Unauthorized
                 | Self::Unauthenticated { .. }
                 | Self::Forbidden(_)
+                | Self::AdminNotLocal
                 | Self::RateLimited { .. }
         )
     }
@@ -288,7 +296,9 @@ impl IntoResponse for ApiError {
         self.log_internal();
         let details = match &self {
             Self::Validation { details, .. } => Some(details.clone()),
-            Self::InvalidRequest { details, .. } if !details.is_empty() => Some(details.clone()),
+            Self::InvalidRequest { details, .. } | Self::ReloadFailed { details, .. } if !details.is_empty() => {
+                Some(details.clone())
+            }
             _ => None,
         };
         let body = ErrorBody { error: self.to_string(), error_type: self.error_type(), details, request_id: None };

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 use utoipa::OpenApi;
 
 use crate::config::Config;
-use crate::http::{models, predict, scrape, status, v1, v2};
+use crate::http::{admin, models, predict, scrape, status, v1, v2};
 use crate::model::{self, LoadError, ModelSpec};
 
 #[derive(OpenApi)]
@@ -23,6 +23,7 @@ use crate::model::{self, LoadError, ModelSpec};
         models::list, models::info, models::version_info,
         v2::live, v2::ready, v2::server_metadata, v2::model, v2::model_version,
         v2::model_ready, v2::model_version_ready, v2::infer, v2::infer_version,
+        admin::reload_route,
     ),
     // Referenced from the `IntoResponses` of the predict operations, which utoipa does not collect.
     components(schemas(predict::PredictResponse, crate::error::ErrorBody, v2::InferResponse, v2::V2Error)),
@@ -31,6 +32,7 @@ use crate::model::{self, LoadError, ModelSpec};
         (name = "models", description = "What is served"),
         (name = "health", description = "Liveness, readiness and metrics"),
         (name = "open inference protocol v2", description = "KServe Open Inference Protocol, REST"),
+        (name = "admin", description = "Model lifecycle: reloading the configuration"),
     )
 )]
 struct ApiDoc;
@@ -49,7 +51,7 @@ pub fn documented(registry: &crate::registry::Registry) -> Vec<Documented<'_>> {
         .iter()
         .flat_map(|(name, model)| {
             model.versions.iter().map(move |(version, batcher)| Documented {
-                spec: batcher.spec(),
+                spec: batcher.batcher.spec(),
                 default_version: *version == model.default_version,
                 default_model: registry.is_default(name, version),
             })

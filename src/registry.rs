@@ -1,62 +1,202 @@
-//! The loaded models, by name and version, and the work of loading them.
+//! The loaded models, by name and version, and the work of loading them: at start, and again
+//! on reload, where versions whose files and settings did not change are kept as they are.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Instant;
+use std::io::Read;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
 
 use ort::environment::Environment;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 use crate::batch::{Batcher, Workers};
-use crate::config::Config;
+use crate::config::{BatchingConfig, Config, ModelConfig};
 use crate::error::{clip, ApiError};
 use crate::model::{self, LoadError};
 use crate::observe::{Metrics, ModelMetrics};
 
+/// What a loaded version was made from: equal fingerprints mean a reload keeps the version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct Fingerprint {
+    /// SHA-256 of the `.onnx` file, hex.
+    pub model_sha256: String,
+    pub schema_sha256: Option<String>,
+    pub golden_sha256: Option<String>,
+    /// The entry and the batching and inference settings, as configured.
+    #[serde(skip)]
+    #[schema(ignore)]
+    settings: String,
+}
+
+impl Fingerprint {
+    pub fn of(entry: &ModelConfig, config: &Config) -> std::io::Result<Self> {
+        Ok(Self {
+            model_sha256: sha256_file(&entry.path)?,
+            schema_sha256: entry.schema.as_deref().map(sha256_file).transpose()?,
+            golden_sha256: model::golden::path_for(entry).as_deref().map(sha256_file).transpose()?,
+            settings: format!("{entry:?} {:?} {:?}", config.batching, config.inference),
+        })
+    }
+}
+
+fn sha256_file(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// One loaded model version. Dropped when no registry and no request holds it any more: its
+/// queue is then closed (it is empty: every job belongs to a request that held it) and its
+/// inference threads end.
+pub struct Version {
+    pub batcher: Batcher,
+    pub fingerprint: Fingerprint,
+    pub loaded_at: SystemTime,
+    /// The settings it was started with.
+    pub batching: BatchingConfig,
+    pub sessions: usize,
+    workers: Mutex<Option<Workers>>,
+}
+
+impl Version {
+    /// The inference threads, for a shutdown that waits for them; `None` once taken.
+    fn take_workers(&self) -> Option<Workers> {
+        self.workers.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+impl Drop for Version {
+    fn drop(&mut self) {
+        self.batcher.close();
+        if let Some(workers) = self.workers.get_mut().unwrap_or_else(|p| p.into_inner()).take() {
+            // Not on the dropping thread, which may be a runtime worker: a batch may be running.
+            let _ = std::thread::Builder::new().name("retire-model".into()).spawn(move || workers.join());
+        }
+    }
+}
+
 /// Every loaded version of one model name.
 pub struct ModelVersions {
     /// Keyed by version, in version-string order.
-    pub versions: BTreeMap<String, Batcher>,
+    pub versions: BTreeMap<String, Arc<Version>>,
     pub default_version: String,
+}
+
+/// What a reload did to one configured (or formerly configured) model version.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct Change {
+    pub model: String,
+    pub version: String,
+    /// `loaded` (new or changed, loaded and checked), `unchanged`, `removed`, or `failed`.
+    pub result: &'static str,
+    /// Why it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
 }
 
 pub struct Registry {
     models: BTreeMap<String, ModelVersions>,
     default: (String, String),
-    _env: Environment,
+    env: Environment,
 }
 
 impl Registry {
-    /// Loads the runtime and every model, warms every session up, and starts the inference
-    /// threads. Blocking.
-    pub fn load(config: &Config, metrics: &Metrics) -> Result<(Self, Vec<Workers>), LoadError> {
+    /// Loads the runtime and every model, warms every session up, runs the golden checks and
+    /// starts the inference threads. Blocking.
+    pub fn load(config: &Config, metrics: &Metrics) -> Result<Self, LoadError> {
         let env = model::init_runtime(&config.inference)?;
-        let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
-        let mut workers = Vec::new();
+        let mut loaded = Vec::new();
         for entry in &config.models {
-            let started = Instant::now();
-            let (spec, mut sessions) = model::load(&env, entry, &config.inference)?;
-            model::warm_up(&spec, &mut sessions)?;
-            let model_metrics = Arc::new(ModelMetrics::register(metrics, &entry.name, &entry.version));
-            let factory = model::SessionFactory::new(&env, entry, &config.inference);
-            let (batcher, threads) =
-                Batcher::start(spec, sessions, factory, &config.batching, model_metrics).map_err(|e| {
-                    LoadError::Model { model: entry.name.clone(), message: format!("cannot start threads: {e}") }
-                })?;
-            tracing::info!(model = %entry.name, version = %entry.version, ms = started.elapsed().as_millis() as u64, "model loaded");
+            loaded.push((entry, Arc::new(load_version(&env, entry, config, metrics)?)));
+            metrics.model_loaded(&entry.name, &entry.version, "ok");
+        }
+        Ok(Self::assemble(config, env, loaded))
+    }
+
+    /// A registry for `config` built beside this one: versions whose fingerprint is unchanged
+    /// are shared with it, the others are loaded, warmed up and checked. Blocking. On any
+    /// failure nothing changes, and `Err` reports every version's outcome.
+    pub fn reload(&self, config: &Config, metrics: &Metrics) -> Result<(Self, Vec<Change>), Vec<Change>> {
+        let mut changes = Vec::new();
+        let mut loaded = Vec::new();
+        let mut failed = false;
+        for entry in &config.models {
+            let change = |result, error| Change {
+                model: entry.name.clone(),
+                version: entry.version.clone(),
+                result,
+                error,
+            };
+            let current = self.version(&entry.name, &entry.version);
+            let fingerprint = Fingerprint::of(entry, config);
+            if let (Some(current), Ok(fingerprint)) = (current, &fingerprint) {
+                if current.fingerprint == *fingerprint {
+                    loaded.push((entry, current.clone()));
+                    changes.push(change("unchanged", None));
+                    continue;
+                }
+            }
+            match load_version(&self.env, entry, config, metrics) {
+                Ok(version) => {
+                    metrics.model_loaded(&entry.name, &entry.version, "ok");
+                    loaded.push((entry, Arc::new(version)));
+                    changes.push(change("loaded", None));
+                }
+                Err(e) => {
+                    metrics.model_loaded(&entry.name, &entry.version, "failed");
+                    tracing::error!(model = %entry.name, version = %entry.version, error = %e, "reload: model refused");
+                    failed = true;
+                    changes.push(change("failed", Some(e.to_string())));
+                }
+            }
+        }
+        for (name, model) in &self.models {
+            for version in model.versions.keys() {
+                if !config.models.iter().any(|m| m.name == *name && m.version == *version) {
+                    changes.push(Change { model: name.clone(), version: version.clone(), result: "removed", error: None });
+                }
+            }
+        }
+        if failed {
+            return Err(changes);
+        }
+        Ok((Self::assemble(config, self.env.clone(), loaded), changes))
+    }
+
+    fn assemble(config: &Config, env: Environment, loaded: Vec<(&ModelConfig, Arc<Version>)>) -> Self {
+        let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
+        for (entry, version) in loaded {
             let default_version = config.default_version(&entry.name).expect("entry is configured").version.clone();
             models
                 .entry(entry.name.clone())
                 .or_insert_with(|| ModelVersions { versions: BTreeMap::new(), default_version })
                 .versions
-                .insert(entry.version.clone(), batcher);
-            workers.push(threads);
+                .insert(entry.version.clone(), version);
         }
         let default = config.default_model();
-        Ok((Self { models, default: (default.name.clone(), default.version.clone()), _env: env }, workers))
+        Self { models, default: (default.name.clone(), default.version.clone()), env }
+    }
+
+    fn version(&self, name: &str, version: &str) -> Option<&Arc<Version>> {
+        self.models.get(name)?.versions.get(version)
     }
 
     /// The model version a route names; without a version, the model's default version.
     pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Batcher, ApiError> {
+        self.get_version(name, version).map(|v| &v.batcher)
+    }
+
+    pub fn get_version(&self, name: &str, version: Option<&str>) -> Result<&Arc<Version>, ApiError> {
         let model = self.models.get(name).ok_or_else(|| ApiError::ModelNotFound(clip(name).into_owned()))?;
         let version = version.unwrap_or(&model.default_version);
         model.versions.get(version).ok_or_else(|| ApiError::VersionNotFound {
@@ -78,17 +218,44 @@ impl Registry {
         &self.models
     }
 
+    fn all(&self) -> impl Iterator<Item = (&String, &String, &Arc<Version>)> {
+        self.models.iter().flat_map(|(name, model)| model.versions.iter().map(move |(v, version)| (name, v, version)))
+    }
+
     /// Every model version with a working session; those without one, by name and version.
     pub fn not_ready(&self) -> Vec<String> {
-        self.models
-            .iter()
-            .flat_map(|(name, model)| model.versions.iter().map(move |(version, b)| (name, version, b)))
-            .filter(|(_, _, batcher)| !batcher.is_ready())
+        self.all()
+            .filter(|(_, _, version)| !version.batcher.is_ready())
             .map(|(name, version, _)| format!("{name}:{version}"))
             .collect()
     }
 
-    pub fn close(&self) {
-        self.models.values().flat_map(|m| m.versions.values()).for_each(Batcher::close);
+    /// Closes every queue (queued rows still run) and hands over the inference threads.
+    pub fn close(&self) -> Vec<Workers> {
+        self.all().for_each(|(_, _, version)| version.batcher.close());
+        self.all().filter_map(|(_, _, version)| version.take_workers()).collect()
     }
+}
+
+/// Loads one version: sessions, warm-up, golden check, then its inference threads.
+fn load_version(env: &Environment, entry: &ModelConfig, config: &Config, metrics: &Metrics) -> Result<Version, LoadError> {
+    let started = Instant::now();
+    let fail = |message: String| LoadError::Model { model: entry.name.clone(), message };
+    let fingerprint = Fingerprint::of(entry, config).map_err(|e| fail(format!("cannot read its files: {e}")))?;
+    let (spec, mut sessions) = model::load(env, entry, &config.inference)?;
+    model::warm_up(&spec, &mut sessions)?;
+    model::check_golden(&spec, entry, &mut sessions[0])?;
+    let model_metrics = Arc::new(ModelMetrics::register(metrics, &entry.name, &entry.version));
+    let factory = model::SessionFactory::new(env, entry, &config.inference);
+    let (batcher, workers) = Batcher::start(spec, sessions, factory, &config.batching, model_metrics)
+        .map_err(|e| fail(format!("cannot start threads: {e}")))?;
+    tracing::info!(model = %entry.name, version = %entry.version, ms = started.elapsed().as_millis() as u64, "model loaded");
+    Ok(Version {
+        batcher,
+        fingerprint,
+        loaded_at: SystemTime::now(),
+        batching: config.batching.clone(),
+        sessions: config.inference.sessions,
+        workers: Mutex::new(Some(workers)),
+    })
 }

@@ -4,6 +4,7 @@
 //! answers the connections already waiting in the kernel's accept queue.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -12,7 +13,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use axum::extract::Request;
+use axum::extract::{ConnectInfo, Request};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -60,7 +61,7 @@ pub async fn serve(
             biased;
             () = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => server.spawn(stream, permit),
+                Ok((stream, peer)) => server.spawn(stream, peer, permit),
                 // A client that gave up before it was accepted: routine, the next one can go on.
                 Err(error) if is_connection_error(&error) => {}
                 Err(error) => {
@@ -110,11 +111,16 @@ impl Server {
         }
     }
 
-    fn spawn(&self, stream: TcpStream, permit: OwnedSemaphorePermit) {
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
         let activity = Arc::new(Activity::new());
         let io = TokioIo::new(Watched::new(stream, activity.clone(), self.write_timeout));
-        let service = self.router.clone().map_request(|request: Request<Incoming>| request.map(Body::new));
+        // The peer, for routes that only a local client may call (see `http::admin`).
+        let service = self.router.clone().map_request(move |request: Request<Incoming>| {
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            request
+        });
         let connection = self.http.serve_connection(io, TowerToHyperService::new(service));
         let mut stopping = self.stopping.subscribe();
         let open = self.open.clone();
@@ -167,12 +173,12 @@ impl Server {
         // Twice, a moment apart: a handshake under way when the filter went on lands meanwhile.
         for pause in [Duration::ZERO, Duration::from_millis(20)] {
             tokio::time::sleep(pause).await;
-            while let Ok((stream, _)) = listener.accept() {
+            while let Ok((stream, peer)) = listener.accept() {
                 let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
                 if let Ok(stream) = stream {
                     // Over the cap if need be: these clients are already connected.
                     let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("fresh semaphore");
-                    self.spawn(stream, permit);
+                    self.spawn(stream, peer, permit);
                     drained += 1;
                 }
             }

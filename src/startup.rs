@@ -164,23 +164,24 @@ impl Application {
             }
         });
 
-        let workers = tokio::select! {
+        tokio::select! {
             loaded = load(&state, config.clone()) => match loaded {
-                Ok(workers) => workers,
+                Ok(()) => {}
                 Err(e) => {
                     let _ = readiness.send(Readiness::Failed(e.to_string()));
                     server.abort();
                     return Err(e.into());
                 }
             },
-            () = stopped(stop_rx.clone()) => Vec::new(),
-        };
+            () = stopped(stop_rx.clone()) => {}
+        }
         if state.loaded().is_some() {
             let _ = readiness.send(Readiness::Ready);
             state.metrics().set_ready(true);
             tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
             notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         }
+        let reloads = tokio::spawn(reload_on_hangup(state.clone()));
 
         stopped(stop_rx).await;
         let deadline = Instant::now() + grace;
@@ -193,9 +194,9 @@ impl Application {
             Ok(open) => tracing::warn!(connections = open, "grace period over: closing connections still open"),
             Err(join) => tracing::error!(%join, "server task failed"),
         }
-        if let Some(registry) = state.loaded() {
-            registry.close();
-        }
+        // A reload in progress finishes first, so that what it loads is closed too.
+        let _no_reload = state.reloading.lock().await;
+        let workers = state.loaded().map(|registry| registry.close()).unwrap_or_default();
         let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(Workers::join));
         if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {
             tracing::warn!("grace period over: inference threads still running are abandoned");
@@ -211,6 +212,7 @@ impl Application {
             }
         }
         upkeep.abort();
+        reloads.abort();
         let _ = metrics_stop.send(());
         if let Some(server) = metrics_server {
             let _ = server.await;
@@ -253,14 +255,14 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupErro
     Ok((listener, addr))
 }
 
-async fn load(state: &AppState, config: Arc<Config>) -> Result<Vec<Workers>, LoadError> {
+async fn load(state: &AppState, config: Arc<Config>) -> Result<(), LoadError> {
     let metrics = state.metrics().clone();
-    let (registry, workers) = tokio::task::spawn_blocking(move || Registry::load(&config, &metrics))
+    let registry = tokio::task::spawn_blocking(move || Registry::load(&config, &metrics))
         .await
         .expect("model loading panicked; this is a bug")?;
     let openapi = crate::openapi::document(&state.config, &crate::openapi::documented(&registry));
     state.set_registry(registry, openapi);
-    Ok(workers)
+    Ok(())
 }
 
 /// Tells systemd (`Type=notify`) that the service is ready or stopping; nothing happens when
@@ -277,20 +279,30 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
 }
 
 /// Resolves on SIGINT (Ctrl-C) or SIGTERM (what PaaS platforms, Docker and systemd send).
-/// SIGHUP, which would otherwise end the process, is caught and logged: it will ask for a
-/// reload once models can be reloaded. Handlers are installed when this is called, not polled.
+/// SIGHUP, which would otherwise end the process, is caught here too: once the models are
+/// loaded it asks for a reload (see [`reload_on_hangup`]); before, it is ignored. Handlers are
+/// installed when this is called, not polled.
 pub fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut interrupt = signal(SignalKind::interrupt()).expect("cannot install the SIGINT handler");
     let mut terminate = signal(SignalKind::terminate()).expect("cannot install the SIGTERM handler");
-    let mut hangup = signal(SignalKind::hangup()).expect("cannot install the SIGHUP handler");
+    // tokio keeps a handler installed for the life of the process once a stream asked for it.
+    drop(signal(SignalKind::hangup()).expect("cannot install the SIGHUP handler"));
     async move {
-        loop {
-            tokio::select! {
-                _ = interrupt.recv() => return tracing::info!("SIGINT received"),
-                _ = terminate.recv() => return tracing::info!("SIGTERM received"),
-                _ = hangup.recv() => tracing::info!("SIGHUP received: reloading is not supported yet; carrying on"),
-            }
+        tokio::select! {
+            _ = interrupt.recv() => tracing::info!("SIGINT received"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received"),
         }
+    }
+}
+
+/// Each SIGHUP reloads the configuration (as `POST /admin/reload` does); the outcome is logged.
+async fn reload_on_hangup(state: AppState) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+    while hangup.recv().await.is_some() {
+        tracing::info!("SIGHUP received: reloading the configuration");
+        // Both outcomes are logged by `reload` itself.
+        let _ = http::admin::reload(&state, "sighup").await;
     }
 }

@@ -55,6 +55,10 @@ pub struct Config {
     #[serde(default)]
     #[validate(nested)]
     pub models: Vec<ModelConfig>,
+    /// The file and overrides this was loaded from, read again on reload; `None` for a
+    /// config built in memory (which cannot be reloaded).
+    #[serde(skip)]
+    pub source: Option<ServeArgs>,
 }
 
 #[derive(Debug, Clone, Deserialize, Validate)]
@@ -201,6 +205,9 @@ pub struct ModelConfig {
     /// labels of 1 to 256 characters, all different; only with `probabilities_by_class`.
     #[validate(custom(function = "validate_labels"))]
     pub labels: Option<Vec<String>>,
+    /// Expected answers checked before the model serves (see `model::golden`); when unset,
+    /// `<schema>.golden.json` beside the schema file is used if it exists.
+    pub golden: Option<PathBuf>,
 }
 
 fn default_version() -> String {
@@ -274,6 +281,7 @@ impl Config {
         config.resolve_paths(&base);
         config.apply(args)?;
         config.check()?;
+        config.source = Some(args.clone());
         Ok(config)
     }
 
@@ -297,6 +305,7 @@ impl Config {
         for model in &mut self.models {
             model.path = base.join(&model.path);
             model.schema = model.schema.as_ref().map(|s| base.join(s));
+            model.golden = model.golden.as_ref().map(|g| base.join(g));
         }
         self.inference.ort_library = self.inference.ort_library.as_ref().map(|p| base.join(p));
         self.prediction_log.directory = base.join(&self.prediction_log.directory);
@@ -429,6 +438,13 @@ impl Config {
                     "model '{}': schema {} does not exist",
                     model.name,
                     schema.display()
+                )));
+            }
+            if let Some(golden) = model.golden.as_ref().filter(|g| !g.is_file()) {
+                return Err(ConfigError::Invalid(format!(
+                    "model '{}': golden file {} does not exist",
+                    model.name,
+                    golden.display()
                 )));
             }
             if model.labels.is_some() && !model.probabilities_by_class {

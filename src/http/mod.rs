@@ -1,5 +1,6 @@
 //! The HTTP surface: routes, shared state, and the layers every request passes through.
 
+pub mod admin;
 pub mod authorize;
 pub mod budget;
 pub mod cors;
@@ -15,7 +16,9 @@ pub mod v2;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwapOption;
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
@@ -56,8 +59,12 @@ pub struct Shared {
     metrics: Arc<Metrics>,
     /// The predict service (with the prediction log, when it is on).
     predictor: Predictor,
-    /// Set once the models are loaded and warmed up; until then model routes answer 503.
-    models: Arc<OnceLock<Loaded>>,
+    /// Set once the models are loaded and warmed up (until then model routes answer 503), and
+    /// replaced whole by a reload. A request holds the registry it started with to its end.
+    models: ArcSwapOption<Loaded>,
+    /// One reload at a time; and the last failed load of each model version.
+    pub(crate) reloading: tokio::sync::Mutex<()>,
+    pub(crate) load_failures: Mutex<admin::Failures>,
     /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
     draining: Arc<AtomicBool>,
     body_budget: budget::BodyBudget,
@@ -65,9 +72,16 @@ pub struct Shared {
     auth: Option<Arc<Authenticator>>,
 }
 
-struct Loaded {
+pub struct Loaded {
     registry: Registry,
     openapi: Value,
+}
+
+impl std::ops::Deref for Loaded {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        &self.registry
+    }
 }
 
 impl AppState {
@@ -77,7 +91,9 @@ impl AppState {
             predictor: Predictor::new(prediction_log, config.server.max_instances_per_request),
             config,
             metrics,
-            models: Arc::new(OnceLock::new()),
+            models: ArcSwapOption::empty(),
+            reloading: tokio::sync::Mutex::new(()),
+            load_failures: Mutex::default(),
             draining: Arc::new(AtomicBool::new(false)),
             auth: None,
         }))
@@ -120,20 +136,20 @@ impl AppState {
         &self.predictor
     }
 
-    pub fn registry(&self) -> Result<&Registry, ApiError> {
+    /// The models served now; a request keeps what it got here to its end, across reloads.
+    pub fn registry(&self) -> Result<Arc<Loaded>, ApiError> {
         self.loaded().ok_or(ApiError::NotReady)
     }
 
     /// Publishes the loaded models and the OpenAPI document that describes them; the service
-    /// is ready from then on.
-    pub fn set_registry(&self, registry: Registry, openapi: Value) {
-        if self.models.set(Loaded { registry, openapi }).is_err() {
-            unreachable!("models are published once");
-        }
+    /// is ready from then on. A reload publishes again: requests that hold the registry it
+    /// replaces finish on it, and its versions that the new one does not share end after them.
+    pub fn set_registry(&self, registry: Registry, openapi: Value) -> Option<Arc<Loaded>> {
+        self.models.swap(Some(Arc::new(Loaded { registry, openapi })))
     }
 
-    pub fn loaded(&self) -> Option<&Registry> {
-        self.models.get().map(|l| &l.registry)
+    pub fn loaded(&self) -> Option<Arc<Loaded>> {
+        self.models.load_full()
     }
 }
 
@@ -166,6 +182,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{model}/ready", get(v2::model_ready))
         .route("/v2/models/{model}/versions/{version}", get(v2::model_version))
         .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_version_ready));
+    let admin = Router::new().route("/admin/reload", post(admin::reload_route));
     let docs = Router::new()
         .route("/openapi.json", get(openapi))
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")));
@@ -176,6 +193,7 @@ pub fn router(state: AppState) -> Router {
     let routes = open
         .merge(needs(predict, &state, Some(Scope::Predict)))
         .merge(needs(read, &state, Some(Scope::Read)))
+        .merge(needs(admin, &state, Some(Scope::Admin)))
         .merge(needs(docs, &state, docs_scope))
         .merge(scrape.map(|scrape| needs(scrape, &state, Some(Scope::Metrics))).unwrap_or_default())
         .fallback(route_not_found)
@@ -262,7 +280,7 @@ async fn guard(State(state): State<AppState>, request: Request, next: Next) -> R
 
 /// The OpenAPI document for the models served (available once they are loaded).
 async fn openapi(axum::extract::State(state): axum::extract::State<AppState>) -> Result<Json<Value>, ApiError> {
-    let loaded = state.models.get().ok_or(ApiError::NotReady)?;
+    let loaded = state.registry()?;
     Ok(Json(loaded.openapi.clone()))
 }
 

@@ -8,9 +8,10 @@ use utoipa::ToSchema;
 
 use super::extract::ApiPath;
 use super::AppState;
-use crate::batch::{Batcher, StatsSnapshot};
+use super::admin::Failure;
+use crate::batch::StatsSnapshot;
 use crate::error::{ApiError, ErrorBody};
-use crate::registry::Registry;
+use crate::registry::{Fingerprint, Registry, Version};
 use crate::tensor::signature::TensorInfo;
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -63,6 +64,12 @@ pub struct ModelInfo {
     /// Rows waiting for an inference thread now.
     pub queued_rows: usize,
     pub stats: StatsSnapshot,
+    /// When this version was loaded (at start or by a reload), RFC 3339.
+    pub loaded_at: String,
+    /// SHA-256 of the files it was loaded from.
+    pub files: Fingerprint,
+    /// The last load of this version that failed (a reload refused), if it has not loaded since.
+    pub last_load_error: Option<Failure>,
 }
 
 /// Every model served, with its versions.
@@ -80,7 +87,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
             versions: model.versions.keys().cloned().collect(),
             default_version: model.default_version.clone(),
             default: model.versions.keys().any(|v| registry.is_default(name, v)),
-            ready: model.versions.values().all(Batcher::is_ready),
+            ready: model.versions.values().all(|v| v.batcher.is_ready()),
         })
         .collect();
     Ok(Json(ModelList { models }))
@@ -97,7 +104,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
     ))]
 pub async fn info(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Json<ModelInfo>, ApiError> {
     let registry = state.registry()?;
-    Ok(Json(describe(&state, registry, registry.get(&name, None)?)))
+    Ok(Json(describe(&state, &registry, registry.get_version(&name, None)?)))
 }
 
 /// One version of a model.
@@ -114,12 +121,15 @@ pub async fn version_info(
     ApiPath((name, version)): ApiPath<(String, String)>,
 ) -> Result<Json<ModelInfo>, ApiError> {
     let registry = state.registry()?;
-    Ok(Json(describe(&state, registry, registry.get(&name, Some(&version))?)))
+    Ok(Json(describe(&state, &registry, registry.get_version(&name, Some(&version))?)))
 }
 
-fn describe(state: &AppState, registry: &Registry, batcher: &Batcher) -> ModelInfo {
+fn describe(state: &AppState, registry: &Registry, version: &Version) -> ModelInfo {
+    let batcher = &version.batcher;
     let spec = batcher.spec();
-    let batching = &state.config.batching;
+    let batching = &version.batching;
+    let failure = state.load_failures.lock().unwrap_or_else(|p| p.into_inner());
+    let last_load_error = failure.get(&(spec.name.clone(), spec.version.clone())).cloned();
     let default_version = registry.models().get(&spec.name).is_some_and(|m| m.default_version == spec.version);
     ModelInfo {
         name: spec.name.clone(),
@@ -134,10 +144,15 @@ fn describe(state: &AppState, registry: &Registry, batcher: &Batcher) -> ModelIn
             max_batch_rows: batching.max_batch_rows,
             max_delay_ms: batching.max_delay_ms,
             queue_capacity_rows: batching.queue_capacity_rows,
-            sessions: state.config.inference.sessions,
+            sessions: version.sessions,
         },
         ready: batcher.is_ready(),
         queued_rows: batcher.queued_rows(),
         stats: batcher.stats(),
+        loaded_at: time::OffsetDateTime::from(version.loaded_at)
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        files: version.fingerprint.clone(),
+        last_load_error,
     }
 }

@@ -101,7 +101,8 @@ pub async fn predict_default(
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
-    let batcher = state.registry()?.default_model();
+    let registry = state.registry()?;
+    let batcher = registry.default_model();
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
@@ -120,7 +121,8 @@ pub async fn predict_model(
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
-    let batcher = state.registry()?.get(&name, None)?;
+    let registry = state.registry()?;
+    let batcher = registry.get(&name, None)?;
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
@@ -139,7 +141,8 @@ pub async fn predict_version(
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
-    let batcher = state.registry()?.get(&name, Some(&version))?;
+    let registry = state.registry()?;
+    let batcher = registry.get(&name, Some(&version))?;
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 

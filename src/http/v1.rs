@@ -96,7 +96,8 @@ pub async fn predict(
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
-    let batcher = state.registry()?.get(verb(&target, || format!("/v1/models/{target}"))?, None)?;
+    let registry = state.registry()?;
+    let batcher = registry.get(verb(&target, || format!("/v1/models/{target}"))?, None)?;
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
@@ -120,7 +121,8 @@ pub async fn predict_version(
     body: Unread,
 ) -> Result<Response, ApiError> {
     let version = verb(&target, || format!("/v1/models/{name}/versions/{target}"))?;
-    let batcher = state.registry()?.get(&name, Some(version))?;
+    let registry = state.registry()?;
+    let batcher = registry.get(&name, Some(version))?;
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 
@@ -157,7 +159,7 @@ fn model_status(state: &AppState, name: String, only: Option<&str>) -> Result<Js
         .filter(|(version, _)| only.is_none_or(|v| v == version.as_str()))
         .map(|(version, batcher)| V1VersionStatus {
             version: version.clone(),
-            state: if batcher.is_ready() { "AVAILABLE" } else { "UNAVAILABLE" },
+            state: if batcher.batcher.is_ready() { "AVAILABLE" } else { "UNAVAILABLE" },
             status: serde_json::json!({"error_code": "OK", "error_message": ""}),
         })
         .collect();

@@ -1,5 +1,6 @@
 //! Loading ONNX models: the runtime library, sessions, and what each model takes and gives.
 
+pub mod golden;
 pub mod labels;
 pub mod views;
 
@@ -30,6 +31,23 @@ pub enum LoadError {
     Library { path: PathBuf, message: String },
     #[error("model '{model}': {message}")]
     Model { model: String, message: String },
+    #[error("model '{model}' version '{version}' failed its golden check ({}): {}", .file.display(), .problems.join("; "))]
+    Golden { model: String, version: String, file: PathBuf, problems: Vec<String> },
+}
+
+/// Runs the model's golden file, if it has one, on `session`.
+pub fn check_golden(spec: &ModelSpec, model: &ModelConfig, session: &mut Session) -> Result<(), LoadError> {
+    let Some(file) = golden::path_for(model) else { return Ok(()) };
+    let fail = |problems: Vec<String>| LoadError::Golden {
+        model: spec.name.clone(),
+        version: spec.version.clone(),
+        file: file.clone(),
+        problems,
+    };
+    let golden = golden::read(&file).map_err(|e| fail(vec![e]))?;
+    golden::check(spec, session, &golden).map_err(fail)?;
+    tracing::info!(model = %spec.name, version = %spec.version, cases = golden.cases.len(), file = %file.display(), "golden check passed");
+    Ok(())
 }
 
 /// Where the runtime library is looked for, first match wins: the explicit setting (config,

@@ -34,6 +34,8 @@ pub const HTTP_REQUEST_DURATION_SECONDS: &str = "inferd_http_request_duration_se
 pub const PREDICTION_LOG_LINES_TOTAL: &str = "inferd_prediction_log_lines_total";
 pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "inferd_prediction_log_dropped_total";
 pub const AUTH_FAILURES_TOTAL: &str = "inferd_auth_failures_total";
+pub const MODEL_LOADS_TOTAL: &str = "inferd_model_loads_total";
+pub const RELOADS_TOTAL: &str = "inferd_reloads_total";
 
 /// The metrics of one app; cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -86,6 +88,29 @@ impl Metrics {
     /// Every reason's series at 0, so that a rate over them is defined from the start.
     pub fn register_auth_failures(&self, reasons: &[&'static str]) {
         self.with(|| reasons.iter().for_each(|&reason| drop(counter!(AUTH_FAILURES_TOTAL, "reason" => reason))));
+    }
+
+    /// A model version loaded (`ok`) or refused (`failed`); labels come from the config.
+    pub fn model_loaded(&self, model: &str, version: &str, result: &'static str) {
+        self.with(|| {
+            counter!(MODEL_LOADS_TOTAL, "model" => model.to_owned(), "version" => version.to_owned(), "result" => result)
+                .increment(1)
+        });
+    }
+
+    /// A reload: `ok`, `unchanged` or `failed`.
+    pub fn reloaded(&self, result: &'static str) {
+        self.with(|| counter!(RELOADS_TOTAL, "result" => result).increment(1));
+    }
+
+    /// A version no longer served: its series say so until the process ends.
+    pub fn model_removed(&self, model: &str, version: &str) {
+        let labels = [("model", model.to_owned()), ("version", version.to_owned())];
+        self.with(|| {
+            gauge!(MODEL_INFO, &labels).set(0.0);
+            gauge!(MODEL_READY, &labels).set(0.0);
+            gauge!(QUEUE_ROWS, &labels).set(0.0);
+        });
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -142,7 +167,7 @@ fn describe() {
         Unit::Count,
         "Queued rows dropped unrun because their client went away, by model."
     );
-    describe_gauge!(MODEL_INFO, Unit::Count, "1 for every model version served.");
+    describe_gauge!(MODEL_INFO, Unit::Count, "1 for every model version served; 0 for one removed by a reload.");
     describe_gauge!(
         MODEL_READY,
         Unit::Count,
@@ -153,6 +178,12 @@ fn describe() {
         Unit::Count,
         "Attempts to rebuild a session after a panic or a failure on known-good rows, by result (ok, failed)."
     );
+    describe_counter!(
+        MODEL_LOADS_TOTAL,
+        Unit::Count,
+        "Model versions loaded at start or on reload, by model, version and result (ok, failed)."
+    );
+    describe_counter!(RELOADS_TOTAL, Unit::Count, "Reloads of the configuration, by result (ok, unchanged, failed).");
     describe_gauge!(READY, Unit::Count, "1 while every model is loaded and the server takes predictions, else 0.");
     describe_counter!(HTTP_REQUESTS_TOTAL, Unit::Count, "HTTP requests by method, route template and status.");
     describe_histogram!(

@@ -31,6 +31,7 @@ pub fn config_with_model(name: &str, file: &str, version: &str, default_version:
         default_version,
         probabilities_by_class: false,
         labels: None,
+        golden: None,
     });
     config.check().expect("valid config");
     config

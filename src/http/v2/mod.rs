@@ -88,7 +88,7 @@ pub async fn model(
     V2Path(name): V2Path<String>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
     let registry = state.registry()?;
-    Ok(Json(model_metadata(registry, registry.get(&name, None)?, true)))
+    Ok(Json(model_metadata(&registry, registry.get(&name, None)?, true)))
 }
 
 /// Model metadata (one version).
@@ -100,7 +100,7 @@ pub async fn model_version(
     V2Path((name, version)): V2Path<(String, String)>,
 ) -> Result<Json<ModelMetadata>, V2Error> {
     let registry = state.registry()?;
-    Ok(Json(model_metadata(registry, registry.get(&name, Some(&version))?, false)))
+    Ok(Json(model_metadata(&registry, registry.get(&name, Some(&version))?, false)))
 }
 
 /// Model readiness (default version).
@@ -167,7 +167,8 @@ pub async fn infer(
     deadline: Result<Deadline, ApiError>,
     body: Unread,
 ) -> Result<Response, V2Error> {
-    let batcher = state.registry()?.get(&name, None)?;
+    let registry = state.registry()?;
+    let batcher = registry.get(&name, None)?;
     let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }
@@ -185,7 +186,8 @@ pub async fn infer_version(
     deadline: Result<Deadline, ApiError>,
     body: Unread,
 ) -> Result<Response, V2Error> {
-    let batcher = state.registry()?.get(&name, Some(&version))?;
+    let registry = state.registry()?;
+    let batcher = registry.get(&name, Some(&version))?;
     let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }

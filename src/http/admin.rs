@@ -1,0 +1,168 @@
+//! Reloading: `POST /admin/reload` and SIGHUP read the configuration file again and swap in the
+//! models it names. Changed versions are loaded beside the ones serving, warmed up and checked
+//! (golden files) before the swap; any failure leaves everything as it was.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::Json;
+use serde::Serialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+use utoipa::ToSchema;
+
+use super::AppState;
+use crate::config::Config;
+use crate::error::{ApiError, FieldError};
+use crate::registry::Change;
+
+/// The last failed load of each model version, by (model, version); cleared when it loads.
+pub type Failures = BTreeMap<(String, String), Failure>;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Failure {
+    /// When it failed, RFC 3339.
+    pub at: String,
+    pub error: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReloadReport {
+    /// `reloaded` (the new models serve now) or `unchanged` (nothing to load).
+    pub status: &'static str,
+    /// Every model version of the new configuration, and those it removed.
+    pub models: Vec<Change>,
+    /// Sections of the configuration that changed but only take effect at a restart.
+    pub restart_needed: Vec<&'static str>,
+    pub ms: u64,
+}
+
+pub fn now_rfc3339() -> String {
+    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
+}
+
+/// Reads the configuration again and swaps in its models; what SIGHUP and the route both run.
+pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadReport, ApiError> {
+    let _one_at_a_time = state.reloading.lock().await;
+    let started = Instant::now();
+    let refused = |message: String, details: Vec<FieldError>| {
+        tracing::error!(trigger, error = %message, "reload refused; the models served are unchanged");
+        state.metrics().reloaded("failed");
+        ApiError::ReloadFailed { message, details }
+    };
+    let current = state.loaded().ok_or(ApiError::NotReady)?;
+    let Some(source) = state.config.source.clone() else {
+        return Err(refused("this server's configuration was not read from a file: nothing to reload".into(), vec![]));
+    };
+    let config = match Config::load(&source) {
+        Ok(config) => Arc::new(config),
+        Err(e) => return Err(refused(format!("the configuration is not valid: {e}"), vec![])),
+    };
+    let restart_needed = restart_needed(&state.config, &config);
+    let metrics = state.metrics().clone();
+    let loading = config.clone();
+    let outcome = tokio::task::spawn_blocking(move || current.reload(&loading, &metrics)).await;
+    let (registry, changes) = match outcome {
+        Ok(Ok(reloaded)) => reloaded,
+        Ok(Err(changes)) => {
+            let mut failures = state.load_failures.lock().unwrap_or_else(|p| p.into_inner());
+            let details = changes
+                .iter()
+                .filter_map(|c| {
+                    let error = c.error.clone()?;
+                    failures.insert((c.model.clone(), c.version.clone()), Failure { at: now_rfc3339(), error: error.clone() });
+                    Some(FieldError { path: format!("/models/{}/versions/{}", c.model, c.version), message: error })
+                })
+                .collect::<Vec<_>>();
+            let message = format!(
+                "{} model version(s) failed to load; the models served are unchanged",
+                details.len()
+            );
+            drop(failures);
+            return Err(refused(message, details));
+        }
+        Err(join) => return Err(refused(format!("reloading failed: {join}"), vec![])),
+    };
+    let ms = started.elapsed().as_millis() as u64;
+    if changes.iter().all(|c| c.result == "unchanged") {
+        state.metrics().reloaded("unchanged");
+        tracing::info!(trigger, ms, ?restart_needed, "reload: the models are unchanged");
+        return Ok(ReloadReport { status: "unchanged", models: changes, restart_needed, ms });
+    }
+    let openapi = crate::openapi::document(&config, &crate::openapi::documented(&registry));
+    // The registry it replaces is dropped here, or by the last request still holding it.
+    state.set_registry(registry, openapi);
+    {
+        let mut failures = state.load_failures.lock().unwrap_or_else(|p| p.into_inner());
+        for change in &changes {
+            failures.remove(&(change.model.clone(), change.version.clone()));
+            if change.result == "removed" {
+                state.metrics().model_removed(&change.model, &change.version);
+            }
+        }
+    }
+    state.metrics().reloaded("ok");
+    for change in changes.iter().filter(|c| c.result != "unchanged") {
+        tracing::info!(trigger, model = %change.model, version = %change.version, result = change.result, "reload");
+    }
+    tracing::info!(trigger, ms, ?restart_needed, "reloaded");
+    Ok(ReloadReport { status: "reloaded", models: changes, restart_needed, ms })
+}
+
+/// The sections a reload does not apply: the listeners, access control, logs and metrics are
+/// set up once, at start.
+fn restart_needed(running: &Config, read: &Config) -> Vec<&'static str> {
+    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    let mut out = Vec::new();
+    if differs(&running.server, &read.server) {
+        out.push("server");
+    }
+    if differs(&running.logging, &read.logging) {
+        out.push("logging");
+    }
+    if differs(&running.metrics, &read.metrics) {
+        out.push("metrics");
+    }
+    if differs(&running.prediction_log, &read.prediction_log) {
+        out.push("prediction_log");
+    }
+    if differs(&running.auth, &read.auth) {
+        out.push("auth");
+    }
+    if differs(&running.cors, &read.cors) {
+        out.push("cors");
+    }
+    out
+}
+
+/// Reloads the configuration: new and changed model versions are loaded, warmed up and
+/// golden-checked beside the ones serving, then swapped in at once; requests already accepted
+/// finish on the versions they started with. Any failure keeps every model as it was (409).
+/// With access control on it needs the `admin` scope; with it off, only a direct loopback
+/// client (no `Forwarded`/`X-Forwarded-For`) may call it.
+#[utoipa::path(
+    post,
+    path = "/admin/reload",
+    tag = "admin",
+    responses(
+        (status = 200, description = "Reloaded, or nothing changed", body = ReloadReport),
+        (status = 403, description = "Not allowed", body = crate::error::ErrorBody),
+        (status = 409, description = "Refused: the models served are unchanged", body = crate::error::ErrorBody),
+        (status = 503, description = "Models still loading", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn reload_route(State(state): State<AppState>, request: Request) -> Result<Json<ReloadReport>, ApiError> {
+    if state.auth().is_none() {
+        let headers = request.headers();
+        let proxied = headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for");
+        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+        let loopback = peer.is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
+        if proxied || !loopback {
+            return Err(ApiError::AdminNotLocal);
+        }
+    }
+    reload(&state, "api").await.map(Json)
+}

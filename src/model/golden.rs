@@ -1,0 +1,214 @@
+//! Golden checks: answers a model must still give. A golden file lists instances and the
+//! outputs expected for each, as `/predict` writes them, with a tolerance per output. They run
+//! after a model loads (at start, on reload, in `inferd check`); a model whose answers drifted
+//! is refused.
+//!
+//! ```json
+//! {"tolerance": {"price": {"absolute": 1.0, "relative": 0.001}},
+//!  "cases": [{"instance": {"lotsize": 5850, ...}, "outputs": {"price": 67994.12}}]}
+//! ```
+//! Float outputs without a tolerance get [`DEFAULT_TOLERANCE`]; integer, string and boolean
+//! outputs (labels) must match exactly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use ort::session::Session;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::{run, views, ModelSpec};
+use crate::config::ModelConfig;
+use crate::tensor::rows::{Batch, Rows};
+use crate::tensor::signature::ElemType;
+
+/// Largest golden file read, and most cases in one: a check must stay quick at start.
+const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+const MAX_CASES: usize = 10_000;
+/// Mismatches listed in a report; the rest are counted.
+const MAX_LISTED: usize = 10;
+/// For float outputs the file gives no tolerance for: a few f32 ulps.
+pub const DEFAULT_TOLERANCE: Tolerance = Tolerance { absolute: 0.0, relative: 1e-6 };
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tolerance {
+    #[serde(default)]
+    pub absolute: f64,
+    #[serde(default)]
+    pub relative: f64,
+}
+
+impl Tolerance {
+    pub fn accepts(&self, expected: f64, got: f64) -> bool {
+        (got - expected).abs() <= self.absolute + self.relative * expected.abs()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GoldenFile {
+    /// Informative: the model the file was written for, and where its answers came from.
+    #[serde(default)]
+    pub model: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    /// By output name.
+    #[serde(default)]
+    pub tolerance: BTreeMap<String, Tolerance>,
+    pub cases: Vec<Case>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    pub instance: Value,
+    /// Expected outputs by name; outputs not listed are not checked.
+    pub outputs: serde_json::Map<String, Value>,
+}
+
+/// The golden file of a model: the config's `golden`, else `<schema>.golden.json` beside its
+/// schema (`schemas/house_price.json` -> `schemas/house_price.golden.json`) when that exists.
+pub fn path_for(model: &ModelConfig) -> Option<PathBuf> {
+    if let Some(path) = &model.golden {
+        return Some(path.clone());
+    }
+    let schema = model.schema.as_ref()?;
+    let stem = schema.file_stem()?.to_str()?;
+    Some(schema.with_file_name(format!("{stem}.golden.json"))).filter(|p| p.is_file())
+}
+
+pub fn read(path: &Path) -> Result<GoldenFile, String> {
+    let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
+    if size > MAX_FILE_BYTES {
+        return Err(format!("{} has {size} bytes, more than {MAX_FILE_BYTES}", path.display()));
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: GoldenFile =
+        serde_json::from_str(&text).map_err(|e| format!("{} is not a golden file: {e}", path.display()))?;
+    if file.cases.is_empty() || file.cases.len() > MAX_CASES {
+        return Err(format!("{} must hold 1 to {MAX_CASES} cases, has {}", path.display(), file.cases.len()));
+    }
+    Ok(file)
+}
+
+/// Runs every case through `session`; `Err` holds one line per problem, the first
+/// [`MAX_LISTED`] mismatches named (case, output, expected, got) and the rest counted.
+pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Result<(), Vec<String>> {
+    let mut problems = Vec::new();
+    for name in golden.tolerance.keys().filter(|n| output_elem(spec, n).is_none()) {
+        problems.push(format!("tolerance for output '{name}', which the model does not have"));
+    }
+    let instances: Vec<Value> = golden.cases.iter().map(|c| c.instance.clone()).collect();
+    let mut invalid = Vec::new();
+    for (i, instance) in instances.iter().enumerate() {
+        spec.schema.check(i, instance, &mut invalid);
+    }
+    for error in &invalid {
+        problems.push(format!("case {}: the instance breaks the schema: {}", case_of(&error.path), error.message));
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let inputs = Rows::encode(&spec.plan, &instances, 0)
+        .map_err(|errors| errors.iter().map(|e| format!("case {}: {}", case_of(&e.path), e.message)).collect::<Vec<_>>())?;
+    let outputs = run(spec, session, &inputs).map_err(|e| vec![format!("the cases do not run: {e}")])?;
+    let batch = Batch { inputs, outputs };
+    let mut mismatches = 0usize;
+    for (row, case) in golden.cases.iter().enumerate() {
+        let got = row_outputs(spec, &batch, row);
+        for (name, expected) in &case.outputs {
+            let Some(elem) = output_elem(spec, name) else {
+                problems.push(format!("case {row}: the model has no output '{name}'"));
+                continue;
+            };
+            let tolerance = matches!(elem, ElemType::F16 | ElemType::F32 | ElemType::F64)
+                .then(|| golden.tolerance.get(name).copied().unwrap_or(DEFAULT_TOLERANCE));
+            let got = got.get(name).unwrap_or(&Value::Null);
+            if let Some(at) = differs(expected, got, tolerance, "") {
+                mismatches += 1;
+                if mismatches <= MAX_LISTED {
+                    let within = tolerance
+                        .map(|t| format!(" (tolerance: absolute {}, relative {})", t.absolute, t.relative))
+                        .unwrap_or_else(|| " (exact)".into());
+                    problems.push(format!("case {row}, output '{name}{at}': expected {expected}, got {got}{within}"));
+                }
+            }
+        }
+    }
+    if mismatches > MAX_LISTED {
+        problems.push(format!("and {} more mismatches", mismatches - MAX_LISTED));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(problems)
+    }
+}
+
+fn output_elem(spec: &ModelSpec, name: &str) -> Option<ElemType> {
+    spec.signature.outputs.iter().find(|o| o.name == name).map(|o| o.elem)
+}
+
+/// `/instances/3/bedrooms` -> `3`.
+fn case_of(path: &str) -> &str {
+    path.trim_start_matches("/instances/").split('/').next().unwrap_or(path)
+}
+
+/// One row's outputs as `/predict` writes them (through the text, so f32 keeps its shortest form).
+fn row_outputs(spec: &ModelSpec, batch: &Batch, row: usize) -> serde_json::Map<String, Value> {
+    let text = serde_json::to_string(&views::RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
+/// Where `got` departs from `expected` (a JSON Pointer suffix, "" for the value itself).
+/// Numbers compare within `tolerance` (exactly when `None`), arrays and objects element-wise.
+fn differs(expected: &Value, got: &Value, tolerance: Option<Tolerance>, at: &str) -> Option<String> {
+    match (expected, got) {
+        (Value::Number(e), Value::Number(g)) => {
+            let (e, g) = (e.as_f64()?, g.as_f64()?);
+            let same = match tolerance {
+                Some(t) => t.accepts(e, g),
+                None => e == g,
+            };
+            (!same).then(|| at.to_owned())
+        }
+        (Value::Array(e), Value::Array(g)) if e.len() == g.len() => {
+            e.iter().zip(g).enumerate().find_map(|(i, (e, g))| differs(e, g, tolerance, &format!("{at}/{i}")))
+        }
+        (Value::Object(e), Value::Object(g)) if e.len() == g.len() => e.iter().find_map(|(k, e)| match g.get(k) {
+            Some(g) => differs(e, g, tolerance, &format!("{at}/{k}")),
+            None => Some(format!("{at}/{k}")),
+        }),
+        _ => (expected != got).then(|| at.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn numbers_compare_within_tolerance_and_labels_exactly() {
+        let t = Some(Tolerance { absolute: 0.5, relative: 0.01 });
+        assert_eq!(differs(&json!(100.0), &json!(101.4), t, ""), None, "0.5 + 1% of 100");
+        assert_eq!(differs(&json!(100.0), &json!(101.6), t, ""), Some(String::new()));
+        assert_eq!(differs(&json!(3), &json!(3), None, ""), None);
+        assert_eq!(differs(&json!(3), &json!(4), None, ""), Some(String::new()));
+        assert_eq!(differs(&json!("setosa"), &json!("virginica"), None, ""), Some(String::new()));
+        let probs = json!({"setosa": 0.9, "virginica": 0.1});
+        let drifted = json!({"setosa": 0.7, "virginica": 0.3});
+        let tight = Some(Tolerance { absolute: 0.01, relative: 0.0 });
+        assert_eq!(differs(&probs, &drifted, tight, ""), Some("/setosa".into()));
+        assert_eq!(differs(&json!([1.0, 2.0]), &json!([1.0, 2.5]), tight, ""), Some("/1".into()));
+        assert_eq!(differs(&json!([1.0]), &json!([1.0, 2.0]), tight, ""), Some(String::new()), "lengths differ");
+        assert_eq!(differs(&json!({"a": 1.0}), &json!({"b": 1.0}), tight, ""), Some("/a".into()));
+    }
+
+    #[test]
+    fn a_case_index_is_read_from_its_path() {
+        assert_eq!(case_of("/instances/3/bedrooms"), "3");
+        assert_eq!(case_of("/instances/12"), "12");
+    }
+}
