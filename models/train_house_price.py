@@ -11,6 +11,7 @@ Writes, next to this file:
   house_price_linear.onnx             a linear model on the numeric features, one [N, 5] float input,
                                       to exercise matrix-input models
   house_price_linear.reference.json   its reference rows and predictions
+and, through write_golden.py, the golden files schemas/house_price{,_linear}.golden.json.
 Run: python3 models/train_house_price.py   (with models/requirements.txt installed)
 """
 
@@ -29,6 +30,8 @@ from sklearn.linear_model import LinearRegression
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder
+
+import write_golden
 
 HERE = Path(__file__).resolve().parent
 FLOATS = ["lotsize"]
@@ -133,6 +136,7 @@ def main():
     (HERE / "house_price.reference.json").write_text(json.dumps(reference, indent=1) + "\n")
     export_linear(X_train, y_train, sample)
     print(f"wrote house_price.onnx and house_price.reference.json ({len(instances)} rows)")
+    write_golden.main()
 
 
 if __name__ == "__main__":

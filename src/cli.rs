@@ -22,6 +22,9 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the OpenAPI document for the configured models (loads each model once).
     Openapi(ServeArgs),
+    /// Check the config and every model (schema against inputs, warm-up, golden file) without
+    /// serving; exit 0, or 1 with one line per problem (2 if the config cannot be read).
+    Check(ServeArgs),
     /// Ask a running server for `/health` (or `/ready`) on the address `serve` would bind with
     /// the same config; exit 0 on 200, 1 otherwise. For health checks in images without curl.
     Probe(ProbeArgs),

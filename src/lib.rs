@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod batch;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod decode;

@@ -27,6 +27,7 @@ async fn run() -> ExitCode {
         Command::Serve(args) => (args, true),
         Command::Openapi(args) => (args, false),
         Command::Probe(args) => return inferd::probe::run(&args).await,
+        Command::Check(args) => return inferd::check::run(&args),
         Command::Key(KeyCommand::New { name, scopes }) => {
             return match inferd::auth::keys::new_key(&name, &scopes) {
                 Ok(text) => {

@@ -32,11 +32,13 @@ pub struct Fingerprint {
 
 impl Fingerprint {
     pub fn of(entry: &ModelConfig, config: &Config) -> std::io::Result<Self> {
+        // Which entry answers `/predict` or unversioned routes is routing, not the version.
+        let routing_aside = ModelConfig { default: false, default_version: false, ..entry.clone() };
         Ok(Self {
             model_sha256: sha256_file(&entry.path)?,
             schema_sha256: entry.schema.as_deref().map(sha256_file).transpose()?,
             golden_sha256: model::golden::path_for(entry).as_deref().map(sha256_file).transpose()?,
-            settings: format!("{entry:?} {:?} {:?}", config.batching, config.inference),
+            settings: format!("{routing_aside:?} {:?} {:?}", config.batching, config.inference),
         })
     }
 }

@@ -87,6 +87,8 @@ pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadRep
         Err(join) => return Err(refused(format!("reloading failed: {join}"), vec![])),
     };
     let ms = started.elapsed().as_millis() as u64;
+    // Every version now configured loads: earlier failures are history.
+    state.load_failures.lock().unwrap_or_else(|p| p.into_inner()).clear();
     if changes.iter().all(|c| c.result == "unchanged") {
         state.metrics().reloaded("unchanged");
         tracing::info!(trigger, ms, ?restart_needed, "reload: the models are unchanged");
@@ -95,14 +97,8 @@ pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadRep
     let openapi = crate::openapi::document(&config, &crate::openapi::documented(&registry));
     // The registry it replaces is dropped here, or by the last request still holding it.
     state.set_registry(registry, openapi);
-    {
-        let mut failures = state.load_failures.lock().unwrap_or_else(|p| p.into_inner());
-        for change in &changes {
-            failures.remove(&(change.model.clone(), change.version.clone()));
-            if change.result == "removed" {
-                state.metrics().model_removed(&change.model, &change.version);
-            }
-        }
+    for change in changes.iter().filter(|c| c.result == "removed") {
+        state.metrics().model_removed(&change.model, &change.version);
     }
     state.metrics().reloaded("ok");
     for change in changes.iter().filter(|c| c.result != "unchanged") {

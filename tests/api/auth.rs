@@ -1457,3 +1457,19 @@ async fn key_new_prints_a_working_key_and_only_its_hash_goes_in_the_config() {
     principals.sort();
     assert_eq!(principals, ["app", "app", "batch-job.2"], "{access:?}");
 }
+
+#[tokio::test]
+async fn reloading_needs_the_admin_scope() {
+    let (mut config, k) = keys_config();
+    let admin = new_key();
+    config.auth.api_keys.push(api_key("operator", &admin, &["admin"]));
+    let ctx = Ctx::spawn(config, Some(&k.ops), &[&k.app, &admin]).await;
+    ctx.check("POST", "/admin/reload", Cred::None, &["missing"]).await.unauthorized(false);
+    ctx.check("POST", "/admin/reload", Cred::Bearer(&k.app), &["forbidden"]).await.forbidden("admin");
+    ctx.check("POST", "/admin/reload", Cred::Key(&k.ops), &["forbidden"]).await.forbidden("admin");
+    // Past access control (and not held to loopback): this in-memory config has no file to read.
+    let answer = ctx.check("POST", "/admin/reload", Cred::Bearer(&admin), &[]).await;
+    assert_eq!(answer.status, 409, "{}", answer.text);
+    assert!(answer.text.contains("not read from a file"), "{}", answer.text);
+    ctx.stop().await;
+}

@@ -168,8 +168,6 @@ fn quote(bytes: &[u8]) -> String {
 
 struct Fuzzer {
     app: Router,
-    /// Keeps the inference threads' handles for as long as the app serves.
-    _workers: Vec<inferd::batch::Workers>,
 }
 
 #[derive(Debug)]
@@ -192,13 +190,13 @@ impl Fuzzer {
         let config = Arc::new(config);
         let metrics = Metrics::new(&config.metrics).expect("metrics settings are valid");
         let state = AppState::new(config.clone(), metrics.clone(), None);
-        let (registry, workers) = tokio::task::spawn_blocking(move || Registry::load(&config, &metrics))
+        let registry = tokio::task::spawn_blocking(move || Registry::load(&config, &metrics))
             .await
             .unwrap()
             .expect("the committed models load");
         let openapi = inferd::openapi::document(&state.config, &inferd::openapi::documented(&registry));
         state.set_registry(registry, openapi);
-        Self { app: router(state), _workers: workers }
+        Self { app: router(state) }
     }
 
     async fn send(&self, method: &str, path: &str, content_type: Option<&str>, body: Vec<u8>) -> Answer {

@@ -20,4 +20,5 @@ mod predlog;
 mod probe;
 mod process;
 mod registry;
+mod reload;
 mod v1;

@@ -231,31 +231,101 @@ pub(crate) fn signal(server: &Server, name: &str) {
     assert!(status.success(), "kill -{name}");
 }
 
-#[tokio::test]
-async fn sighup_is_logged_and_the_server_carries_on() {
-    let mut server = start(&[]);
-    let client = reqwest::Client::new();
-    // One at a time: signals sent together may arrive as one.
-    for _ in 0..3 {
-        signal(&server, "HUP");
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            let line = server.logs.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
-            let line = line.expect("each SIGHUP is logged");
-            if line["message"].as_str().is_some_and(|m| m.starts_with("SIGHUP received")) {
-                break;
-            }
+/// A config file serving house_price at `versions` (the last is the default version).
+fn house_config(dir: &std::path::Path, versions: &[&str], extra: &str) -> std::path::PathBuf {
+    let mut text = String::new();
+    for (i, version) in versions.iter().enumerate() {
+        text += &format!(
+            "[[models]]\nname = \"house_price\"\nversion = \"{version}\"\npath = \"{}\"\nschema = \"{}\"\n\
+             default_version = {}\n{extra}\n",
+            repo().join("models/house_price.onnx").display(),
+            repo().join("schemas/house_price.json").display(),
+            i + 1 == versions.len(),
+        );
+    }
+    let path = dir.join("inferd.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Waits for a log line whose message starts with `prefix`.
+fn logged(server: &Server, prefix: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = server.logs.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()));
+        let line = line.unwrap_or_else(|_| panic!("no log line starting {prefix:?}"));
+        if line["message"].as_str().is_some_and(|m| m.starts_with(prefix)) {
+            return line;
         }
     }
-    let response = client
-        .post(format!("{}/predict", server.base))
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_config_and_the_server_carries_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = house_config(dir.path(), &["1"], "");
+    let mut server = start(&["--config", config.to_str().unwrap()]);
+    let client = reqwest::Client::new();
+    signal(&server, "HUP");
+    logged(&server, "SIGHUP received");
+    logged(&server, "reload: the models are unchanged");
+
+    house_config(dir.path(), &["1", "2"], "");
+    signal(&server, "HUP");
+    let line = logged(&server, "reloaded");
+    assert_eq!(line["trigger"], "sighup", "{line}");
+    let answer: Value = client
+        .post(format!("{}/models/house_price/predict", server.base))
         .json(&json!({"instances": [schema_example("house_price")]}))
         .send()
         .await
-        .expect("still serving after SIGHUP");
-    assert_eq!(response.status(), 200);
+        .expect("still serving after SIGHUP")
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["version"], "2", "{answer}");
+
+    // A config that no longer loads: logged, and the server keeps what it had.
+    std::fs::write(&config, "[[models]]\nname = \"house_price\"\npath = \"/nonexistent.onnx\"\n").unwrap();
+    signal(&server, "HUP");
+    let line = logged(&server, "reload refused");
+    assert!(line["error"].as_str().unwrap().contains("does not exist"), "{line}");
+    let status = client.get(format!("{}/models/house_price/versions/2", server.base)).send().await.unwrap().status();
+    assert_eq!(status, 200);
     signal(&server, "TERM");
     assert_eq!(server.child.wait().unwrap().code(), Some(0), "SIGHUP did not end the process; SIGTERM did, cleanly");
+}
+
+#[test]
+fn inferd_check_passes_the_committed_config_and_names_each_problem() {
+    let out = inferd().arg("check").output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    assert!(stdout.contains("ok: model 'house_price' version '1' (golden "), "{stdout}");
+    assert!(stdout.contains("2 model version(s) ready to serve"), "{stdout}");
+
+    // Two cases drifted by 1%: two lines, each naming case, output, expected and got.
+    let dir = tempfile::tempdir().unwrap();
+    let mut golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/house_price.golden.json")).unwrap()).unwrap();
+    for case in [4, 9] {
+        let price = &mut golden["cases"][case]["outputs"]["price"];
+        *price = json!(price.as_f64().unwrap() * 1.01);
+    }
+    let file = dir.path().join("drifted.golden.json");
+    std::fs::write(&file, golden.to_string()).unwrap();
+    let config = house_config(dir.path(), &["1"], &format!("golden = \"{}\"", file.display()));
+    let out = inferd().args(["check", "--config"]).arg(&config).output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let problems: Vec<&str> = stdout.lines().filter(|l| l.starts_with("problem: ")).collect();
+    assert_eq!(problems.len(), 2, "{stdout}");
+    assert!(problems[0].contains("case 4, output 'price': expected "), "{stdout}");
+    assert!(problems[1].contains("case 9, output 'price': expected "), "{stdout}");
+    assert!(problems[0].contains(", got "), "{stdout}");
+
+    let out = inferd().args(["check", "--config", "does-not-exist.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
 }
 
 #[test]
