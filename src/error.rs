@@ -112,6 +112,8 @@ pub enum ApiError {
     ModelRejected(String),
     #[error("model '{0}' is not served here")]
     ModelNotFound(String),
+    #[error("model '{0}' is configured but unloaded; POST /v2/repository/models/{0}/load loads it")]
+    ModelUnloaded(String),
     #[error("model '{model}' has no version '{version}'")]
     VersionNotFound { model: String, version: String },
     #[error("no route for {0}")]
@@ -188,6 +190,7 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady
+            | Self::ModelUnloaded(_)
             | Self::ModelsDown(_)
             | Self::Overloaded { .. }
             | Self::BodiesInFlight
@@ -218,6 +221,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Timeout { .. } => "timeout",
             Self::NotReady | Self::ModelsDown(_) => "not_ready",
+            Self::ModelUnloaded(_) => "model_unloaded",
             Self::Overloaded { .. } | Self::BodiesInFlight => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::Internal(_) => "internal_error",
@@ -236,7 +240,7 @@ impl ApiError {
         match self {
             Self::RateLimited { retry_after_seconds, .. } => Some(*retry_after_seconds),
             Self::Overloaded { .. } | Self::BodiesInFlight => Some(1),
-            Self::NotReady | Self::ModelsDown(_) | Self::ShuttingDown => Some(5),
+            Self::NotReady | Self::ModelsDown(_) | Self::ShuttingDown | Self::ModelUnloaded(_) => Some(5),
             _ => None,
         }
     }
@@ -260,6 +264,7 @@ impl ApiError {
                 | Self::UnreadableBody(_)
                 | Self::BodyTimeout { .. }
                 | Self::ModelNotFound(_)
+                | Self::ModelUnloaded(_)
                 | Self::VersionNotFound { .. }
                 | Self::RouteNotFound(_)
                 | Self::MethodNotAllowed

@@ -23,6 +23,7 @@ use crate::model::{self, LoadError, ModelSpec};
         models::list, models::info, models::version_info,
         v2::live, v2::ready, v2::server_metadata, v2::model, v2::model_version,
         v2::model_ready, v2::model_version_ready, v2::infer, v2::infer_version,
+        v2::repository::index, v2::repository::load, v2::repository::unload,
         admin::reload_route,
     ),
     // Referenced from the `IntoResponses` of the predict operations, which utoipa does not collect.

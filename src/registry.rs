@@ -1,7 +1,7 @@
 //! The loaded models, by name and version, and the work of loading them: at start, and again
 //! on reload, where versions whose files and settings did not change are kept as they are.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -99,7 +99,8 @@ pub struct ModelVersions {
 pub struct Change {
     pub model: String,
     pub version: String,
-    /// `loaded` (new or changed, loaded and checked), `unchanged`, `removed`, or `failed`.
+    /// `loaded` (new or changed, loaded and checked), `unchanged`, `removed` (from the
+    /// configuration), `unloaded` (by the repository API), or `failed`.
     pub result: &'static str,
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -108,6 +109,8 @@ pub struct Change {
 
 pub struct Registry {
     models: BTreeMap<String, ModelVersions>,
+    /// Configured, but unloaded through the repository API: routes to them answer 503.
+    unloaded: BTreeSet<String>,
     default: (String, String),
     env: Environment,
 }
@@ -122,23 +125,25 @@ impl Registry {
             loaded.push((entry, Arc::new(load_version(&env, entry, config, metrics)?)));
             metrics.model_loaded(&entry.name, &entry.version, "ok");
         }
-        Ok(Self::assemble(config, env, loaded))
+        Ok(Self::assemble(config, env, loaded, BTreeSet::new()))
     }
 
     /// A registry for `config` built beside this one: versions whose fingerprint is unchanged
     /// are shared with it, the others are loaded, warmed up and checked. Blocking. On any
     /// failure nothing changes, and `Err` reports every version's outcome.
-    pub fn reload(&self, config: &Config, metrics: &Metrics) -> Result<(Self, Vec<Change>), Vec<Change>> {
+    /// Models named in `unloaded` are left out.
+    pub fn reload(
+        &self,
+        config: &Config,
+        unloaded: &BTreeSet<String>,
+        metrics: &Metrics,
+    ) -> Result<(Self, Vec<Change>), Vec<Change>> {
         let mut changes = Vec::new();
         let mut loaded = Vec::new();
         let mut failed = false;
-        for entry in &config.models {
-            let change = |result, error| Change {
-                model: entry.name.clone(),
-                version: entry.version.clone(),
-                result,
-                error,
-            };
+        for entry in config.models.iter().filter(|m| !unloaded.contains(&m.name)) {
+            let change =
+                |result, error| Change { model: entry.name.clone(), version: entry.version.clone(), result, error };
             let current = self.version(&entry.name, &entry.version);
             let fingerprint = Fingerprint::of(entry, config);
             if let (Some(current), Ok(fingerprint)) = (current, &fingerprint) {
@@ -164,18 +169,25 @@ impl Registry {
         }
         for (name, model) in &self.models {
             for version in model.versions.keys() {
-                if !config.models.iter().any(|m| m.name == *name && m.version == *version) {
-                    changes.push(Change { model: name.clone(), version: version.clone(), result: "removed", error: None });
+                let configured = config.models.iter().any(|m| m.name == *name && m.version == *version);
+                if !configured || unloaded.contains(name) {
+                    let result = if configured { "unloaded" } else { "removed" };
+                    changes.push(Change { model: name.clone(), version: version.clone(), result, error: None });
                 }
             }
         }
         if failed {
             return Err(changes);
         }
-        Ok((Self::assemble(config, self.env.clone(), loaded), changes))
+        Ok((Self::assemble(config, self.env.clone(), loaded, unloaded.clone()), changes))
     }
 
-    fn assemble(config: &Config, env: Environment, loaded: Vec<(&ModelConfig, Arc<Version>)>) -> Self {
+    fn assemble(
+        config: &Config,
+        env: Environment,
+        loaded: Vec<(&ModelConfig, Arc<Version>)>,
+        unloaded: BTreeSet<String>,
+    ) -> Self {
         let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
         for (entry, version) in loaded {
             let default_version = config.default_version(&entry.name).expect("entry is configured").version.clone();
@@ -186,7 +198,7 @@ impl Registry {
                 .insert(entry.version.clone(), version);
         }
         let default = config.default_model();
-        Self { models, default: (default.name.clone(), default.version.clone()), env }
+        Self { models, unloaded, default: (default.name.clone(), default.version.clone()), env }
     }
 
     fn version(&self, name: &str, version: &str) -> Option<&Arc<Version>> {
@@ -199,7 +211,10 @@ impl Registry {
     }
 
     pub fn get_version(&self, name: &str, version: Option<&str>) -> Result<&Arc<Version>, ApiError> {
-        let model = self.models.get(name).ok_or_else(|| ApiError::ModelNotFound(clip(name).into_owned()))?;
+        let model = self.models.get(name).ok_or_else(|| match self.unloaded.contains(name) {
+            true => ApiError::ModelUnloaded(name.to_owned()),
+            false => ApiError::ModelNotFound(clip(name).into_owned()),
+        })?;
         let version = version.unwrap_or(&model.default_version);
         model.versions.get(version).ok_or_else(|| ApiError::VersionNotFound {
             model: clip(name).into_owned(),
@@ -207,9 +222,14 @@ impl Registry {
         })
     }
 
-    /// The entry served at `POST /predict`.
-    pub fn default_model(&self) -> &Batcher {
-        self.get(&self.default.0, Some(&self.default.1)).expect("the default model is loaded")
+    /// The entry served at `POST /predict`; 503 while it is unloaded.
+    pub fn default_model(&self) -> Result<&Batcher, ApiError> {
+        self.get(&self.default.0, Some(&self.default.1))
+    }
+
+    /// Configured models unloaded through the repository API.
+    pub fn unloaded(&self) -> &BTreeSet<String> {
+        &self.unloaded
     }
 
     pub fn is_default(&self, name: &str, version: &str) -> bool {
@@ -240,7 +260,12 @@ impl Registry {
 }
 
 /// Loads one version: sessions, warm-up, golden check, then its inference threads.
-fn load_version(env: &Environment, entry: &ModelConfig, config: &Config, metrics: &Metrics) -> Result<Version, LoadError> {
+fn load_version(
+    env: &Environment,
+    entry: &ModelConfig,
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<Version, LoadError> {
     let started = Instant::now();
     let fail = |message: String| LoadError::Model { model: entry.name.clone(), message };
     let fingerprint = Fingerprint::of(entry, config).map_err(|e| fail(format!("cannot read its files: {e}")))?;

@@ -97,6 +97,17 @@ pub struct ServerConfig {
     /// that finds no room waits for it until its deadline, then gets 503.
     #[validate(range(min = 65536))]
     pub max_body_bytes_in_flight: usize,
+    /// When `/ready` says ready: `all` configured models loaded with a working session (the
+    /// default), or `any` one of them.
+    pub ready_when: ReadyWhen,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadyWhen {
+    #[default]
+    All,
+    Any,
 }
 
 impl Default for ServerConfig {
@@ -112,6 +123,7 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             write_timeout_ms: 10_000,
             max_body_bytes_in_flight: 256 * 1024 * 1024,
+            ready_when: ReadyWhen::All,
         }
     }
 }

@@ -2,12 +2,14 @@
 //! models it names. Changed versions are loaded beside the ones serving, warmed up and checked
 //! (golden files) before the swap; any failure leaves everything as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
@@ -47,24 +49,61 @@ pub fn now_rfc3339() -> String {
 /// Reads the configuration again and swaps in its models; what SIGHUP and the route both run.
 pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadReport, ApiError> {
     let _one_at_a_time = state.reloading.lock().await;
-    let started = Instant::now();
-    let refused = |message: String, details: Vec<FieldError>| {
-        tracing::error!(trigger, error = %message, "reload refused; the models served are unchanged");
-        state.metrics().reloaded("failed");
-        ApiError::ReloadFailed { message, details }
-    };
-    let current = state.loaded().ok_or(ApiError::NotReady)?;
     let Some(source) = state.config.source.clone() else {
-        return Err(refused("this server's configuration was not read from a file: nothing to reload".into(), vec![]));
+        return Err(refused(
+            state,
+            trigger,
+            "this server's configuration was not read from a file: nothing to reload".into(),
+            vec![],
+        ));
     };
     let config = match Config::load(&source) {
         Ok(config) => Arc::new(config),
-        Err(e) => return Err(refused(format!("the configuration is not valid: {e}"), vec![])),
+        Err(e) => return Err(refused(state, trigger, format!("the configuration is not valid: {e}"), vec![])),
     };
+    let unloaded = state.registry()?.unloaded().clone();
+    let report = apply(state, config.clone(), unloaded, trigger).await?;
+    state.configured.store(config);
+    Ok(report)
+}
+
+/// Unloads (`load = false`) or loads a configured model, all its versions, as the Open
+/// Inference Protocol's repository extension asks.
+pub async fn set_loaded(state: &AppState, name: &str, load: bool) -> Result<ReloadReport, ApiError> {
+    let _one_at_a_time = state.reloading.lock().await;
+    let config = state.configured.load_full();
+    if !config.models.iter().any(|m| m.name == name) {
+        return Err(ApiError::ModelNotFound(crate::error::clip(name).into_owned()));
+    }
+    let mut unloaded = state.registry()?.unloaded().clone();
+    if load {
+        unloaded.remove(name);
+    } else {
+        unloaded.insert(name.to_owned());
+    }
+    apply(state, config, unloaded, if load { "load" } else { "unload" }).await
+}
+
+fn refused(state: &AppState, trigger: &str, message: String, details: Vec<FieldError>) -> ApiError {
+    tracing::error!(trigger, error = %message, "reload refused; the models served are unchanged");
+    state.metrics().reloaded("failed");
+    ApiError::ReloadFailed { message, details }
+}
+
+/// Builds the registry `config` asks for (less the `unloaded` models) beside the one serving,
+/// and swaps it in when everything loaded. Called with `reloading` held.
+async fn apply(
+    state: &AppState,
+    config: Arc<Config>,
+    unloaded: BTreeSet<String>,
+    trigger: &'static str,
+) -> Result<ReloadReport, ApiError> {
+    let started = Instant::now();
+    let current = state.registry()?;
     let restart_needed = restart_needed(&state.config, &config);
     let metrics = state.metrics().clone();
-    let loading = config.clone();
-    let outcome = tokio::task::spawn_blocking(move || current.reload(&loading, &metrics)).await;
+    let (loading, keep_out) = (config.clone(), unloaded.clone());
+    let outcome = tokio::task::spawn_blocking(move || current.reload(&loading, &keep_out, &metrics)).await;
     let (registry, changes) = match outcome {
         Ok(Ok(reloaded)) => reloaded,
         Ok(Err(changes)) => {
@@ -73,18 +112,18 @@ pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadRep
                 .iter()
                 .filter_map(|c| {
                     let error = c.error.clone()?;
-                    failures.insert((c.model.clone(), c.version.clone()), Failure { at: now_rfc3339(), error: error.clone() });
+                    failures.insert(
+                        (c.model.clone(), c.version.clone()),
+                        Failure { at: now_rfc3339(), error: error.clone() },
+                    );
                     Some(FieldError { path: format!("/models/{}/versions/{}", c.model, c.version), message: error })
                 })
                 .collect::<Vec<_>>();
-            let message = format!(
-                "{} model version(s) failed to load; the models served are unchanged",
-                details.len()
-            );
+            let message = format!("{} model version(s) failed to load; the models served are unchanged", details.len());
             drop(failures);
-            return Err(refused(message, details));
+            return Err(refused(state, trigger, message, details));
         }
-        Err(join) => return Err(refused(format!("reloading failed: {join}"), vec![])),
+        Err(join) => return Err(refused(state, trigger, format!("reloading failed: {join}"), vec![])),
     };
     let ms = started.elapsed().as_millis() as u64;
     // Every version now configured loads: earlier failures are history.
@@ -97,7 +136,7 @@ pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadRep
     let openapi = crate::openapi::document(&config, &crate::openapi::documented(&registry));
     // The registry it replaces is dropped here, or by the last request still holding it.
     state.set_registry(registry, openapi);
-    for change in changes.iter().filter(|c| c.result == "removed") {
+    for change in changes.iter().filter(|c| matches!(c.result, "removed" | "unloaded")) {
         state.metrics().model_removed(&change.model, &change.version);
     }
     state.metrics().reloaded("ok");
@@ -150,15 +189,25 @@ fn restart_needed(running: &Config, read: &Config) -> Vec<&'static str> {
         (status = 503, description = "Models still loading", body = crate::error::ErrorBody),
     )
 )]
-pub async fn reload_route(State(state): State<AppState>, request: Request) -> Result<Json<ReloadReport>, ApiError> {
-    if state.auth().is_none() {
-        let headers = request.headers();
-        let proxied = headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for");
-        let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
-        let loopback = peer.is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
-        if proxied || !loopback {
-            return Err(ApiError::AdminNotLocal);
-        }
-    }
+pub async fn reload_route(State(state): State<AppState>) -> Result<Json<ReloadReport>, ApiError> {
     reload(&state, "api").await.map(Json)
+}
+
+/// With access control off, admin routes answer only a direct loopback client: one that is
+/// neither remote nor behind a proxy (which says so with `Forwarded` or `X-Forwarded-For`).
+/// With it on, the `admin` scope is checked instead (see `http::router`).
+pub async fn local_only(request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let proxied = headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for");
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
+    let loopback = peer.is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
+    if proxied || !loopback {
+        let error = ApiError::AdminNotLocal;
+        return if request.uri().path().starts_with("/v2/") {
+            super::v2::V2Error::from(error).into_response()
+        } else {
+            error.into_response()
+        };
+    }
+    next.run(request).await
 }

@@ -64,6 +64,8 @@ pub struct Shared {
     models: ArcSwapOption<Loaded>,
     /// One reload at a time; and the last failed load of each model version.
     pub(crate) reloading: tokio::sync::Mutex<()>,
+    /// The configuration the models come from: read at start and by each successful reload.
+    pub(crate) configured: arc_swap::ArcSwap<Config>,
     pub(crate) load_failures: Mutex<admin::Failures>,
     /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
     draining: Arc<AtomicBool>,
@@ -89,6 +91,7 @@ impl AppState {
         Self(Arc::new(Shared {
             body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
             predictor: Predictor::new(prediction_log, config.server.max_instances_per_request),
+            configured: arc_swap::ArcSwap::new(Arc::clone(&config)),
             config,
             metrics,
             models: ArcSwapOption::empty(),
@@ -181,8 +184,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/models/{model}", get(v2::model))
         .route("/v2/models/{model}/ready", get(v2::model_ready))
         .route("/v2/models/{model}/versions/{version}", get(v2::model_version))
-        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_version_ready));
-    let admin = Router::new().route("/admin/reload", post(admin::reload_route));
+        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_version_ready))
+        .route("/v2/repository/index", post(v2::repository::index));
+    let admin = Router::new()
+        .route("/admin/reload", post(admin::reload_route))
+        .route("/v2/repository/models/{name}/load", post(v2::repository::load))
+        .route("/v2/repository/models/{name}/unload", post(v2::repository::unload));
+    let admin = match state.auth() {
+        Some(_) => admin,
+        None => admin.route_layer(middleware::from_fn(admin::local_only)),
+    };
     let docs = Router::new()
         .route("/openapi.json", get(openapi))
         .merge(SwaggerUi::new("/docs").config(utoipa_swagger_ui::Config::from("/openapi.json")));

@@ -6,9 +6,9 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use super::admin::Failure;
 use super::extract::ApiPath;
 use super::AppState;
-use super::admin::Failure;
 use crate::batch::StatsSnapshot;
 use crate::error::{ApiError, ErrorBody};
 use crate::registry::{Fingerprint, Registry, Version};

@@ -102,7 +102,7 @@ pub async fn predict_default(
     body: Unread,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let batcher = registry.default_model();
+    let batcher = registry.default_model()?;
     Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
 }
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
+use crate::config::ReadyWhen;
 use crate::error::{ApiError, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -29,7 +30,8 @@ pub async fn health() -> Json<HealthResponse> {
 }
 
 /// Ready once every model is loaded and every session has run its schema's examples; not
-/// ready again while a model has no working session, and from SIGTERM on.
+/// ready again while a model has no working session or is unloaded, and from SIGTERM on. With
+/// `server.ready_when = "any"`, one loaded model with a working session is enough.
 #[utoipa::path(get, path = "/ready", tag = "health", responses(
     (status = 200, body = ReadyResponse),
     (status = 503, description = "Models loading or without a working session, or shutting down; see Retry-After", body = ErrorBody),
@@ -39,8 +41,14 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>,
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
-    let down = registry.not_ready();
-    if !down.is_empty() {
+    let mut down = registry.not_ready();
+    down.extend(registry.unloaded().iter().map(|name| format!("{name} (unloaded)")));
+    let serving = registry.models().values().flat_map(|m| m.versions.values()).any(|v| v.batcher.is_ready());
+    let ready = match state.config.server.ready_when {
+        ReadyWhen::All => down.is_empty(),
+        ReadyWhen::Any => serving,
+    };
+    if !ready {
         return Err(ApiError::ModelsDown(down));
     }
     Ok(Json(ReadyResponse { status: "ready", models: registry.models().keys().cloned().collect() }))

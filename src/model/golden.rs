@@ -110,8 +110,9 @@ pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Re
     if !problems.is_empty() {
         return Err(problems);
     }
-    let inputs = Rows::encode(&spec.plan, &instances, 0)
-        .map_err(|errors| errors.iter().map(|e| format!("case {}: {}", case_of(&e.path), e.message)).collect::<Vec<_>>())?;
+    let inputs = Rows::encode(&spec.plan, &instances, 0).map_err(|errors| {
+        errors.iter().map(|e| format!("case {}: {}", case_of(&e.path), e.message)).collect::<Vec<_>>()
+    })?;
     let outputs = run(spec, session, &inputs).map_err(|e| vec![format!("the cases do not run: {e}")])?;
     let batch = Batch { inputs, outputs };
     let mut mismatches = 0usize;

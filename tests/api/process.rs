@@ -307,7 +307,8 @@ fn inferd_check_passes_the_committed_config_and_names_each_problem() {
     // Two cases drifted by 1%: two lines, each naming case, output, expected and got.
     let dir = tempfile::tempdir().unwrap();
     let mut golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/house_price.golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/house_price.golden.json")).unwrap())
+            .unwrap();
     for case in [4, 9] {
         let price = &mut golden["cases"][case]["outputs"]["price"];
         *price = json!(price.as_f64().unwrap() * 1.01);

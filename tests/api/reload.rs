@@ -139,7 +139,8 @@ async fn a_reload_that_fails_its_golden_check_changes_nothing_and_says_why() {
 
     // The committed golden file with one answer changed by 1%.
     let mut golden: Value =
-        serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/house_price.golden.json")).unwrap()).unwrap();
+        serde_json::from_str(&std::fs::read_to_string(repo().join("schemas/house_price.golden.json")).unwrap())
+            .unwrap();
     let case = &mut golden["cases"][2]["outputs"]["price"];
     let drifted = case.as_f64().unwrap() * 1.01;
     *case = json!(drifted);
@@ -199,5 +200,58 @@ async fn without_access_control_only_a_direct_loopback_client_may_reload() {
     let (status, body) = reload(&app).await;
     assert_eq!((status, body["error_type"].as_str()), (409, Some("reload_failed")), "{body}");
     assert!(body["error"].as_str().unwrap().contains("not read from a file"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_repository_api_unloads_and_loads_a_model_and_ready_follows_the_policy() {
+    let mut config = crate::helpers::test_config();
+    let app = TestApp::spawn_with(config.clone()).await;
+    let post = |path: &str, body: Value| app.client.post(app.url(path)).json(&body).send();
+
+    let unloaded = post("/v2/repository/models/house_price/unload", json!({})).await.unwrap();
+    assert_eq!(unloaded.status(), 200);
+    let report: Value = unloaded.json().await.unwrap();
+    let changes = report["models"].as_array().unwrap();
+    assert!(changes.contains(&json!({"model": "house_price", "version": "1", "result": "unloaded"})), "{report}");
+    assert!(changes.contains(&json!({"model": "house_price_linear", "version": "1", "result": "unchanged"})));
+    // The default model unloaded: /predict and its routes answer 503, the others serve.
+    let refused = app.predict(&[schema_example("house_price")]).await;
+    assert_eq!(refused.status(), 503);
+    assert!(refused.headers().contains_key("retry-after"));
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(body["error_type"], "model_unloaded", "{body}");
+    let other = app
+        .post_json("/models/house_price_linear/predict", &json!({"instances": [schema_example("house_price_linear")]}))
+        .await;
+    assert_eq!(other.status(), 200);
+    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 503, "ready_when = all");
+    assert!(ready.text().await.unwrap().contains("house_price (unloaded)"));
+    let index: Value = post("/v2/repository/index", json!({"ready": true})).await.unwrap().json().await.unwrap();
+    assert_eq!(index, json!([{"name": "house_price_linear", "version": "1", "state": "READY"}]));
+
+    // A load that brings its own model config is not how inferd loads models.
+    let own = post("/v2/repository/models/house_price/load", json!({"parameters": {"config": "{}"}})).await.unwrap();
+    assert_eq!(own.status(), 400);
+    let body: Value = own.json().await.unwrap();
+    assert!(body["error"].as_str().unwrap().contains("cannot bring a model config"), "{body}");
+    let unknown = post("/v2/repository/models/nope/unload", json!({})).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let bad = app.client.post(app.url("/v2/repository/index")).body("{").send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+
+    let loaded = app.client.post(app.url("/v2/repository/models/house_price/load")).send().await.unwrap();
+    assert_eq!(loaded.status(), 200, "an empty body is an empty request");
+    assert_eq!(app.predict(&[schema_example("house_price")]).await.status(), 200);
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), 200);
+    app.stop().await;
+
+    // With ready_when = "any", one model serving is enough.
+    config.server.ready_when = inferd::config::ReadyWhen::Any;
+    let app = TestApp::spawn_with(config).await;
+    let unloaded = app.client.post(app.url("/v2/repository/models/house_price_linear/unload")).send().await.unwrap();
+    assert_eq!(unloaded.status(), 200);
+    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), 200);
     app.stop().await;
 }

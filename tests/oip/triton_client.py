@@ -123,6 +123,35 @@ def main():
         numpy_text = str(value)
         check(significant_digits(written) == significant_digits(numpy_text), f"{written} vs numpy's {numpy_text}")
 
+    # The model repository extension: the index, unload and load, as Triton serves them.
+    def states():
+        return {(m["name"], m["version"]): (m["state"], m.get("reason")) for m in client.get_model_repository_index()}
+
+    both = {("house_price", "1"): ("READY", None), ("house_price_linear", "1"): ("READY", None)}
+    check(states() == both, f"repository index {states()}")
+    client.unload_model("house_price_linear")
+    check(states()[("house_price_linear", "1")] == ("UNAVAILABLE", "unloaded"), f"after unload {states()}")
+    check(not client.is_model_ready("house_price_linear"), "an unloaded model is not ready")
+    check(not client.is_server_ready(), "the server is not ready with a configured model unloaded")
+    try:
+        client.infer("house_price_linear", tensor_inputs(linear_meta, linear_ref["instances"]))
+        check(False, "inference on an unloaded model is refused")
+    except InferenceServerException as e:
+        check("unloaded" in e.message(), f"refusal names the cause: {e}")
+    ready_only = client.get_model_repository_index()
+    check(len(ready_only) == 2, "the index lists unloaded models too")
+    client.infer("house_price", tensor_inputs(metadata, rows))
+    client.load_model("house_price_linear")
+    check(states() == both, f"after load {states()}")
+    check(client.is_server_ready(), "ready again")
+    result = client.infer("house_price_linear", tensor_inputs(linear_meta, linear_ref["instances"]))
+    np.testing.assert_allclose(result.as_numpy("variable").reshape(-1), linear_ref["onnxruntime_variable"], rtol=1e-5)
+    try:
+        client.load_model("no_such_model")
+        check(False, "loading a model the config does not name is refused")
+    except InferenceServerException as e:
+        check("not served here" in e.message(), f"unknown model: {e}")
+
     print(f"tritonclient {httpclient.__name__}: {checks} checks ok against {url}")
 
 

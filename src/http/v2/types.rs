@@ -48,7 +48,11 @@ impl From<ApiError> for V2Error {
             other => other,
         };
         let error = match &e {
-            ApiError::Validation { details, .. } | ApiError::InvalidRequest { details, .. } if !details.is_empty() => {
+            ApiError::Validation { details, .. }
+            | ApiError::InvalidRequest { details, .. }
+            | ApiError::ReloadFailed { details, .. }
+                if !details.is_empty() =>
+            {
                 let fields: Vec<String> =
                     details.iter().map(|d| format!("{}: {}", tensor_path(&d.path), d.message)).collect();
                 format!("{}: {}", e, fields.join("; "))

@@ -1,0 +1,128 @@
+//! The Open Inference Protocol's model repository extension, as Triton serves it: an index of
+//! the configured models and their state, and loading or unloading a model (all its versions)
+//! without a restart. inferd loads only what its configuration names; a load request that
+//! brings its own model config or files is refused.
+
+use axum::extract::State;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+
+use super::V2Error;
+use crate::error::ApiError;
+use crate::http::admin::{set_loaded, ReloadReport};
+use crate::http::extract::{AnyBytes, ApiPath};
+use crate::http::AppState;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepositoryModel {
+    pub name: String,
+    pub version: String,
+    /// `READY`, or `UNAVAILABLE` with a `reason`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct IndexRequest {
+    /// Only the models ready for inference.
+    #[serde(default)]
+    ready: bool,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LoadRequest {
+    #[serde(default)]
+    parameters: Map<String, Value>,
+}
+
+/// An empty body is an empty request, as tritonclient sends it.
+fn parse<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, V2Error> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| V2Error::from(ApiError::MalformedJson(e.to_string())))
+}
+
+/// Every configured model version and whether it serves.
+#[utoipa::path(post, path = "/v2/repository/index", tag = "open inference protocol v2", responses(
+    (status = 200, body = [RepositoryModel]),
+    (status = 400, description = "Body is not an index request", body = V2Error),
+    (status = 503, description = "Models still loading", body = V2Error),
+))]
+pub async fn index(
+    State(state): State<AppState>,
+    AnyBytes(body): AnyBytes,
+) -> Result<Json<Vec<RepositoryModel>>, V2Error> {
+    let request: IndexRequest = parse(&body)?;
+    let registry = state.registry()?;
+    let configured = state.configured.load_full();
+    let models = configured
+        .models
+        .iter()
+        .map(|entry| {
+            let (state, reason) = match registry.get(&entry.name, Some(&entry.version)) {
+                Ok(batcher) if batcher.is_ready() => ("READY", None),
+                Ok(_) => ("UNAVAILABLE", Some("no working inference session")),
+                Err(_) => ("UNAVAILABLE", Some("unloaded")),
+            };
+            RepositoryModel { name: entry.name.clone(), version: entry.version.clone(), state, reason }
+        })
+        .filter(|m| !request.ready || m.state == "READY")
+        .collect();
+    Ok(Json(models))
+}
+
+async fn load_or_unload(state: AppState, name: String, body: &[u8], load: bool) -> Result<Json<ReloadReport>, V2Error> {
+    let request: LoadRequest = parse(body)?;
+    if load && !request.parameters.is_empty() {
+        return Err(V2Error::from(ApiError::InvalidRequest {
+            message: "inferd loads the models its configuration names: a load request cannot bring a model \
+                      config or files"
+                .into(),
+            details: vec![],
+        }));
+    }
+    Ok(Json(set_loaded(&state, &name, load).await?))
+}
+
+/// Loads a configured model (every configured version), or loads it again when its files
+/// changed: loaded beside what serves, warmed up and golden-checked, then swapped in.
+#[utoipa::path(post, path = "/v2/repository/models/{name}/load", tag = "open inference protocol v2",
+    params(("name" = String, Path, description = "A configured model")),
+    responses(
+        (status = 200, body = ReloadReport),
+        (status = 400, description = "Body is not a load request, or brings a config or files", body = V2Error),
+        (status = 403, description = "Not allowed", body = V2Error),
+        (status = 404, description = "Not a configured model", body = V2Error),
+        (status = 409, description = "The model failed to load; nothing changed", body = V2Error),
+        (status = 503, description = "Models still loading", body = V2Error),
+    ))]
+pub async fn load(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    AnyBytes(body): AnyBytes,
+) -> Result<Json<ReloadReport>, V2Error> {
+    load_or_unload(state, name, &body, true).await
+}
+
+/// Stops serving a configured model: requests already accepted finish; new ones get 503
+/// until it is loaded again.
+#[utoipa::path(post, path = "/v2/repository/models/{name}/unload", tag = "open inference protocol v2",
+    params(("name" = String, Path, description = "A configured model")),
+    responses(
+        (status = 200, body = ReloadReport),
+        (status = 400, description = "Body is not an unload request", body = V2Error),
+        (status = 403, description = "Not allowed", body = V2Error),
+        (status = 404, description = "Not a configured model", body = V2Error),
+        (status = 503, description = "Models still loading", body = V2Error),
+    ))]
+pub async fn unload(
+    State(state): State<AppState>,
+    ApiPath(name): ApiPath<String>,
+    AnyBytes(body): AnyBytes,
+) -> Result<Json<ReloadReport>, V2Error> {
+    load_or_unload(state, name, &body, false).await
+}
