@@ -28,6 +28,11 @@ pub enum Command {
     /// Ask a running server for `/health` (or `/ready`) on the address `serve` would bind with
     /// the same config; exit 0 on 200, 1 otherwise. For health checks in images without curl.
     Probe(ProbeArgs),
+    /// Re-score logged predictions on a model version (or an .onnx file with its schema) and
+    /// compare: exit 1 when answers differ beyond the tolerance.
+    Replay(ReplayArgs),
+    /// Score a CSV or JSON Lines file (or stdin) in batches; JSON Lines (or CSV) out.
+    Score(ScoreArgs),
     /// API keys: `inferd key new --name NAME --scopes predict,read`.
     #[command(subcommand)]
     Key(KeyCommand),
@@ -54,6 +59,80 @@ pub struct ProbeArgs {
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub timeout_ms: u64,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RowFormat {
+    Jsonl,
+    Csv,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// Prediction-log files: files, folders (every file in them) or globs; plain or .gz.
+    #[arg(required = true)]
+    pub logs: Vec<String>,
+    /// The model whose lines are replayed [default: the config's default model].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// Replay on this configured version [default: the model's default version].
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Replay on this .onnx file instead of a configured version (with --schema).
+    #[arg(long, requires = "schema")]
+    pub onnx: Option<std::path::PathBuf>,
+    /// The instance schema of --onnx.
+    #[arg(long, requires = "onnx")]
+    pub schema: Option<std::path::PathBuf>,
+    /// Only lines logged at or after this RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only lines logged before this RFC 3339 time.
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Absolute tolerance per number.
+    #[arg(long, default_value_t = 0.0)]
+    pub absolute: f64,
+    /// Relative tolerance per number.
+    #[arg(long, default_value_t = 1e-6)]
+    pub relative: f64,
+    /// How many of the largest differences to list.
+    #[arg(long, default_value_t = 10)]
+    pub worst: usize,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ScoreArgs {
+    /// The model [default: the config's default model].
+    #[arg(long)]
+    pub model: Option<String>,
+    /// A configured version [default: the model's default version].
+    #[arg(long)]
+    pub version: Option<String>,
+    /// Instances: a file, or - for stdin.
+    #[arg(long, default_value = "-")]
+    pub input: std::path::PathBuf,
+    /// [default: from the file's extension; jsonl for stdin]
+    #[arg(long, value_enum)]
+    pub input_format: Option<RowFormat>,
+    /// Predictions: a file, or - for stdout.
+    #[arg(long, default_value = "-")]
+    pub output: std::path::PathBuf,
+    /// [default: from the file's extension; jsonl for stdout]
+    #[arg(long, value_enum)]
+    pub output_format: Option<RowFormat>,
     #[command(flatten)]
     pub serve: ServeArgs,
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod model;
 pub mod observe;
+pub mod offline;
 pub mod openapi;
 pub mod predlog;
 pub mod probe;

@@ -28,6 +28,8 @@ async fn run() -> ExitCode {
         Command::Openapi(args) => (args, false),
         Command::Probe(args) => return inferd::probe::run(&args).await,
         Command::Check(args) => return inferd::check::run(&args),
+        Command::Replay(args) => return inferd::offline::replay::run(&args).await,
+        Command::Score(args) => return inferd::offline::score::run(&args).await,
         Command::Key(KeyCommand::New { name, scopes }) => {
             return match inferd::auth::keys::new_key(&name, &scopes) {
                 Ok(text) => {

@@ -260,7 +260,7 @@ impl Registry {
 }
 
 /// Loads one version: sessions, warm-up, golden check, then its inference threads.
-fn load_version(
+pub fn load_version(
     env: &Environment,
     entry: &ModelConfig,
     config: &Config,

@@ -185,6 +185,29 @@ fn differs(expected: &Value, got: &Value, tolerance: Option<Tolerance>, at: &str
     }
 }
 
+/// The (expected, got) number pairs of two answers of the same shape; `None` when they differ
+/// in anything but numbers (a label, a key, a length).
+pub fn numeric_pairs(expected: &Value, got: &Value) -> Option<Vec<(f64, f64)>> {
+    fn walk(e: &Value, g: &Value, out: &mut Vec<(f64, f64)>) -> bool {
+        match (e, g) {
+            (Value::Number(e), Value::Number(g)) => match (e.as_f64(), g.as_f64()) {
+                (Some(e), Some(g)) => {
+                    out.push((e, g));
+                    true
+                }
+                _ => false,
+            },
+            (Value::Array(e), Value::Array(g)) => e.len() == g.len() && e.iter().zip(g).all(|(e, g)| walk(e, g, out)),
+            (Value::Object(e), Value::Object(g)) => {
+                e.len() == g.len() && e.iter().all(|(k, e)| g.get(k).is_some_and(|g| walk(e, g, out)))
+            }
+            _ => e == g,
+        }
+    }
+    let mut out = Vec::new();
+    walk(expected, got, &mut out).then_some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -205,6 +228,14 @@ mod tests {
         assert_eq!(differs(&json!([1.0, 2.0]), &json!([1.0, 2.5]), tight, ""), Some("/1".into()));
         assert_eq!(differs(&json!([1.0]), &json!([1.0, 2.0]), tight, ""), Some(String::new()), "lengths differ");
         assert_eq!(differs(&json!({"a": 1.0}), &json!({"b": 1.0}), tight, ""), Some("/a".into()));
+    }
+
+    #[test]
+    fn numbers_are_paired_and_anything_else_must_match() {
+        let pairs = numeric_pairs(&json!({"p": [1.0, 2.0], "l": "a"}), &json!({"p": [1.5, 2.0], "l": "a"}));
+        assert_eq!(pairs, Some(vec![(1.0, 1.5), (2.0, 2.0)]));
+        assert_eq!(numeric_pairs(&json!({"l": "a"}), &json!({"l": "b"})), None);
+        assert_eq!(numeric_pairs(&json!([1.0]), &json!([1.0, 2.0])), None);
     }
 
     #[test]

@@ -13,6 +13,7 @@ mod fuzz;
 mod helpers;
 mod hostile;
 mod metrics;
+mod offline;
 mod oip;
 mod openapi;
 mod predict;

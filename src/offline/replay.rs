@@ -1,0 +1,336 @@
+//! `inferd replay`: every instance of the prediction log, re-scored on a chosen version (or an
+//! `.onnx` file with its schema) and compared with the answer logged.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use serde::Serialize;
+use serde_json::Value;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::{load_target, Runner, Scored};
+use crate::cli::{ReplayArgs, ReportFormat};
+use crate::config::Config;
+use crate::model::golden::{numeric_pairs, Tolerance};
+
+/// Longest log line read; longer ones are counted as unreadable.
+const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where a replayed instance came from, to name it in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct Origin {
+    pub file: String,
+    pub line: usize,
+    pub request_id: String,
+    pub instance: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Difference {
+    #[serde(flatten)]
+    pub origin: Origin,
+    pub output: String,
+    pub logged: Value,
+    pub replayed: Value,
+    /// Largest absolute and relative difference over the output's numbers; `null` when it
+    /// differs in what is not a number (a label, a shape).
+    pub absolute: Option<f64>,
+    pub relative: Option<f64>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct OutputDiff {
+    pub max_absolute: f64,
+    pub max_relative: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    pub model: String,
+    pub target: String,
+    pub files: usize,
+    /// Lines read (of the model, in the time range) and the instances replayed from them.
+    pub lines: u64,
+    pub replayed: u64,
+    pub identical: u64,
+    pub within_tolerance: u64,
+    pub different: u64,
+    /// Lines that are not prediction-log lines, and instances the target refused.
+    pub unreadable: u64,
+    pub refused: u64,
+    pub outputs: BTreeMap<String, OutputDiff>,
+    /// The largest differences, worst first.
+    pub worst: Vec<Difference>,
+    pub tolerance: ToleranceOut,
+    pub rows_per_second: f64,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct ToleranceOut {
+    pub absolute: f64,
+    pub relative: f64,
+}
+
+/// The log files named: files, folders (every file in them) and globs, in name order.
+pub fn files(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
+    let mut out = Vec::new();
+    for pattern in patterns {
+        let path = Path::new(pattern);
+        if path.is_dir() {
+            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
+                .map_err(|e| format!("cannot read {pattern}: {e}"))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file())
+                .collect();
+            inside.sort();
+            out.extend(inside);
+        } else if path.is_file() {
+            out.push(path.to_owned());
+        } else {
+            let matched = glob::glob(pattern).map_err(|e| format!("{pattern}: {e}"))?;
+            let before = out.len();
+            out.extend(matched.filter_map(Result::ok).filter(|p| p.is_file()));
+            if out.len() == before {
+                return Err(format!("{pattern}: no such file, folder or matching files"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
+    let file = std::fs::File::open(path)?;
+    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
+        Box::new(flate2::read::MultiGzDecoder::new(file))
+    } else {
+        Box::new(file)
+    };
+    Ok(Box::new(BufReader::with_capacity(1 << 16, reader)))
+}
+
+fn parse_time(text: &Option<String>, what: &str) -> Result<Option<OffsetDateTime>, String> {
+    text.as_deref()
+        .map(|t| OffsetDateTime::parse(t, &Rfc3339).map_err(|e| format!("--{what} {t:?} is not an RFC 3339 time: {e}")))
+        .transpose()
+}
+
+pub async fn run(args: &ReplayArgs) -> ExitCode {
+    match replay(args).await {
+        Ok(report) => {
+            match args.format {
+                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("JSON")),
+                ReportFormat::Table => print!("{}", table(&report)),
+            }
+            if report.different > 0 || report.refused > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("inferd replay: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
+    let config = Config::load(&args.serve).map_err(|e| e.to_string())?;
+    let files = files(&args.logs)?;
+    let (since, until) = (parse_time(&args.since, "since")?, parse_time(&args.until, "until")?);
+    let model = match &args.model {
+        Some(model) => model.clone(),
+        None => config.default_model().name.clone(),
+    };
+    let onnx = args.onnx.clone().zip(args.schema.clone());
+    let target = tokio::task::block_in_place(|| load_target(&config, &model, args.version.as_deref(), onnx))?;
+    let tolerance = Tolerance { absolute: args.absolute, relative: args.relative };
+    let mut report = Report {
+        model: model.clone(),
+        target: match &args.onnx {
+            Some(path) => path.display().to_string(),
+            None => format!("{model} version {}", target.batcher.spec().version),
+        },
+        files: files.len(),
+        tolerance: ToleranceOut { absolute: tolerance.absolute, relative: tolerance.relative },
+        ..Report::default()
+    };
+    let mut runner = Runner::new(target);
+    let mut chunk = Vec::with_capacity(runner.chunk_rows);
+    let mut pending: Pending = Default::default();
+    let keep = args.worst;
+    let compare = |pending: &mut Pending, report: &mut Report, scored: Vec<Scored>| {
+        for scored in scored {
+            let (origin, logged) = pending.pop_front().expect("one logged answer per instance");
+            judge(report, origin, &logged, scored, tolerance, keep);
+        }
+    };
+    for path in &files {
+        let reader = open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        for (n, line) in reader.split(b'\n').enumerate() {
+            let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            let Some(entry) =
+                (line.len() <= MAX_LINE_BYTES).then(|| serde_json::from_slice::<Value>(&line).ok()).flatten()
+            else {
+                report.unreadable += u64::from(!line.iter().all(u8::is_ascii_whitespace));
+                continue;
+            };
+            let (Some(logged_model), Some(ts), Some(inputs), Some(outputs)) = (
+                entry["model"].as_str(),
+                entry["ts"].as_str(),
+                entry["inputs"].as_object(),
+                entry["outputs"].as_object(),
+            ) else {
+                report.unreadable += 1;
+                continue;
+            };
+            if logged_model != model {
+                continue;
+            }
+            let at = OffsetDateTime::parse(ts, &Rfc3339).ok();
+            if since.is_some_and(|s| at.is_none_or(|at| at < s)) || until.is_some_and(|u| at.is_none_or(|at| at >= u)) {
+                continue;
+            }
+            report.lines += 1;
+            let origin = Origin {
+                file: path.display().to_string(),
+                line: n + 1,
+                request_id: entry["request_id"].as_str().unwrap_or_default().to_owned(),
+                instance: entry["instance"].as_u64().unwrap_or_default(),
+            };
+            pending.push_back((origin, outputs.clone()));
+            chunk.push(Value::Object(inputs.clone()));
+            if chunk.len() == runner.chunk_rows {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(runner.chunk_rows));
+                runner.push(full, &mut |s| compare(&mut pending, &mut report, s)).await;
+            }
+        }
+    }
+    if !chunk.is_empty() {
+        runner.push(chunk, &mut |s| compare(&mut pending, &mut report, s)).await;
+    }
+    report.rows_per_second = runner.finish(&mut |s| compare(&mut pending, &mut report, s)).await;
+    report.seconds = runner.busy.as_secs_f64();
+    report.worst.sort_by(|a, b| worst_first(b).total_cmp(&worst_first(a)));
+    report.worst.truncate(keep);
+    Ok(report)
+}
+
+/// Instances sent and not yet answered, with the answer logged for each.
+type Pending = std::collections::VecDeque<(Origin, serde_json::Map<String, Value>)>;
+
+/// How bad a difference is, for ordering: a non-numeric one is worst.
+fn worst_first(d: &Difference) -> f64 {
+    d.relative.unwrap_or(f64::INFINITY)
+}
+
+fn judge(
+    report: &mut Report,
+    origin: Origin,
+    logged: &serde_json::Map<String, Value>,
+    scored: Scored,
+    tolerance: Tolerance,
+    keep: usize,
+) {
+    let Scored::Outputs(replayed) = scored else {
+        report.refused += 1;
+        return;
+    };
+    report.replayed += 1;
+    let (mut identical, mut within) = (true, true);
+    for (name, was) in logged {
+        let now = replayed.get(name).unwrap_or(&Value::Null);
+        if was == now {
+            continue;
+        }
+        identical = false;
+        let diff = report.outputs.entry(name.clone()).or_default();
+        let (absolute, relative, ok) = match numeric_pairs(was, now) {
+            Some(pairs) => {
+                let abs = pairs.iter().map(|(e, g)| (g - e).abs()).fold(0.0, f64::max);
+                let rel = pairs.iter().map(|(e, g)| relative(*e, *g)).fold(0.0, f64::max);
+                diff.max_absolute = diff.max_absolute.max(abs);
+                diff.max_relative = diff.max_relative.max(rel);
+                (Some(abs), Some(rel), pairs.iter().all(|(e, g)| tolerance.accepts(*e, *g)))
+            }
+            None => (None, None, false),
+        };
+        if !ok {
+            within = false;
+        }
+        if keep > 0 {
+            report.worst.push(Difference {
+                origin: origin.clone(),
+                output: name.clone(),
+                logged: was.clone(),
+                replayed: now.clone(),
+                absolute,
+                relative,
+            });
+            // Kept small as it grows: the worst `keep` so far.
+            if report.worst.len() > keep.max(1) * 4 {
+                report.worst.sort_by(|a, b| worst_first(b).total_cmp(&worst_first(a)));
+                report.worst.truncate(keep);
+            }
+        }
+    }
+    match (identical, within) {
+        (true, _) => report.identical += 1,
+        (false, true) => report.within_tolerance += 1,
+        (false, false) => report.different += 1,
+    }
+}
+
+fn relative(expected: f64, got: f64) -> f64 {
+    let d = (got - expected).abs();
+    if d == 0.0 {
+        0.0
+    } else if expected == 0.0 {
+        f64::INFINITY
+    } else {
+        d / expected.abs()
+    }
+}
+
+fn table(r: &Report) -> String {
+    let mut out = format!(
+        "replayed {} instances of {} ({} files, {} lines) on {}\n\
+         identical         {}\n\
+         within tolerance  {}  (absolute {}, relative {})\n\
+         different         {}\n\
+         refused           {}\n\
+         unreadable lines  {}\n\
+         {:.0} rows/s ({:.2} s)\n",
+        r.replayed,
+        r.model,
+        r.files,
+        r.lines,
+        r.target,
+        r.identical,
+        r.within_tolerance,
+        r.tolerance.absolute,
+        r.tolerance.relative,
+        r.different,
+        r.refused,
+        r.unreadable,
+        r.rows_per_second,
+        r.seconds
+    );
+    for (name, d) in &r.outputs {
+        out += &format!("output {name}: max absolute difference {}, max relative {}\n", d.max_absolute, d.max_relative);
+    }
+    if !r.worst.is_empty() {
+        out += "worst:\n";
+    }
+    for d in &r.worst {
+        out += &format!(
+            "  {}:{} request {} instance {}: {} logged {} replayed {}\n",
+            d.origin.file, d.origin.line, d.origin.request_id, d.origin.instance, d.output, d.logged, d.replayed
+        );
+    }
+    out
+}

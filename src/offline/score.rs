@@ -1,0 +1,300 @@
+//! `inferd score`: batch scoring. Instances from a CSV or JSON Lines file (or stdin) are
+//! checked against the model's schema, run through the batching core, and written as JSON
+//! Lines (or CSV) in input order; a bad row is reported by its line number and skipped.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, BufReader, BufWriter, IsTerminal, Read, Write};
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::{Map, Value};
+
+use super::{load_target, Runner, Scored};
+use crate::cli::{RowFormat, ScoreArgs};
+use crate::config::Config;
+use crate::model::ModelSpec;
+
+/// Bad rows reported one by one on stderr; beyond, they are only counted.
+const MAX_REPORTED: u64 = 1000;
+
+pub async fn run(args: &ScoreArgs) -> ExitCode {
+    match score(args).await {
+        Ok(summary) => {
+            eprintln!(
+                "inferd score: {} rows scored, {} refused, {:.0} rows/s",
+                summary.scored, summary.refused, summary.rows_per_second
+            );
+            if summary.refused > 0 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            }
+        }
+        Err(e) => {
+            eprintln!("inferd score: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+pub struct Summary {
+    pub scored: u64,
+    pub refused: u64,
+    pub rows_per_second: f64,
+}
+
+fn format_of(path: &Path, given: Option<RowFormat>) -> RowFormat {
+    given.unwrap_or(match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => RowFormat::Csv,
+        _ => RowFormat::Jsonl,
+    })
+}
+
+/// Input rows, each with its line number (1-based; a CSV's header is line 1).
+enum Rows {
+    Jsonl(std::io::Split<Box<dyn BufRead>>, usize),
+    /// Lines counted one per row, the header line 1 (the reader's own count is one short on
+    /// CRLF files); a quoted cell spanning lines shifts the rows after it.
+    Csv(csv::StringRecordsIntoIter<Box<dyn Read>>, Vec<(String, &'static str)>, u64),
+}
+
+impl Rows {
+    fn next(&mut self) -> Option<(u64, Result<Value, String>)> {
+        match self {
+            Rows::Jsonl(lines, n) => loop {
+                let line = lines.next()?;
+                *n += 1;
+                let line = match line {
+                    Ok(line) => line,
+                    Err(e) => return Some((*n as u64, Err(format!("cannot read: {e}")))),
+                };
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let parsed = serde_json::from_slice::<Value>(&line).map_err(|e| format!("not JSON: {e}"));
+                return Some((*n as u64, parsed));
+            },
+            Rows::Csv(records, columns, line) => {
+                let record = records.next()?;
+                *line += 1;
+                match record {
+                    Ok(record) => Some((*line, csv_instance(&record, columns))),
+                    Err(e) => Some((*line, Err(format!("not CSV: {e}")))),
+                }
+            }
+        }
+    }
+}
+
+/// Types a CSV row by the schema: numbers, integers and booleans are parsed, the rest stay
+/// text; an empty cell is a missing field.
+fn csv_instance(record: &csv::StringRecord, columns: &[(String, &'static str)]) -> Result<Value, String> {
+    let mut instance = Map::new();
+    for ((name, kind), cell) in columns.iter().zip(record.iter()) {
+        if cell.is_empty() {
+            continue;
+        }
+        let value = match *kind {
+            "number" | "integer" => match serde_json::from_str::<serde_json::Number>(cell.trim()) {
+                Ok(n) => Value::Number(n),
+                Err(_) => return Err(format!("{name}: {cell:?} is not a number")),
+            },
+            "boolean" => match cell.trim() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                _ => return Err(format!("{name}: {cell:?} is not true or false")),
+            },
+            _ => Value::String(cell.to_owned()),
+        };
+        instance.insert(name.clone(), value);
+    }
+    Ok(Value::Object(instance))
+}
+
+fn kind_of(spec: &ModelSpec, field: &str) -> &'static str {
+    match spec.schema.document()["properties"][field]["type"].as_str() {
+        Some("number") => "number",
+        Some("integer") => "integer",
+        Some("boolean") => "boolean",
+        _ => "string",
+    }
+}
+
+fn reader(path: &Path) -> Result<Box<dyn Read>, String> {
+    if path == Path::new("-") {
+        return Ok(Box::new(std::io::stdin()));
+    }
+    std::fs::File::open(path)
+        .map(|f| Box::new(f) as Box<dyn Read>)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))
+}
+
+pub async fn score(args: &ScoreArgs) -> Result<Summary, String> {
+    let config = Config::load(&args.serve).map_err(|e| e.to_string())?;
+    let model = args.model.clone().unwrap_or_else(|| config.default_model().name.clone());
+    let target = tokio::task::block_in_place(|| load_target(&config, &model, args.version.as_deref(), None))?;
+    let mut runner = Runner::new(target);
+    let spec = runner.spec().clone();
+    let mut rows = match format_of(&args.input, args.input_format) {
+        RowFormat::Jsonl => {
+            let input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, reader(&args.input)?));
+            Rows::Jsonl(input.split(b'\n'), 0)
+        }
+        RowFormat::Csv => {
+            let mut csv = csv::ReaderBuilder::new().flexible(false).from_reader(reader(&args.input)?);
+            let header = csv.headers().map_err(|e| format!("the CSV has no header row: {e}"))?;
+            let columns = header.iter().map(|h| (h.to_owned(), kind_of(&spec, h))).collect();
+            Rows::Csv(csv.into_records(), columns, 1)
+        }
+    };
+    let output: Box<dyn Write> = if args.output == Path::new("-") {
+        Box::new(std::io::stdout().lock())
+    } else {
+        Box::new(
+            std::fs::File::create(&args.output).map_err(|e| format!("cannot write {}: {e}", args.output.display()))?,
+        )
+    };
+    let mut writer = Writer::new(output, format_of(&args.output, args.output_format), &spec);
+    let progress = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {pos} rows {per_sec} {elapsed}").expect("template"),
+        );
+        bar
+    });
+
+    let mut chunk = Vec::with_capacity(runner.chunk_rows);
+    let mut lines: VecDeque<u64> = Default::default();
+    let mut outcome = Outcome::default();
+    let bar = progress.as_ref();
+    while let Some((line, instance)) = rows.next() {
+        match instance {
+            Ok(instance) => {
+                lines.push_back(line);
+                chunk.push(instance);
+            }
+            Err(message) => outcome.refuse(line, &message),
+        }
+        if chunk.len() == runner.chunk_rows {
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(runner.chunk_rows));
+            runner.push(full, &mut |s| emit(s, &mut lines, &mut writer, &mut outcome, bar)).await;
+        }
+    }
+    if !chunk.is_empty() {
+        runner.push(chunk, &mut |s| emit(s, &mut lines, &mut writer, &mut outcome, bar)).await;
+    }
+    let rows_per_second = runner.finish(&mut |s| emit(s, &mut lines, &mut writer, &mut outcome, bar)).await;
+    writer.flush().map_err(|e| format!("cannot write {}: {e}", args.output.display()))?;
+    if let Some(bar) = progress {
+        bar.finish_and_clear();
+    }
+    if let Some(e) = &outcome.write_error {
+        return Err(format!("cannot write {}: {e}", args.output.display()));
+    }
+    Ok(Summary { scored: outcome.scored, refused: outcome.refused, rows_per_second })
+}
+
+fn emit(
+    scored: Vec<Scored>,
+    lines: &mut VecDeque<u64>,
+    writer: &mut Writer<'_>,
+    outcome: &mut Outcome,
+    bar: Option<&indicatif::ProgressBar>,
+) {
+    for scored in scored {
+        let line = lines.pop_front().expect("one line per instance");
+        outcome.take(line, scored, writer);
+    }
+    if let Some(bar) = bar {
+        bar.set_position(outcome.scored + outcome.refused);
+    }
+}
+
+#[derive(Default)]
+struct Outcome {
+    scored: u64,
+    refused: u64,
+    write_error: Option<std::io::Error>,
+}
+
+impl Outcome {
+    fn refuse(&mut self, line: u64, message: &str) {
+        self.refused += 1;
+        if self.refused <= MAX_REPORTED {
+            eprintln!("line {line}: {message}");
+        } else if self.refused == MAX_REPORTED + 1 {
+            eprintln!("more refused rows are counted, not listed");
+        }
+    }
+
+    fn take(&mut self, line: u64, scored: Scored, writer: &mut Writer<'_>) {
+        match scored {
+            Scored::Outputs(outputs) => {
+                self.scored += 1;
+                if let Err(e) = writer.write(line, &outputs) {
+                    self.write_error.get_or_insert(e);
+                }
+            }
+            Scored::Refused(errors) => {
+                let text: Vec<String> = errors
+                    .iter()
+                    .map(|e| if e.path.is_empty() { e.message.clone() } else { format!("{}: {}", e.path, e.message) })
+                    .collect();
+                self.refuse(line, &text.join("; "));
+            }
+        }
+    }
+}
+
+/// JSON Lines `{"line": N, "outputs": {...}}`, or CSV with a `line` column and one column per
+/// output (arrays and objects as JSON text).
+struct Writer<'a> {
+    out: Out,
+    outputs: Vec<&'a str>,
+    header_written: bool,
+}
+
+enum Out {
+    Jsonl(BufWriter<Box<dyn Write>>),
+    Csv(csv::Writer<Box<dyn Write>>),
+}
+
+impl<'a> Writer<'a> {
+    fn new(out: Box<dyn Write>, format: RowFormat, spec: &'a ModelSpec) -> Self {
+        let outputs = spec.signature.outputs.iter().map(|o| o.name.as_str()).collect();
+        let out = match format {
+            RowFormat::Jsonl => Out::Jsonl(BufWriter::with_capacity(1 << 16, out)),
+            RowFormat::Csv => Out::Csv(csv::Writer::from_writer(out)),
+        };
+        Self { out, outputs, header_written: false }
+    }
+
+    fn write(&mut self, line: u64, outputs: &Map<String, Value>) -> std::io::Result<()> {
+        match &mut self.out {
+            Out::Jsonl(out) => {
+                serde_json::to_writer(&mut *out, &serde_json::json!({"line": line, "outputs": outputs}))?;
+                out.write_all(b"\n")
+            }
+            Out::Csv(out) => {
+                if !self.header_written {
+                    self.header_written = true;
+                    out.write_record(std::iter::once("line").chain(self.outputs.iter().copied()))?;
+                }
+                let cells = self.outputs.iter().map(|o| match outputs.get(*o) {
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Null) | None => String::new(),
+                    Some(other) => other.to_string(),
+                });
+                out.write_record(std::iter::once(line.to_string()).chain(cells))?;
+                Ok(())
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.out {
+            Out::Jsonl(out) => out.flush(),
+            Out::Csv(out) => out.flush(),
+        }
+    }
+}
