@@ -256,7 +256,7 @@ struct Writer<'a> {
 
 enum Out {
     Jsonl(BufWriter<Box<dyn Write>>),
-    Csv(csv::Writer<Box<dyn Write>>),
+    Csv(Box<csv::Writer<Box<dyn Write>>>),
 }
 
 impl<'a> Writer<'a> {
@@ -264,7 +264,7 @@ impl<'a> Writer<'a> {
         let outputs = spec.signature.outputs.iter().map(|o| o.name.as_str()).collect();
         let out = match format {
             RowFormat::Jsonl => Out::Jsonl(BufWriter::with_capacity(1 << 16, out)),
-            RowFormat::Csv => Out::Csv(csv::Writer::from_writer(out)),
+            RowFormat::Csv => Out::Csv(Box::new(csv::Writer::from_writer(out))),
         };
         Self { out, outputs, header_written: false }
     }
