@@ -227,6 +227,11 @@ impl Registry {
         self.get(&self.default.0, Some(&self.default.1))
     }
 
+    /// Which version answers `/predict`, and each model's routes without a version.
+    pub fn routing(&self) -> (&(String, String), Vec<(&String, &String)>) {
+        (&self.default, self.models.iter().map(|(name, m)| (name, &m.default_version)).collect())
+    }
+
     /// Configured models unloaded through the repository API.
     pub fn unloaded(&self) -> &BTreeSet<String> {
         &self.unloaded

@@ -194,8 +194,10 @@ impl Application {
             Ok(open) => tracing::warn!(connections = open, "grace period over: closing connections still open"),
             Err(join) => tracing::error!(%join, "server task failed"),
         }
-        // A reload in progress finishes first, so that what it loads is closed too.
-        let _no_reload = state.reloading.lock().await;
+        // A reload in progress (it sees the drain and swaps nothing in) is waited for within
+        // the grace period, so that it does not outlive the registry it would replace.
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let _no_reload = tokio::time::timeout(remaining, state.reloading.lock()).await.ok();
         let workers = state.loaded().map(|registry| registry.close()).unwrap_or_default();
         let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(Workers::join));
         if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {

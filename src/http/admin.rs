@@ -46,9 +46,30 @@ pub fn now_rfc3339() -> String {
     OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
 }
 
+/// Longest error message a reload reports or keeps per model version.
+const MAX_ERROR_CHARS: usize = 2048;
+
+/// Runs `operation` in a task of its own, so that a client hanging up does not cancel a reload
+/// halfway (its lock released while its models still load).
+async fn detached<F>(state: &AppState, operation: impl FnOnce(AppState) -> F) -> Result<ReloadReport, ApiError>
+where
+    F: std::future::Future<Output = Result<ReloadReport, ApiError>> + Send + 'static,
+{
+    tokio::spawn(operation(state.clone()))
+        .await
+        .unwrap_or_else(|e| Err(ApiError::Internal(format!("reload task failed: {e}"))))
+}
+
 /// Reads the configuration again and swaps in its models; what SIGHUP and the route both run.
 pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadReport, ApiError> {
+    detached(state, move |state| async move { reload_now(&state, trigger).await }).await
+}
+
+async fn reload_now(state: &AppState, trigger: &'static str) -> Result<ReloadReport, ApiError> {
     let _one_at_a_time = state.reloading.lock().await;
+    if state.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     let Some(source) = state.config.source.clone() else {
         return Err(refused(
             state,
@@ -57,11 +78,15 @@ pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadRep
             vec![],
         ));
     };
-    let config = match Config::load(&source) {
-        Ok(config) => Arc::new(config),
-        Err(e) => return Err(refused(state, trigger, format!("the configuration is not valid: {e}"), vec![])),
+    // Off the runtime's threads: the file may sit on a slow or stuck mount.
+    let config = match tokio::task::spawn_blocking(move || Config::load(&source)).await {
+        Ok(Ok(config)) => Arc::new(config),
+        Ok(Err(e)) => return Err(refused(state, trigger, format!("the configuration is not valid: {e}"), vec![])),
+        Err(e) => return Err(refused(state, trigger, format!("reading the configuration failed: {e}"), vec![])),
     };
-    let unloaded = state.registry()?.unloaded().clone();
+    // Models unloaded through the repository API stay so, unless the file no longer names them.
+    let mut unloaded = state.registry()?.unloaded().clone();
+    unloaded.retain(|name| config.models.iter().any(|m| m.name == *name));
     let report = apply(state, config.clone(), unloaded, trigger).await?;
     state.configured.store(config);
     Ok(report)
@@ -70,7 +95,15 @@ pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadRep
 /// Unloads (`load = false`) or loads a configured model, all its versions, as the Open
 /// Inference Protocol's repository extension asks.
 pub async fn set_loaded(state: &AppState, name: &str, load: bool) -> Result<ReloadReport, ApiError> {
+    let name = name.to_owned();
+    detached(state, move |state| async move { set_loaded_now(&state, &name, load).await }).await
+}
+
+async fn set_loaded_now(state: &AppState, name: &str, load: bool) -> Result<ReloadReport, ApiError> {
     let _one_at_a_time = state.reloading.lock().await;
+    if state.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     let config = state.configured.load_full();
     if !config.models.iter().any(|m| m.name == name) {
         return Err(ApiError::ModelNotFound(crate::error::clip(name).into_owned()));
@@ -85,6 +118,7 @@ pub async fn set_loaded(state: &AppState, name: &str, load: bool) -> Result<Relo
 }
 
 fn refused(state: &AppState, trigger: &str, message: String, details: Vec<FieldError>) -> ApiError {
+    let message = crate::error::clip_chars(&message, MAX_ERROR_CHARS).into_owned();
     tracing::error!(trigger, error = %message, "reload refused; the models served are unchanged");
     state.metrics().reloaded("failed");
     ApiError::ReloadFailed { message, details }
@@ -111,7 +145,7 @@ async fn apply(
             let details = changes
                 .iter()
                 .filter_map(|c| {
-                    let error = c.error.clone()?;
+                    let error = crate::error::clip_chars(c.error.as_deref()?, MAX_ERROR_CHARS).into_owned();
                     failures.insert(
                         (c.model.clone(), c.version.clone()),
                         Failure { at: now_rfc3339(), error: error.clone() },
@@ -126,9 +160,16 @@ async fn apply(
         Err(join) => return Err(refused(state, trigger, format!("reloading failed: {join}"), vec![])),
     };
     let ms = started.elapsed().as_millis() as u64;
+    if state.is_draining() {
+        // Shutting down: what was loaded is dropped here, and the registry serving is closed.
+        return Err(ApiError::ShuttingDown);
+    }
     // Every version now configured loads: earlier failures are history.
     state.load_failures.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    if changes.iter().all(|c| c.result == "unchanged") {
+    let serving = state.registry()?;
+    let rerouted = registry.routing() != serving.routing() || registry.unloaded() != serving.unloaded();
+    drop(serving);
+    if !rerouted && changes.iter().all(|c| c.result == "unchanged") {
         state.metrics().reloaded("unchanged");
         tracing::info!(trigger, ms, ?restart_needed, "reload: the models are unchanged");
         return Ok(ReloadReport { status: "unchanged", models: changes, restart_needed, ms });
@@ -193,12 +234,17 @@ pub async fn reload_route(State(state): State<AppState>) -> Result<Json<ReloadRe
     reload(&state, "api").await.map(Json)
 }
 
+/// Headers a proxy adds (nginx's `proxy_pass` adds none by default, so this is a second
+/// line, not the first: behind a proxy, turn access control on).
+const PROXY_HEADERS: [&str; 6] =
+    ["forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip", "via"];
+
 /// With access control off, admin routes answer only a direct loopback client: one that is
-/// neither remote nor behind a proxy (which says so with `Forwarded` or `X-Forwarded-For`).
+/// neither remote nor behind a proxy (which says so with one of [`PROXY_HEADERS`]).
 /// With it on, the `admin` scope is checked instead (see `http::router`).
 pub async fn local_only(request: Request, next: Next) -> Response {
     let headers = request.headers();
-    let proxied = headers.contains_key("forwarded") || headers.contains_key("x-forwarded-for");
+    let proxied = PROXY_HEADERS.iter().any(|h| headers.contains_key(*h));
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
     let loopback = peer.is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
     if proxied || !loopback {

@@ -30,8 +30,9 @@ pub async fn health() -> Json<HealthResponse> {
 }
 
 /// Ready once every model is loaded and every session has run its schema's examples; not
-/// ready again while a model has no working session or is unloaded, and from SIGTERM on. With
-/// `server.ready_when = "any"`, one loaded model with a working session is enough.
+/// ready again while a loaded model has no working session, and from SIGTERM on. Models
+/// unloaded through the repository API do not count. With `server.ready_when = "any"`, one
+/// loaded model with a working session is enough.
 #[utoipa::path(get, path = "/ready", tag = "health", responses(
     (status = 200, body = ReadyResponse),
     (status = 503, description = "Models loading or without a working session, or shutting down; see Retry-After", body = ErrorBody),
@@ -41,8 +42,8 @@ pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>,
     if state.is_draining() {
         return Err(ApiError::ShuttingDown);
     }
-    let mut down = registry.not_ready();
-    down.extend(registry.unloaded().iter().map(|name| format!("{name} (unloaded)")));
+    // A model unloaded on purpose (repository API) is left out, as Triton does.
+    let down = registry.not_ready();
     let serving = registry.models().values().flat_map(|m| m.versions.values()).any(|v| v.batcher.is_ready());
     let ready = match state.config.server.ready_when {
         ReadyWhen::All => down.is_empty(),

@@ -89,6 +89,9 @@ pub fn read(path: &Path) -> Result<GoldenFile, String> {
     if file.cases.is_empty() || file.cases.len() > MAX_CASES {
         return Err(format!("{} must hold 1 to {MAX_CASES} cases, has {}", path.display(), file.cases.len()));
     }
+    if let Some(i) = file.cases.iter().position(|c| c.outputs.is_empty()) {
+        return Err(format!("{}: case {i} expects no outputs, so it checks nothing", path.display()));
+    }
     Ok(file)
 }
 
@@ -104,8 +107,14 @@ pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Re
     for (i, instance) in instances.iter().enumerate() {
         spec.schema.check(i, instance, &mut invalid);
     }
-    for error in &invalid {
-        problems.push(format!("case {}: the instance breaks the schema: {}", case_of(&error.path), error.message));
+    for error in invalid.iter().take(MAX_LISTED) {
+        let case = case_of(&error.path);
+        let field = error.path.trim_start_matches("/instances/").trim_start_matches(case);
+        let at = if field.is_empty() { String::new() } else { format!(" at {field}") };
+        problems.push(format!("case {case}: the instance breaks the schema{at}: {}", error.message));
+    }
+    if invalid.len() > MAX_LISTED {
+        problems.push(format!("and {} more schema errors", invalid.len() - MAX_LISTED));
     }
     if !problems.is_empty() {
         return Err(problems);
@@ -132,6 +141,7 @@ pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Re
                     let within = tolerance
                         .map(|t| format!(" (tolerance: absolute {}, relative {})", t.absolute, t.relative))
                         .unwrap_or_else(|| " (exact)".into());
+                    let (expected, got) = (crate::error::shown(expected), crate::error::shown(got));
                     problems.push(format!("case {row}, output '{name}{at}': expected {expected}, got {got}{within}"));
                 }
             }

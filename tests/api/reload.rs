@@ -110,8 +110,20 @@ async fn versions_swap_under_64_clients_without_failing_a_request() {
     assert_eq!(versions.keys().collect::<Vec<_>>(), ["1", "2"], "both versions answered: {versions:?}");
     let gone = app.client.get(app.url("/models/house_price/versions/1")).send().await.unwrap();
     assert_eq!(gone.status(), 404);
+
+    // Only routing changes (the default version): the versions are kept, the routes follow.
+    write_config(dir.path(), &[("2", ""), ("3", "")]);
+    assert_eq!(reload(&app).await.0, 200);
+    write_config(dir.path(), &[("3", ""), ("2", "")]);
+    let (status, report) = reload(&app).await;
+    assert_eq!((status, report["status"].as_str()), (200, Some("reloaded")), "{report}");
+    assert_eq!(results(&report), [("3".into(), "unchanged".into()), ("2".into(), "unchanged".into())]);
+    let answer = app.post_json("/models/house_price/predict", &body).await.json::<Value>().await.unwrap();
+    assert_eq!(answer["version"], "2", "{answer}");
     let info = app.get_json("/models/house_price").await;
     assert_eq!(info["version"], "2");
+    write_config(dir.path(), &[("2", "")]);
+    assert_eq!(reload(&app).await.0, 200);
     assert_eq!(info["files"]["model_sha256"].as_str().map(str::len), Some(64), "{info}");
     assert!(info["last_load_error"].is_null(), "{info}");
 
@@ -119,7 +131,7 @@ async fn versions_swap_under_64_clients_without_failing_a_request() {
     for series in [
         r#"inferd_model_loads_total{model="house_price",version="1",result="ok"} 1"#,
         r#"inferd_model_loads_total{model="house_price",version="2",result="ok"} 1"#,
-        r#"inferd_reloads_total{result="ok"} 2"#,
+        r#"inferd_reloads_total{result="ok"} 5"#,
         r#"inferd_model_info{model="house_price",version="1"} 0"#,
         r#"inferd_model_info{model="house_price",version="2"} 1"#,
     ] {
@@ -185,7 +197,7 @@ async fn a_reload_that_fails_its_golden_check_changes_nothing_and_says_why() {
 async fn without_access_control_only_a_direct_loopback_client_may_reload() {
     let dir = tempfile::tempdir().unwrap();
     let app = spawn_from(&write_config(dir.path(), &[("1", "")])).await;
-    for header in ["x-forwarded-for", "forwarded"] {
+    for header in ["x-forwarded-for", "forwarded", "x-real-ip", "via"] {
         let response = app.client.post(app.url("/admin/reload")).header(header, "203.0.113.9").send().await.unwrap();
         assert_eq!(response.status(), 403, "a proxied request ({header})");
         let body: Value = response.json().await.unwrap();
@@ -226,10 +238,11 @@ async fn the_repository_api_unloads_and_loads_a_model_and_ready_follows_the_poli
         .await;
     assert_eq!(other.status(), 200);
     let ready = app.client.get(app.url("/ready")).send().await.unwrap();
-    assert_eq!(ready.status(), 503, "ready_when = all");
-    assert!(ready.text().await.unwrap().contains("house_price (unloaded)"));
+    assert_eq!(ready.status(), 200, "a model unloaded on purpose does not count");
     let index: Value = post("/v2/repository/index", json!({"ready": true})).await.unwrap().json().await.unwrap();
     assert_eq!(index, json!([{"name": "house_price_linear", "version": "1", "state": "READY"}]));
+    let index: Value = post("/v2/repository/index", json!({})).await.unwrap().json().await.unwrap();
+    assert!(index.as_array().unwrap().contains(&json!({"name": "house_price", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"})));
 
     // A load that brings its own model config is not how inferd loads models.
     let own = post("/v2/repository/models/house_price/load", json!({"parameters": {"config": "{}"}})).await.unwrap();
@@ -247,11 +260,49 @@ async fn the_repository_api_unloads_and_loads_a_model_and_ready_follows_the_poli
     assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), 200);
     app.stop().await;
 
-    // With ready_when = "any", one model serving is enough.
+    // With ready_when = "any", one model serving is enough: house_price loses its only session
+    // (and cannot rebuild it) while house_price_linear serves.
     config.server.ready_when = inferd::config::ReadyWhen::Any;
     let app = TestApp::spawn_with(config).await;
+    let batcher = app.batcher("house_price");
+    batcher.inject(inferd::batch::Fault::FailRebuild, 1_000_000);
+    batcher.inject(inferd::batch::Fault::BreakSession, 1);
+    let _ = app.predict(&[schema_example("house_price")]).await;
+    for _ in 0..200 {
+        if !batcher.is_ready() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!batcher.is_ready(), "house_price has no working session");
+    let ready = app.client.get(app.url("/ready")).send().await.unwrap();
+    assert_eq!(ready.status(), 200, "ready_when = any");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_model_removed_from_the_config_while_unloaded_is_forgotten() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("inferd.toml");
+    let model = |name: &str, extra: &str| {
+        format!(
+            "[[models]]\nname = \"{name}\"\npath = \"{}\"\nschema = \"{}\"\n{extra}\n",
+            repo().join(format!("models/{name}.onnx")).display(),
+            repo().join(format!("schemas/{name}.json")).display()
+        )
+    };
+    let head = format!("[server]\nport = 0\n[prediction_log]\ndirectory = \"{}\"\n", dir.path().join("logs").display());
+    let both = format!("{head}{}{}", model("house_price", "default = true"), model("house_price_linear", ""));
+    std::fs::write(&path, both).unwrap();
+    let app = spawn_from(&path).await;
     let unloaded = app.client.post(app.url("/v2/repository/models/house_price_linear/unload")).send().await.unwrap();
     assert_eq!(unloaded.status(), 200);
-    assert_eq!(app.client.get(app.url("/ready")).send().await.unwrap().status(), 200);
+    std::fs::write(&path, format!("{head}{}", model("house_price", "default = true"))).unwrap();
+    let (status, report) = reload(&app).await;
+    assert_eq!(status, 200, "{report}");
+    let gone = app.post_json("/models/house_price_linear/predict", &json!({"instances": []})).await;
+    assert_eq!(gone.status(), 404, "no longer configured: not found, rather than unloaded");
+    let index: Value = app.client.post(app.url("/v2/repository/index")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(index, json!([{"name": "house_price", "version": "1", "state": "READY"}]));
     app.stop().await;
 }

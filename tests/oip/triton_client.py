@@ -132,7 +132,7 @@ def main():
     client.unload_model("house_price_linear")
     check(states()[("house_price_linear", "1")] == ("UNAVAILABLE", "unloaded"), f"after unload {states()}")
     check(not client.is_model_ready("house_price_linear"), "an unloaded model is not ready")
-    check(not client.is_server_ready(), "the server is not ready with a configured model unloaded")
+    check(client.is_server_ready(), "a model unloaded on purpose leaves the server ready, as in Triton")
     try:
         client.infer("house_price_linear", tensor_inputs(linear_meta, linear_ref["instances"]))
         check(False, "inference on an unloaded model is refused")
