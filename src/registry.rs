@@ -12,10 +12,12 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::batch::{Batcher, Workers};
-use crate::config::{BatchingConfig, Config, ModelConfig};
+use crate::config::{BatchingConfig, Config, ModelConfig, ShadowConfig};
 use crate::error::{clip, ApiError};
+use crate::model::golden::Tolerance;
 use crate::model::{self, LoadError};
 use crate::observe::{Metrics, ModelMetrics};
+use crate::service::Shadow;
 
 /// What a loaded version was made from: equal fingerprints mean a reload keeps the version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -92,6 +94,26 @@ pub struct ModelVersions {
     /// Keyed by version, in version-string order.
     pub versions: BTreeMap<String, Arc<Version>>,
     pub default_version: String,
+    /// The canary split of unversioned requests: (version, weight), when configured.
+    pub traffic: Vec<(String, u32)>,
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// The version a request runs on, and the one that shadows it, if any.
+pub struct Route<'a> {
+    pub version: &'a Arc<Version>,
+    pub shadow: Option<Shadow>,
+}
+
+impl<'a> Route<'a> {
+    /// A version named by the route: no traffic split, no shadow.
+    pub fn direct(version: &'a Arc<Version>) -> Self {
+        Self { version, shadow: None }
+    }
+
+    pub fn batcher(&self) -> &'a Batcher {
+        &self.version.batcher
+    }
 }
 
 /// What a reload did to one configured (or formerly configured) model version.
@@ -191,9 +213,12 @@ impl Registry {
         let mut models: BTreeMap<String, ModelVersions> = BTreeMap::new();
         for (entry, version) in loaded {
             let default_version = config.default_version(&entry.name).expect("entry is configured").version.clone();
+            let of_model = || config.models.iter().filter(|m| m.name == entry.name);
+            let traffic = of_model().find_map(|m| m.traffic.clone()).unwrap_or_default().into_iter().collect();
+            let shadow = of_model().find_map(|m| m.shadow.clone());
             models
                 .entry(entry.name.clone())
-                .or_insert_with(|| ModelVersions { versions: BTreeMap::new(), default_version })
+                .or_insert_with(|| ModelVersions { versions: BTreeMap::new(), default_version, traffic, shadow })
                 .versions
                 .insert(entry.version.clone(), version);
         }
@@ -211,10 +236,7 @@ impl Registry {
     }
 
     pub fn get_version(&self, name: &str, version: Option<&str>) -> Result<&Arc<Version>, ApiError> {
-        let model = self.models.get(name).ok_or_else(|| match self.unloaded.contains(name) {
-            true => ApiError::ModelUnloaded(name.to_owned()),
-            false => ApiError::ModelNotFound(clip(name).into_owned()),
-        })?;
+        let model = self.models.get(name).ok_or_else(|| self.missing(name))?;
         let version = version.unwrap_or(&model.default_version);
         model.versions.get(version).ok_or_else(|| ApiError::VersionNotFound {
             model: clip(name).into_owned(),
@@ -228,8 +250,42 @@ impl Registry {
     }
 
     /// Which version answers `/predict`, and each model's routes without a version.
-    pub fn routing(&self) -> (&(String, String), Vec<(&String, &String)>) {
-        (&self.default, self.models.iter().map(|(name, m)| (name, &m.default_version)).collect())
+    pub fn routing(&self) -> (&(String, String), Vec<String>) {
+        let models =
+            self.models.iter().map(|(name, m)| format!("{name} {} {:?} {:?}", m.default_version, m.traffic, m.shadow));
+        (&self.default, models.collect())
+    }
+
+    /// The version an unversioned request runs on: `pinned` (the `x-inferd-version` header)
+    /// when given, else by the model's `traffic` weights (sticky per request id), else its
+    /// default version; with the shadow that also runs it, when the model has one.
+    pub fn route(&self, name: &str, request_id: &str, pinned: Option<&str>) -> Result<Route<'_>, ApiError> {
+        let model = self.models.get(name).ok_or_else(|| self.missing(name))?;
+        let chosen = pinned.or_else(|| pick(&model.traffic, request_id)).unwrap_or(&model.default_version);
+        let version = model.versions.get(chosen).ok_or_else(|| ApiError::VersionNotFound {
+            model: clip(name).into_owned(),
+            version: clip(chosen).into_owned(),
+        })?;
+        let shadow = model.shadow.as_ref().filter(|s| s.version != chosen).and_then(|s| {
+            model.versions.get(&s.version).map(|v| Shadow {
+                batcher: v.batcher.clone(),
+                sample_rate: s.sample_rate,
+                tolerance: Tolerance { absolute: s.absolute, relative: s.relative },
+            })
+        });
+        Ok(Route { version, shadow })
+    }
+
+    /// The unversioned route of the default model (`POST /predict`).
+    pub fn route_default(&self, request_id: &str, pinned: Option<&str>) -> Result<Route<'_>, ApiError> {
+        self.route(&self.default.0, request_id, pinned)
+    }
+
+    fn missing(&self, name: &str) -> ApiError {
+        match self.unloaded.contains(name) {
+            true => ApiError::ModelUnloaded(name.to_owned()),
+            false => ApiError::ModelNotFound(clip(name).into_owned()),
+        }
     }
 
     /// Configured models unloaded through the repository API.
@@ -264,6 +320,23 @@ impl Registry {
     }
 }
 
+/// A version by weight, the same one for the same request id (its SHA-256 picks the slot).
+fn pick<'a>(traffic: &'a [(String, u32)], request_id: &str) -> Option<&'a str> {
+    let total: u64 = traffic.iter().map(|(_, w)| u64::from(*w)).sum();
+    if total == 0 {
+        return None;
+    }
+    let digest = Sha256::digest(request_id.as_bytes());
+    let mut slot = u64::from_be_bytes(digest[..8].try_into().expect("8 bytes")) % total;
+    traffic.iter().find_map(|(version, weight)| match slot.checked_sub(u64::from(*weight)) {
+        Some(rest) => {
+            slot = rest;
+            None
+        }
+        None => Some(version.as_str()),
+    })
+}
+
 /// Loads one version: sessions, warm-up, golden check, then its inference threads.
 pub fn load_version(
     env: &Environment,
@@ -290,4 +363,20 @@ pub fn load_version(
         sessions: config.inference.sessions,
         workers: Mutex::new(Some(workers)),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick;
+
+    #[test]
+    fn traffic_is_split_by_weight_and_sticky_per_request_id() {
+        let traffic = vec![("1".to_owned(), 90), ("2".to_owned(), 10)];
+        let ids: Vec<String> = (0..10_000).map(|i| format!("request-{i}")).collect();
+        let twos = ids.iter().filter(|id| pick(&traffic, id) == Some("2")).count();
+        assert!((800..1200).contains(&twos), "about 10%: {twos}");
+        assert!(ids.iter().all(|id| pick(&traffic, id) == pick(&traffic, id)), "sticky");
+        assert_eq!(pick(&[("1".to_owned(), 0), ("2".to_owned(), 5)], "x"), Some("2"));
+        assert_eq!(pick(&[], "x"), None);
+    }
 }

@@ -11,6 +11,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use validator::Validate;
 
+use crate::error::clip;
 use args::ServeArgs;
 pub use auth::{
     parse_env_keys, ApiKeyConfig, AuthConfig, CorsConfig, JwtConfig, RateLimitConfig, API_KEYS_ENV, JWT_SECRET_ENV,
@@ -220,6 +221,41 @@ pub struct ModelConfig {
     /// Expected answers checked before the model serves (see `model::golden`); when unset,
     /// `<schema>.golden.json` beside the schema file is used if it exists.
     pub golden: Option<PathBuf>,
+    /// A canary split of the model's unversioned requests between its versions, by weight:
+    /// `{ "1" = 90, "2" = 10 }`. Sticky per `x-request-id`; `x-inferd-version` picks one.
+    /// Set on one entry of the model.
+    #[serde(default)]
+    pub traffic: Option<std::collections::BTreeMap<String, u32>>,
+    /// Runs a sample of the model's unversioned requests on another version too, after the
+    /// answer, and counts the answers that differ. Set on one entry of the model.
+    #[validate(nested)]
+    pub shadow: Option<ShadowConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields)]
+pub struct ShadowConfig {
+    /// The version that shadows the one answering.
+    pub version: String,
+    /// Share of requests also run on it.
+    #[serde(default = "one")]
+    #[validate(range(min = 0.0, max = 1.0))]
+    pub sample_rate: f64,
+    /// Differences within `absolute + relative * |answer|` per number are not counted.
+    #[serde(default)]
+    #[validate(range(min = 0.0))]
+    pub absolute: f64,
+    #[serde(default = "default_relative")]
+    #[validate(range(min = 0.0))]
+    pub relative: f64,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn default_relative() -> f64 {
+    1e-6
 }
 
 fn default_version() -> String {
@@ -459,12 +495,38 @@ impl Config {
                     golden.display()
                 )));
             }
+            self.check_rollout(model)?;
             if model.labels.is_some() && !model.probabilities_by_class {
                 return Err(ConfigError::Invalid(format!(
                     "model '{}': labels are set but probabilities_by_class is not; set probabilities_by_class = true \
                      or remove labels",
                     model.name
                 )));
+            }
+        }
+        Ok(())
+    }
+
+    /// `traffic` and `shadow`: on one entry per model, naming its versions.
+    fn check_rollout(&self, model: &ModelConfig) -> Result<(), ConfigError> {
+        let invalid = |message: String| Err(ConfigError::Invalid(format!("model '{}': {message}", model.name)));
+        let versions: Vec<&str> =
+            self.models.iter().filter(|m| m.name == model.name).map(|m| m.version.as_str()).collect();
+        let setting = |f: fn(&ModelConfig) -> bool| self.models.iter().filter(|m| m.name == model.name && f(m)).count();
+        if setting(|m| m.traffic.is_some()) > 1 || setting(|m| m.shadow.is_some()) > 1 {
+            return invalid("traffic and shadow may each be set on one of its entries only".into());
+        }
+        if let Some(traffic) = &model.traffic {
+            if let Some(v) = traffic.keys().find(|v| !versions.contains(&v.as_str())) {
+                return invalid(format!("traffic names version '{}', which is not configured", clip(v)));
+            }
+            if traffic.values().all(|w| *w == 0) || traffic.values().any(|w| *w > 1_000_000) {
+                return invalid("traffic weights must be 0 to 1000000, and not all 0".into());
+            }
+        }
+        if let Some(shadow) = &model.shadow {
+            if !versions.contains(&shadow.version.as_str()) {
+                return invalid(format!("shadow names version '{}', which is not configured", clip(&shadow.version)));
             }
         }
         Ok(())
@@ -638,6 +700,27 @@ mod tests {
         let bad_name = "[[models]]\nname = \"a/b\"\npath = \"models/house_price.onnx\"\n";
         let err = Config::from_toml(bad_name, &repo()).unwrap_err().to_string();
         assert!(err.contains("models[0].name: may only hold"), "{err}");
+    }
+
+    #[test]
+    fn traffic_and_shadow_name_configured_versions_on_one_entry() {
+        let two = format!(
+            "{ONE_MODEL}\n[[models]]\nname = \"house_price\"\nversion = \"2\"\npath = \"models/house_price.onnx\"\n"
+        );
+        let ok = two.replace(
+            "version = \"2\"",
+            "version = \"2\"\ntraffic = { \"1\" = 90, \"2\" = 10 }\nshadow = { version = \"1\", sample_rate = 0.5 }",
+        );
+        assert!(Config::from_toml(&ok, &repo()).is_ok());
+        let unknown = two.replace("version = \"2\"", "version = \"2\"\ntraffic = { \"1\" = 90, \"3\" = 10 }");
+        let err = Config::from_toml(&unknown, &repo()).unwrap_err().to_string();
+        assert!(err.contains("traffic names version '3', which is not configured"), "{err}");
+        let zero = two.replace("version = \"2\"", "version = \"2\"\ntraffic = { \"1\" = 0 }");
+        assert!(Config::from_toml(&zero, &repo()).unwrap_err().to_string().contains("not all 0"));
+        let shadow = two.replace("version = \"2\"", "version = \"2\"\nshadow = { version = \"7\" }");
+        assert!(Config::from_toml(&shadow, &repo()).unwrap_err().to_string().contains("shadow names version '7'"));
+        let rate = two.replace("version = \"2\"", "version = \"2\"\nshadow = { version = \"1\", sample_rate = 2.0 }");
+        assert!(Config::from_toml(&rate, &repo()).unwrap_err().to_string().contains("sample_rate"));
     }
 
     #[test]

@@ -90,7 +90,7 @@ impl AppState {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
         Self(Arc::new(Shared {
             body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
-            predictor: Predictor::new(prediction_log, config.server.max_instances_per_request),
+            predictor: Predictor::new(prediction_log, config.server.max_instances_per_request, metrics.clone()),
             configured: arc_swap::ArcSwap::new(Arc::clone(&config)),
             config,
             metrics,

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::State;
+use axum::http::{HeaderMap, HeaderName};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::ser::SerializeMap;
@@ -21,7 +22,8 @@ use crate::decode::{self, Envelope};
 use crate::error::{ApiError, ErrorBody};
 use crate::model::views::RowOutputs;
 use crate::model::ModelSpec;
-use crate::service::{Origin, Predictor, Served};
+use crate::registry::Route;
+use crate::service::{Origin, Predictor, Served, Shadow};
 
 /// The request body (documentation: bodies are decoded by [`crate::decode`]).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -96,14 +98,15 @@ type Body = Result<JsonBytes, ApiError>;
 )]
 pub async fn predict_default(
     State(state): State<AppState>,
+    headers: HeaderMap,
     Extension(request_id): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let batcher = registry.default_model()?;
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+    let route = registry.route_default(id_of(&request_id), pinned(&headers))?;
+    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 
 /// Predict with a model's default version.
@@ -116,14 +119,15 @@ pub async fn predict_default(
 pub async fn predict_model(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
+    headers: HeaderMap,
     Extension(request_id): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let batcher = registry.get(&name, None)?;
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+    let route = registry.route(&name, id_of(&request_id), pinned(&headers))?;
+    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 
 /// Predict with one version of a model.
@@ -142,8 +146,8 @@ pub async fn predict_version(
     body: Unread,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let batcher = registry.get(&name, Some(&version))?;
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+    let route = Route::direct(registry.get_version(&name, Some(&version))?);
+    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 
 /// The principal access control accepted, for the prediction log.
@@ -153,23 +157,38 @@ pub fn principal(caller: &Option<Extension<Caller>>) -> Option<&Arc<str>> {
 
 async fn respond(
     state: &AppState,
-    batcher: &Batcher,
+    route: Route<'_>,
     request_id: &RequestId,
     principal: Option<&Arc<str>>,
     deadline: Deadline,
     body: Unread,
 ) -> Response {
     let body: Body = body.read(state).await;
+    let batcher = route.batcher();
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
         let origin = Origin { request_id: id, principal };
-        run(state, batcher, origin, deadline, body, served).await
+        run(state, batcher, route.shadow, origin, deadline, body, served).await
     })
     .await
 }
 
+/// The request id as text (it is always a valid header value of ASCII).
+pub fn id_of(request_id: &RequestId) -> &str {
+    request_id.header_value().to_str().unwrap_or_default()
+}
+
+/// The version a client asks for on an unversioned route (`x-inferd-version`), overriding
+/// the model's traffic split.
+pub fn pinned(headers: &HeaderMap) -> Option<&str> {
+    headers.get(PIN_VERSION).and_then(|v| v.to_str().ok())
+}
+
+pub const PIN_VERSION: HeaderName = HeaderName::from_static("x-inferd-version");
+
 async fn run(
     state: &AppState,
     batcher: &Batcher,
+    shadow: Option<Shadow>,
     origin: Origin<'_>,
     deadline: Deadline,
     body: Body,
@@ -180,7 +199,7 @@ async fn run(
     precheck(predictor, batcher, &body, deadline)?;
     let spec = batcher.spec();
     let (rows, _) = decode::body(spec.decoding(), &body, Envelope::Predict, predictor.max_rows())?;
-    let inferred = predictor.predict(batcher, origin, rows, deadline, served).await?;
+    let inferred = predictor.predict(batcher, shadow, origin, rows, deadline, served).await?;
     Ok(Json(Answer { id: origin.request_id, spec, inferred: &inferred }).into_response())
 }
 

@@ -30,6 +30,10 @@ pub async fn serve_model<T: IntoResponse, E: IntoResponse>(
         Ok(ok) => ok.into_response(),
         Err(e) => e.into_response(),
     };
+    // Which version answered, whatever the route (a traffic split may have chosen it).
+    if let Ok(version) = HeaderValue::from_str(&batcher.spec().version) {
+        response.headers_mut().insert(super::predict::PIN_VERSION, version);
+    }
     response.extensions_mut().insert(served);
     response
 }

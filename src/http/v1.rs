@@ -16,15 +16,16 @@ use utoipa::ToSchema;
 
 use super::deadline::Deadline;
 use super::extract::{AnyBytes, ApiPath, Unread};
-use super::predict::{precheck, principal};
+use super::predict::{id_of, pinned, precheck, principal};
 use super::track::serve_model;
 use super::AppState;
 use crate::auth::Caller;
-use crate::batch::{Batcher, Inferred};
+use crate::batch::Inferred;
 use crate::decode::{self, Envelope, Form};
 use crate::error::{clip, ApiError, ErrorBody};
 use crate::model::views::OutputCell;
 use crate::model::ModelSpec;
+use crate::registry::Route;
 use crate::service::{Origin, Served};
 
 /// `{"instances": [...]}` (rows: objects, or plain rows for a model with one `[N, F]` input)
@@ -91,14 +92,16 @@ fn verb(target: &str, path: impl FnOnce() -> String) -> Result<&str, ApiError> {
 pub async fn predict(
     State(state): State<AppState>,
     ApiPath(target): ApiPath<String>,
+    headers: axum::http::HeaderMap,
     Extension(request_id): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let batcher = registry.get(verb(&target, || format!("/v1/models/{target}"))?, None)?;
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+    let name = verb(&target, || format!("/v1/models/{target}"))?;
+    let route = registry.route(name, id_of(&request_id), pinned(&headers))?;
+    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 
 /// Predict with one version of a model (KServe V1, TensorFlow Serving).
@@ -122,8 +125,8 @@ pub async fn predict_version(
 ) -> Result<Response, ApiError> {
     let version = verb(&target, || format!("/v1/models/{name}/versions/{target}"))?;
     let registry = state.registry()?;
-    let batcher = registry.get(&name, Some(version))?;
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline, body).await)
+    let route = Route::direct(registry.get_version(&name, Some(version))?);
+    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 
 /// A model's status (TensorFlow Serving's `model_version_status`, KServe V1's `ready`).
@@ -168,13 +171,14 @@ fn model_status(state: &AppState, name: String, only: Option<&str>) -> Result<Js
 
 async fn respond(
     state: &AppState,
-    batcher: &Batcher,
+    route: Route<'_>,
     request_id: &RequestId,
     principal: Option<&Arc<str>>,
     deadline: Deadline,
     body: Unread,
 ) -> Response {
     let body: Result<AnyBytes, ApiError> = body.read(state).await;
+    let (batcher, shadow) = (route.batcher(), route.shadow);
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
         let AnyBytes(body) = body?;
         let predictor = state.predictor();
@@ -182,7 +186,7 @@ async fn respond(
         let spec = batcher.spec();
         let (rows, form) = decode::body(spec.decoding(), &body, Envelope::V1, predictor.max_rows())?;
         let origin = Origin { request_id: id, principal };
-        let inferred = predictor.predict(batcher, origin, rows, deadline, served).await?;
+        let inferred = predictor.predict(batcher, shadow, origin, rows, deadline, served).await?;
         Ok::<_, ApiError>(Json(Answer { spec, inferred: &inferred, form }).into_response())
     })
     .await

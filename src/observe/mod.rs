@@ -36,6 +36,8 @@ pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "inferd_prediction_log_dropped_to
 pub const AUTH_FAILURES_TOTAL: &str = "inferd_auth_failures_total";
 pub const MODEL_LOADS_TOTAL: &str = "inferd_model_loads_total";
 pub const RELOADS_TOTAL: &str = "inferd_reloads_total";
+pub const SHADOW_RUNS_TOTAL: &str = "inferd_shadow_runs_total";
+pub const SHADOW_DIFFS_TOTAL: &str = "inferd_shadow_diffs_total";
 
 /// The metrics of one app; cheap to share behind an `Arc`.
 pub struct Metrics {
@@ -101,6 +103,22 @@ impl Metrics {
     /// A reload: `ok`, `unchanged` or `failed`.
     pub fn reloaded(&self, result: &'static str) {
         self.with(|| counter!(RELOADS_TOTAL, "result" => result).increment(1));
+    }
+
+    /// A shadow run: `same`, `differs` or `skipped` (its queue was full, or it failed).
+    pub fn shadow_run(&self, model: &str, version: &str, result: &'static str) {
+        self.with(|| {
+            counter!(SHADOW_RUNS_TOTAL, "model" => model.to_owned(), "version" => version.to_owned(), "result" => result)
+                .increment(1)
+        });
+    }
+
+    /// A shadowed row whose `output` differed beyond the tolerance; `version` is the shadow's.
+    pub fn shadow_diff(&self, model: &str, version: &str, output: &str) {
+        self.with(|| {
+            let labels = [("model", model.to_owned()), ("version", version.to_owned()), ("output", output.to_owned())];
+            counter!(SHADOW_DIFFS_TOTAL, &labels).increment(1)
+        });
     }
 
     /// A version no longer served: its series say so until the process ends.
@@ -182,6 +200,16 @@ fn describe() {
         MODEL_LOADS_TOTAL,
         Unit::Count,
         "Model versions loaded at start or on reload, by model, version and result (ok, failed)."
+    );
+    describe_counter!(
+        SHADOW_RUNS_TOTAL,
+        Unit::Count,
+        "Requests also run on a shadow version, by model, shadow version and result (same, differs, skipped)."
+    );
+    describe_counter!(
+        SHADOW_DIFFS_TOTAL,
+        Unit::Count,
+        "Shadowed rows whose output differed beyond the tolerance, by model, shadow version and output."
     );
     describe_counter!(RELOADS_TOTAL, Unit::Count, "Reloads of the configuration, by result (ok, unchanged, failed).");
     describe_gauge!(READY, Unit::Count, "1 while every model is loaded and the server takes predictions, else 0.");

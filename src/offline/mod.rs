@@ -44,6 +44,8 @@ pub fn load_target(
             probabilities_by_class: false,
             labels: None,
             golden: None,
+            traffic: None,
+            shadow: None,
         },
         None => {
             let configured = config.models.iter().filter(|m| m.name == model);

@@ -4,6 +4,7 @@
 //! [`Rows`], calls [`Predictor::predict`] and encodes the [`Inferred`] it gets back.
 
 mod deadline;
+mod shadow;
 
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
@@ -12,10 +13,12 @@ pub use deadline::Deadline;
 
 use crate::batch::{Batcher, InferError, Inferred};
 use crate::error::{clip_chars, ApiError};
+use crate::model::golden::Tolerance;
 use crate::model::ModelSpec;
-use crate::observe::{ModelMetrics, RateLimited};
+use crate::observe::{Metrics, ModelMetrics, RateLimited};
 use crate::predlog::PredictionLog;
 use crate::tensor::rows::Rows;
+use serde_json::{Map, Value};
 
 /// Who asked, for the prediction log.
 #[derive(Debug, Clone, Copy)]
@@ -42,16 +45,25 @@ impl Served {
     }
 }
 
+/// A version that also runs a sample of another's requests (`shadow` in the config).
+#[derive(Clone)]
+pub struct Shadow {
+    pub batcher: Batcher,
+    pub sample_rate: f64,
+    pub tolerance: Tolerance,
+}
+
 /// The predict service; cheap to clone.
 #[derive(Clone)]
 pub struct Predictor {
     log: Option<Arc<PredictionLog>>,
     max_rows: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl Predictor {
-    pub fn new(log: Option<PredictionLog>, max_rows: usize) -> Self {
-        Self { log: log.map(Arc::new), max_rows }
+    pub fn new(log: Option<PredictionLog>, max_rows: usize, metrics: Arc<Metrics>) -> Self {
+        Self { log: log.map(Arc::new), max_rows, metrics }
     }
 
     /// Most instances one request may hold (`server.max_instances_per_request`).
@@ -69,10 +81,12 @@ impl Predictor {
         batcher.has_room(rows).map_err(|e| refused(batcher.spec(), deadline, rows, e))
     }
 
-    /// Runs decoded rows through the model's batcher before the deadline and logs them.
+    /// Runs decoded rows through the model's batcher before the deadline and logs them; a
+    /// sampled request also runs on `shadow`, in a task of its own, once answered.
     pub async fn predict(
         &self,
         batcher: &Batcher,
+        shadow: Option<Shadow>,
         origin: Origin<'_>,
         rows: Rows,
         deadline: Deadline,
@@ -83,11 +97,19 @@ impl Predictor {
         served.rows = n;
         let fail = |e| refused(spec, deadline, n, e);
         let admission = batcher.admit(n).map_err(fail)?;
+        let shadowed = shadow.filter(|s| fastrand::f64() < s.sample_rate).map(|s| (s, rows.clone()));
         let inferred = admission.infer(rows, deadline.at()).await.map_err(fail)?;
         served.queue = inferred.queue();
         served.inference = inferred.inference();
         if let Some(log) = &self.log {
             log.record(origin.request_id, origin.principal, spec, &inferred).await;
+        }
+        if let Some((shadow, rows)) = shadowed {
+            let answered: Vec<Map<String, Value>> =
+                inferred.each_row().map(|(batch, row)| shadow::outputs(spec, batch, row)).collect();
+            let (metrics, request_id, primary) =
+                (self.metrics.clone(), origin.request_id.to_owned(), spec.version.clone());
+            tokio::spawn(async move { shadow::run(&shadow, &metrics, &request_id, rows, answered, primary).await });
         }
         Ok(inferred)
     }

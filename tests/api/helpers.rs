@@ -32,6 +32,8 @@ pub fn config_with_model(name: &str, file: &str, version: &str, default_version:
         probabilities_by_class: false,
         labels: None,
         golden: None,
+        traffic: None,
+        shadow: None,
     });
     config.check().expect("valid config");
     config

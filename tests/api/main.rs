@@ -22,4 +22,5 @@ mod probe;
 mod process;
 mod registry;
 mod reload;
+mod rollout;
 mod v1;

@@ -242,7 +242,10 @@ async fn the_repository_api_unloads_and_loads_a_model_and_ready_follows_the_poli
     let index: Value = post("/v2/repository/index", json!({"ready": true})).await.unwrap().json().await.unwrap();
     assert_eq!(index, json!([{"name": "house_price_linear", "version": "1", "state": "READY"}]));
     let index: Value = post("/v2/repository/index", json!({})).await.unwrap().json().await.unwrap();
-    assert!(index.as_array().unwrap().contains(&json!({"name": "house_price", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"})));
+    assert!(index
+        .as_array()
+        .unwrap()
+        .contains(&json!({"name": "house_price", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"})));
 
     // A load that brings its own model config is not how inferd loads models.
     let own = post("/v2/repository/models/house_price/load", json!({"parameters": {"config": "{}"}})).await.unwrap();

@@ -20,14 +20,15 @@ use tower_http::request_id::RequestId;
 
 use super::deadline::Deadline;
 use super::extract::Unread;
-use super::predict::principal;
+use super::predict::{id_of, pinned, principal};
 use super::track::serve_model;
 use super::AppState;
 use crate::auth::Caller;
 use crate::batch::{Batcher, Inferred};
 use crate::error::ApiError;
 use crate::model::ModelSpec;
-use crate::registry::Registry;
+use crate::registry::{Registry, Route};
+use crate::service::Shadow;
 use crate::service::{Origin, Served};
 use crate::tensor::columns::Column;
 use crate::tensor::rows::Outputs;
@@ -169,9 +170,9 @@ pub async fn infer(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let registry = state.registry()?;
-    let batcher = registry.get(&name, None)?;
+    let route = registry.route(&name, id_of(&request_id), pinned(body.headers()))?;
     let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
+    Ok(respond(&state, route, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -188,23 +189,24 @@ pub async fn infer_version(
     body: Unread,
 ) -> Result<Response, V2Error> {
     let registry = state.registry()?;
-    let batcher = registry.get(&name, Some(&version))?;
+    let route = Route::direct(registry.get_version(&name, Some(&version))?);
     let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
-    Ok(respond(&state, batcher, &request_id, principal(&caller), deadline?, (header_length, body)).await)
+    Ok(respond(&state, route, &request_id, principal(&caller), deadline?, (header_length, body)).await)
 }
 
 async fn respond(
     state: &AppState,
-    batcher: &Batcher,
+    route: Route<'_>,
     request_id: &RequestId,
     principal: Option<&Arc<str>>,
     deadline: Deadline,
     (header_length, body): (Vec<HeaderValue>, Unread),
 ) -> Response {
     let body: Body = body.read(state).await;
+    let batcher = route.batcher();
     serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
         let origin = Origin { request_id: id, principal };
-        run(state, batcher, origin, deadline, header_length, body, served).await
+        run(state, batcher, route.shadow, origin, deadline, header_length, body, served).await
     })
     .await
 }
@@ -213,9 +215,11 @@ async fn respond(
 /// `Inference-Header-Content-Length` bytes, the tensors' bytes follow it.
 pub const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
+#[allow(clippy::too_many_arguments)]
 async fn run(
     state: &AppState,
     batcher: &Batcher,
+    shadow: Option<Shadow>,
     origin: Origin<'_>,
     deadline: Deadline,
     header_length: Vec<HeaderValue>,
@@ -248,7 +252,7 @@ async fn run(
     }
     let predictor = state.predictor();
     let rows = to_rows(spec.decoding(), &request.inputs, binary, predictor.max_rows())?;
-    let inferred = predictor.predict(batcher, origin, rows, deadline, served).await?;
+    let inferred = predictor.predict(batcher, shadow, origin, rows, deadline, served).await?;
     Ok(answer(spec, request.id, &outputs, binary_default, &inferred))
 }
 
