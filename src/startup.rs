@@ -182,6 +182,7 @@ impl Application {
             notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         }
         let reloads = tokio::spawn(reload_on_hangup(state.clone()));
+        let watch = config.reload.watch.then(|| tokio::spawn(crate::http::admin::watch(state.clone())));
 
         stopped(stop_rx).await;
         let deadline = Instant::now() + grace;
@@ -215,6 +216,9 @@ impl Application {
         }
         upkeep.abort();
         reloads.abort();
+        if let Some(watch) = watch {
+            watch.abort();
+        }
         let _ = metrics_stop.send(());
         if let Some(server) = metrics_server {
             let _ = server.await;

@@ -55,6 +55,9 @@ pub struct Config {
     pub cors: Option<CorsConfig>,
     #[serde(default)]
     #[validate(nested)]
+    pub reload: ReloadConfig,
+    #[serde(default)]
+    #[validate(nested)]
     pub models: Vec<ModelConfig>,
     /// The file and overrides this was loaded from, read again on reload; `None` for a
     /// config built in memory (which cannot be reloaded).
@@ -136,6 +139,29 @@ impl ServerConfig {
 
     pub fn header_read_timeout(&self) -> Duration {
         Duration::from_millis(self.header_read_timeout_ms)
+    }
+}
+
+/// Reloading without a signal: a watch on the config file and every model, schema and golden
+/// file it names (polled, so that it works on mounted volumes whose files are swapped by
+/// symlink, as Kubernetes ConfigMaps are).
+#[derive(Debug, Clone, Deserialize, Validate)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Reload when a watched file changes (its size, time or identity).
+    pub watch: bool,
+    /// How often the files are looked at, in milliseconds.
+    #[validate(range(min = 100, max = 3600000))]
+    pub poll_ms: u64,
+    /// A change is acted on once the files have stayed the same this long, in milliseconds
+    /// (a copy in progress, several files updated one after another).
+    #[validate(range(max = 3600000))]
+    pub debounce_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self { watch: false, poll_ms: 1000, debounce_ms: 2000 }
     }
 }
 

@@ -309,3 +309,29 @@ async fn a_model_removed_from_the_config_while_unloaded_is_forgotten() {
     assert_eq!(index, json!([{"name": "house_price", "version": "1", "state": "READY"}]));
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_reload_watch_a_changed_config_file_is_reloaded_once_it_settles() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), &[("1", "")]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("[reload]\nwatch = true\npoll_ms = 100\ndebounce_ms = 300\n{text}")).unwrap();
+    let app = spawn_from(&path).await;
+    let version_2 = async || app.client.get(app.url("/models/house_price/versions/2")).send().await.unwrap().status();
+    assert_eq!(version_2().await, 404);
+    write_config(dir.path(), &[("1", ""), ("2", "")]);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("[reload]\nwatch = true\npoll_ms = 100\ndebounce_ms = 300\n{text}")).unwrap();
+    let mut status = 404;
+    for _ in 0..100 {
+        status = version_2().await.as_u16();
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the watch reloaded the new version");
+    let metrics = app.metrics().await;
+    assert!(metrics.contains(r#"inferd_reloads_total{result="ok"} 1"#), "one reload for the change: {metrics}");
+    app.stop().await;
+}
