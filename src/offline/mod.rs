@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 
 use crate::batch::Batcher;
 use crate::config::{Config, ModelConfig};
+use crate::decode::{self, Envelope};
 use crate::error::FieldError;
 use crate::model::views::RowOutputs;
 use crate::model::{self, ModelSpec};
@@ -74,8 +75,8 @@ fn source(config: &Config) -> String {
 
 /// What became of one instance.
 pub enum Scored {
-    /// The outputs, as `/predict` writes them.
-    Outputs(serde_json::Map<String, Value>),
+    /// The outputs as `/predict` writes them: a JSON object's text.
+    Outputs(String),
     /// Field errors (paths relative to the instance), or why its chunk could not run.
     Refused(Vec<FieldError>),
 }
@@ -120,9 +121,9 @@ impl Runner {
         self.version.batcher.spec()
     }
 
-    /// Queues one chunk; once the window is full, waits for the oldest chunks and hands every
-    /// chunk now complete, in order, to `done`.
-    pub async fn push(&mut self, chunk: Vec<Value>, done: &mut impl FnMut(Vec<Scored>)) {
+    /// Queues one chunk of instances (each a JSON text); once the window is full, waits for
+    /// the oldest chunks and hands every chunk now complete, in order, to `done`.
+    pub async fn push(&mut self, chunk: Vec<String>, done: &mut impl FnMut(Vec<Scored>)) {
         self.started.get_or_insert_with(Instant::now);
         self.rows += chunk.len() as u64;
         let batcher = self.version.batcher.clone();
@@ -159,9 +160,43 @@ fn refused(message: String) -> Scored {
     Scored::Refused(vec![FieldError { path: String::new(), message }])
 }
 
+/// Decodes the chunk as one `/predict` body with the model's compiled decoder (what `serve`
+/// does) and runs it; a chunk with an invalid instance is taken one instance at a time, so
+/// that each gets its own errors.
+async fn score_chunk(batcher: &Batcher, chunk: Vec<String>) -> Vec<Scored> {
+    let spec = batcher.spec();
+    let mut body = String::with_capacity(chunk.iter().map(|t| t.len() + 1).sum::<usize>() + 16);
+    body.push_str("{\"instances\":[");
+    for (i, text) in chunk.iter().enumerate() {
+        if i > 0 {
+            body.push(',');
+        }
+        body.push_str(text);
+    }
+    body.push_str("]}");
+    if let Ok((rows, _)) = decode::body(spec.decoding(), body.as_bytes(), Envelope::Predict, chunk.len()) {
+        return match infer(batcher, rows).await {
+            Ok(outputs) => outputs.into_iter().map(Scored::Outputs).collect(),
+            Err(message) => chunk.iter().map(|_| refused(message.clone())).collect(),
+        };
+    }
+    let mut out = Vec::with_capacity(chunk.len());
+    for text in chunk {
+        let instance = match serde_json::from_str::<Value>(&text) {
+            Ok(instance) => instance,
+            Err(e) => {
+                out.push(refused(format!("not JSON: {e}")));
+                continue;
+            }
+        };
+        out.extend(score_values(batcher, vec![instance]).await);
+    }
+    out
+}
+
 /// Checks each instance against the schema, runs the valid ones as one request, and answers
 /// per instance.
-async fn score_chunk(batcher: &Batcher, chunk: Vec<Value>) -> Vec<Scored> {
+async fn score_values(batcher: &Batcher, chunk: Vec<Value>) -> Vec<Scored> {
     let spec = batcher.spec();
     let mut out: Vec<Option<Scored>> = (0..chunk.len()).map(|_| None).collect();
     let mut valid = Vec::with_capacity(chunk.len());
@@ -188,19 +223,22 @@ async fn score_chunk(batcher: &Batcher, chunk: Vec<Value>) -> Vec<Scored> {
     out.into_iter().map(|s| s.expect("every instance is answered")).collect()
 }
 
-async fn run(batcher: &Batcher, instances: &[Value]) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+async fn run(batcher: &Batcher, instances: &[Value]) -> Result<Vec<String>, String> {
     let spec = batcher.spec();
     let rows = Rows::encode(&spec.plan, instances, 0)
         .map_err(|errors| errors.iter().map(|e| format!("{}: {}", e.path, e.message)).collect::<Vec<_>>().join("; "))?;
+    infer(batcher, rows).await
+}
+
+/// Runs encoded rows; each row's outputs as JSON text.
+async fn infer(batcher: &Batcher, rows: Rows) -> Result<Vec<String>, String> {
+    let spec = batcher.spec();
     // Offline: no request deadline, but a bound so that a wedged session cannot hang the run.
     let deadline = Instant::now() + Duration::from_secs(600);
     let inferred =
         batcher.admit(rows.len).map_err(|e| e.to_string())?.infer(rows, deadline).await.map_err(|e| e.to_string())?;
     Ok(inferred
         .each_row()
-        .map(|(batch, row)| {
-            let text = serde_json::to_string(&RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default();
-            serde_json::from_str(&text).unwrap_or_default()
-        })
+        .map(|(batch, row)| serde_json::to_string(&RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default())
         .collect())
 }

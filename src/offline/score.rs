@@ -59,7 +59,8 @@ enum Rows {
 }
 
 impl Rows {
-    fn next(&mut self) -> Option<(u64, Result<Value, String>)> {
+    /// The next row as JSON text.
+    fn next(&mut self) -> Option<(u64, Result<String, String>)> {
         match self {
             Rows::Jsonl(lines, n) => loop {
                 let line = lines.next()?;
@@ -71,14 +72,15 @@ impl Rows {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                let parsed = serde_json::from_slice::<Value>(&line).map_err(|e| format!("not JSON: {e}"));
-                return Some((*n as u64, parsed));
+                // Parsed by the model's decoder; a line that is not JSON is reported by it.
+                let text = String::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"));
+                return Some((*n as u64, text));
             },
             Rows::Csv(records, columns, line) => {
                 let record = records.next()?;
                 *line += 1;
                 match record {
-                    Ok(record) => Some((*line, csv_instance(&record, columns))),
+                    Ok(record) => Some((*line, csv_instance(&record, columns).map(|v| v.to_string()))),
                     Err(e) => Some((*line, Err(format!("not CSV: {e}")))),
                 }
             }
@@ -269,13 +271,12 @@ impl<'a> Writer<'a> {
         Self { out, outputs, header_written: false }
     }
 
-    fn write(&mut self, line: u64, outputs: &Map<String, Value>) -> std::io::Result<()> {
+    /// `outputs` is the JSON text of the row's outputs object.
+    fn write(&mut self, line: u64, outputs: &str) -> std::io::Result<()> {
         match &mut self.out {
-            Out::Jsonl(out) => {
-                serde_json::to_writer(&mut *out, &serde_json::json!({"line": line, "outputs": outputs}))?;
-                out.write_all(b"\n")
-            }
+            Out::Jsonl(out) => writeln!(out, "{{\"line\":{line},\"outputs\":{outputs}}}"),
             Out::Csv(out) => {
+                let outputs: Map<String, Value> = serde_json::from_str(outputs).unwrap_or_default();
                 if !self.header_written {
                     self.header_written = true;
                     out.write_record(std::iter::once("line").chain(self.outputs.iter().copied()))?;
