@@ -182,7 +182,7 @@ impl Application {
             notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         }
         let reloads = tokio::spawn(reload_on_hangup(state.clone()));
-        let watch = config.reload.watch.then(|| tokio::spawn(crate::http::admin::watch(state.clone())));
+        let watch = config.reload.watch.then(|| tokio::spawn(crate::http::watch::watch(state.clone())));
 
         stopped(stop_rx).await;
         let deadline = Instant::now() + grace;

@@ -13,6 +13,7 @@ pub mod status;
 pub mod track;
 pub mod v1;
 pub mod v2;
+pub mod watch;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
