@@ -188,8 +188,8 @@ async fn apply(
     Ok(ReloadReport { status: "reloaded", models: changes, restart_needed, ms })
 }
 
-/// The sections a reload does not apply: the listeners, access control, logs and metrics are
-/// set up once, at start.
+/// The sections a reload does not apply: the listeners, access control, logs, metrics and the
+/// watch are set up once, at start.
 fn restart_needed(running: &Config, read: &Config) -> Vec<&'static str> {
     let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     let mut out = Vec::new();
@@ -210,6 +210,9 @@ fn restart_needed(running: &Config, read: &Config) -> Vec<&'static str> {
     }
     if differs(&running.cors, &read.cors) {
         out.push("cors");
+    }
+    if differs(&running.reload, &read.reload) {
+        out.push("reload");
     }
     out
 }
