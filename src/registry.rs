@@ -2,7 +2,6 @@
 //! on reload, where versions whose files and settings did not change are kept as they are.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
@@ -46,16 +45,8 @@ impl Fingerprint {
 }
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
     let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 16];
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
+    std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
 }
 
@@ -144,7 +135,8 @@ impl Registry {
         let env = model::init_runtime(&config.inference)?;
         let mut loaded = Vec::new();
         for entry in &config.models {
-            loaded.push((entry, Arc::new(load_version(&env, entry, config, metrics)?)));
+            let fingerprint = Fingerprint::of(entry, config).map_err(|e| unreadable(entry, e))?;
+            loaded.push((entry, Arc::new(load_version(&env, entry, config, metrics, fingerprint)?)));
             metrics.model_loaded(&entry.name, &entry.version, "ok");
         }
         Ok(Self::assemble(config, env, loaded, BTreeSet::new()))
@@ -166,16 +158,15 @@ impl Registry {
         for entry in config.models.iter().filter(|m| !unloaded.contains(&m.name)) {
             let change =
                 |result, error| Change { model: entry.name.clone(), version: entry.version.clone(), result, error };
-            let current = self.version(&entry.name, &entry.version);
-            let fingerprint = Fingerprint::of(entry, config);
-            if let (Some(current), Ok(fingerprint)) = (current, &fingerprint) {
+            let fingerprint = Fingerprint::of(entry, config).map_err(|e| unreadable(entry, e));
+            if let (Some(current), Ok(fingerprint)) = (self.version(&entry.name, &entry.version), &fingerprint) {
                 if current.fingerprint == *fingerprint {
                     loaded.push((entry, current.clone()));
                     changes.push(change("unchanged", None));
                     continue;
                 }
             }
-            match load_version(&self.env, entry, config, metrics) {
+            match fingerprint.and_then(|fingerprint| load_version(&self.env, entry, config, metrics, fingerprint)) {
                 Ok(version) => {
                     metrics.model_loaded(&entry.name, &entry.version, "ok");
                     loaded.push((entry, Arc::new(version)));
@@ -249,11 +240,13 @@ impl Registry {
         self.get(&self.default.0, Some(&self.default.1))
     }
 
-    /// Which version answers `/predict`, and each model's routes without a version.
-    pub fn routing(&self) -> (&(String, String), Vec<String>) {
+    /// Where requests go: the version answering `/predict`, each model's unversioned routes
+    /// (default version, traffic, shadow) and the models unloaded. A reload that changes only
+    /// this still swaps.
+    pub fn routing(&self) -> (&(String, String), Vec<String>, &BTreeSet<String>) {
         let models =
             self.models.iter().map(|(name, m)| format!("{name} {} {:?} {:?}", m.default_version, m.traffic, m.shadow));
-        (&self.default, models.collect())
+        (&self.default, models.collect(), &self.unloaded)
     }
 
     /// The version an unversioned request runs on: `pinned` (the `x-inferd-version` header)
@@ -337,16 +330,21 @@ fn pick<'a>(traffic: &'a [(String, u32)], request_id: &str) -> Option<&'a str> {
     })
 }
 
-/// Loads one version: sessions, warm-up, golden check, then its inference threads.
+fn unreadable(entry: &ModelConfig, e: std::io::Error) -> LoadError {
+    LoadError::Model { model: entry.name.clone(), message: format!("cannot read its files: {e}") }
+}
+
+/// Loads one version (made from the files `fingerprint` describes): sessions, warm-up, golden
+/// check, then its inference threads.
 pub fn load_version(
     env: &Environment,
     entry: &ModelConfig,
     config: &Config,
     metrics: &Metrics,
+    fingerprint: Fingerprint,
 ) -> Result<Version, LoadError> {
     let started = Instant::now();
     let fail = |message: String| LoadError::Model { model: entry.name.clone(), message };
-    let fingerprint = Fingerprint::of(entry, config).map_err(|e| fail(format!("cannot read its files: {e}")))?;
     let (spec, mut sessions) = model::load(env, entry, &config.inference)?;
     model::warm_up(&spec, &mut sessions)?;
     model::check_golden(&spec, entry, &mut sessions[0])?;

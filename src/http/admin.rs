@@ -5,20 +5,19 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
-use time::OffsetDateTime;
 use utoipa::ToSchema;
 
 use super::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, FieldError};
+use crate::observe::rfc3339;
 use crate::registry::Change;
 
 /// The last failed load of each model version, by (model, version); cleared when it loads.
@@ -40,10 +39,6 @@ pub struct ReloadReport {
     /// Sections of the configuration that changed but only take effect at a restart.
     pub restart_needed: Vec<&'static str>,
     pub ms: u64,
-}
-
-pub fn now_rfc3339() -> String {
-    OffsetDateTime::now_utc().format(&Rfc3339).unwrap_or_default()
 }
 
 /// Longest error message a reload reports or keeps per model version.
@@ -133,9 +128,10 @@ async fn apply(
     trigger: &'static str,
 ) -> Result<ReloadReport, ApiError> {
     let started = Instant::now();
-    let current = state.registry()?;
+    // The registry serving: the lock held, no other reload replaces it meanwhile.
+    let serving = state.registry()?;
     let restart_needed = restart_needed(&state.config, &config);
-    let metrics = state.metrics().clone();
+    let (current, metrics) = (serving.clone(), state.metrics().clone());
     let (loading, keep_out) = (config.clone(), unloaded.clone());
     let outcome = tokio::task::spawn_blocking(move || current.reload(&loading, &keep_out, &metrics)).await;
     let (registry, changes) = match outcome {
@@ -148,7 +144,7 @@ async fn apply(
                     let error = crate::error::clip_chars(c.error.as_deref()?, MAX_ERROR_CHARS).into_owned();
                     failures.insert(
                         (c.model.clone(), c.version.clone()),
-                        Failure { at: now_rfc3339(), error: error.clone() },
+                        Failure { at: rfc3339(SystemTime::now()), error: error.clone() },
                     );
                     Some(FieldError { path: format!("/models/{}/versions/{}", c.model, c.version), message: error })
                 })
@@ -166,8 +162,7 @@ async fn apply(
     }
     // Every version now configured loads: earlier failures are history.
     state.load_failures.lock().unwrap_or_else(|p| p.into_inner()).clear();
-    let serving = state.registry()?;
-    let rerouted = registry.routing() != serving.routing() || registry.unloaded() != serving.unloaded();
+    let rerouted = registry.routing() != serving.routing();
     drop(serving);
     if !rerouted && changes.iter().all(|c| c.result == "unchanged") {
         state.metrics().reloaded("unchanged");
@@ -191,30 +186,18 @@ async fn apply(
 /// The sections a reload does not apply: the listeners, access control, logs, metrics and the
 /// watch are set up once, at start.
 fn restart_needed(running: &Config, read: &Config) -> Vec<&'static str> {
-    let differs = |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    let mut out = Vec::new();
-    if differs(&running.server, &read.server) {
-        out.push("server");
-    }
-    if differs(&running.logging, &read.logging) {
-        out.push("logging");
-    }
-    if differs(&running.metrics, &read.metrics) {
-        out.push("metrics");
-    }
-    if differs(&running.prediction_log, &read.prediction_log) {
-        out.push("prediction_log");
-    }
-    if differs(&running.auth, &read.auth) {
-        out.push("auth");
-    }
-    if differs(&running.cors, &read.cors) {
-        out.push("cors");
-    }
-    if differs(&running.reload, &read.reload) {
-        out.push("reload");
-    }
-    out
+    let section = |c: &Config| -> [(&'static str, String); 7] {
+        [
+            ("server", format!("{:?}", c.server)),
+            ("logging", format!("{:?}", c.logging)),
+            ("metrics", format!("{:?}", c.metrics)),
+            ("prediction_log", format!("{:?}", c.prediction_log)),
+            ("auth", format!("{:?}", c.auth)),
+            ("cors", format!("{:?}", c.cors)),
+            ("reload", format!("{:?}", c.reload)),
+        ]
+    };
+    section(running).into_iter().zip(section(read)).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0).collect()
 }
 
 /// Reloads the configuration: new and changed model versions are loaded, warmed up and

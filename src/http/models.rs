@@ -149,9 +149,7 @@ fn describe(state: &AppState, registry: &Registry, version: &Version) -> ModelIn
         ready: batcher.is_ready(),
         queued_rows: batcher.queued_rows(),
         stats: batcher.stats(),
-        loaded_at: time::OffsetDateTime::from(version.loaded_at)
-            .format(&time::format_description::well_known::Rfc3339)
-            .unwrap_or_default(),
+        loaded_at: crate::observe::rfc3339(version.loaded_at),
         files: version.fingerprint.clone(),
         last_load_error,
     }

@@ -98,14 +98,13 @@ type Body = Result<JsonBytes, ApiError>;
 )]
 pub async fn predict_default(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Extension(request_id): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let route = registry.route_default(id_of(&request_id), pinned(&headers))?;
+    let route = registry.route_default(id_of(&request_id), pinned(body.headers()))?;
     Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 
@@ -119,14 +118,13 @@ pub async fn predict_default(
 pub async fn predict_model(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    headers: HeaderMap,
     Extension(request_id): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
-    let route = registry.route(&name, id_of(&request_id), pinned(&headers))?;
+    let route = registry.route(&name, id_of(&request_id), pinned(body.headers()))?;
     Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 

@@ -92,7 +92,6 @@ fn verb(target: &str, path: impl FnOnce() -> String) -> Result<&str, ApiError> {
 pub async fn predict(
     State(state): State<AppState>,
     ApiPath(target): ApiPath<String>,
-    headers: axum::http::HeaderMap,
     Extension(request_id): Extension<RequestId>,
     caller: Option<Extension<Caller>>,
     deadline: Deadline,
@@ -100,7 +99,7 @@ pub async fn predict(
 ) -> Result<Response, ApiError> {
     let registry = state.registry()?;
     let name = verb(&target, || format!("/v1/models/{target}"))?;
-    let route = registry.route(name, id_of(&request_id), pinned(&headers))?;
+    let route = registry.route(name, id_of(&request_id), pinned(body.headers()))?;
     Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
 }
 

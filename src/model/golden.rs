@@ -126,7 +126,7 @@ pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Re
     let batch = Batch { inputs, outputs };
     let mut mismatches = 0usize;
     for (row, case) in golden.cases.iter().enumerate() {
-        let got = row_outputs(spec, &batch, row);
+        let got = views::row_outputs_json(spec, &batch, row);
         for (name, expected) in &case.outputs {
             let Some(elem) = output_elem(spec, name) else {
                 problems.push(format!("case {row}: the model has no output '{name}'"));
@@ -164,12 +164,6 @@ fn output_elem(spec: &ModelSpec, name: &str) -> Option<ElemType> {
 /// `/instances/3/bedrooms` -> `3`.
 fn case_of(path: &str) -> &str {
     path.trim_start_matches("/instances/").split('/').next().unwrap_or(path)
-}
-
-/// One row's outputs as `/predict` writes them (through the text, so f32 keeps its shortest form).
-fn row_outputs(spec: &ModelSpec, batch: &Batch, row: usize) -> serde_json::Map<String, Value> {
-    let text = serde_json::to_string(&views::RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or_default()
 }
 
 /// Where `got` departs from `expected` (a JSON Pointer suffix, "" for the value itself).

@@ -181,9 +181,7 @@ fn example_prediction(spec: &ModelSpec, session: &mut Session) -> Option<serde_j
     let inputs = Rows::encode(&spec.plan, spec.schema.examples().get(..1)?, 0).ok()?;
     let outputs = run(spec, session, &inputs).ok()?;
     let batch = tensor::rows::Batch { inputs, outputs };
-    // Through the text, so that floats keep their shortest form (`0.3`, not its f64 widening).
-    let text = serde_json::to_string(&views::RowOutputs { spec, batch: &batch, row: 0, redact: &[] }).ok()?;
-    serde_json::from_str(&text).ok()
+    Some(serde_json::Value::Object(views::row_outputs_json(spec, &batch, 0)))
 }
 
 /// Why a run failed. Whether the fault lies with the rows or with the session is decided by

@@ -46,6 +46,13 @@ impl Serialize for RowOutputs<'_> {
     }
 }
 
+/// One row's outputs as a JSON map, as `/predict` writes them: through the text, so that floats
+/// keep their shortest form (`0.3`, not its f64 widening). For answers compared or kept as JSON.
+pub fn row_outputs_json(spec: &ModelSpec, batch: &Batch, row: usize) -> serde_json::Map<String, serde_json::Value> {
+    let text = serde_json::to_string(&RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default();
+    serde_json::from_str(&text).unwrap_or_default()
+}
+
 /// One output of one row: a scalar, an array, or a map of class to probability.
 pub struct OutputCell<'a> {
     pub spec: &'a ModelSpec,

@@ -151,6 +151,12 @@ impl Metrics {
     }
 }
 
+/// A time as logs and answers write it: RFC 3339, UTC.
+pub fn rfc3339(at: std::time::SystemTime) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from(at).format(&Rfc3339).unwrap_or_default()
+}
+
 /// Milliseconds with microsecond precision, as logs show them.
 pub fn millis(d: std::time::Duration) -> f64 {
     (d.as_nanos() as f64 / 1e3).round() / 1e3

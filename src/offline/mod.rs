@@ -66,7 +66,8 @@ pub fn load_target(
     let mut metrics_config = config.metrics.clone();
     metrics_config.enabled = false;
     let metrics = Metrics::new(&metrics_config).map_err(|e| e.to_string())?;
-    registry::load_version(&env, &entry, config, &metrics).map(Arc::new).map_err(|e| e.to_string())
+    let fingerprint = registry::Fingerprint::of(&entry, config).map_err(|e| format!("cannot read its files: {e}"))?;
+    registry::load_version(&env, &entry, config, &metrics, fingerprint).map(Arc::new).map_err(|e| e.to_string())
 }
 
 fn source(config: &Config) -> String {

@@ -5,15 +5,14 @@ use std::time::{Duration, Instant};
 
 use metrics::Counter;
 use serde::Serialize;
-use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
 use super::files::LogFiles;
 use super::{Message, Record};
 use crate::model::views::{RowInputs, RowOutputs};
-use crate::observe::millis;
 use crate::observe::RateLimited;
+use crate::observe::{millis, rfc3339};
 
 /// Bytes gathered before a write even when more lines are waiting.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -134,7 +133,7 @@ impl Writer {
     /// Adds a record's lines to the buffer; true on `Close`.
     fn take(&mut self, message: Message) -> bool {
         let Message::Record(record) = message else { return true };
-        let ts = OffsetDateTime::from(record.at).format(&Rfc3339).unwrap_or_default();
+        let ts = rfc3339(record.at);
         let mut sampled = record.sampled.as_deref().map(|s| s.iter().copied().peekable());
         let mut index = 0;
         for (slice, part) in &record.slices {

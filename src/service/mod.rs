@@ -14,6 +14,7 @@ pub use deadline::Deadline;
 use crate::batch::{Batcher, InferError, Inferred};
 use crate::error::{clip_chars, ApiError};
 use crate::model::golden::Tolerance;
+use crate::model::views::row_outputs_json;
 use crate::model::ModelSpec;
 use crate::observe::{Metrics, ModelMetrics, RateLimited};
 use crate::predlog::PredictionLog;
@@ -106,7 +107,7 @@ impl Predictor {
         }
         if let Some((shadow, rows)) = shadowed {
             let answered: Vec<Map<String, Value>> =
-                inferred.each_row().map(|(batch, row)| shadow::outputs(spec, batch, row)).collect();
+                inferred.each_row().map(|(batch, row)| row_outputs_json(spec, batch, row)).collect();
             let (metrics, request_id, primary) =
                 (self.metrics.clone(), origin.request_id.to_owned(), spec.version.clone());
             tokio::spawn(async move { shadow::run(&shadow, &metrics, &request_id, rows, answered, primary).await });

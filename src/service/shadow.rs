@@ -9,10 +9,10 @@ use serde_json::{Map, Value};
 
 use super::Shadow;
 use crate::model::golden::numeric_pairs;
-use crate::model::views::RowOutputs;
-use crate::model::ModelSpec;
+use crate::model::views::row_outputs_json;
+
 use crate::observe::{Metrics, RateLimited};
-use crate::tensor::rows::{Batch, Rows};
+use crate::tensor::rows::Rows;
 
 /// How long a shadow run may wait and run: shadows yield to serving, so a busy shadow is
 /// skipped rather than queued for long.
@@ -21,12 +21,6 @@ const SHADOW_DEADLINE: Duration = Duration::from_secs(10);
 /// At most one "shadow differs" line per second; the next one counts those held back.
 static DIFFERS_LOG: LazyLock<Mutex<RateLimited>> =
     LazyLock::new(|| Mutex::new(RateLimited::new(Duration::from_secs(1))));
-
-/// One row's outputs as `/predict` writes them.
-pub fn outputs(spec: &ModelSpec, batch: &Batch, row: usize) -> Map<String, Value> {
-    let text = serde_json::to_string(&RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default();
-    serde_json::from_str(&text).unwrap_or_default()
-}
 
 pub async fn run(
     shadow: &Shadow,
@@ -51,7 +45,7 @@ pub async fn run(
     };
     let mut differed = false;
     for (instance, ((batch, row), answer)) in inferred.each_row().zip(&answered).enumerate() {
-        let shadowed = outputs(&spec, batch, row);
+        let shadowed = row_outputs_json(&spec, batch, row);
         for (output, was) in answer {
             let now = shadowed.get(output).unwrap_or(&Value::Null);
             let within = was == now
