@@ -1,46 +1,11 @@
 -- wrk script: the same 32 rows as predict_wide32.lua through the Open Inference Protocol,
 -- POST /v2/models/wide_mlp/infer with one [32, 64] FP32 tensor as flat JSON data.
--- 32 rows of 64 fixed pseudo-random values in -2.000..2.000 (Park-Miller generator, seed 42):
--- the same numbers in predict_wide32.lua, infer_wide32.lua and infer_wide_binary.lua.
-local ROWS, COLS = 32, 64
-local function values()
-  local state, out = 42, {}
-  for k = 1, ROWS * COLS do
-    state = (state * 16807) % 2147483647
-    out[k] = ((state % 4001) - 2000) / 1000
-  end
-  return out
-end
+-- The rows and the answer counting: wide_common.lua.
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wide_common.lua")
 
-local v, data = values(), {}
+local v, data = wide_values(), {}
 for k = 1, ROWS * COLS do data[k] = string.format("%.3f", v[k]) end
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"inputs":[{"name":"features","shape":[' .. ROWS .. ',' .. COLS ..
   '],"datatype":"FP32","data":[' .. table.concat(data, ",") .. ']}]}'
-
--- Counts answers by status: only 200s count as served rows; the last other status is reported.
-local threads = {}
-function setup(thread)
-  table.insert(threads, thread)
-end
-
-function init(args)
-  ok, bad, bad_status = 0, 0, 0
-end
-
-function response(status, headers, body)
-  if status == 200 then ok = ok + 1 else bad = bad + 1; bad_status = status end
-end
-
-function done(summary, latency, requests)
-  local o, b, s = 0, 0, 0
-  for _, t in ipairs(threads) do
-    o = o + t:get("ok"); b = b + t:get("bad")
-    if t:get("bad_status") ~= 0 then s = t:get("bad_status") end
-  end
-  local secs = summary.duration / 1e6
-  io.write(string.format("BENCH rps=%.0f ok_rps=%.0f p50_ms=%.3f p99_ms=%.3f errors=%d non200=%d bad_status=%d\n",
-    summary.requests / secs, o / secs, latency:percentile(50) / 1000, latency:percentile(99) / 1000,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout, b, s))
-end
