@@ -76,7 +76,8 @@ pub struct ErrorBody {
     /// What went wrong, for programs: `malformed_json`, `invalid_path`, `unsupported_media_type`,
     /// `payload_too_large`, `invalid_header`, `unreadable_body`, `request_timeout`, `invalid_request`, `validation_error`, `model_rejected_input`,
     /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `unauthorized`,
-    /// `not_ready`, `overloaded`, `shutting_down`, `timeout`, `internal_error`.
+    /// `not_ready`, `overloaded`, `shutting_down`, `timeout`, `prediction_log_unavailable`,
+    /// `internal_error`.
     #[schema(value_type = String)]
     pub error_type: &'static str,
     /// The fields at fault, where there are any.
@@ -146,6 +147,11 @@ pub enum ApiError {
     BodiesInFlight,
     #[error("the prediction took longer than the limit of {ms} ms")]
     Timeout { ms: u64 },
+    /// Lossless prediction logging could not take the prediction's lines before its deadline
+    /// (the log's disk is not keeping up, or hangs): it is not answered, so not lost. Also
+    /// `/ready`'s answer while the log's writer is stalled.
+    #[error("the prediction log is not keeping up (its disk is slow or not responding); retry shortly")]
+    PredictionLogUnavailable,
     /// A fault of ours; the cause is logged, never sent.
     #[error("internal error")]
     Internal(String),
@@ -194,6 +200,7 @@ impl ApiError {
             | Self::ModelsDown(_)
             | Self::Overloaded { .. }
             | Self::BodiesInFlight
+            | Self::PredictionLogUnavailable
             | Self::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -224,6 +231,7 @@ impl ApiError {
             Self::ModelUnloaded(_) => "model_unloaded",
             Self::Overloaded { .. } | Self::BodiesInFlight => "overloaded",
             Self::ShuttingDown => "shutting_down",
+            Self::PredictionLogUnavailable => "prediction_log_unavailable",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -240,7 +248,11 @@ impl ApiError {
         match self {
             Self::RateLimited { retry_after_seconds, .. } => Some(*retry_after_seconds),
             Self::Overloaded { .. } | Self::BodiesInFlight => Some(1),
-            Self::NotReady | Self::ModelsDown(_) | Self::ShuttingDown | Self::ModelUnloaded(_) => Some(5),
+            Self::NotReady
+            | Self::ModelsDown(_)
+            | Self::ShuttingDown
+            | Self::ModelUnloaded(_)
+            | Self::PredictionLogUnavailable => Some(5),
             _ => None,
         }
     }

@@ -14,6 +14,7 @@ pub mod offline;
 pub mod openapi;
 pub mod predlog;
 pub mod probe;
+pub mod reading;
 pub mod registry;
 pub mod schema;
 pub mod serve;

@@ -19,8 +19,16 @@ fn main() -> ExitCode {
     }
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime");
-    runtime.block_on(run())
+    let code = runtime.block_on(run());
+    // The shutdown has waited all it may (the grace period) for what it owns; a thread still
+    // blocked (a read from a stuck mount, a write to a hung disk) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    code
 }
+
+/// How long the exit waits for the service log to be flushed, within the grace period (see
+/// `startup::EXIT_RESERVE`).
+const LOG_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 async fn run() -> ExitCode {
     let (args, serve) = match Cli::parse().into_command() {
@@ -63,7 +71,7 @@ async fn run() -> ExitCode {
         };
     }
     let open_files = inferd::startup::raise_open_files_limit();
-    let _log_guard = inferd::telemetry::init(&config.logging);
+    let logging = inferd::telemetry::init(&config.logging);
     tracing::info!(open_files_limit = open_files, "starting");
     // Before the models load, so that a SIGHUP or SIGTERM during loading is handled too.
     let signal = shutdown_signal();
@@ -71,12 +79,16 @@ async fn run() -> ExitCode {
         Ok(app) => app.run_until_stopped(signal).await,
         Err(e) => Err(e),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "inferd stopped");
-            eprintln!("inferd: {e}");
+            inferd::telemetry::say_on_stderr(format!("inferd: {e}\n"));
             ExitCode::FAILURE
         }
+    };
+    if let Some(logging) = logging {
+        logging.finish(LOG_FLUSH_WAIT);
     }
+    code
 }

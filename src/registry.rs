@@ -46,6 +46,7 @@ impl Fingerprint {
 
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
+    crate::reading::note(path);
     std::io::copy(&mut std::fs::File::open(path)?, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
 }

@@ -40,6 +40,7 @@ impl std::fmt::Debug for InstanceSchema {
 impl InstanceSchema {
     pub fn from_file(path: &Path) -> Result<Self, SchemaError> {
         let shown = path.display().to_string();
+        crate::reading::note(path);
         let text = std::fs::read_to_string(path).map_err(|source| SchemaError::Read { path: shown.clone(), source })?;
         let document =
             serde_json::from_str(&text).map_err(|source| SchemaError::Json { path: shown.clone(), source })?;

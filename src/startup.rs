@@ -22,6 +22,13 @@ use crate::serve;
 /// after the connections have had theirs.
 const SHUTDOWN_RESERVE: Duration = Duration::from_secs(2);
 
+/// Part of the grace period kept for what `main` does after the app has stopped: flushing
+/// the service log (at most 500 ms) and stopping the runtime (100 ms).
+pub const EXIT_RESERVE: Duration = Duration::from_secs(1);
+
+/// How often the logs' drops and the prediction log's health are looked at.
+const WATCH_EVERY: Duration = Duration::from_secs(1);
+
 /// How often histogram samples are folded into buckets (see [`Metrics::run_upkeep`]).
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
@@ -31,6 +38,8 @@ pub enum StartupError {
     Bind { addr: SocketAddr, source: std::io::Error },
     #[error(transparent)]
     Load(#[from] LoadError),
+    #[error("loading the models did not finish within reload.timeout_ms: {0}")]
+    LoadStuck(crate::reading::NotDone),
     #[error("invalid metrics settings: {0}")]
     Metrics(#[from] metrics_exporter_prometheus::BuildError),
     #[error(transparent)]
@@ -163,6 +172,7 @@ impl Application {
                 metrics.run_upkeep();
             }
         });
+        let watch_logs = tokio::spawn(watch_logs(state.clone()));
 
         tokio::select! {
             loaded = load(&state, config.clone()) => match loaded {
@@ -170,7 +180,7 @@ impl Application {
                 Err(e) => {
                     let _ = readiness.send(Readiness::Failed(e.to_string()));
                     server.abort();
-                    return Err(e.into());
+                    return Err(e);
                 }
             },
             () = stopped(stop_rx.clone()) => {}
@@ -185,7 +195,8 @@ impl Application {
         let watch = config.reload.watch.then(|| tokio::spawn(crate::http::watch::watch(state.clone())));
 
         stopped(stop_rx).await;
-        let deadline = Instant::now() + grace;
+        // What `main` does after this returns must fit in the grace period as well.
+        let deadline = Instant::now() + grace.saturating_sub(EXIT_RESERVE).max(grace / 2);
         tracing::info!(
             grace_seconds = grace.as_secs(),
             "shutting down: no new connections, finishing accepted requests"
@@ -211,9 +222,20 @@ impl Application {
                 let _ = tokio::task::spawn_blocking(move || writer.join()).await;
             };
             if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), flushed).await.is_err() {
-                tracing::error!("the prediction log was not flushed within the grace period");
+                // A hung disk: the writer thread is abandoned with what it holds, which is
+                // counted and said (stderr too, as the service log may be what hangs).
+                let lines = log.pending_lines();
+                log.abandoned(lines);
+                tracing::error!(
+                    lines,
+                    "the prediction log was not flushed within the grace period: lines left unwritten"
+                );
+                crate::telemetry::say_on_stderr(format!(
+                    "inferd: {lines} prediction log line(s) could not be written within the grace period (the log's disk is not responding)\n"
+                ));
             }
         }
+        watch_logs.abort();
         upkeep.abort();
         reloads.abort();
         if let Some(watch) = watch {
@@ -261,14 +283,42 @@ async fn bind(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupErro
     Ok((listener, addr))
 }
 
-async fn load(state: &AppState, config: Arc<Config>) -> Result<(), LoadError> {
+/// Loads the models off the runtime, within `reload.timeout_ms` (a model on a stuck mount
+/// fails the start, naming the file, instead of hanging it).
+async fn load(state: &AppState, config: Arc<Config>) -> Result<(), StartupError> {
     let metrics = state.metrics().clone();
-    let registry = tokio::task::spawn_blocking(move || Registry::load(&config, &metrics))
+    let within = Duration::from_millis(config.reload.timeout_ms);
+    let registry = crate::reading::off_runtime(within, move || Registry::load(&config, &metrics))
         .await
-        .expect("model loading panicked; this is a bug")?;
+        .map_err(StartupError::LoadStuck)??;
     let openapi = crate::openapi::document(&state.config, &crate::openapi::documented(&registry));
     state.set_registry(registry, openapi);
     Ok(())
+}
+
+/// Every [`WATCH_EVERY`]: the service logs' drops (a line saying how many, and their metric),
+/// and the prediction log's writer, stalled or not (its metrics, and a line when that changes).
+async fn watch_logs(state: AppState) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    loop {
+        tick.tick().await;
+        crate::telemetry::report_drops();
+        for (log, total) in crate::telemetry::dropped_lines() {
+            state.metrics().log_lines_dropped(log, total);
+        }
+        let Some(log) = state.prediction_log() else { continue };
+        let check = log.watch();
+        state.metrics().prediction_log_stalled(check.stalled, check.changed);
+        match (check.changed, check.stalled) {
+            (true, true) => tracing::error!(
+                stall_ms = state.config.prediction_log.stall_ms,
+                pending_lines = log.pending_lines(),
+                "the prediction log's writer is stuck (a hung disk?): /ready answers 503 until it writes again"
+            ),
+            (true, false) => tracing::info!("the prediction log's writer is writing again"),
+            _ => {}
+        }
+    }
 }
 
 /// Tells systemd (`Type=notify`) that the service is ready or stopping; nothing happens when

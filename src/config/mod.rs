@@ -157,11 +157,16 @@ pub struct ReloadConfig {
     /// (a copy in progress, several files updated one after another).
     #[validate(range(max = 3600000))]
     pub debounce_ms: u64,
+    /// Longest a reload (or a repository load) may take to read and load its files, in
+    /// milliseconds; past it, it fails with 409 `reload_failed` naming the file it was reading,
+    /// and the models served stay as they were. Also bounds reading the models at start.
+    #[validate(range(min = 100, max = 86400000))]
+    pub timeout_ms: u64,
 }
 
 impl Default for ReloadConfig {
     fn default() -> Self {
-        Self { watch: false, poll_ms: 1000, debounce_ms: 2000 }
+        Self { watch: false, poll_ms: 1000, debounce_ms: 2000, timeout_ms: 120_000 }
     }
 }
 
@@ -347,6 +352,7 @@ impl Config {
     /// Reads the file named by `--config`/`INFERD_CONFIG`, applies command-line and environment
     /// overrides (clap resolves those two, command line first), then checks the result.
     pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        crate::reading::note(&args.config);
         let text = std::fs::read_to_string(&args.config)
             .map_err(|source| ConfigError::Read { path: args.config.clone(), source })?;
         let mut config: Config = toml::from_str(&text)

@@ -28,11 +28,22 @@ pub struct LoggingConfig {
     /// `/ready`, `/metrics`, `/v2/health/*`); off, a probe every few seconds from each of
     /// several watchers would drown the lines that matter. Failed ones are always logged.
     pub log_probes: bool,
+    /// Access-log lines that may wait for stdout (the other service-log lines get a quarter of
+    /// this). A full queue drops lines, counted in `inferd_log_lines_dropped_total`, rather
+    /// than hold requests: a log reader that stops reading must not stop the server.
+    #[validate(range(min = 16, max = 1048576))]
+    pub buffer_lines: usize,
 }
 
 impl Default for LoggingConfig {
     fn default() -> Self {
-        Self { level: "info".into(), format: LogFormat::Json, slow_request_ms: 1000, log_probes: false }
+        Self {
+            level: "info".into(),
+            format: LogFormat::Json,
+            slow_request_ms: 1000,
+            log_probes: false,
+            buffer_lines: 16_384,
+        }
     }
 }
 
@@ -129,6 +140,10 @@ pub struct PredictionLogConfig {
     /// Requests whose lines may wait for the writer thread.
     #[validate(range(min = 1, max = 1048576))]
     pub buffer_requests: usize,
+    /// A write (or file open) that has not returned for this long, in milliseconds, marks the
+    /// log stalled (a hung disk or mount): `/ready` answers 503 until writes go through again.
+    #[validate(range(min = 10, max = 3600000))]
+    pub stall_ms: u64,
 }
 
 impl Default for PredictionLogConfig {
@@ -143,6 +158,7 @@ impl Default for PredictionLogConfig {
             redact: Vec::new(),
             lossy: false,
             buffer_requests: 1024,
+            stall_ms: 2000,
         }
     }
 }

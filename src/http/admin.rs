@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -18,6 +18,7 @@ use super::AppState;
 use crate::config::Config;
 use crate::error::{ApiError, FieldError};
 use crate::observe::rfc3339;
+use crate::reading::{off_runtime, NotDone};
 use crate::registry::Change;
 
 /// The last failed load of each model version, by (model, version); cleared when it loads.
@@ -60,11 +61,62 @@ pub async fn reload(state: &AppState, trigger: &'static str) -> Result<ReloadRep
     detached(state, move |state| async move { reload_now(&state, trigger).await }).await
 }
 
+/// One reload or repository load: what asked for it, and when it must have finished
+/// (`reload.timeout_ms` from its start, reading the configuration included).
+#[derive(Clone, Copy)]
+struct Attempt {
+    trigger: &'static str,
+    until: Instant,
+}
+
+impl Attempt {
+    /// Starts one once the lock is held, refusing while an earlier one, given up on, is still
+    /// stuck reading: its thread cannot be stopped, and another would pile up beside it.
+    fn start(state: &AppState, trigger: &'static str) -> Result<Self, ApiError> {
+        if state.is_draining() {
+            return Err(ApiError::ShuttingDown);
+        }
+        let mut stuck = state.stuck_reload.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(earlier) = stuck.as_ref().filter(|earlier| !earlier.finished()) {
+            let reading = earlier.file().map_or("its files".into(), |f| f.display().to_string());
+            drop(stuck);
+            let message = format!("an earlier reload, given up on after reload.timeout_ms, is still reading {reading}; retry once it returns");
+            return Err(refused(state, trigger, message, vec![]));
+        }
+        *stuck = None;
+        Ok(Self { trigger, until: Instant::now() + Duration::from_millis(state.config.reload.timeout_ms) })
+    }
+
+    fn left(&self) -> Duration {
+        self.until.saturating_duration_since(Instant::now())
+    }
+
+    /// The 409 for work that did not finish in time (the stuck thread is remembered) or
+    /// panicked.
+    fn not_done(&self, state: &AppState, not_done: NotDone) -> ApiError {
+        let stuck = match not_done {
+            NotDone::Stuck(stuck) => stuck,
+            NotDone::Panicked(message) => {
+                return refused(state, self.trigger, format!("reloading failed: {message}"), vec![])
+            }
+        };
+        *state.stuck_reload.lock().unwrap_or_else(|p| p.into_inner()) = Some(stuck.abandoned());
+        let message = format!(
+            "the reload did not finish within reload.timeout_ms ({} ms): {stuck}; the models served are unchanged",
+            state.config.reload.timeout_ms
+        );
+        let details = stuck
+            .file
+            .iter()
+            .map(|f| FieldError { path: f.display().to_string(), message: "not read in time".into() })
+            .collect();
+        refused(state, self.trigger, message, details)
+    }
+}
+
 async fn reload_now(state: &AppState, trigger: &'static str) -> Result<ReloadReport, ApiError> {
     let _one_at_a_time = state.reloading.lock().await;
-    if state.is_draining() {
-        return Err(ApiError::ShuttingDown);
-    }
+    let attempt = Attempt::start(state, trigger)?;
     let Some(source) = state.config.source.clone() else {
         return Err(refused(
             state,
@@ -74,15 +126,15 @@ async fn reload_now(state: &AppState, trigger: &'static str) -> Result<ReloadRep
         ));
     };
     // Off the runtime's threads: the file may sit on a slow or stuck mount.
-    let config = match tokio::task::spawn_blocking(move || Config::load(&source)).await {
+    let config = match off_runtime(attempt.left(), move || Config::load(&source)).await {
         Ok(Ok(config)) => Arc::new(config),
         Ok(Err(e)) => return Err(refused(state, trigger, format!("the configuration is not valid: {e}"), vec![])),
-        Err(e) => return Err(refused(state, trigger, format!("reading the configuration failed: {e}"), vec![])),
+        Err(not_done) => return Err(attempt.not_done(state, not_done)),
     };
     // Models unloaded through the repository API stay so, unless the file no longer names them.
     let mut unloaded = state.registry()?.unloaded().clone();
     unloaded.retain(|name| config.models.iter().any(|m| m.name == *name));
-    let report = apply(state, config.clone(), unloaded, trigger).await?;
+    let report = apply(state, config.clone(), unloaded, attempt).await?;
     state.configured.store(config);
     Ok(report)
 }
@@ -96,9 +148,7 @@ pub async fn set_loaded(state: &AppState, name: &str, load: bool) -> Result<Relo
 
 async fn set_loaded_now(state: &AppState, name: &str, load: bool) -> Result<ReloadReport, ApiError> {
     let _one_at_a_time = state.reloading.lock().await;
-    if state.is_draining() {
-        return Err(ApiError::ShuttingDown);
-    }
+    let attempt = Attempt::start(state, if load { "load" } else { "unload" })?;
     let config = state.configured.load_full();
     if !config.models.iter().any(|m| m.name == name) {
         return Err(ApiError::ModelNotFound(crate::error::clip(name).into_owned()));
@@ -109,7 +159,7 @@ async fn set_loaded_now(state: &AppState, name: &str, load: bool) -> Result<Relo
     } else {
         unloaded.insert(name.to_owned());
     }
-    apply(state, config, unloaded, if load { "load" } else { "unload" }).await
+    apply(state, config, unloaded, attempt).await
 }
 
 fn refused(state: &AppState, trigger: &str, message: String, details: Vec<FieldError>) -> ApiError {
@@ -125,15 +175,16 @@ async fn apply(
     state: &AppState,
     config: Arc<Config>,
     unloaded: BTreeSet<String>,
-    trigger: &'static str,
+    attempt: Attempt,
 ) -> Result<ReloadReport, ApiError> {
+    let trigger = attempt.trigger;
     let started = Instant::now();
     // The registry serving: the lock held, no other reload replaces it meanwhile.
     let serving = state.registry()?;
     let restart_needed = restart_needed(&state.config, &config);
     let (current, metrics) = (serving.clone(), state.metrics().clone());
     let (loading, keep_out) = (config.clone(), unloaded.clone());
-    let outcome = tokio::task::spawn_blocking(move || current.reload(&loading, &keep_out, &metrics)).await;
+    let outcome = off_runtime(attempt.left(), move || current.reload(&loading, &keep_out, &metrics)).await;
     let (registry, changes) = match outcome {
         Ok(Ok(reloaded)) => reloaded,
         Ok(Err(changes)) => {
@@ -153,7 +204,7 @@ async fn apply(
             drop(failures);
             return Err(refused(state, trigger, message, details));
         }
-        Err(join) => return Err(refused(state, trigger, format!("reloading failed: {join}"), vec![])),
+        Err(not_done) => return Err(attempt.not_done(state, not_done)),
     };
     let ms = started.elapsed().as_millis() as u64;
     if state.is_draining() {

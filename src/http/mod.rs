@@ -68,6 +68,8 @@ pub struct Shared {
     /// The configuration the models come from: read at start and by each successful reload.
     pub(crate) configured: arc_swap::ArcSwap<Config>,
     pub(crate) load_failures: Mutex<admin::Failures>,
+    /// A reload given up on at its timeout whose thread is still stuck reading a file.
+    pub(crate) stuck_reload: Mutex<Option<crate::reading::Abandoned>>,
     /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
     draining: Arc<AtomicBool>,
     body_budget: budget::BodyBudget,
@@ -98,6 +100,7 @@ impl AppState {
             models: ArcSwapOption::empty(),
             reloading: tokio::sync::Mutex::new(()),
             load_failures: Mutex::default(),
+            stuck_reload: Mutex::default(),
             draining: Arc::new(AtomicBool::new(false)),
             auth: None,
         }))

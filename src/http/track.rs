@@ -131,6 +131,7 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         });
         if !quiet {
             tracing::info!(
+                target: crate::telemetry::ACCESS_TARGET,
                 route,
                 status = status.as_u16(),
                 latency_ms,
@@ -145,6 +146,7 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         if slow > 0 && elapsed >= Duration::from_millis(slow) {
             let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));
             tracing::warn!(
+                target: crate::telemetry::ACCESS_TARGET,
                 route,
                 status = status.as_u16(),
                 latency_ms,

@@ -79,6 +79,7 @@ pub fn path_for(model: &ModelConfig) -> Option<PathBuf> {
 }
 
 pub fn read(path: &Path) -> Result<GoldenFile, String> {
+    crate::reading::note(path);
     let size = std::fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?.len();
     if size > MAX_FILE_BYTES {
         return Err(format!("{} has {size} bytes, more than {MAX_FILE_BYTES}", path.display()));

@@ -77,6 +77,7 @@ mod proto {
 /// The classes the ONNX file at `path` names, in column order of its probabilities; `None`
 /// when it names none. See [`graph_class_labels_from_bytes`].
 pub fn graph_class_labels(path: &Path) -> Result<Option<Vec<String>>, String> {
+    crate::reading::note(path);
     let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     graph_class_labels_from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
 }

@@ -251,6 +251,7 @@ pub fn warm_up(spec: &ModelSpec, sessions: &mut [Session]) -> Result<(), LoadErr
 }
 
 pub fn open_session(env: &Environment, path: &Path, intra_op_threads: usize) -> ort::Result<Session> {
+    crate::reading::note(path);
     Session::builder(env)?
         .with_intra_threads(intra_op_threads)?
         .with_inter_threads(1)?

@@ -33,6 +33,9 @@ pub const HTTP_REQUESTS_TOTAL: &str = "inferd_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "inferd_http_request_duration_seconds";
 pub const PREDICTION_LOG_LINES_TOTAL: &str = "inferd_prediction_log_lines_total";
 pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "inferd_prediction_log_dropped_total";
+pub const PREDICTION_LOG_STALLED: &str = "inferd_prediction_log_stalled";
+pub const PREDICTION_LOG_STALLS_TOTAL: &str = "inferd_prediction_log_stalls_total";
+pub const LOG_LINES_DROPPED_TOTAL: &str = "inferd_log_lines_dropped_total";
 pub const AUTH_FAILURES_TOTAL: &str = "inferd_auth_failures_total";
 pub const MODEL_LOADS_TOTAL: &str = "inferd_model_loads_total";
 pub const RELOADS_TOTAL: &str = "inferd_reloads_total";
@@ -128,6 +131,23 @@ impl Metrics {
             gauge!(MODEL_INFO, &labels).set(0.0);
             gauge!(MODEL_READY, &labels).set(0.0);
             gauge!(QUEUE_ROWS, &labels).set(0.0);
+        });
+    }
+
+    /// The service logs' drops so far (`log` is `access` or `service`): process-wide totals,
+    /// kept by the log writers.
+    pub fn log_lines_dropped(&self, log: &'static str, total: u64) {
+        self.with(|| counter!(LOG_LINES_DROPPED_TOTAL, "log" => log).absolute(total));
+    }
+
+    /// The prediction log's writer is stalled or not; `changed` counts a new stall.
+    pub fn prediction_log_stalled(&self, stalled: bool, changed: bool) {
+        self.with(|| {
+            gauge!(PREDICTION_LOG_STALLED).set(if stalled { 1.0 } else { 0.0 });
+            let stalls = counter!(PREDICTION_LOG_STALLS_TOTAL);
+            if stalled && changed {
+                stalls.increment(1);
+            }
         });
     }
 
@@ -235,6 +255,18 @@ fn describe() {
     describe_counter!(
         PREDICTION_LOG_DROPPED_TOTAL,
         Unit::Count,
-        "Prediction log lines not written, by reason (sampled_out, buffer_full, write_error, closed)."
+        "Prediction log lines not written, by reason (sampled_out, buffer_full, write_error, closed; unavailable: \
+         the request got 503 instead of an answer; shutdown: still unwritten when the process exited)."
+    );
+    describe_gauge!(
+        PREDICTION_LOG_STALLED,
+        Unit::Count,
+        "1 while a prediction log write has not returned for prediction_log.stall_ms (a hung disk), else 0."
+    );
+    describe_counter!(PREDICTION_LOG_STALLS_TOTAL, Unit::Count, "Times the prediction log's writer was found stalled.");
+    describe_counter!(
+        LOG_LINES_DROPPED_TOTAL,
+        Unit::Count,
+        "Service log lines dropped because stdout was not read fast enough, by log (access, service)."
     );
 }

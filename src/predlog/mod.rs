@@ -3,7 +3,9 @@
 //!
 //! Handlers hand each request's predictions to a bounded channel. In the default, lossless
 //! mode a full channel makes the request wait (asynchronously: no runtime thread blocks) until
-//! the writer catches up, so no line is ever dropped and memory stays bounded. The writer
+//! the writer catches up, so no line is ever dropped and memory stays bounded; a request that
+//! cannot hand its lines over before its deadline is refused rather than answered, and so is
+//! one that finds the channel full while the writer is stalled on a hung disk. The writer
 //! thread serialises, redacts and writes whatever has queued in one `write` call, every few
 //! milliseconds while requests keep coming, so a busy server pays one wake-up and one system
 //! call per interval rather than per line.
@@ -15,17 +17,20 @@
 //! lines that reached them (see `files.rs` for why this is not tracing-appender's writer).
 
 mod files;
+mod health;
 mod policy;
 mod writer;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{counter, Counter};
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
+pub use self::health::Check;
+use self::health::Health;
 use self::writer::Writer;
 use crate::batch::{Inferred, Part};
 use crate::config::PredictionLogConfig;
@@ -62,7 +67,16 @@ pub struct PredictionLog {
     sampled_out: Counter,
     buffer_full: Counter,
     closed: Counter,
+    unavailable: Counter,
+    unwritten_at_exit: Counter,
+    health: Arc<Health>,
 }
+
+/// A prediction whose lines the log could not take in time (lossless mode): its answer must
+/// not be sent, since what is answered is logged.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the prediction log cannot take more lines now")]
+pub struct Unavailable;
 
 /// The writer thread; [`PredictionLogWriter::join`] after [`PredictionLog::close`].
 pub struct PredictionLogWriter(JoinHandle<()>);
@@ -79,10 +93,14 @@ impl PredictionLog {
         let files = files::LogFiles::open(config, OffsetDateTime::now_utc())
             .map_err(|source| OpenError { dir: config.directory.display().to_string(), source })?;
         let (tx, rx) = mpsc::channel(config.buffer_requests);
+        let health = Arc::new(Health::new(Duration::from_millis(config.stall_ms)));
         let dropped = |reason: &'static str| counter!(PREDICTION_LOG_DROPPED_TOTAL, "reason" => reason);
         let (log, writer) = metrics.with(|| {
-            let writer =
-                Writer::new(files, config.redact.clone(), counter!(PREDICTION_LOG_LINES_TOTAL), dropped("write_error"));
+            let counters = writer::Counters {
+                written: counter!(PREDICTION_LOG_LINES_TOTAL),
+                write_errors: dropped("write_error"),
+            };
+            let writer = Writer::new(files, config.redact.clone(), counters, health.clone());
             let log = Self {
                 tx,
                 sample_rate: config.sample_rate,
@@ -90,6 +108,9 @@ impl PredictionLog {
                 sampled_out: dropped("sampled_out"),
                 buffer_full: dropped("buffer_full"),
                 closed: dropped("closed"),
+                unavailable: dropped("unavailable"),
+                unwritten_at_exit: dropped("shutdown"),
+                health,
             };
             (log, writer)
         });
@@ -100,14 +121,26 @@ impl PredictionLog {
         Ok((log, PredictionLogWriter(thread)))
     }
 
-    /// Queues one line per (sampled) instance. Waits while the buffer is full, unless lossy.
+    /// Whether a lossless log can take a request's lines now: not when the writer is stalled
+    /// and its buffer full (the request would only wait for its deadline). Checked before
+    /// inference, so that such a request costs no model time.
+    pub fn admits(&self) -> Result<(), Unavailable> {
+        if self.lossy || self.tx.capacity() > 0 || !self.health.stalled() {
+            return Ok(());
+        }
+        Err(Unavailable)
+    }
+
+    /// Queues one line per (sampled) instance. Lossless, it waits while the buffer is full,
+    /// until `deadline` at most (at once when the writer is stalled); lossy, it drops them.
     pub async fn record(
         &self,
         request_id: &str,
         principal: Option<&Arc<str>>,
         spec: &Arc<ModelSpec>,
         inferred: &Inferred,
-    ) {
+        deadline: Instant,
+    ) -> Result<(), Unavailable> {
         let total = inferred.rows();
         let sampled = (self.sample_rate < 1.0)
             .then(|| (0..total).filter(|_| fastrand::f64() < self.sample_rate).collect::<Vec<_>>());
@@ -116,7 +149,7 @@ impl PredictionLog {
             self.sampled_out.increment((total - n) as u64);
         }
         if n == 0 {
-            return;
+            return Ok(());
         }
         let n = n as u64;
         let record = Message::Record(Record {
@@ -127,20 +160,64 @@ impl PredictionLog {
             slices: inferred.slices.iter().cloned().zip(inferred.parts.iter().copied()).collect(),
             sampled,
         });
-        if self.lossy {
-            match self.tx.try_send(record) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => self.buffer_full.increment(n),
-                Err(mpsc::error::TrySendError::Closed(_)) => self.closed.increment(n),
-            }
-        } else if self.tx.send(record).await.is_err() {
-            self.closed.increment(n);
+        enum Refused {
+            Closed,
+            BufferFull,
+            Unavailable,
         }
+        // Counted before the writer can see them, taken back if they never reach it.
+        self.health.queued(n);
+        let refused = match self.tx.try_send(record) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => Refused::Closed,
+            Err(mpsc::error::TrySendError::Full(_)) if self.lossy => Refused::BufferFull,
+            Err(mpsc::error::TrySendError::Full(_)) if self.health.stalled() => Refused::Unavailable,
+            Err(mpsc::error::TrySendError::Full(record)) => {
+                match tokio::time::timeout_at(deadline.into(), self.tx.send(record)).await {
+                    Ok(Ok(())) => return Ok(()),
+                    Ok(Err(_)) => Refused::Closed,
+                    Err(_elapsed) => Refused::Unavailable,
+                }
+            }
+        };
+        self.health.settled(n);
+        match refused {
+            // The writer has finished (the server is stopping): counted, as it can take no more.
+            Refused::Closed => self.closed.increment(n),
+            Refused::BufferFull => self.buffer_full.increment(n),
+            Refused::Unavailable => {
+                self.unavailable.increment(n);
+                return Err(Unavailable);
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether the writer is stalled: a file operation has not returned for `stall_ms`.
+    pub fn stalled(&self) -> bool {
+        self.health.stalled()
+    }
+
+    /// [`PredictionLog::stalled`] and whether it changed since the last call, for the task
+    /// that reports it.
+    pub fn watch(&self) -> Check {
+        self.health.watch()
     }
 
     /// Asks the writer to finish: lines queued before this call are written and flushed.
     pub async fn close(&self) {
         let _ = self.tx.send(Message::Close).await;
+    }
+
+    /// Lines handed to the writer and not yet written or given up on.
+    pub fn pending_lines(&self) -> u64 {
+        self.health.pending_lines()
+    }
+
+    /// Counts lines left unwritten at exit (the writer did not finish within the grace
+    /// period), so that they are reported rather than silently lost.
+    pub fn abandoned(&self, lines: u64) {
+        self.unwritten_at_exit.increment(lines);
     }
 }
 

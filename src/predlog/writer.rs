@@ -8,7 +8,10 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
+use std::sync::Arc;
+
 use super::files::LogFiles;
+use super::health::Health;
 use super::{Message, Record};
 use crate::model::views::{RowInputs, RowOutputs};
 use crate::observe::RateLimited;
@@ -40,8 +43,14 @@ pub(super) struct Writer {
     /// A write failed since the last one that succeeded.
     broken: bool,
     errors: RateLimited,
-    written: Counter,
-    write_errors: Counter,
+    counters: Counters,
+    health: Arc<Health>,
+}
+
+/// `written` counts the lines that reached the files; `write_errors` those given up on.
+pub(super) struct Counters {
+    pub written: Counter,
+    pub write_errors: Counter,
 }
 
 #[derive(Serialize)]
@@ -61,8 +70,7 @@ struct LineOut<'a> {
 }
 
 impl Writer {
-    /// `written` counts the lines that reached the files; `write_errors` those given up on.
-    pub(super) fn new(files: LogFiles, redact: Vec<String>, written: Counter, write_errors: Counter) -> Self {
+    pub(super) fn new(files: LogFiles, redact: Vec<String>, counters: Counters, health: Arc<Health>) -> Self {
         Self {
             files,
             redact,
@@ -71,8 +79,8 @@ impl Writer {
             failing_since: None,
             broken: false,
             errors: RateLimited::new(ERROR_EVERY),
-            written,
-            write_errors,
+            counters,
+            health,
         }
     }
 
@@ -184,8 +192,13 @@ impl Writer {
         if self.buf.is_empty() {
             return;
         }
+        // A write to a hung disk or mount does not fail, it never returns: the rest of the
+        // server watches how long this call has been going (see `Health`).
+        self.health.busy();
         let done = self.files.write(&self.buf, &self.ends, OffsetDateTime::now_utc());
-        self.written.increment(done.lines as u64);
+        self.health.idle();
+        self.counters.written.increment(done.lines as u64);
+        self.health.settled(done.lines as u64);
         self.buf.drain(..done.bytes);
         self.ends.drain(..done.lines);
         self.ends.iter_mut().for_each(|end| *end -= done.bytes);
@@ -201,7 +214,8 @@ impl Writer {
         let since = *self.failing_since.get_or_insert(now);
         let waiting = self.ends.len();
         let dropped = if now.duration_since(since) >= RETRY_FOR || self.buf.len() >= RETRY_BYTES {
-            self.write_errors.increment(waiting as u64);
+            self.counters.write_errors.increment(waiting as u64);
+            self.health.settled(waiting as u64);
             self.buf.clear();
             self.ends.clear();
             // The next lines get their own `RETRY_FOR`.

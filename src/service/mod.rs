@@ -97,13 +97,19 @@ impl Predictor {
         let n = rows.len;
         served.rows = n;
         let fail = |e| refused(spec, deadline, n, e);
+        if let Some(log) = &self.log {
+            log.admits().map_err(|_| ApiError::PredictionLogUnavailable)?;
+        }
         let admission = batcher.admit(n).map_err(fail)?;
         let shadowed = shadow.filter(|s| fastrand::f64() < s.sample_rate).map(|s| (s, rows.clone()));
         let inferred = admission.infer(rows, deadline.at()).await.map_err(fail)?;
         served.queue = inferred.queue();
         served.inference = inferred.inference();
         if let Some(log) = &self.log {
-            log.record(origin.request_id, origin.principal, spec, &inferred).await;
+            // What is answered is logged: a prediction the log cannot take is not answered.
+            log.record(origin.request_id, origin.principal, spec, &inferred, deadline.at())
+                .await
+                .map_err(|_| ApiError::PredictionLogUnavailable)?;
         }
         if let Some((shadow, rows)) = shadowed {
             let answered: Vec<Map<String, Value>> =

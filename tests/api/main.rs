@@ -7,6 +7,7 @@ mod classes;
 mod connections;
 mod cors;
 mod dtypes;
+mod environment;
 mod errors;
 mod faults;
 mod fuzz;
