@@ -1051,7 +1051,11 @@ async fn rs256_with_a_public_key_refuses_algorithm_confusion() {
         ("expired", spec("RS256", k("rsa1.pem"), claims.clone(), json!({"exp": -100})), Want::Refuse(&["expired"])),
         (
             "a critical extension",
-            with(spec("RS256", k("rsa1.pem"), claims.clone(), exp.clone()), "headers", json!({"crit": ["b64"], "b64": "x"})),
+            with(
+                spec("RS256", k("rsa1.pem"), claims.clone(), exp.clone()),
+                "headers",
+                json!({"crit": ["b64"], "b64": "x"}),
+            ),
             Want::Refuse(&["invalid_token"]),
         ),
         (

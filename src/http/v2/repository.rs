@@ -50,7 +50,9 @@ fn parse<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, V2Err
 #[utoipa::path(post, path = "/v2/repository/index", tag = "open inference protocol v2", responses(
     (status = 200, body = [RepositoryModel]),
     (status = 400, description = "Body is not an index request", body = V2Error),
-    (status = 503, description = "Models still loading", body = V2Error),
+    (status = 408, description = "The body did not arrive before the request's deadline", body = V2Error),
+    (status = 413, description = "Body over the configured limit", body = V2Error),
+    (status = 503, description = "Models still loading, or too many bodies being received", body = V2Error),
 ))]
 pub async fn index(
     State(state): State<AppState>,
@@ -97,8 +99,10 @@ async fn load_or_unload(state: AppState, name: String, body: &[u8], load: bool) 
         (status = 400, description = "Body is not a load request, or brings a config or files", body = V2Error),
         (status = 403, description = "Not allowed", body = V2Error),
         (status = 404, description = "Not a configured model", body = V2Error),
+        (status = 408, description = "The body did not arrive before the request's deadline", body = V2Error),
         (status = 409, description = "The model failed to load; nothing changed", body = V2Error),
-        (status = 503, description = "Models still loading", body = V2Error),
+        (status = 413, description = "Body over the configured limit", body = V2Error),
+        (status = 503, description = "Models still loading, too many bodies being received, or shutting down", body = V2Error),
     ))]
 pub async fn load(
     State(state): State<AppState>,
@@ -117,7 +121,10 @@ pub async fn load(
         (status = 400, description = "Body is not an unload request", body = V2Error),
         (status = 403, description = "Not allowed", body = V2Error),
         (status = 404, description = "Not a configured model", body = V2Error),
-        (status = 503, description = "Models still loading", body = V2Error),
+        (status = 408, description = "The body did not arrive before the request's deadline", body = V2Error),
+        (status = 409, description = "The models left could not be set up; nothing changed", body = V2Error),
+        (status = 413, description = "Body over the configured limit", body = V2Error),
+        (status = 503, description = "Models still loading, too many bodies being received, or shutting down", body = V2Error),
     ))]
 pub async fn unload(
     State(state): State<AppState>,
