@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a passing test suite: fetches the ONNX Runtime library,
-# installs the standard Open Inference Protocol client (tritonclient) and PyJWT into .venv and
-# Prometheus' promtool and Chromium (Debian packages), then runs the unit and integration tests
-# (which start the real server on port 0) and the deployment checks under deploy/.
+# installs the standard Open Inference Protocol client (tritonclient), PyJWT and schemathesis
+# into .venv and Prometheus' promtool and Chromium (Debian packages), then runs the unit and
+# integration tests (which start the real server on port 0) and the deployment checks under
+# deploy/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-onnxruntime.sh
 # Every time (a no-op when satisfied): the checks below add their own tools to the same venv.
 [ -x .venv/bin/python ] || python3 -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt -r tests/auth/requirements.txt
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt -r tests/auth/requirements.txt \
+  -r tests/openapi/requirements.txt
 # Debian packages: Prometheus' promtool (metrics tests) and Chromium (the CORS browser tests).
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi

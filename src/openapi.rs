@@ -14,7 +14,10 @@ use crate::model::{self, LoadError, ModelSpec};
         title = "inferd",
         description = "Typed JSON predictions over ONNX Runtime with dynamic batching, plus the \
                        KServe Open Inference Protocol v2. Errors outside `/v2` share one body: \
-                       `{error, error_type, details?}`."
+                       `{error, error_type, details?}`. Each operation lists the statuses it \
+                       answers with, but for two that any operation may: 413 to a request whose \
+                       declared `Content-Length` is over the body limit, and 500 for a fault of \
+                       the server's (logged with the request id)."
     ),
     paths(
         status::health, status::ready, scrape::metrics,
@@ -190,14 +193,29 @@ fn model_operation(
 ) -> Value {
     let mut op = template.clone();
     let obj = op.as_object_mut().expect("operation");
-    obj.remove("parameters");
+    // The model and version are part of the path: its parameters go, the headers stay.
+    let headers: Vec<Value> = match obj.remove("parameters") {
+        Some(Value::Array(params)) => params.into_iter().filter(|p| p["in"] == "header").collect(),
+        _ => Vec::new(),
+    };
+    // A 404 is left only where a header can name a version the model does not have.
+    let pinnable = headers.iter().any(|p| p["name"] == crate::http::predict::PIN_VERSION.as_str());
+    if !headers.is_empty() {
+        obj.insert("parameters".into(), Value::Array(headers));
+    }
     obj.insert("operationId".into(), json!(operation_id));
     obj.insert("summary".into(), json!(summary));
     obj.insert("description".into(), json!(spec.schema.document().get("description").cloned().unwrap_or(json!(""))));
     obj.insert("tags".into(), json!([format!("model: {}", spec.name)]));
     if let Some(responses) = obj.get_mut("responses").and_then(Value::as_object_mut) {
-        // The model and version are part of the path: no 404 from this operation.
-        responses.remove("404");
+        match responses.get_mut("404") {
+            Some(not_found) if pinnable => {
+                not_found["description"] = json!("`x-inferd-version` names a version this model does not have");
+            }
+            _ => {
+                responses.remove("404");
+            }
+        }
         // A real answer: the model's own prediction for the example below.
         if let (Some(prediction), Some(ok)) = (&spec.example_prediction, responses.get_mut("200")) {
             let answer = json!({

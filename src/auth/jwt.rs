@@ -2,7 +2,9 @@
 //! ES256 with a PEM public key or a JWKS file. The key is chosen by the token's `alg` (and
 //! `kid`), and each key verifies only its own algorithm, so a token cannot pick how it is
 //! checked: an HS256 token "signed" with the RSA public key finds no HS256 key, and `alg: none`
-//! does not parse.
+//! does not parse. A token whose header names critical extensions (`crit`) is refused: RFC 7515
+//! §4.1.6 has a recipient refuse every extension it does not understand, and inferd understands
+//! none.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -137,6 +139,11 @@ impl Verifier {
     /// The signature and every claim checked; the claims and `exp` when the token is good.
     fn verify_signed(&self, token: &str) -> Result<(Claims, u64), Failure> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Failure::InvalidToken)?;
+        // jsonwebtoken parses `crit` but leaves it to us; an empty list is refused too (the RFC
+        // forbids producing one).
+        if header.crit.is_some() {
+            return Err(Failure::InvalidToken);
+        }
         let candidates: Vec<&Key> = self.keys.iter().filter(|k| k.algorithm == header.alg).collect();
         let key = match (&header.kid, candidates.as_slice()) {
             (_, []) => return Err(Failure::InvalidToken),
@@ -308,6 +315,24 @@ mod tests {
         tampered.pop();
         tampered.push(if good.ends_with('A') { 'B' } else { 'A' });
         assert!(v.verify(&tampered).is_err(), "a different token is not a cache hit");
+    }
+
+    #[test]
+    fn a_critical_header_extension_is_refused_even_when_signed() {
+        let v = verifier(JwtConfig::default());
+        let claims = serde_json::json!({"sub": "a", "exp": now() + 60});
+        let signed = |crit: Option<Vec<String>>| {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = crit;
+            header.extras.insert("x".into(), "y".into());
+            v.verify(&jsonwebtoken::encode(&header, &claims, &EncodingKey::from_secret(b"s3cret")).unwrap())
+        };
+        assert!(signed(None).is_ok(), "an unlisted extra header field is fine");
+        assert_eq!(signed(Some(vec!["x".into()])).unwrap_err(), Failure::InvalidToken);
+        assert_eq!(signed(Some(vec![])).unwrap_err(), Failure::InvalidToken, "an empty crit is invalid");
+        let b64 = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let not_a_list = format!("{}.{}.c2ln", b64(r#"{"alg":"HS256","crit":"x"}"#), b64(&claims.to_string()));
+        assert_eq!(v.verify(&not_a_list).unwrap_err(), Failure::InvalidToken);
     }
 
     #[test]

@@ -75,7 +75,7 @@ pub struct ModelInfo {
 /// Every model served, with its versions.
 #[utoipa::path(get, path = "/models", tag = "models", responses(
     (status = 200, body = ModelList),
-    (status = 503, description = "Models still loading", body = ErrorBody),
+    (status = 503, description = "Models still loading; see Retry-After", body = ErrorBody),
 ))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiError> {
     let registry = state.registry()?;
@@ -100,7 +100,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<ModelList>, ApiE
         (status = 200, body = ModelInfo),
         (status = 400, description = "Path is not valid UTF-8", body = ErrorBody),
         (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 503, description = "Models still loading", body = ErrorBody),
+        (status = 503, description = "Models still loading, or the model unloaded (repository API); see Retry-After", body = ErrorBody),
     ))]
 pub async fn info(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Json<ModelInfo>, ApiError> {
     let registry = state.registry()?;
@@ -114,7 +114,7 @@ pub async fn info(State(state): State<AppState>, ApiPath(name): ApiPath<String>)
         (status = 200, body = ModelInfo),
         (status = 400, description = "Path is not valid UTF-8", body = ErrorBody),
         (status = 404, description = "Unknown model or version", body = ErrorBody),
-        (status = 503, description = "Models still loading", body = ErrorBody),
+        (status = 503, description = "Models still loading, or the model unloaded (repository API); see Retry-After", body = ErrorBody),
     ))]
 pub async fn version_info(
     State(state): State<AppState>,

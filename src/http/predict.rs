@@ -61,7 +61,7 @@ enum PredictResponses {
     /// One prediction per instance, in order
     #[response(status = 200)]
     Ok(PredictResponse),
-    /// Body is not JSON, the path is not valid UTF-8, or `x-request-timeout-ms` is not a number of milliseconds
+    /// Body is not JSON or could not be read, the path is not valid UTF-8, or `x-request-timeout-ms` is not a whole number of milliseconds above 0
     #[response(status = 400)]
     MalformedJson(ErrorBody),
     /// The body did not arrive before the request's deadline
@@ -79,12 +79,36 @@ enum PredictResponses {
     /// Internal fault, logged with the request id
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// Not ready, no working session, queue full or shutting down; see Retry-After
+    /// Models still loading, the model unloaded (repository API), no working session, queue full, too many bodies being received, or shutting down; see Retry-After
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// Not predicted before the deadline (`server.request_timeout_ms`, or the client's shorter `x-request-timeout-ms`)
     #[response(status = 504)]
     Timeout(ErrorBody),
+}
+
+/// The header every predict operation reads (documentation: see [`super::deadline`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct TimeoutHeader {
+    /// Shortens the request's deadline (`server.request_timeout_ms`, never lengthened) to this many milliseconds
+    #[param(rename = "x-request-timeout-ms", minimum = 1, nullable = false)]
+    timeout: Option<u64>,
+}
+
+/// The headers of predict operations without a version in their path: the version may be
+/// pinned (see [`pinned`]).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct PinnedHeaders {
+    /// The version to run, instead of the one the model's traffic split picks; 404 if the model has no such version
+    #[param(rename = "x-inferd-version", nullable = false)]
+    version: Option<String>,
+    /// Shortens the request's deadline (`server.request_timeout_ms`, never lengthened) to this many milliseconds
+    #[param(rename = "x-request-timeout-ms", minimum = 1, nullable = false)]
+    timeout: Option<u64>,
 }
 
 /// The body as a `Result`, so that a request whose body is rejected still counts for its model.
@@ -93,8 +117,9 @@ type Body = Result<JsonBytes, ApiError>;
 /// Predict with the default model.
 #[utoipa::path(
     post, path = "/predict", tag = "predict",
+    params(PinnedHeaders),
     request_body = PredictRequest,
-    responses(PredictResponses)
+    responses(PredictResponses, (status = 404, description = "`x-inferd-version` names a version the default model does not have", body = ErrorBody))
 )]
 pub async fn predict_default(
     State(state): State<AppState>,
@@ -111,9 +136,9 @@ pub async fn predict_default(
 /// Predict with a model's default version.
 #[utoipa::path(
     post, path = "/models/{name}/predict", tag = "predict",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name"), PinnedHeaders),
     request_body = PredictRequest,
-    responses(PredictResponses, (status = 404, description = "Unknown model", body = ErrorBody))
+    responses(PredictResponses, (status = 404, description = "Unknown model, or `x-inferd-version` names a version it does not have", body = ErrorBody))
 )]
 pub async fn predict_model(
     State(state): State<AppState>,
@@ -131,7 +156,7 @@ pub async fn predict_model(
 /// Predict with one version of a model.
 #[utoipa::path(
     post, path = "/models/{name}/versions/{version}/predict", tag = "predict",
-    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version"), TimeoutHeader),
     request_body = PredictRequest,
     responses(PredictResponses, (status = 404, description = "Unknown model or version", body = ErrorBody))
 )]

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 
 use super::deadline::Deadline;
 use super::extract::{AnyBytes, ApiPath, Unread};
-use super::predict::{id_of, pinned, precheck, principal};
+use super::predict::{id_of, pinned, precheck, principal, PinnedHeaders, TimeoutHeader};
 use super::track::serve_model;
 use super::AppState;
 use crate::auth::Caller;
@@ -74,19 +74,35 @@ fn verb(target: &str, path: impl FnOnce() -> String) -> Result<&str, ApiError> {
     }
 }
 
+// What the operations below answer besides 200 and 404 (the descriptions of `/predict`'s).
+const BAD_REQUEST: &str = "Body is not JSON or could not be read, the path is not valid UTF-8, or \
+                           `x-request-timeout-ms` is not a whole number of milliseconds above 0";
+const BODY_TIMEOUT: &str = "The body did not arrive before the request's deadline";
+const TOO_LARGE: &str = "Body over the configured limit";
+const INVALID: &str = "Envelope, instance count, schema violations, or the model refused the rows";
+const INTERNAL: &str = "Internal fault, logged with the request id";
+const UNAVAILABLE: &str = "Models still loading, the model unloaded (repository API), no working session, queue \
+                           full, too many bodies being received, or shutting down; see Retry-After";
+const TIMEOUT: &str = "Not predicted before the deadline (`server.request_timeout_ms`, or the client's shorter \
+                       `x-request-timeout-ms`)";
+const STATUS_UNAVAILABLE: &str = "Models still loading, or the model unloaded (repository API); see Retry-After";
+
 /// Predict with a model's default version (KServe V1, TensorFlow Serving).
 #[utoipa::path(
     post, path = "/v1/models/{name}:predict", tag = "predict",
-    params(("name" = String, Path, description = "Model name")),
+    params(("name" = String, Path, description = "Model name"), PinnedHeaders),
     request_body = V1Request,
     responses(
         (status = 200, description = "One prediction per instance, in order", body = V1Response,
             example = json!({"predictions": [187534.94]})),
-        (status = 400, description = "Body is not JSON", body = ErrorBody),
-        (status = 404, description = "Unknown model", body = ErrorBody),
-        (status = 422, description = "Envelope, instance count or schema violations", body = ErrorBody),
-        (status = 503, description = "Not ready, queue full or shutting down", body = ErrorBody),
-        (status = 504, description = "Not predicted before the deadline", body = ErrorBody),
+        (status = 400, description = BAD_REQUEST, body = ErrorBody),
+        (status = 404, description = "Unknown model, a verb other than `:predict`, or `x-inferd-version` names a version the model does not have", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 422, description = INVALID, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
     )
 )]
 pub async fn predict(
@@ -106,12 +122,18 @@ pub async fn predict(
 /// Predict with one version of a model (KServe V1, TensorFlow Serving).
 #[utoipa::path(
     post, path = "/v1/models/{name}/versions/{version}:predict", tag = "predict",
-    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
+    params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version"), TimeoutHeader),
     request_body = V1Request,
     responses(
         (status = 200, description = "One prediction per instance, in order", body = V1Response),
-        (status = 404, description = "Unknown model or version", body = ErrorBody),
-        (status = 422, description = "Envelope, instance count or schema violations", body = ErrorBody),
+        (status = 400, description = BAD_REQUEST, body = ErrorBody),
+        (status = 404, description = "Unknown model or version, or a verb other than `:predict`", body = ErrorBody),
+        (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
+        (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 422, description = INVALID, body = ErrorBody),
+        (status = 500, description = INTERNAL, body = ErrorBody),
+        (status = 503, description = UNAVAILABLE, body = ErrorBody),
+        (status = 504, description = TIMEOUT, body = ErrorBody),
     )
 )]
 pub async fn predict_version(
@@ -132,7 +154,12 @@ pub async fn predict_version(
 #[utoipa::path(
     get, path = "/v1/models/{name}", tag = "models",
     params(("name" = String, Path, description = "Model name")),
-    responses((status = 200, body = V1Status), (status = 404, description = "Unknown model", body = ErrorBody))
+    responses(
+        (status = 200, body = V1Status),
+        (status = 400, description = "Path is not valid UTF-8", body = ErrorBody),
+        (status = 404, description = "Unknown model", body = ErrorBody),
+        (status = 503, description = STATUS_UNAVAILABLE, body = ErrorBody),
+    )
 )]
 pub async fn status(State(state): State<AppState>, ApiPath(name): ApiPath<String>) -> Result<Json<V1Status>, ApiError> {
     model_status(&state, name, None)
@@ -142,7 +169,12 @@ pub async fn status(State(state): State<AppState>, ApiPath(name): ApiPath<String
 #[utoipa::path(
     get, path = "/v1/models/{name}/versions/{version}", tag = "models",
     params(("name" = String, Path, description = "Model name"), ("version" = String, Path, description = "Model version")),
-    responses((status = 200, body = V1Status), (status = 404, description = "Unknown model or version", body = ErrorBody))
+    responses(
+        (status = 200, body = V1Status),
+        (status = 400, description = "Path is not valid UTF-8", body = ErrorBody),
+        (status = 404, description = "Unknown model or version", body = ErrorBody),
+        (status = 503, description = STATUS_UNAVAILABLE, body = ErrorBody),
+    )
 )]
 pub async fn status_version(
     State(state): State<AppState>,

@@ -930,6 +930,15 @@ async fn hs256_tokens_are_checked_claim_by_claim() {
             Refuse(&["invalid_token", "malformed", "invalid_signature"]),
             Refuse(&["invalid_token", "malformed", "invalid_signature"]),
         ),
+        // RFC 7515 §4.1.6: a critical extension the server does not understand (none) refuses
+        // the token, however well it is signed.
+        (
+            "critical extension",
+            with(ok(json!({})), "headers", json!({"crit": ["x"], "x": "y"})),
+            Refuse(&["invalid_token"]),
+            Refuse(&["invalid_token"]),
+        ),
+        ("an extension not marked critical", with(ok(json!({})), "headers", json!({"x": "y"})), Accept, Accept),
         (
             "RS256 against HS256 only",
             spec("RS256", rsa1.clone(), base.clone(), json!({"exp": 300})),
@@ -1040,6 +1049,15 @@ async fn rs256_with_a_public_key_refuses_algorithm_confusion() {
             Want::Refuse(&["invalid_signature"]),
         ),
         ("expired", spec("RS256", k("rsa1.pem"), claims.clone(), json!({"exp": -100})), Want::Refuse(&["expired"])),
+        (
+            "a critical extension",
+            with(
+                spec("RS256", k("rsa1.pem"), claims.clone(), exp.clone()),
+                "headers",
+                json!({"crit": ["b64"], "b64": "x"}),
+            ),
+            Want::Refuse(&["invalid_token"]),
+        ),
         (
             "HS256 keyed with the public key PEM",
             spec("HS256", json!({"hmac_key_file": public}), claims.clone(), exp.clone()),

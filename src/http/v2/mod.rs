@@ -20,7 +20,7 @@ use tower_http::request_id::RequestId;
 
 use super::deadline::Deadline;
 use super::extract::Unread;
-use super::predict::{id_of, pinned, principal};
+use super::predict::{id_of, pinned, principal, PinnedHeaders, TimeoutHeader};
 use super::track::serve_model;
 use super::AppState;
 use crate::auth::Caller;
@@ -81,10 +81,13 @@ fn model_metadata(registry: &Registry, batcher: &Batcher, all_versions: bool) ->
     }
 }
 
+/// The metadata and readiness routes' 503.
+const UNAVAILABLE: &str = "Models still loading, or the model unloaded (repository API); see Retry-After";
+
 /// Model metadata (default version).
 #[utoipa::path(get, path = "/v2/models/{model}", tag = "open inference protocol v2",
     params(("model" = String, Path)),
-    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, description = "Unknown model", body = V2Error), (status = 503, description = UNAVAILABLE, body = V2Error)))]
 pub async fn model(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
@@ -96,7 +99,7 @@ pub async fn model(
 /// Model metadata (one version).
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}", tag = "open inference protocol v2",
     params(("model" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+    responses((status = 200, body = ModelMetadata), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, description = "Unknown model or version", body = V2Error), (status = 503, description = UNAVAILABLE, body = V2Error)))]
 pub async fn model_version(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
@@ -108,7 +111,7 @@ pub async fn model_version(
 /// Model readiness (default version).
 #[utoipa::path(get, path = "/v2/models/{model}/ready", tag = "open inference protocol v2",
     params(("model" = String, Path)),
-    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, description = "Unknown model", body = V2Error), (status = 503, description = UNAVAILABLE, body = V2Error)))]
 pub async fn model_ready(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
@@ -119,7 +122,7 @@ pub async fn model_ready(
 /// Model readiness (one version).
 #[utoipa::path(get, path = "/v2/models/{model}/versions/{version}/ready", tag = "open inference protocol v2",
     params(("model" = String, Path), ("version" = String, Path)),
-    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, body = V2Error), (status = 503, body = V2Error)))]
+    responses((status = 200, body = Readiness), (status = 400, description = "Path is not valid UTF-8", body = V2Error), (status = 404, description = "Unknown model or version", body = V2Error), (status = 503, description = UNAVAILABLE, body = V2Error)))]
 pub async fn model_version_ready(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
@@ -133,7 +136,7 @@ pub async fn model_version_ready(
 enum InferResponses {
     #[response(status = 200)]
     Ok(InferResponse),
-    /// Malformed body, unknown or missing input, wrong datatype, shape and data disagree, or values outside the schema
+    /// Malformed body, unknown or missing input, wrong datatype, shape and data disagree, values outside the schema, the path is not valid UTF-8, or `x-request-timeout-ms` is not a whole number of milliseconds above 0
     #[response(status = 400)]
     BadRequest(V2Error),
     /// Body over the configured limit
@@ -142,7 +145,7 @@ enum InferResponses {
     /// Internal fault
     #[response(status = 500)]
     Internal(V2Error),
-    /// Not ready, queue full or shutting down
+    /// Models still loading, the model unloaded (repository API), no working session, queue full, too many bodies being received, or shutting down; see Retry-After
     #[response(status = 503)]
     Unavailable(V2Error),
     /// The body did not arrive before the request's deadline
@@ -158,9 +161,9 @@ type Body = Result<V2Body, V2Error>;
 
 /// Inference on named tensors (default version). Any content type is read as JSON.
 #[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "open inference protocol v2",
-    params(("model" = String, Path)),
+    params(("model" = String, Path), PinnedHeaders),
     request_body = InferRequest,
-    responses(InferResponses, (status = 404, description = "Unknown model", body = V2Error)))]
+    responses(InferResponses, (status = 404, description = "Unknown model, or `x-inferd-version` names a version it does not have", body = V2Error)))]
 pub async fn infer(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
@@ -177,7 +180,7 @@ pub async fn infer(
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
 #[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "open inference protocol v2",
-    params(("model" = String, Path), ("version" = String, Path)),
+    params(("model" = String, Path), ("version" = String, Path), TimeoutHeader),
     request_body = InferRequest,
     responses(InferResponses, (status = 404, description = "Unknown model or version", body = V2Error)))]
 pub async fn infer_version(

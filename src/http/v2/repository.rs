@@ -49,8 +49,10 @@ fn parse<T: Default + for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, V2Err
 /// Every configured model version and whether it serves.
 #[utoipa::path(post, path = "/v2/repository/index", tag = "open inference protocol v2", responses(
     (status = 200, body = [RepositoryModel]),
-    (status = 400, description = "Body is not an index request", body = V2Error),
-    (status = 503, description = "Models still loading", body = V2Error),
+    (status = 400, description = "Body is not an index request, or `x-request-timeout-ms` is not a whole number of milliseconds above 0", body = V2Error),
+    (status = 408, description = "The body did not arrive before the request's deadline", body = V2Error),
+    (status = 413, description = "Body over the configured limit", body = V2Error),
+    (status = 503, description = "Models still loading, or too many bodies being received", body = V2Error),
 ))]
 pub async fn index(
     State(state): State<AppState>,
@@ -94,11 +96,13 @@ async fn load_or_unload(state: AppState, name: String, body: &[u8], load: bool) 
     params(("name" = String, Path, description = "A configured model")),
     responses(
         (status = 200, body = ReloadReport),
-        (status = 400, description = "Body is not a load request, or brings a config or files", body = V2Error),
+        (status = 400, description = "Body is not a load request or brings a config or files, the path is not valid UTF-8, or `x-request-timeout-ms` is not valid", body = V2Error),
         (status = 403, description = "Not allowed", body = V2Error),
         (status = 404, description = "Not a configured model", body = V2Error),
+        (status = 408, description = "The body did not arrive before the request's deadline", body = V2Error),
         (status = 409, description = "The model failed to load; nothing changed", body = V2Error),
-        (status = 503, description = "Models still loading", body = V2Error),
+        (status = 413, description = "Body over the configured limit", body = V2Error),
+        (status = 503, description = "Models still loading, too many bodies being received, or shutting down", body = V2Error),
     ))]
 pub async fn load(
     State(state): State<AppState>,
@@ -114,10 +118,13 @@ pub async fn load(
     params(("name" = String, Path, description = "A configured model")),
     responses(
         (status = 200, body = ReloadReport),
-        (status = 400, description = "Body is not an unload request", body = V2Error),
+        (status = 400, description = "Body is not an unload request, the path is not valid UTF-8, or `x-request-timeout-ms` is not valid", body = V2Error),
         (status = 403, description = "Not allowed", body = V2Error),
         (status = 404, description = "Not a configured model", body = V2Error),
-        (status = 503, description = "Models still loading", body = V2Error),
+        (status = 408, description = "The body did not arrive before the request's deadline", body = V2Error),
+        (status = 409, description = "The models left could not be set up; nothing changed", body = V2Error),
+        (status = 413, description = "Body over the configured limit", body = V2Error),
+        (status = 503, description = "Models still loading, too many bodies being received, or shutting down", body = V2Error),
     ))]
 pub async fn unload(
     State(state): State<AppState>,
