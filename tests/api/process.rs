@@ -418,7 +418,32 @@ fn unprivileged(dir: &std::path::Path) -> Command {
     command
 }
 
-/// The two 32-client SIGTERM tests of `connections`, at once, against the binary run without
+/// A client that opens a connection per `GET /health`, as fast as it can until the server is
+/// gone: handshakes land at any moment, the one when the listener closes included.
+async fn hammer(addr: String, tally: Arc<crate::connections::Tally>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&addr)).await
+        else {
+            // Refused, or a SYN left unanswered while the server drains: not a lost request.
+            tally.refused.fetch_add(1, Ordering::SeqCst);
+            return;
+        };
+        let sent = stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer).await;
+        if sent.is_ok() && read.is_ok() && answer.starts_with(b"HTTP/1.1 ") {
+            tally.answered.fetch_add(1, Ordering::SeqCst);
+        } else {
+            eprintln!("lost: sent {:?} read {:?}", sent.err(), read.err());
+            tally.lost.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The two 32-client SIGTERM tests of `connections`, at once, with 32 more clients opening a
+/// connection per `GET /health` as fast as they can, against the binary run without
 /// privileges: no request the kernel accepted is reset, whichever way the listener is shut.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_as_an_unprivileged_user_answers_every_connection_the_kernel_accepted() {
@@ -430,9 +455,10 @@ async fn sigterm_as_an_unprivileged_user_answers_every_connection_the_kernel_acc
         let addr = server.base.trim_start_matches("http://").to_owned();
         let body = Arc::new(json!({"instances": [schema_example("house_price")]}).to_string());
         let (per_request, keep_alive) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
-        let stop = Arc::new(AtomicBool::new(false));
+        let (hammered, stop) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
         let mut clients = Vec::new();
         for _ in 0..32 {
+            clients.push(tokio::spawn(hammer(addr.clone(), hammered.clone(), stop.clone())));
             let (addr, body) = (addr.clone(), body.clone());
             clients.push(tokio::spawn(connection_per_request(
                 addr.clone(),
@@ -453,8 +479,9 @@ async fn sigterm_as_an_unprivileged_user_answers_every_connection_the_kernel_acc
         for client in clients {
             client.await.unwrap();
         }
-        let lost = per_request.lost.load(Ordering::SeqCst) + keep_alive.lost.load(Ordering::SeqCst);
-        let answered = per_request.answered.load(Ordering::SeqCst) + keep_alive.answered.load(Ordering::SeqCst);
+        let tallies = [&per_request, &keep_alive, &hammered];
+        let lost: usize = tallies.iter().map(|t| t.lost.load(Ordering::SeqCst)).sum();
+        let answered: usize = tallies.iter().map(|t| t.answered.load(Ordering::SeqCst)).sum();
         assert_eq!(lost, 0, "round {round}: {lost} requests were reset or cut off ({answered} answered)");
         assert_eq!(exit.code(), Some(0));
         let mut logs = tokio::task::block_in_place(|| server.logs.iter().collect::<Vec<_>>()).into_iter();
