@@ -11,12 +11,15 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt -r tests/auth/requirements.txt \
   -r tests/openapi/requirements.txt
-# Debian packages: Prometheus' promtool (metrics tests) and Chromium (the CORS browser tests).
+# Debian packages: Prometheus' promtool (metrics tests), Chromium (the CORS browser tests) and
+# util-linux's setpriv.
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v chromium >/dev/null || missing+=(chromium)
+# setpriv runs the server as an unprivileged user in the SIGTERM tests (CI runs as root).
+command -v setpriv >/dev/null || missing+=(util-linux)
 if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

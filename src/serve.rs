@@ -1,11 +1,12 @@
 //! The HTTP/1.1 accept loop, in place of `axum::serve`, for what a public port needs and axum's
-//! loop does not offer: a cap on open connections, a header-read (and keep-alive idle) timeout,
-//! accept errors that are survived and logged at most once a second, and a shutdown that first
-//! answers the connections already waiting in the kernel's accept queue.
+//! loop does not offer: a cap on open connections and on what each holds in its read buffer, a
+//! header-read (and keep-alive idle) timeout, accept errors that are survived and logged at most
+//! once a second, and a shutdown that first answers the connections already waiting in the
+//! kernel's accept queue.
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tower::ServiceExt;
 
+use crate::config::DrainGate;
 use crate::observe::RateLimited;
 
 /// What each connection is held to.
@@ -36,6 +38,12 @@ pub struct Limits {
     /// A client that takes none of its response for this long is disconnected, so that one
     /// that never reads cannot hold a connection and the response's memory.
     pub write_timeout: Duration,
+    /// Largest request head; also the most a connection's read buffer holds. hyper's default
+    /// lets the buffer grow to 400 KiB while a large body streams through and keeps it for the
+    /// connection's life: 800 keep-alive uploaders then held 160 MB outside the body budget.
+    pub max_header_bytes: usize,
+    /// How the listener stops new handshakes at shutdown, before its accept queue is drained.
+    pub drain_gate: DrainGate,
 }
 
 /// Serves `router` on `listener` until `stop` resolves, then answers the connections already
@@ -74,7 +82,7 @@ pub async fn serve(
             },
         }
     }
-    server.drain(listener).await;
+    server.drain(listener, limits.drain_gate).await;
     server.finish(grace).await
 }
 
@@ -96,11 +104,25 @@ const QUIET_BEFORE_CLOSE: Duration = Duration::from_millis(250);
 /// Once stopping, how long a connection that has sent nothing yet is given to send its request
 /// (its client connected before the listener closed).
 const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// With the listener shut, its queue is drained until no connection has landed for this long:
+/// a handshake under way when it was shut completes meanwhile.
+const SHUT_QUIET: Duration = Duration::from_millis(20);
+/// With no way to shut it, the listener keeps accepting (responses say `connection: close`)
+/// until no client has connected for this long, so that clients which have stopped coming
+/// are all answered before it closes...
+const OPEN_QUIET: Duration = Duration::from_millis(100);
+/// ...or for this long at most, under clients that keep connecting.
+const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// hyper refuses a smaller read buffer.
+const MIN_READ_BUFFER: usize = 8192;
 
 impl Server {
     fn new(router: Router, limits: Limits) -> Self {
         let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+        http.timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true)
+            .max_buf_size(limits.max_header_bytes.max(MIN_READ_BUFFER));
         Self {
             router,
             http,
@@ -158,34 +180,54 @@ impl Server {
         });
     }
 
-    /// Stops new connections at the door, then accepts and serves every connection the kernel
-    /// has already completed, so that none of them is reset when the listener closes.
-    async fn drain(&self, listener: TcpListener) {
-        let listener = match listener.into_std() {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(%error, "cannot drain the accept queue");
-                return;
-            }
-        };
-        refuse_new_handshakes(&listener);
+    /// Shuts the listener to new handshakes, then accepts and serves every connection the
+    /// kernel has already completed, so that none of them is reset when the listener closes.
+    async fn drain(&self, listener: TcpListener, gate: DrainGate) {
+        let shut = shut(&listener, gate);
+        let quiet = if shut == Shut::Open { OPEN_QUIET } else { SHUT_QUIET };
+        let limit = tokio::time::Instant::now() + DRAIN_LIMIT;
         let mut drained = 0;
-        // Twice, a moment apart: a handshake under way when the filter went on lands meanwhile.
-        for pause in [Duration::ZERO, Duration::from_millis(20)] {
-            tokio::time::sleep(pause).await;
-            while let Ok((stream, peer)) = listener.accept() {
-                let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
-                if let Ok(stream) = stream {
-                    // Over the cap if need be: these clients are already connected.
-                    let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("fresh semaphore");
-                    self.spawn(stream, peer, permit);
+        while tokio::time::Instant::now() < limit {
+            let wait = (tokio::time::Instant::now() + quiet).min(limit);
+            match tokio::time::timeout_at(wait, listener.accept()).await {
+                Ok(Ok((stream, peer))) => {
+                    self.admit(stream, shut, peer);
                     drained += 1;
                 }
+                Ok(Err(error)) if is_connection_error(&error) => {}
+                // Quiet, or out of file descriptors: the queue is as drained as it will be.
+                _ => break,
             }
         }
-        if drained > 0 {
-            tracing::info!(connections = drained, "answering connections that were waiting to be accepted");
+        // A last sweep without waiting, so that the listener closes the moment its queue was
+        // last seen empty: without a shut door, a client connecting in between is reset.
+        match listener.into_std() {
+            Ok(listener) => {
+                while let Ok((stream, peer)) = listener.accept() {
+                    let stream = stream.set_nonblocking(true).and_then(|()| TcpStream::from_std(stream));
+                    if let Ok(stream) = stream {
+                        self.admit(stream, shut, peer);
+                        drained += 1;
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot sweep the accept queue"),
         }
+        if drained > 0 {
+            tracing::info!(connections = drained, "answered connections that were waiting to be accepted");
+        }
+    }
+
+    /// Serves a connection accepted while draining, over the cap if need be: its client is
+    /// already connected.
+    fn admit(&self, stream: TcpStream, shut: Shut, peer: SocketAddr) {
+        if shut == Shut::MinTtl {
+            // Its handshake completed after the listener was shut, so it inherited the
+            // listener's minimum TTL, which would drop the client's every packet.
+            let _ = set_min_ttl(stream.as_raw_fd(), 0);
+        }
+        let permit = Arc::new(Semaphore::new(1)).try_acquire_owned().expect("fresh semaphore");
+        self.spawn(stream, peer, permit);
     }
 
     /// Asks every connection to close after its current request and waits for them, at most
@@ -318,12 +360,50 @@ fn is_connection_error(error: &std::io::Error) -> bool {
     matches!(error.kind(), ConnectionRefused | ConnectionAborted | ConnectionReset)
 }
 
+/// How the listener was shut to new handshakes at shutdown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shut {
+    SocketFilter,
+    MinTtl,
+    /// Not at all: it keeps completing handshakes until it closes.
+    Open,
+}
+
+/// Stops the kernel from completing new handshakes on the listener, so that clients that
+/// connect from now on see their SYN unanswered and are refused once the listener closes,
+/// instead of being accepted by the kernel and then reset. Handshakes already under way still
+/// complete (their final ACK passes) and are drained with the rest.
+fn shut(listener: &TcpListener, gate: DrainGate) -> Shut {
+    let fd = listener.as_raw_fd();
+    let shut = match gate {
+        DrainGate::Auto => refuse_new_handshakes(fd)
+            .map(|()| Shut::SocketFilter)
+            // Some kernels (6.18 here) allow socket filters on TCP sockets only with
+            // CAP_NET_ADMIN, which a process run as a plain user lacks.
+            .or_else(|_| set_min_ttl(fd, u8::MAX).map(|()| Shut::MinTtl)),
+        DrainGate::SocketFilter => refuse_new_handshakes(fd).map(|()| Shut::SocketFilter),
+        DrainGate::MinTtl => set_min_ttl(fd, u8::MAX).map(|()| Shut::MinTtl),
+        DrainGate::None => Ok(Shut::Open),
+    };
+    match &shut {
+        Ok(Shut::Open) => {}
+        Ok(shut) => {
+            let gate = if *shut == Shut::MinTtl { "min_ttl" } else { "socket_filter" };
+            tracing::info!(gate, "no new connections: the listener drops new handshakes");
+        }
+        Err(error) => tracing::warn!(
+            %error,
+            ?gate,
+            "cannot stop new handshakes before draining; a client that connects just as the \
+             listener closes may be reset"
+        ),
+    }
+    shut.unwrap_or(Shut::Open)
+}
+
 /// Attaches a socket filter that drops new connection requests (segments with SYN set and ACK
-/// clear) reaching the listener, so that the kernel starts no new handshake while the accept
-/// queue is drained: clients that connect now see their SYN unanswered and are refused once the
-/// listener closes, instead of being accepted by the kernel and then reset. Handshakes already
-/// under way still complete (their final ACK passes) and are drained with the rest.
-fn refuse_new_handshakes(listener: &std::net::TcpListener) {
+/// clear) reaching the listener.
+fn refuse_new_handshakes(fd: RawFd) -> std::io::Result<()> {
     const TCP_FLAGS: u32 = 13; // offset in the TCP header, where a socket filter's data starts
     const SYN: u32 = 0x02;
     const ACK: u32 = 0x10;
@@ -339,23 +419,50 @@ fn refuse_new_handshakes(listener: &std::net::TcpListener) {
     // SAFETY: the program outlives the call, which copies it into the kernel.
     let rc = unsafe {
         libc::setsockopt(
-            listener.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
             libc::SO_ATTACH_FILTER,
             (&raw const filter).cast(),
             std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
     };
-    if rc != 0 {
-        // Some kernels (seen on 6.18) refuse socket filters on TCP sockets without
-        // CAP_NET_ADMIN. The drain goes on: only a client whose handshake completes in the
-        // moment between the last accept and the close may then be reset.
-        tracing::warn!(
-            error = %std::io::Error::last_os_error(),
-            "cannot stop new handshakes before draining (a socket filter, which this kernel may \
-             allow only with CAP_NET_ADMIN); draining without it"
-        );
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
+}
+
+/// Sets the least TTL (IPv4) and hop limit (IPv6) the socket takes packets with; any user may.
+/// At 255 a listener drops every SYN that crossed a router or came from a stack that starts
+/// below 255, which is every common one (Linux, Windows and macOS send 64 or 128): RFC 5082's
+/// check, used here to shut the door on new handshakes without a socket filter. A packet
+/// addressed to a connection already made goes to that connection's socket, which checks its
+/// own setting.
+fn set_min_ttl(fd: RawFd, ttl: u8) -> std::io::Result<()> {
+    let set = |level: libc::c_int, name: libc::c_int| {
+        let value = libc::c_int::from(ttl);
+        // SAFETY: the value outlives the call, which copies it.
+        let rc = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&raw const value).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    };
+    // An IPv4 socket refuses the IPv6 option; an IPv6 one takes both, IPv4's for its clients
+    // with mapped addresses.
+    let v4 = set(libc::IPPROTO_IP, libc::IP_MINTTL);
+    let v6 = set(libc::IPPROTO_IPV6, libc::IPV6_MINHOPCOUNT);
+    v6.or(v4)
 }
 
 #[cfg(test)]
@@ -364,15 +471,15 @@ mod tests {
     use std::io::{Read, Write};
     use std::net::TcpStream;
 
-    #[test]
-    fn the_drain_filter_refuses_new_handshakes_but_keeps_those_already_made() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    /// Shuts a listener with `gate` after one client connected: a second client's SYN goes
+    /// unanswered, and the first is accepted and talks both ways.
+    fn shut_with(gate: impl Fn(RawFd) -> std::io::Result<()>, addr: &str) {
+        let listener = std::net::TcpListener::bind(addr).unwrap();
         let addr = listener.local_addr().unwrap();
         let mut before = TcpStream::connect(addr).unwrap();
-        refuse_new_handshakes(&listener);
+        gate(listener.as_raw_fd()).expect("the gate is allowed");
         let after = TcpStream::connect_timeout(&addr, Duration::from_millis(300));
-        assert!(after.is_err(), "a SYN sent after the filter goes unanswered");
-        // The connection made before is still accepted, and data flows both ways.
+        assert!(after.is_err(), "a SYN sent after the gate goes unanswered");
         let (mut accepted, _) = listener.accept().unwrap();
         before.write_all(b"ping").unwrap();
         let mut buf = [0u8; 4];
@@ -380,5 +487,35 @@ mod tests {
         accepted.write_all(b"pong").unwrap();
         before.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"pong");
+    }
+
+    /// Needs CAP_NET_ADMIN on some kernels (CI runs as root).
+    #[test]
+    fn the_socket_filter_refuses_new_handshakes_but_keeps_those_already_made() {
+        shut_with(refuse_new_handshakes, "127.0.0.1:0");
+    }
+
+    #[test]
+    fn the_min_ttl_gate_refuses_new_handshakes_but_keeps_those_already_made() {
+        shut_with(|fd| set_min_ttl(fd, u8::MAX), "127.0.0.1:0");
+        shut_with(|fd| set_min_ttl(fd, u8::MAX), "[::1]:0");
+    }
+
+    #[test]
+    fn a_connection_accepted_behind_the_min_ttl_gate_is_reopened() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        // A connection whose handshake completes once the gate is on inherits it.
+        set_min_ttl(listener.as_raw_fd(), 7).unwrap();
+        let _client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (accepted, _) = listener.accept().unwrap();
+        let min_ttl = |fd: RawFd| {
+            let (mut value, mut len) = (0 as libc::c_int, std::mem::size_of::<libc::c_int>() as libc::socklen_t);
+            // SAFETY: value and len outlive the call and say the buffer's size.
+            unsafe { libc::getsockopt(fd, libc::IPPROTO_IP, libc::IP_MINTTL, (&raw mut value).cast(), &mut len) };
+            value
+        };
+        assert_eq!(min_ttl(accepted.as_raw_fd()), 7);
+        set_min_ttl(accepted.as_raw_fd(), 0).unwrap();
+        assert_eq!(min_ttl(accepted.as_raw_fd()), 0);
     }
 }

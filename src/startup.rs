@@ -268,6 +268,8 @@ fn connection_limits(server: &crate::config::ServerConfig) -> serve::Limits {
         header_read_timeout: server.header_read_timeout(),
         max_connections: server.max_connections.min(allowed),
         write_timeout: Duration::from_millis(server.write_timeout_ms),
+        max_header_bytes: server.max_header_bytes,
+        drain_gate: server.drain_gate,
     }
 }
 

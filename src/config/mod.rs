@@ -97,13 +97,39 @@ pub struct ServerConfig {
     /// A client that takes none of its response for this many milliseconds is disconnected.
     #[validate(range(min = 100, max = 3600000))]
     pub write_timeout_ms: u64,
-    /// Request bodies being received at once may hold at most this many bytes in all; a request
-    /// that finds no room waits for it until its deadline, then gets 503.
+    /// Request bodies held at once, from their first byte read to the end of their request,
+    /// may hold at most this many bytes in all; a request that finds no room waits for it until
+    /// its deadline, then gets 503.
     #[validate(range(min = 65536))]
     pub max_body_bytes_in_flight: usize,
+    /// Largest request head (request line and headers), in bytes; a larger one gets 431. Each
+    /// connection's read buffer is held to it, so it is most of what an open connection costs.
+    #[validate(range(min = 8192, max = 1048576))]
+    pub max_header_bytes: usize,
+    /// How the listener stops completing new TCP handshakes at shutdown, before it drains its
+    /// accept queue: see [`DrainGate`].
+    pub drain_gate: DrainGate,
     /// When `/ready` says ready: `all` configured models loaded with a working session (the
     /// default), or `any` one of them.
     pub ready_when: ReadyWhen,
+}
+
+/// How the listener is shut to new handshakes at shutdown, so that a late client is refused
+/// rather than accepted by the kernel and then reset when the listener closes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DrainGate {
+    /// A socket filter, else (without `CAP_NET_ADMIN`, on kernels that ask for it) the minimum TTL.
+    #[default]
+    Auto,
+    /// A socket filter that drops new SYNs.
+    SocketFilter,
+    /// `IP_MINTTL` (and IPv6's minimum hop count) at 255, which any user may set: SYNs sent with
+    /// a usual TTL are dropped.
+    MinTtl,
+    /// None: the listener keeps accepting until clients stop coming (at most a second); one that
+    /// connects just as it closes is reset.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -127,6 +153,8 @@ impl Default for ServerConfig {
             max_connections: 10_000,
             write_timeout_ms: 10_000,
             max_body_bytes_in_flight: 256 * 1024 * 1024,
+            max_header_bytes: 16 * 1024,
+            drain_gate: DrainGate::Auto,
             ready_when: ReadyWhen::All,
         }
     }

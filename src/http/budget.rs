@@ -1,8 +1,10 @@
-//! A budget of request-body bytes being received at once, over all connections: the memory a
-//! crowd of slow or stalled uploads can pin is bounded by it, not by connections x body limit.
+//! A budget of request-body bytes held at once, over all connections, from a body's first byte
+//! read to the end of its request: the memory a crowd of uploads (slow, stalled or waiting for
+//! the model) can pin is bounded by it, not by connections x body limit.
 
 use std::sync::Arc;
 
+use axum::body::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Counted in KiB, so that permits fit the semaphore's `u32` requests for any body limit.
@@ -28,6 +30,22 @@ impl BodyBudget {
     }
 }
 
+/// `body` as bytes that hold `room` until the last reference to them is dropped.
+pub fn holding(body: Vec<u8>, room: OwnedSemaphorePermit) -> Bytes {
+    Bytes::from_owner(Held { body, _room: room })
+}
+
+struct Held {
+    body: Vec<u8>,
+    _room: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -44,5 +62,17 @@ mod tests {
         let _second = tokio::time::timeout(Duration::from_millis(20), budget.reserve(2 * UNIT)).await.unwrap();
         let huge = tokio::time::timeout(Duration::from_millis(20), BodyBudget::new(UNIT).reserve(usize::MAX)).await;
         assert!(huge.is_ok(), "a body over the whole budget waits for all of it, not forever");
+    }
+
+    #[tokio::test]
+    async fn held_bytes_keep_their_room_until_the_last_reference_goes() {
+        let budget = BodyBudget::new(2 * UNIT);
+        let body = holding(vec![7; 2 * UNIT], budget.reserve(2 * UNIT).await);
+        let part = body.slice(..10);
+        drop(body);
+        let blocked = tokio::time::timeout(Duration::from_millis(20), budget.reserve(UNIT)).await;
+        assert!(blocked.is_err(), "a slice still holds the body");
+        drop(part);
+        let _room = tokio::time::timeout(Duration::from_millis(20), budget.reserve(2 * UNIT)).await.unwrap();
     }
 }

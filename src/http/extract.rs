@@ -1,14 +1,17 @@
 //! Extractors whose rejections use the service's error shapes, never axum's plain text.
 
-use axum::body::Bytes;
+use std::pin::Pin;
+
+use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{header, StatusCode};
+use axum::http::header;
 use axum::Json;
 use serde::de::DeserializeOwned;
 
 use std::time::Instant;
 
+use super::budget;
 use super::deadline::Deadline;
 use super::AppState;
 use crate::error::{clip, clip_quoted, ApiError};
@@ -65,13 +68,7 @@ impl FromRequest<AppState> for AnyBytes {
 }
 
 async fn read_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    let limit = state.config.server.body_limit_bytes;
-    match within_deadline(req, state, Bytes::from_request).await? {
-        Ok(bytes) => Ok(bytes),
-        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::PayloadTooLarge { limit }),
-        // The body broke off or its chunked encoding is invalid: not a JSON problem.
-        Err(e) => Err(ApiError::UnreadableBody(clip(&e.body_text()).into_owned())),
-    }
+    read_body(req, state).await
 }
 
 /// Parses a body read by [`JsonBytes`], with the service's error shape for every failure.
@@ -92,26 +89,49 @@ pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
     headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
 }
 
-/// Runs a body extractor before the request's deadline (stamped by the [`Deadline`] extractor,
-/// which handlers list before the body), so that a client that trickles its body or declares
-/// more than it sends cannot hold a connection and a handler open; and within the budget of
-/// body bytes in flight, so that many slow bodies cannot hold the server's memory.
-pub async fn within_deadline<F, T>(req: Request, state: &AppState, extract: F) -> Result<T, ApiError>
-where
-    F: AsyncFnOnce(Request, &AppState) -> T,
-{
+/// Reads a request body whole, before the request's deadline (stamped by the [`Deadline`]
+/// extractor, which handlers list before the body), so that a client that trickles its body or
+/// declares more than it sends cannot hold a connection and a handler open; and within the
+/// budget of body bytes in flight, so that many bodies cannot hold the server's memory. The
+/// budget's share (the `Content-Length`, or `body_limit_bytes` when chunked) is taken before a
+/// byte is read and travels with the returned bytes, given back when the last reference to
+/// them is dropped: a body counts until its request is done with it, not only while it arrives.
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     let deadline = match req.extensions().get::<Deadline>() {
         Some(deadline) => *deadline,
         None => super::deadline::from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
     };
     let limit = state.config.server.body_limit_bytes;
-    let bytes = declared_length(req.headers()).map_or(limit, |declared| declared.min(limit as u64) as usize);
-    let _room = tokio::time::timeout_at(deadline.at().into(), state.body_budget().reserve(bytes))
+    let declared = declared_length(req.headers()).map(|declared| declared.min(limit as u64) as usize);
+    let room = tokio::time::timeout_at(deadline.at().into(), state.body_budget().reserve(declared.unwrap_or(limit)))
         .await
         .map_err(|_| ApiError::BodiesInFlight)?;
-    tokio::time::timeout_at(deadline.at().into(), extract(req, state))
+    let body = tokio::time::timeout_at(deadline.at().into(), collect(req.into_body(), declared, limit))
         .await
-        .map_err(|_| ApiError::BodyTimeout { ms: deadline.budget_ms() })
+        .map_err(|_| ApiError::BodyTimeout { ms: deadline.budget_ms() })??;
+    Ok(budget::holding(body, room))
+}
+
+/// The body in one buffer of its declared length (growing up to `limit` when chunked). Each
+/// chunk is copied as it comes and dropped, so that hyper reuses its read buffer rather than
+/// allocating another while the chunks are held, and no second copy joins them at the end.
+async fn collect(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Vec<u8>, ApiError> {
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0));
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|e| ApiError::UnreadableBody(clip(&format!("cannot read the body: {e}")).into_owned()))?;
+        let Ok(data) = frame.into_data() else { continue }; // trailers
+        if buf.len() + data.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        if buf.capacity() - buf.len() < data.len() {
+            // Doubling, but never past the limit, which is what a chunked body reserved.
+            let grown = (buf.capacity() * 2).clamp(buf.len() + data.len(), limit);
+            buf.reserve_exact(grown - buf.len());
+        }
+        buf.extend_from_slice(&data);
+    }
+    Ok(buf)
 }
 
 fn rejected(rejection: JsonRejection) -> ApiError {

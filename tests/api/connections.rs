@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use inferd::config::DrainGate;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -74,15 +75,15 @@ async fn futures_all<F: std::future::Future>(futures: impl Iterator<Item = F>) -
 }
 
 #[derive(Default)]
-struct Tally {
-    answered: AtomicUsize,
-    refused: AtomicUsize,
+pub(crate) struct Tally {
+    pub answered: AtomicUsize,
+    pub refused: AtomicUsize,
     /// Connected, request sent, then reset or closed without an answer: what must not happen.
-    lost: AtomicUsize,
+    pub lost: AtomicUsize,
 }
 
 /// One client: a new connection per request until the server is gone.
-async fn connection_per_request(addr: String, body: Arc<String>, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
+pub(crate) async fn connection_per_request(addr: String, body: Arc<String>, tally: Arc<Tally>, stop: Arc<AtomicBool>) {
     while !stop.load(Ordering::SeqCst) {
         let mut stream = match tokio::time::timeout(Duration::from_secs(3), TcpStream::connect(&addr)).await {
             Ok(Ok(stream)) => stream,
@@ -116,7 +117,19 @@ async fn connection_per_request(addr: String, body: Arc<String>, tally: Arc<Tall
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_answers_every_connection_the_kernel_accepted() {
-    let app = TestApp::spawn().await;
+    every_connection_the_kernel_accepted_is_answered(DrainGate::Auto).await;
+}
+
+/// The gate a process without `CAP_NET_ADMIN` gets where the kernel refuses it socket filters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_every_connection_the_kernel_accepted_behind_the_min_ttl_gate() {
+    every_connection_the_kernel_accepted_is_answered(DrainGate::MinTtl).await;
+}
+
+async fn every_connection_the_kernel_accepted_is_answered(gate: DrainGate) {
+    let mut config = test_config();
+    config.server.drain_gate = gate;
+    let app = TestApp::spawn_with(config).await;
     let body = Arc::new(json!({"instances": [schema_example("house_price")]}).to_string());
     let tally = Arc::new(Tally::default());
     let stop = Arc::new(AtomicBool::new(false));
@@ -165,7 +178,7 @@ async fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<bool
 }
 
 /// One client: requests back to back on one keep-alive connection, a new one when told to close.
-async fn keep_alive_client(addr: String, body: Arc<String>, tally: Arc<Tally>) {
+pub(crate) async fn keep_alive_client(addr: String, body: Arc<String>, tally: Arc<Tally>) {
     let request = format!(
         "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{}",
         body.len(),
@@ -203,7 +216,18 @@ async fn keep_alive_client(addr: String, body: Arc<String>, tally: Arc<Tally>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_answers_requests_already_sent_on_keep_alive_connections() {
-    let app = TestApp::spawn().await;
+    requests_sent_on_keep_alive_connections_are_answered(DrainGate::Auto).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_answers_requests_already_sent_on_keep_alive_connections_behind_the_min_ttl_gate() {
+    requests_sent_on_keep_alive_connections_are_answered(DrainGate::MinTtl).await;
+}
+
+async fn requests_sent_on_keep_alive_connections_are_answered(gate: DrainGate) {
+    let mut config = test_config();
+    config.server.drain_gate = gate;
+    let app = TestApp::spawn_with(config).await;
     let body = Arc::new(json!({"instances": [schema_example("house_price")]}).to_string());
     let tally = Arc::new(Tally::default());
     let clients: Vec<_> =

@@ -60,11 +60,15 @@ pub(crate) fn start(extra: &[&str]) -> Server {
 
 /// [`start`] with extra environment variables.
 pub(crate) fn start_with(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Server {
+    let mut command = inferd();
+    command.args(["serve", "--host", "127.0.0.1", "--port", "0"]).args(extra).envs(env.iter().copied());
+    launch(command)
+}
+
+/// Runs `command` (a `serve`) with a fresh prediction log folder and waits for "ready".
+fn launch(mut command: Command) -> Server {
     let prediction_log = tempfile::tempdir().unwrap();
-    let mut child = inferd()
-        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .envs(env.iter().copied())
+    let mut child = command
         .env("INFERD_PREDICTION_LOG_DIR", prediction_log.path())
         .stdout(Stdio::piped())
         .spawn()
@@ -364,4 +368,235 @@ fn the_soft_open_files_limit_is_raised_and_stdout_is_json_only() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(limit, Some(hard), "started under a soft limit of 256");
+}
+
+/// The binary run as an unprivileged user (nobody, through `setpriv`, when the tests run as
+/// root as CI's do), from a folder any user can read: a copy of the binary, the ONNX Runtime
+/// library beside it and house_price with a config, since the checkout may sit where only root
+/// can enter. Such a process lacks `CAP_NET_ADMIN`, which some kernels (6.18 here) require for
+/// a socket filter on a TCP socket.
+fn unprivileged(dir: &std::path::Path) -> Command {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = |from: std::path::PathBuf| {
+        let to = dir.join(from.file_name().unwrap());
+        std::fs::copy(&from, &to).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+        to
+    };
+    let bin = copy(env!("CARGO_BIN_EXE_inferd").into());
+    for entry in std::fs::read_dir(repo().join(".ort")).expect("scripts/fetch-onnxruntime.sh has run") {
+        let path = entry.unwrap().path();
+        if path.file_name().unwrap().to_string_lossy().starts_with("libonnxruntime.so") {
+            copy(path);
+        }
+    }
+    copy(repo().join("models/house_price.onnx"));
+    copy(repo().join("schemas/house_price.json"));
+    let config = "[prediction_log]\nenabled = false\n[[models]]\nname = \"house_price\"\n\
+                  path = \"house_price.onnx\"\nschema = \"house_price.json\"\n";
+    std::fs::write(dir.join("inferd.toml"), config).unwrap();
+    // SAFETY: geteuid has no preconditions.
+    let mut command = if unsafe { libc::geteuid() } == 0 {
+        if Command::new("setpriv").arg("--version").output().is_err() {
+            panic!("these tests drop root with setpriv: apt-get install util-linux");
+        }
+        let mut setpriv = Command::new("setpriv");
+        setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
+        setpriv
+    } else {
+        Command::new(&bin)
+    };
+    command.current_dir(dir).env_remove("PORT").env_remove("INFERD_CONFIG").env("RUST_LOG", "info").args([
+        "serve",
+        "--config",
+        "inferd.toml",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+    ]);
+    command
+}
+
+/// A client that opens a connection per `GET /health`, as fast as it can until the server is
+/// gone: handshakes land at any moment, the one when the listener closes included.
+async fn hammer(addr: String, tally: Arc<crate::connections::Tally>, stop: Arc<std::sync::atomic::AtomicBool>) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&addr)).await
+        else {
+            // Refused, or a SYN left unanswered while the server drains: not a lost request.
+            tally.refused.fetch_add(1, Ordering::SeqCst);
+            return;
+        };
+        let sent = stream.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await;
+        let mut answer = Vec::new();
+        let read = stream.read_to_end(&mut answer).await;
+        if sent.is_ok() && read.is_ok() && answer.starts_with(b"HTTP/1.1 ") {
+            tally.answered.fetch_add(1, Ordering::SeqCst);
+        } else {
+            eprintln!("lost: sent {:?} read {:?}", sent.err(), read.err());
+            tally.lost.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The two 32-client SIGTERM tests of `connections`, at once, with 32 more clients opening a
+/// connection per `GET /health` as fast as they can, against the binary run without
+/// privileges: no request the kernel accepted is reset, whichever way the listener is shut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_as_an_unprivileged_user_answers_every_connection_the_kernel_accepted() {
+    use crate::connections::{connection_per_request, keep_alive_client, Tally};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    for round in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let mut server = launch(unprivileged(dir.path()));
+        let addr = server.base.trim_start_matches("http://").to_owned();
+        let body = Arc::new(json!({"instances": [schema_example("house_price")]}).to_string());
+        let (per_request, keep_alive) = (Arc::new(Tally::default()), Arc::new(Tally::default()));
+        let (hammered, stop) = (Arc::new(Tally::default()), Arc::new(AtomicBool::new(false)));
+        let mut clients = Vec::new();
+        for _ in 0..32 {
+            clients.push(tokio::spawn(hammer(addr.clone(), hammered.clone(), stop.clone())));
+            let (addr, body) = (addr.clone(), body.clone());
+            clients.push(tokio::spawn(connection_per_request(
+                addr.clone(),
+                body.clone(),
+                per_request.clone(),
+                stop.clone(),
+            )));
+            clients.push(tokio::spawn(keep_alive_client(addr, body, keep_alive.clone())));
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while per_request.answered.load(Ordering::SeqCst) < 300 || keep_alive.answered.load(Ordering::SeqCst) < 300 {
+            assert!(std::time::Instant::now() < deadline, "the clients were not answered within 60 s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        signal(&server, "TERM");
+        let exit = tokio::task::block_in_place(|| server.child.wait()).unwrap();
+        stop.store(true, Ordering::SeqCst);
+        for client in clients {
+            client.await.unwrap();
+        }
+        let tallies = [&per_request, &keep_alive, &hammered];
+        let lost: usize = tallies.iter().map(|t| t.lost.load(Ordering::SeqCst)).sum();
+        let answered: usize = tallies.iter().map(|t| t.answered.load(Ordering::SeqCst)).sum();
+        assert_eq!(lost, 0, "round {round}: {lost} requests were reset or cut off ({answered} answered)");
+        assert_eq!(exit.code(), Some(0));
+        let mut logs = tokio::task::block_in_place(|| server.logs.iter().collect::<Vec<_>>()).into_iter();
+        let gate = logs.find(|l| l["message"] == "no new connections: the listener drops new handshakes");
+        let gate = gate.expect("the listener was shut before the drain")["gate"].as_str().unwrap().to_owned();
+        assert!(["socket_filter", "min_ttl"].contains(&gate.as_str()), "{gate}");
+    }
+}
+
+/// A figure from `/proc/<pid>/status`, in MiB.
+fn status_mib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(&format!("{field}:"))).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<u64>().unwrap() / 1024
+}
+
+/// 200 clients each send a complete 1 MB body at once to a model that waits a second to fill
+/// its batches, and keep their connection open until all are answered. Bodies count against
+/// the 32 MiB budget for as long as they are held, and each connection's read buffer is held to
+/// `server.max_header_bytes`, so the server's peak RSS (its high-water mark, reset before the
+/// crowd) stays within idle + 32 MiB + a few dozen KiB per connection: +49 MiB measured, the
+/// bound is +72. Before, a body left the budget once read, so every body that arrived while the
+/// batch waited was held outside it: +122 MiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crowd_of_uploads_stays_within_the_body_budget() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const CLIENTS: usize = 200;
+    const BOUND_MIB: u64 = 72;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("inferd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_body_bytes_in_flight = 33554432\nrequest_timeout_ms = 60000\n\
+             [prediction_log]\nenabled = false\n\
+             [[models]]\nname = \"house_price\"\npath = \"{}\"\nschema = \"{}\"\n",
+            repo().join("models/house_price.onnx").display(),
+            repo().join("schemas/house_price.json").display(),
+        ),
+    )
+    .unwrap();
+    let mut command = inferd();
+    command
+        .args([
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--max-delay-ms",
+            "1000",
+            "--max-batch-rows",
+            "256",
+            "--config",
+        ])
+        .arg(&config);
+    let server = launch(command);
+    let addr = server.base.trim_start_matches("http://").to_owned();
+    // One row, padded with spaces to 1 MB: the whole body is read and parsed, for little work.
+    let mut body = json!({"instances": [schema_example("house_price")]}).to_string().into_bytes();
+    body.pop();
+    body.resize(1_000_000 - 1, b' ');
+    body.push(b'}');
+    let mut request = format!(
+        "POST /predict HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(&body);
+    let request = Arc::new(request);
+
+    let pid = server.child.id();
+    assert_eq!(reqwest::get(format!("{}/health", server.base)).await.unwrap().status(), 200);
+    // Resets the high-water mark to the current RSS (see proc(5), clear_refs).
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let idle = status_mib(pid, "VmRSS");
+    let answered = Arc::new(tokio::sync::Barrier::new(CLIENTS + 1));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|_| {
+            let (addr, request, answered) = (addr.clone(), request.clone(), answered.clone());
+            tokio::spawn(async move {
+                let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+                stream.write_all(&request).await.unwrap();
+                let mut answer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !answer.ends_with(b"}") {
+                    let n = stream.read(&mut chunk).await.unwrap();
+                    assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&answer));
+                    answer.extend_from_slice(&chunk[..n]);
+                }
+                assert!(answer.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer));
+                // Held open, as a pooling client would, until every client has its answer.
+                answered.wait().await;
+            })
+        })
+        .collect();
+    answered.wait().await;
+    let peak = status_mib(pid, "VmHWM");
+    eprintln!("{CLIENTS} uploads of 1 MB: RSS idle {idle} MiB, peak {peak} MiB");
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert!(
+        peak <= idle + BOUND_MIB,
+        "{CLIENTS} uploads of 1 MB took the server from {idle} MiB to {peak} MiB (bound: +{BOUND_MIB} MiB)"
+    );
+    // Once the clients are gone, the memory goes back to the system (not at once: the allocator
+    // purges freed pages after a delay).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while status_mib(pid, "VmRSS") > idle + 32 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RSS {} MiB 10 s after the crowd left (idle {idle} MiB, peak {peak} MiB)",
+            status_mib(pid, "VmRSS")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -111,14 +111,7 @@ impl FromRequest<AppState> for V2Body {
     type Rejection = V2Error;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let read = crate::http::extract::within_deadline(req, state, Bytes::from_request).await?;
-        read.map(V2Body).map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge { limit: state.config.server.body_limit_bytes }.into()
-            } else {
-                V2Error::bad_request(e.body_text())
-            }
-        })
+        Ok(V2Body(crate::http::extract::read_body(req, state).await?))
     }
 }
 
