@@ -74,10 +74,11 @@ pub struct ErrorBody {
     /// What went wrong, for people.
     pub error: String,
     /// What went wrong, for programs: `malformed_json`, `invalid_path`, `unsupported_media_type`,
-    /// `payload_too_large`, `invalid_header`, `unreadable_body`, `request_timeout`, `invalid_request`, `validation_error`, `model_rejected_input`,
-    /// `model_not_found`, `version_not_found`, `not_found`, `method_not_allowed`, `unauthorized`,
-    /// `not_ready`, `overloaded`, `shutting_down`, `timeout`, `prediction_log_unavailable`,
-    /// `internal_error`.
+    /// `payload_too_large`, `invalid_header`, `unreadable_body`, `request_timeout`,
+    /// `invalid_request`, `validation_error`, `model_rejected_input`, `model_not_found`,
+    /// `version_not_found`, `not_found`, `method_not_allowed`, `unauthorized`, `forbidden`,
+    /// `rate_limited`, `reload_failed`, `not_ready`, `model_unloaded`, `overloaded`,
+    /// `shutting_down`, `timeout`, `prediction_log_unavailable`, `internal_error`.
     #[schema(value_type = String)]
     pub error_type: &'static str,
     /// The fields at fault, where there are any.

@@ -79,7 +79,7 @@ enum PredictResponses {
     /// Internal fault, logged with the request id
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// Models still loading, the model unloaded (repository API), no working session, queue full, too many bodies being received, or shutting down; see Retry-After
+    /// Models still loading, the model unloaded (repository API), no working session, queue full, too many bodies being received, the prediction log not keeping up (`prediction_log_unavailable`), or shutting down; see Retry-After
     #[response(status = 503)]
     Unavailable(ErrorBody),
     /// Not predicted before the deadline (`server.request_timeout_ms`, or the client's shorter `x-request-timeout-ms`)

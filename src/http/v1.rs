@@ -82,7 +82,8 @@ const TOO_LARGE: &str = "Body over the configured limit";
 const INVALID: &str = "Envelope, instance count, schema violations, or the model refused the rows";
 const INTERNAL: &str = "Internal fault, logged with the request id";
 const UNAVAILABLE: &str = "Models still loading, the model unloaded (repository API), no working session, queue \
-                           full, too many bodies being received, or shutting down; see Retry-After";
+                           full, too many bodies being received, the prediction log not keeping up \
+                           (`prediction_log_unavailable`), or shutting down; see Retry-After";
 const TIMEOUT: &str = "Not predicted before the deadline (`server.request_timeout_ms`, or the client's shorter \
                        `x-request-timeout-ms`)";
 const STATUS_UNAVAILABLE: &str = "Models still loading, or the model unloaded (repository API); see Retry-After";

@@ -145,7 +145,7 @@ enum InferResponses {
     /// Internal fault
     #[response(status = 500)]
     Internal(V2Error),
-    /// Models still loading, the model unloaded (repository API), no working session, queue full, too many bodies being received, or shutting down; see Retry-After
+    /// Models still loading, the model unloaded (repository API), no working session, queue full, too many bodies being received, the prediction log not keeping up (`prediction_log_unavailable`), or shutting down; see Retry-After
     #[response(status = 503)]
     Unavailable(V2Error),
     /// The body did not arrive before the request's deadline
