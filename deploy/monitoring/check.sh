@@ -333,8 +333,8 @@ codes = {s["metric"].get("status") for s in results.get(("HTTP requests by statu
 expect({"200", "404"} <= codes and any(c in codes for c in ("400", "415", "422")),
        "HTTP status panel shows 200, 404 and the bad requests' 4xx", sorted(codes))
 reasons = {s["metric"].get("reason") for s in results.get(("Prediction log drops by reason", "A"), [])}
-expect(reasons == {"sampled_out", "buffer_full", "write_error", "closed"},
-       "prediction log drops panel has all four reasons", sorted(reasons))
+expect(reasons == {"sampled_out", "buffer_full", "write_error", "closed", "unavailable", "shutdown"},
+       "prediction log drops panel has all six reasons", sorted(reasons))
 
 # Alert rules: loaded, every one evaluated without error, none firing on this healthy server.
 deadline = time.time() + 10
@@ -344,7 +344,7 @@ while True:
     if (rules and all(r.get("lastEvaluation", "0001").startswith("0001") is False for r in rules)) or time.time() > deadline:
         break
     time.sleep(0.5)
-expect(len(rules) == 10 and {g["name"] for g in groups} == {"inferd"}, "10 alert rules loaded in group inferd",
+expect(len(rules) == 12 and {g["name"] for g in groups} == {"inferd"}, "12 alert rules loaded in group inferd",
        [r["name"] for r in rules])
 errs = [f'{r["name"]}: {r.get("lastError")}' for r in rules if r.get("health") != "ok" or r.get("lastError")]
 expect(not errs, "every alert rule evaluates without error", errs)
