@@ -119,7 +119,7 @@ pub fn files(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
-/// The file's text: gunzipped when it is gzip (by its name or, for stdin, its first bytes).
+/// The file's text, gunzipped when it is gzip: by its `.gz` name, or its first bytes (stdin).
 fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
     let input: Box<dyn Read> =
         if path == Path::new("-") { Box::new(std::io::stdin()) } else { Box::new(std::fs::File::open(path)?) };

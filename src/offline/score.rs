@@ -51,6 +51,9 @@ fn format_of(path: &Path, given: Option<RowFormat>) -> RowFormat {
     })
 }
 
+/// A row's line number, and its instance as JSON text or why it is refused.
+type Row = (u64, Result<String, String>);
+
 /// Input rows, each with its line number (1-based: a CSV's header is line 1, and a quoted
 /// cell spanning lines counts every line).
 struct Rows {
@@ -71,7 +74,7 @@ impl Rows {
                 Some(Line::TooLong { number, bytes }) => {
                     return Err(format!("the CSV header (line {number}) is {}", Line::too_long(bytes)))
                 }
-                Some(Line::Text { text, .. }) if text.is_empty() => continue,
+                Some(Line::Text { text, .. }) if text.iter().all(u8::is_ascii_whitespace) => continue,
                 Some(Line::Text { number, text }) => {
                     break csv_record(text).map_err(|e| format!("the CSV header (line {number}): {e}"))?
                 }
@@ -82,7 +85,7 @@ impl Rows {
     }
 
     /// The next row as JSON text, or why it is refused; `Err` when the input cannot be read.
-    fn next(&mut self) -> Result<Option<(u64, Result<String, String>)>, String> {
+    fn next(&mut self) -> Result<Option<Row>, String> {
         loop {
             let Some(line) = self.lines.next_line().map_err(|e| format!("cannot read: {e}"))? else {
                 return Ok(None);
@@ -176,7 +179,9 @@ pub async fn score(args: &ScoreArgs) -> Result<Summary, String> {
     let mut runner = Runner::new(target);
     let spec = runner.spec().clone();
     let input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, reader(&args.input)?));
-    let mut rows = Rows::new(input, format_of(&args.input, args.input_format), &spec)?;
+    let name = if args.input == Path::new("-") { "stdin".into() } else { args.input.display().to_string() };
+    let mut rows =
+        Rows::new(input, format_of(&args.input, args.input_format), &spec).map_err(|e| format!("{name}: {e}"))?;
     let output: Box<dyn Write> = if args.output == Path::new("-") {
         Box::new(std::io::stdout().lock())
     } else {
@@ -197,8 +202,7 @@ pub async fn score(args: &ScoreArgs) -> Result<Summary, String> {
     let mut lines: VecDeque<u64> = Default::default();
     let mut outcome = Outcome::default();
     let bar = progress.as_ref();
-    let cannot_read = |e: String| format!("cannot read {}: {e}", args.input.display());
-    while let Some((line, instance)) = rows.next().map_err(cannot_read)? {
+    while let Some((line, instance)) = rows.next().map_err(|e| format!("{name}: {e}"))? {
         match instance {
             Ok(instance) => {
                 lines.push_back(line);

@@ -129,12 +129,13 @@ fn score_writes_predictions_in_order_and_reports_bad_rows_by_line() {
     assert!(rows[1].starts_with("2,"), "the header is line 1: {written}");
 }
 
-/// The offline readers' line limit (`inferd::offline::lines::MAX_LINE_BYTES`), and the lines
-/// the tests send past it: long enough that holding one would show in the peak RSS.
-const LIMIT: usize = 16 << 20;
+/// The offline readers' line limit, and the lines the tests send past it: long enough that
+/// holding one would show in the peak RSS.
+const LIMIT: usize = inferd::offline::lines::MAX_LINE_BYTES;
 const LONG: usize = 100 << 20;
-/// What reading may add to a run's peak RSS over the same run without the long line: the
-/// line buffer (the limit) and slack for the allocator; holding the line costs its length.
+/// What a long line may add to a run's peak RSS over the same run without it: the line buffer
+/// (the limit) and slack for the allocator (measured: about 12 MiB in all); holding the line
+/// would cost its length.
 const BUDGET: u64 = (LIMIT + (24 << 20)) as u64;
 
 /// What a run of the binary gave.
