@@ -85,6 +85,13 @@ pub fn load_target(
     registry::load_version(&env, &entry, config, &metrics, fingerprint).map(Arc::new).map_err(|e| e.to_string())
 }
 
+/// Closes the version's queue and waits for its inference threads, before the command returns
+/// and the process exits: ONNX Runtime's static destructors racing a thread that still held a
+/// session crashed about one exit in ten (a segfault after the command's last line).
+pub fn retire(version: &Version) {
+    tokio::task::block_in_place(|| version.close_and_join());
+}
+
 fn source(config: &Config) -> String {
     config.source.as_ref().map_or("the configuration".into(), |s| s.config.display().to_string())
 }

@@ -13,7 +13,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::lines::{Line, Lines, Split};
-use super::{load_target, Runner, Scored};
+use super::{load_target, retire, Runner, Scored};
 use crate::cli::{ReplayArgs, ReportFormat};
 use crate::config::Config;
 use crate::model::golden::{numeric_pairs, Tolerance};
@@ -168,81 +168,88 @@ pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
     };
     let onnx = args.onnx.clone().zip(args.schema.clone());
     let target = tokio::task::block_in_place(|| load_target(&config, &model, args.version.as_deref(), onnx))?;
-    let tolerance = Tolerance { absolute: args.absolute, relative: args.relative };
-    let mut report = Report {
-        model: model.clone(),
-        target: match &args.onnx {
-            Some(path) => path.display().to_string(),
-            None => format!("{model} version {}", target.batcher.spec().version),
-        },
-        files: files.len(),
-        tolerance: ToleranceOut { absolute: tolerance.absolute, relative: tolerance.relative },
-        ..Report::default()
-    };
-    let mut runner = Runner::new(target);
-    let mut chunk = runner.chunk();
-    let mut pending: Pending = Default::default();
-    let keep = args.worst;
-    let compare = |pending: &mut Pending, report: &mut Report, scored: Vec<Scored>| {
-        for scored in scored {
-            let (origin, logged) = pending.pop_front().expect("one logged answer per instance");
-            judge(report, origin, &logged, scored, tolerance, keep);
-        }
-    };
-    for path in &files {
-        let file_name = if path == Path::new("-") { "stdin".to_owned() } else { path.display().to_string() };
-        let cannot_read = |e: std::io::Error| format!("cannot read {file_name}: {e}");
-        let mut lines = Lines::new(open(path).map_err(cannot_read)?, Split::Newline);
-        while let Some(line) = lines.next_line().map_err(cannot_read)? {
-            let (number, text) = match line {
-                Line::TooLong { number, bytes } => {
-                    unreadable(&mut report, &file_name, number, &Line::too_long(bytes));
+    let report: Result<Report, String> = async {
+        let tolerance = Tolerance { absolute: args.absolute, relative: args.relative };
+        let mut report = Report {
+            model: model.clone(),
+            target: match &args.onnx {
+                Some(path) => path.display().to_string(),
+                None => format!("{model} version {}", target.batcher.spec().version),
+            },
+            files: files.len(),
+            tolerance: ToleranceOut { absolute: tolerance.absolute, relative: tolerance.relative },
+            ..Report::default()
+        };
+        let mut runner = Runner::new(target.clone());
+        let mut chunk = runner.chunk();
+        let mut pending: Pending = Default::default();
+        let keep = args.worst;
+        let compare = |pending: &mut Pending, report: &mut Report, scored: Vec<Scored>| {
+            for scored in scored {
+                let (origin, logged) = pending.pop_front().expect("one logged answer per instance");
+                judge(report, origin, &logged, scored, tolerance, keep);
+            }
+        };
+        for path in &files {
+            let file_name = if path == Path::new("-") { "stdin".to_owned() } else { path.display().to_string() };
+            let cannot_read = |e: std::io::Error| format!("cannot read {file_name}: {e}");
+            let mut lines = Lines::new(open(path).map_err(cannot_read)?, Split::Newline);
+            while let Some(line) = lines.next_line().map_err(cannot_read)? {
+                let (number, text) = match line {
+                    Line::TooLong { number, bytes } => {
+                        unreadable(&mut report, &file_name, number, &Line::too_long(bytes));
+                        continue;
+                    }
+                    Line::Text { number, text } => (number, text),
+                };
+                if text.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
-                Line::Text { number, text } => (number, text),
-            };
-            if text.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            let entry = match serde_json::from_slice::<Logged<'_>>(text) {
-                Ok(entry) => entry,
-                Err(e) => {
-                    unreadable(&mut report, &file_name, number, &format!("not a prediction-log line: {e}"));
+                let entry = match serde_json::from_slice::<Logged<'_>>(text) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        unreadable(&mut report, &file_name, number, &format!("not a prediction-log line: {e}"));
+                        continue;
+                    }
+                };
+                if entry.model != model.as_str() {
                     continue;
                 }
-            };
-            if entry.model != model.as_str() {
-                continue;
-            }
-            let at = OffsetDateTime::parse(&entry.ts, &Rfc3339).ok();
-            if since.is_some_and(|s| at.is_none_or(|at| at < s)) || until.is_some_and(|u| at.is_none_or(|at| at >= u)) {
-                continue;
-            }
-            report.lines += 1;
-            let origin = Origin {
-                file: file_name.clone(),
-                line: number,
-                request_id: entry.request_id.into_owned(),
-                instance: entry.instance,
-            };
-            // A line without outputs is replayed too: its answer is then missing, not skipped.
-            let logged = entry.outputs.map_or("", |o| o.get());
-            chunk.add(entry.inputs.get().to_owned(), logged.len());
-            pending.push_back((origin, logged.to_owned()));
-            if chunk.is_full() {
-                let full = std::mem::replace(&mut chunk, runner.chunk());
-                runner.push(full, &mut |s| compare(&mut pending, &mut report, s)).await;
+                let at = OffsetDateTime::parse(&entry.ts, &Rfc3339).ok();
+                if since.is_some_and(|s| at.is_none_or(|at| at < s))
+                    || until.is_some_and(|u| at.is_none_or(|at| at >= u))
+                {
+                    continue;
+                }
+                report.lines += 1;
+                let origin = Origin {
+                    file: file_name.clone(),
+                    line: number,
+                    request_id: entry.request_id.into_owned(),
+                    instance: entry.instance,
+                };
+                // A line without outputs is replayed too: its answer is then missing, not skipped.
+                let logged = entry.outputs.map_or("", |o| o.get());
+                chunk.add(entry.inputs.get().to_owned(), logged.len());
+                pending.push_back((origin, logged.to_owned()));
+                if chunk.is_full() {
+                    let full = std::mem::replace(&mut chunk, runner.chunk());
+                    runner.push(full, &mut |s| compare(&mut pending, &mut report, s)).await;
+                }
             }
         }
+        if !chunk.is_empty() {
+            runner.push(chunk, &mut |s| compare(&mut pending, &mut report, s)).await;
+        }
+        report.rows_per_second = runner.finish(&mut |s| compare(&mut pending, &mut report, s)).await;
+        report.seconds = runner.busy.as_secs_f64();
+        report.worst.sort_by(|a, b| worst_first(b).total_cmp(&worst_first(a)));
+        report.worst.truncate(keep);
+        Ok(report)
     }
-    if !chunk.is_empty() {
-        runner.push(chunk, &mut |s| compare(&mut pending, &mut report, s)).await;
-    }
-    report.rows_per_second = runner.finish(&mut |s| compare(&mut pending, &mut report, s)).await;
-    report.seconds = runner.busy.as_secs_f64();
-    report.worst.sort_by(|a, b| worst_first(b).total_cmp(&worst_first(a)));
-    report.worst.truncate(keep);
-    Ok(report)
+    .await;
+    retire(&target);
+    report
 }
 
 /// Counts a line that is not read, and names it on stderr (the report is on stdout).
@@ -293,11 +300,16 @@ fn judge(report: &mut Report, origin: Origin, logged: &str, scored: Scored, tole
     }
     let largest = LOGGED_TO_REPLAYED * replayed.len() + 1024;
     let replayed = serde_json::from_str::<Map<String, Value>>(&replayed).unwrap_or_default();
-    // The logged outputs stay text until compared one by one.
-    let (logged, missing) = match serde_json::from_str::<BTreeMap<String, &RawValue>>(logged) {
-        Ok(outputs) => (outputs, "missing from the log".to_owned()),
-        Err(_) if logged.is_empty() => (BTreeMap::new(), "the line has no outputs".to_owned()),
-        Err(e) => (BTreeMap::new(), format!("the logged outputs are not an object: {e}")),
+    // The logged outputs stay text until compared one by one; far too long, they are not even
+    // split into outputs (reading them again would double the time of a run of such lines).
+    let parsed = if logged.len() > largest { None } else { Some(serde_json::from_str(logged)) };
+    let (logged, missing): (BTreeMap<String, &RawValue>, String) = match parsed {
+        None => {
+            (BTreeMap::new(), format!("{} bytes of outputs logged, far more than the replayed answer", logged.len()))
+        }
+        Some(Ok(outputs)) => (outputs, "missing from the log".to_owned()),
+        Some(Err(_)) if logged.is_empty() => (BTreeMap::new(), "the line has no outputs".to_owned()),
+        Some(Err(e)) => (BTreeMap::new(), format!("the logged outputs are not an object: {e}")),
     };
     // Every output of either side: one missing from the other cannot be called the same.
     let extra = logged.keys().filter(|name| !replayed.contains_key(*name));

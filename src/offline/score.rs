@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Value};
 
 use super::lines::{Line, Lines, Split};
-use super::{load_target, Runner, Scored};
+use super::{load_target, retire, Runner, Scored};
 use crate::cli::{RowFormat, ScoreArgs};
 use crate::config::Config;
 use crate::model::ModelSpec;
@@ -176,7 +176,12 @@ pub async fn score(args: &ScoreArgs) -> Result<Summary, String> {
     let config = Config::load(&args.serve).map_err(|e| e.to_string())?;
     let model = args.model.clone().unwrap_or_else(|| config.default_model().name.clone());
     let target = tokio::task::block_in_place(|| load_target(&config, &model, args.version.as_deref(), None))?;
-    let mut runner = Runner::new(target);
+    let summary = score_on(args, Runner::new(target.clone())).await;
+    retire(&target);
+    summary
+}
+
+async fn score_on(args: &ScoreArgs, mut runner: Runner) -> Result<Summary, String> {
     let spec = runner.spec().clone();
     let input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, reader(&args.input)?));
     let name = if args.input == Path::new("-") { "stdin".into() } else { args.input.display().to_string() };
