@@ -263,6 +263,11 @@ fn score_refuses_a_huge_csv_cell_by_its_line_and_counts_lines_inside_quotes() {
                 writeln!(stdin, "\"{}", &first[first.find(',').unwrap()..])?;
             }
             writeln!(stdin, "{last}")?;
+            if huge {
+                // Within the limit, but no number: named, not echoed whole.
+                write_xs(stdin, 1 << 20)?;
+                writeln!(stdin, "{}", &first[first.find(',').unwrap()..])?;
+            }
             stdin.write_all(&blank)
         })
     };
@@ -273,6 +278,8 @@ fn score_refuses_a_huge_csv_cell_by_its_line_and_counts_lines_inside_quotes() {
     assert_eq!(lines_of(&run.stdout), [2, 104], "{}", run.stderr);
     let refusal = format!("line 3: longer than the limit of {LIMIT} bytes");
     assert!(run.stderr.contains(&refusal), "{}", run.stderr);
+    let cell = format!("line 105: {}: \"{}\"… ({} bytes) is not a number", fields[0], "x".repeat(64), 1 << 20);
+    assert!(run.stderr.contains(&cell) && run.stderr.len() < 4096, "{}", &run.stderr[..run.stderr.len().min(4096)]);
     assert!(run.peak < baseline.peak + BUDGET, "peak RSS {} with the huge cell, {} without", run.peak, baseline.peak);
 }
 
