@@ -6,6 +6,7 @@
 #   gzip bomb      replay: a 4.5 MB gzip holding one line of about 4.6 GB, then 32 log lines
 #   CSV cell       score: a 400 MB quoted cell (a line end every 1 MiB inside it)
 #   big outputs    replay: 300 log lines whose outputs are 15 MB each (4.5 GB on stdin)
+#   nested         score: one 15 MB instance whose field holds an array of zeros
 # Usage: bench/offline_memory.sh. Needs python3 and gzip; /usr/bin/time -v measures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,8 @@ elif kind == "csv-cell":
         out.write(mib[:-1] + b"\n")
     out.write(b'"' + row(ref[0])[row(ref[0]).index(","):].encode() + b"\n")
     out.write((row(ref[1]) + "\n").encode())
+elif kind == "nested":
+    out.write(b'{"lotsize": [' + b"0," * 7_500_000 + b"0]}\n")
 elif kind == "log":
     for i in range(32):
         out.write(log(i, '{"price":0.0}'))
@@ -78,3 +81,4 @@ gen csv-cell | measure "CSV cell" $inferd score --input - --input-format csv
 measure "replay idle" $inferd replay "$out/log.gz"
 measure "gzip bomb" $inferd replay "$out/bomb.gz"
 gen big-outputs | measure "big outputs" $inferd replay -
+gen nested | measure "nested" $inferd score --input -

@@ -42,6 +42,37 @@ const IN_FLIGHT_BYTES: usize = 16 << 20;
 /// takes many times its text's size) to list every field's error: it gets the decoder's error.
 const VALUE_PARSE_BYTES: usize = 256 << 10;
 
+/// An instance longer than this is checked for an array or object inside it before the decoder
+/// sees it: no field takes one, and the decoder keeps one whole for its message, as a JSON tree
+/// about a hundred times its text (15 MB of `[0,0,...]` cost 1.4 GB). Shorter ones cost little.
+const NESTED_CHECK_BYTES: usize = 4 << 10;
+
+/// Why a long instance is refused before it is decoded: an array or object inside it.
+pub fn nested(text: &[u8]) -> Option<String> {
+    if text.len() <= NESTED_CHECK_BYTES {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for &b in text {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            _ if in_string => {}
+            b'[' | b'{' if depth >= 1 => {
+                return Some(format!(
+                    "an array or object inside the instance ({} bytes): no field takes one",
+                    text.len()
+                ))
+            }
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The model version to run: one the configuration names, or an `.onnx` file with its schema.
 pub fn load_target(
     config: &Config,

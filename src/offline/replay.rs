@@ -13,12 +13,13 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::lines::{Line, Lines, Split};
-use super::{load_target, retire, Runner, Scored};
+use super::{load_target, nested, retire, Runner, Scored};
 use crate::cli::{ReplayArgs, ReportFormat};
 use crate::config::Config;
 use crate::model::golden::{numeric_pairs, Tolerance};
 
-/// Unreadable lines reported one by one on stderr; beyond, they are only counted.
+/// Unreadable lines (and instances refused before they run) reported one by one on stderr;
+/// beyond, they are only counted.
 const MAX_REPORTED: u64 = 100;
 
 /// A logged output whose text is longer than this many times the whole replayed answer's (and
@@ -222,6 +223,13 @@ pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
                     continue;
                 }
                 report.lines += 1;
+                if let Some(why) = nested(entry.inputs.get().as_bytes()) {
+                    report.refused += 1;
+                    if report.refused <= MAX_REPORTED {
+                        eprintln!("{file_name}:{number}: refused: {why}");
+                    }
+                    continue;
+                }
                 let origin = Origin {
                     file: file_name.clone(),
                     line: number,

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use serde_json::{Map, Value};
 
 use super::lines::{Line, Lines, Split};
-use super::{load_target, retire, Runner, Scored};
+use super::{load_target, nested, retire, Runner, Scored};
 use crate::cli::{RowFormat, ScoreArgs};
 use crate::config::Config;
 use crate::model::ModelSpec;
@@ -97,7 +97,10 @@ impl Rows {
             let row = match &self.columns {
                 _ if text.iter().all(u8::is_ascii_whitespace) => continue,
                 // Parsed by the model's decoder; a line that is not JSON is reported by it.
-                None => std::str::from_utf8(text).map(str::to_owned).map_err(|e| format!("not UTF-8: {e}")),
+                None => match nested(text) {
+                    Some(why) => Err(why),
+                    None => std::str::from_utf8(text).map(str::to_owned).map_err(|e| format!("not UTF-8: {e}")),
+                },
                 Some(columns) => csv_record(text).and_then(|r| csv_instance(&r, columns)).map(|v| v.to_string()),
             };
             return Ok(Some((number, row)));

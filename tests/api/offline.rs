@@ -217,6 +217,10 @@ fn score_refuses_an_over_long_line_by_number_without_holding_it() {
                 writeln!(stdin, "{}", rows[2])?;
             }
             writeln!(stdin, "{}", rows[1])?;
+            if long {
+                // Within the limit, but a field holds an array: the decoder would keep it whole.
+                writeln!(stdin, "{{\"lotsize\": [{}0]}}", "0,".repeat(2 << 20))?;
+            }
             stdin.write_all(&blank)
         })
     };
@@ -229,6 +233,7 @@ fn score_refuses_an_over_long_line_by_number_without_holding_it() {
     assert_eq!(lines_of(&run.stdout), [1, 3], "the rows around it are scored: {}", run.stderr);
     let refusal = format!("line 2: longer than the limit of {LIMIT} bytes ({} bytes)", LONG + 15);
     assert!(run.stderr.contains(&refusal), "{}", run.stderr);
+    assert!(run.stderr.contains("line 4: an array or object inside the instance"), "{}", run.stderr);
     assert!(run.peak < baseline.peak + BUDGET, "peak RSS {} with the long line, {} without", run.peak, baseline.peak);
 }
 
