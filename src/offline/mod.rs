@@ -363,3 +363,20 @@ async fn infer(batcher: &Batcher, rows: Rows) -> Result<Vec<String>, String> {
         .map(|(batch, row)| serde_json::to_string(&RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default())
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_long_instance_with_an_array_or_object_inside_is_refused_before_decoding() {
+        let pad = "x".repeat(NESTED_CHECK_BYTES);
+        let long = |text: &str| format!(r#"{{"pad": "{pad}", {text}}}"#);
+        assert!(nested(long(r#""a": [1, 2]"#).as_bytes()).is_some());
+        assert!(nested(long(r#""a": {"b": 1}"#).as_bytes()).is_some());
+        assert!(nested(long(r#""a": "[{", "b": "\"[", "c": 1"#).as_bytes()).is_none(), "inside strings");
+        assert!(nested(format!("[1, 2, \"{pad}\"]").as_bytes()).is_none(), "a plain row");
+        assert!(nested(format!("[1, [2], \"{pad}\"]").as_bytes()).is_some());
+        assert!(nested(br#"{"a": [1, 2]}"#).is_none(), "short: the decoder's own message");
+    }
+}
