@@ -77,7 +77,8 @@ pub enum RowFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// Prediction-log files: files, folders (every file in them) or globs; plain or .gz.
+    /// Prediction-log files: files, folders (every file in them), globs, or - for stdin;
+    /// plain or gzip.
     #[arg(required = true)]
     pub logs: Vec<String>,
     /// The model whose lines are replayed [default: the config's default model].

@@ -69,6 +69,14 @@ impl Version {
     fn take_workers(&self) -> Option<Workers> {
         self.workers.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
+
+    /// Closes the queue (queued rows still run) and waits for the inference threads.
+    pub fn close_and_join(&self) {
+        self.batcher.close();
+        if let Some(workers) = self.take_workers() {
+            workers.join();
+        }
+    }
 }
 
 impl Drop for Version {

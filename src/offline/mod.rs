@@ -3,9 +3,11 @@
 //! (sessions, warm-up, golden check, inference threads) and feed its batcher from many
 //! concurrent chunks, so that batches stay full and every inference thread stays busy.
 
+pub mod lines;
 pub mod replay;
 pub mod score;
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +25,53 @@ use crate::observe::Metrics;
 use crate::registry::{self, Version};
 use crate::tensor::rows::Rows;
 
-/// Rows per chunk handed to the batcher, in chunks of at most this many kept in flight per
-/// inference thread: enough to fill the next batch while one runs.
+/// Chunks kept in flight per inference thread: enough to fill the next batch while one runs.
 const IN_FLIGHT_PER_SESSION: usize = 4;
+
+/// A chunk is sent once it holds `max_batch_rows` instances or this much text, whichever
+/// comes first: large instances make small chunks.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// Text held for chunks sent and not yet answered (their instances, and what the caller keeps
+/// beside them, such as replay's logged answers); reading waits while there is more. With one
+/// line of at most `MAX_LINE_BYTES` being read and one chunk being filled, the text held is at
+/// most `IN_FLIGHT_BYTES + 2 × (CHUNK_BYTES + MAX_LINE_BYTES)`, whatever the input.
+const IN_FLIGHT_BYTES: usize = 16 << 20;
+
+/// An instance's JSON text longer than this is not parsed as a `serde_json::Value` (which
+/// takes many times its text's size) to list every field's error: it gets the decoder's error.
+const VALUE_PARSE_BYTES: usize = 256 << 10;
+
+/// An instance longer than this is checked for an array or object inside it before the decoder
+/// sees it: no field takes one, and the decoder keeps one whole for its message, as a JSON tree
+/// about a hundred times its text (15 MB of `[0,0,...]` cost 1.4 GB). Shorter ones cost little.
+const NESTED_CHECK_BYTES: usize = 4 << 10;
+
+/// Why a long instance is refused before it is decoded: an array or object inside it.
+pub fn nested(text: &[u8]) -> Option<String> {
+    if text.len() <= NESTED_CHECK_BYTES {
+        return None;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0u32, false, false);
+    for &b in text {
+        match b {
+            _ if escaped => escaped = false,
+            b'\\' if in_string => escaped = true,
+            b'"' => in_string = !in_string,
+            _ if in_string => {}
+            b'[' | b'{' if depth >= 1 => {
+                return Some(format!(
+                    "an array or object inside the instance ({} bytes): no field takes one",
+                    text.len()
+                ))
+            }
+            b'[' | b'{' => depth += 1,
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
 
 /// The model version to run: one the configuration names, or an `.onnx` file with its schema.
 pub fn load_target(
@@ -70,6 +116,13 @@ pub fn load_target(
     registry::load_version(&env, &entry, config, &metrics, fingerprint).map(Arc::new).map_err(|e| e.to_string())
 }
 
+/// Closes the version's queue and waits for its inference threads, before the command returns
+/// and the process exits: ONNX Runtime's static destructors racing a thread that still held a
+/// session crashed about one exit in ten (a segfault after the command's last line).
+pub fn retire(version: &Version) {
+    tokio::task::block_in_place(|| version.close_and_join());
+}
+
 fn source(config: &Config) -> String {
     config.source.as_ref().map_or("the configuration".into(), |s| s.config.display().to_string())
 }
@@ -82,16 +135,44 @@ pub enum Scored {
     Refused(Vec<FieldError>),
 }
 
+/// Instances for one `Runner::push`, with the bytes of text held for them.
+pub struct Chunk {
+    texts: Vec<String>,
+    bytes: usize,
+    rows: usize,
+}
+
+impl Chunk {
+    /// Adds an instance's JSON text; `held` counts what the caller keeps for it until it is
+    /// answered.
+    pub fn add(&mut self, text: String, held: usize) {
+        self.bytes += text.len() + held;
+        self.texts.push(text);
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.texts.len() >= self.rows || self.bytes >= CHUNK_BYTES
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.texts.is_empty()
+    }
+}
+
 /// Scores instances in chunks through `version`'s batcher, many chunks in flight; `done` gets
 /// each chunk's results in input order (the chunks themselves in order too).
 pub struct Runner {
     version: Arc<Version>,
     in_flight: usize,
-    pub chunk_rows: usize,
-    tasks: JoinSet<(u64, Vec<Scored>)>,
+    chunk_rows: usize,
+    tasks: JoinSet<Vec<Scored>>,
+    /// Chunk ids by task, and the rows and bytes of each chunk not yet handed to `done`.
+    ids: HashMap<tokio::task::Id, u64>,
+    sizes: BTreeMap<u64, (usize, usize)>,
+    held: usize,
     next: u64,
     /// Chunks finished out of order, waiting for those before them.
-    finished: std::collections::BTreeMap<u64, Vec<Scored>>,
+    finished: BTreeMap<u64, Vec<Scored>>,
     emitted: u64,
     pub rows: u64,
     pub busy: Duration,
@@ -109,8 +190,11 @@ impl Runner {
             in_flight,
             chunk_rows,
             tasks: JoinSet::new(),
+            ids: HashMap::new(),
+            sizes: BTreeMap::new(),
+            held: 0,
             next: 0,
-            finished: Default::default(),
+            finished: BTreeMap::new(),
             emitted: 0,
             rows: 0,
             busy: Duration::ZERO,
@@ -122,16 +206,24 @@ impl Runner {
         self.version.batcher.spec()
     }
 
-    /// Queues one chunk of instances (each a JSON text); once the window is full, waits for
-    /// the oldest chunks and hands every chunk now complete, in order, to `done`.
-    pub async fn push(&mut self, chunk: Vec<String>, done: &mut impl FnMut(Vec<Scored>)) {
+    pub fn chunk(&self) -> Chunk {
+        Chunk { texts: Vec::with_capacity(self.chunk_rows), bytes: 0, rows: self.chunk_rows }
+    }
+
+    /// Queues one chunk; while the window is full (in chunks or in bytes), waits for the
+    /// oldest chunks and hands every chunk now complete, in order, to `done`.
+    pub async fn push(&mut self, chunk: Chunk, done: &mut impl FnMut(Vec<Scored>)) {
         self.started.get_or_insert_with(Instant::now);
-        self.rows += chunk.len() as u64;
-        let batcher = self.version.batcher.clone();
+        let rows = chunk.texts.len();
+        self.rows += rows as u64;
+        self.held += chunk.bytes;
         let id = self.next;
         self.next += 1;
-        self.tasks.spawn(async move { (id, score_chunk(&batcher, chunk).await) });
-        while self.tasks.len() >= self.in_flight {
+        self.sizes.insert(id, (rows, chunk.bytes));
+        let batcher = self.version.batcher.clone();
+        let task = self.tasks.spawn(async move { score_chunk(&batcher, chunk.texts).await });
+        self.ids.insert(task.id(), id);
+        while self.tasks.len() >= self.in_flight || (self.held >= IN_FLIGHT_BYTES && !self.tasks.is_empty()) {
             self.collect_one(done).await;
         }
     }
@@ -146,11 +238,21 @@ impl Runner {
     }
 
     async fn collect_one(&mut self, done: &mut impl FnMut(Vec<Scored>)) {
-        if let Some(joined) = self.tasks.join_next().await {
-            let (id, scored) = joined.unwrap_or_else(|e| (u64::MAX, vec![refused(format!("scoring failed: {e}"))]));
+        if let Some(joined) = self.tasks.join_next_with_id().await {
+            let (task, scored) = match joined {
+                Ok((task, scored)) => (task, Ok(scored)),
+                Err(e) => (e.id(), Err(format!("scoring failed: {e}"))),
+            };
+            let id = self.ids.remove(&task).expect("every task has a chunk id");
+            let scored = scored.unwrap_or_else(|message| {
+                let rows = self.sizes.get(&id).map_or(0, |&(rows, _)| rows);
+                (0..rows).map(|_| refused(message.clone())).collect()
+            });
             self.finished.insert(id, scored);
         }
         while let Some(scored) = self.finished.remove(&self.emitted) {
+            let (_, bytes) = self.sizes.remove(&self.emitted).expect("every chunk has its size");
+            self.held -= bytes;
             done(scored);
             self.emitted += 1;
         }
@@ -175,7 +277,9 @@ async fn score_chunk(batcher: &Batcher, chunk: Vec<String>) -> Vec<Scored> {
         body.push_str(text);
     }
     body.push_str("]}");
-    if let Ok((rows, _)) = decode::body(spec.decoding(), body.as_bytes(), Envelope::Predict, chunk.len()) {
+    let decoded = decode::body(spec.decoding(), body.as_bytes(), Envelope::Predict, chunk.len());
+    drop(body); // not held while the chunk runs: it would double the text in flight
+    if let Ok((rows, _)) = decoded {
         return match infer(batcher, rows).await {
             Ok(outputs) => outputs.into_iter().map(Scored::Outputs).collect(),
             Err(message) => chunk.iter().map(|_| refused(message.clone())).collect(),
@@ -183,6 +287,10 @@ async fn score_chunk(batcher: &Batcher, chunk: Vec<String>) -> Vec<Scored> {
     }
     let mut out = Vec::with_capacity(chunk.len());
     for text in chunk {
+        if text.len() > VALUE_PARSE_BYTES {
+            out.push(score_alone(batcher, &text).await);
+            continue;
+        }
         let instance = match serde_json::from_str::<Value>(&text) {
             Ok(instance) => instance,
             Err(e) => {
@@ -193,6 +301,18 @@ async fn score_chunk(batcher: &Batcher, chunk: Vec<String>) -> Vec<Scored> {
         out.extend(score_values(batcher, vec![instance]).await);
     }
     out
+}
+
+/// One instance through the compiled decoder alone: its outputs, or the decoder's error.
+async fn score_alone(batcher: &Batcher, text: &str) -> Scored {
+    let body = format!("{{\"instances\":[{text}]}}");
+    match decode::body(batcher.spec().decoding(), body.as_bytes(), Envelope::Predict, 1) {
+        Ok((rows, _)) => match infer(batcher, rows).await {
+            Ok(mut outputs) => Scored::Outputs(outputs.pop().unwrap_or_default()),
+            Err(message) => refused(message),
+        },
+        Err(e) => refused(e.to_string()),
+    }
 }
 
 /// Checks each instance against the schema, runs the valid ones as one request, and answers
@@ -242,4 +362,21 @@ async fn infer(batcher: &Batcher, rows: Rows) -> Result<Vec<String>, String> {
         .each_row()
         .map(|(batch, row)| serde_json::to_string(&RowOutputs { spec, batch, row, redact: &[] }).unwrap_or_default())
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_long_instance_with_an_array_or_object_inside_is_refused_before_decoding() {
+        let pad = "x".repeat(NESTED_CHECK_BYTES);
+        let long = |text: &str| format!(r#"{{"pad": "{pad}", {text}}}"#);
+        assert!(nested(long(r#""a": [1, 2]"#).as_bytes()).is_some());
+        assert!(nested(long(r#""a": {"b": 1}"#).as_bytes()).is_some());
+        assert!(nested(long(r#""a": "[{", "b": "\"[", "c": 1"#).as_bytes()).is_none(), "inside strings");
+        assert!(nested(format!("[1, 2, \"{pad}\"]").as_bytes()).is_none(), "a plain row");
+        assert!(nested(format!("[1, [2], \"{pad}\"]").as_bytes()).is_some());
+        assert!(nested(br#"{"a": [1, 2]}"#).is_none(), "short: the decoder's own message");
+    }
 }

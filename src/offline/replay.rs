@@ -7,23 +7,30 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::value::RawValue;
+use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::{load_target, Runner, Scored};
+use super::lines::{Line, Lines, Split};
+use super::{load_target, nested, retire, Runner, Scored};
 use crate::cli::{ReplayArgs, ReportFormat};
 use crate::config::Config;
 use crate::model::golden::{numeric_pairs, Tolerance};
 
-/// Longest log line read; longer ones are counted as unreadable.
-const MAX_LINE_BYTES: usize = 16 * 1024 * 1024;
+/// Unreadable lines (and instances refused before they run) reported one by one on stderr;
+/// beyond, they are only counted.
+const MAX_REPORTED: u64 = 100;
+
+/// A logged output whose text is longer than this many times the whole replayed answer's (and
+/// 1 KiB) cannot be the same answer: it is not parsed (a `Value` takes many times its text).
+const LOGGED_TO_REPLAYED: usize = 16;
 
 /// Where a replayed instance came from, to name it in the report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Origin {
     pub file: String,
-    pub line: usize,
+    pub line: u64,
     pub request_id: String,
     pub instance: u64,
 }
@@ -39,10 +46,16 @@ pub struct Difference {
     /// differs in what is not a number (a label, a shape).
     pub absolute: Option<f64>,
     pub relative: Option<f64>,
+    /// Why the logged answer cannot be compared (missing, unreadable, not a finite number):
+    /// then `logged` shows the start of its text, or `null`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 #[derive(Debug, Default, Serialize)]
 pub struct OutputDiff {
+    /// Instances whose answer for this output is beyond the tolerance or cannot be compared.
+    pub different: u64,
     pub max_absolute: f64,
     pub max_relative: f64,
 }
@@ -57,8 +70,10 @@ pub struct Report {
     pub replayed: u64,
     pub identical: u64,
     pub within_tolerance: u64,
+    /// Instances with an output beyond the tolerance, or one that cannot be compared.
     pub different: u64,
-    /// Lines that are not prediction-log lines, and instances the target refused.
+    /// Lines that are not prediction-log lines (or longer than the limit), and instances the
+    /// target refused.
     pub unreadable: u64,
     pub refused: u64,
     pub outputs: BTreeMap<String, OutputDiff>,
@@ -75,12 +90,15 @@ pub struct ToleranceOut {
     pub relative: f64,
 }
 
-/// The log files named: files, folders (every file in them) and globs, in name order.
+/// The log files named: files, folders (every file in them), globs, in name order; `-` is
+/// stdin.
 pub fn files(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for pattern in patterns {
         let path = Path::new(pattern);
-        if path.is_dir() {
+        if pattern == "-" {
+            out.push(path.to_owned());
+        } else if path.is_dir() {
             let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
                 .map_err(|e| format!("cannot read {pattern}: {e}"))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
@@ -102,14 +120,17 @@ pub fn files(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
     Ok(out)
 }
 
+/// The file's text, gunzipped when it is gzip: by its `.gz` name, or its first bytes (stdin).
 fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
-    let file = std::fs::File::open(path)?;
-    let reader: Box<dyn Read> = if path.extension().is_some_and(|e| e == "gz") {
-        Box::new(flate2::read::MultiGzDecoder::new(file))
+    let input: Box<dyn Read> =
+        if path == Path::new("-") { Box::new(std::io::stdin()) } else { Box::new(std::fs::File::open(path)?) };
+    let mut input = BufReader::with_capacity(1 << 16, input);
+    let gzip = path.extension().is_some_and(|e| e == "gz") || input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
+    Ok(if gzip {
+        Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(input)))
     } else {
-        Box::new(file)
-    };
-    Ok(Box::new(BufReader::with_capacity(1 << 16, reader)))
+        Box::new(input)
+    })
 }
 
 fn parse_time(text: &Option<String>, what: &str) -> Result<Option<OffsetDateTime>, String> {
@@ -148,68 +169,105 @@ pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
     };
     let onnx = args.onnx.clone().zip(args.schema.clone());
     let target = tokio::task::block_in_place(|| load_target(&config, &model, args.version.as_deref(), onnx))?;
-    let tolerance = Tolerance { absolute: args.absolute, relative: args.relative };
-    let mut report = Report {
-        model: model.clone(),
-        target: match &args.onnx {
-            Some(path) => path.display().to_string(),
-            None => format!("{model} version {}", target.batcher.spec().version),
-        },
-        files: files.len(),
-        tolerance: ToleranceOut { absolute: tolerance.absolute, relative: tolerance.relative },
-        ..Report::default()
-    };
-    let mut runner = Runner::new(target);
-    let mut chunk = Vec::with_capacity(runner.chunk_rows);
-    let mut pending: Pending = Default::default();
-    let keep = args.worst;
-    let compare = |pending: &mut Pending, report: &mut Report, scored: Vec<Scored>| {
-        for scored in scored {
-            let (origin, logged) = pending.pop_front().expect("one logged answer per instance");
-            judge(report, origin, &logged, scored, tolerance, keep);
+    let report: Result<Report, String> = async {
+        let tolerance = Tolerance { absolute: args.absolute, relative: args.relative };
+        let mut report = Report {
+            model: model.clone(),
+            target: match &args.onnx {
+                Some(path) => path.display().to_string(),
+                None => format!("{model} version {}", target.batcher.spec().version),
+            },
+            files: files.len(),
+            tolerance: ToleranceOut { absolute: tolerance.absolute, relative: tolerance.relative },
+            ..Report::default()
+        };
+        let mut runner = Runner::new(target.clone());
+        let mut chunk = runner.chunk();
+        let mut pending: Pending = Default::default();
+        let keep = args.worst;
+        let compare = |pending: &mut Pending, report: &mut Report, scored: Vec<Scored>| {
+            for scored in scored {
+                let (origin, logged) = pending.pop_front().expect("one logged answer per instance");
+                judge(report, origin, &logged, scored, tolerance, keep);
+            }
+        };
+        for path in &files {
+            let file_name = if path == Path::new("-") { "stdin".to_owned() } else { path.display().to_string() };
+            let cannot_read = |e: std::io::Error| format!("cannot read {file_name}: {e}");
+            let mut lines = Lines::new(open(path).map_err(cannot_read)?, Split::Newline);
+            while let Some(line) = lines.next_line().map_err(cannot_read)? {
+                let (number, text) = match line {
+                    Line::TooLong { number, bytes } => {
+                        unreadable(&mut report, &file_name, number, &Line::too_long(bytes));
+                        continue;
+                    }
+                    Line::Text { number, text } => (number, text),
+                };
+                if text.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                let entry = match serde_json::from_slice::<Logged<'_>>(text) {
+                    Ok(entry) => entry,
+                    Err(e) => {
+                        unreadable(&mut report, &file_name, number, &format!("not a prediction-log line: {e}"));
+                        continue;
+                    }
+                };
+                if entry.model != model.as_str() {
+                    continue;
+                }
+                let at = OffsetDateTime::parse(&entry.ts, &Rfc3339).ok();
+                if since.is_some_and(|s| at.is_none_or(|at| at < s))
+                    || until.is_some_and(|u| at.is_none_or(|at| at >= u))
+                {
+                    continue;
+                }
+                report.lines += 1;
+                if let Some(why) = nested(entry.inputs.get().as_bytes()) {
+                    report.refused += 1;
+                    if report.refused <= MAX_REPORTED {
+                        eprintln!("{file_name}:{number}: refused: {why}");
+                    }
+                    continue;
+                }
+                let origin = Origin {
+                    file: file_name.clone(),
+                    line: number,
+                    request_id: entry.request_id.into_owned(),
+                    instance: entry.instance,
+                };
+                // A line without outputs is replayed too: its answer is then missing, not skipped.
+                let logged = entry.outputs.map_or("", |o| o.get());
+                chunk.add(entry.inputs.get().to_owned(), logged.len());
+                pending.push_back((origin, logged.to_owned()));
+                if chunk.is_full() {
+                    let full = std::mem::replace(&mut chunk, runner.chunk());
+                    runner.push(full, &mut |s| compare(&mut pending, &mut report, s)).await;
+                }
+            }
         }
-    };
-    for path in &files {
-        let reader = open(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let file_name = path.display().to_string();
-        for (n, line) in reader.split(b'\n').enumerate() {
-            let line = line.map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            let Some(entry) =
-                (line.len() <= MAX_LINE_BYTES).then(|| serde_json::from_slice::<Logged<'_>>(&line).ok()).flatten()
-            else {
-                report.unreadable += u64::from(!line.iter().all(u8::is_ascii_whitespace));
-                continue;
-            };
-            if entry.model != model.as_str() {
-                continue;
-            }
-            let at = OffsetDateTime::parse(&entry.ts, &Rfc3339).ok();
-            if since.is_some_and(|s| at.is_none_or(|at| at < s)) || until.is_some_and(|u| at.is_none_or(|at| at >= u)) {
-                continue;
-            }
-            report.lines += 1;
-            let origin = Origin {
-                file: file_name.clone(),
-                line: n + 1,
-                request_id: entry.request_id.into_owned(),
-                instance: entry.instance,
-            };
-            pending.push_back((origin, entry.outputs.get().to_owned()));
-            chunk.push(entry.inputs.get().to_owned());
-            if chunk.len() == runner.chunk_rows {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(runner.chunk_rows));
-                runner.push(full, &mut |s| compare(&mut pending, &mut report, s)).await;
-            }
+        if !chunk.is_empty() {
+            runner.push(chunk, &mut |s| compare(&mut pending, &mut report, s)).await;
         }
+        report.rows_per_second = runner.finish(&mut |s| compare(&mut pending, &mut report, s)).await;
+        report.seconds = runner.busy.as_secs_f64();
+        report.worst.sort_by(|a, b| worst_first(b).total_cmp(&worst_first(a)));
+        report.worst.truncate(keep);
+        Ok(report)
     }
-    if !chunk.is_empty() {
-        runner.push(chunk, &mut |s| compare(&mut pending, &mut report, s)).await;
+    .await;
+    retire(&target);
+    report
+}
+
+/// Counts a line that is not read, and names it on stderr (the report is on stdout).
+fn unreadable(report: &mut Report, file: &str, line: u64, why: &str) {
+    report.unreadable += 1;
+    if report.unreadable <= MAX_REPORTED {
+        eprintln!("{file}:{line}: {why}; counted as unreadable");
+    } else if report.unreadable == MAX_REPORTED + 1 {
+        eprintln!("more unreadable lines are counted, not listed");
     }
-    report.rows_per_second = runner.finish(&mut |s| compare(&mut pending, &mut report, s)).await;
-    report.seconds = runner.busy.as_secs_f64();
-    report.worst.sort_by(|a, b| worst_first(b).total_cmp(&worst_first(a)));
-    report.worst.truncate(keep);
-    Ok(report)
 }
 
 /// Instances sent and not yet answered, with the answer logged for each (its JSON text).
@@ -227,9 +285,9 @@ struct Logged<'a> {
     #[serde(default)]
     instance: u64,
     #[serde(borrow)]
-    inputs: &'a serde_json::value::RawValue,
-    #[serde(borrow)]
-    outputs: &'a serde_json::value::RawValue,
+    inputs: &'a RawValue,
+    #[serde(borrow, default)]
+    outputs: Option<&'a RawValue>,
 }
 
 /// How bad a difference is, for ordering: a non-numeric one is worst.
@@ -248,17 +306,42 @@ fn judge(report: &mut Report, origin: Origin, logged: &str, scored: Scored, tole
         report.identical += 1;
         return;
     }
-    let parse = |text: &str| serde_json::from_str::<serde_json::Map<String, Value>>(text).unwrap_or_default();
-    let (logged, replayed) = (parse(logged), parse(&replayed));
+    let largest = LOGGED_TO_REPLAYED * replayed.len() + 1024;
+    let replayed = serde_json::from_str::<Map<String, Value>>(&replayed).unwrap_or_default();
+    // The logged outputs stay text until compared one by one; far too long, they are not even
+    // split into outputs (reading them again would double the time of a run of such lines).
+    let parsed = if logged.len() > largest { None } else { Some(serde_json::from_str(logged)) };
+    let (logged, missing): (BTreeMap<String, &RawValue>, String) = match parsed {
+        None => {
+            (BTreeMap::new(), format!("{} bytes of outputs logged, far more than the replayed answer", logged.len()))
+        }
+        Some(Ok(outputs)) => (outputs, "missing from the log".to_owned()),
+        Some(Err(_)) if logged.is_empty() => (BTreeMap::new(), "the line has no outputs".to_owned()),
+        Some(Err(e)) => (BTreeMap::new(), format!("the logged outputs are not an object: {e}")),
+    };
+    // Every output of either side: one missing from the other cannot be called the same.
+    let extra = logged.keys().filter(|name| !replayed.contains_key(*name));
+    let names: Vec<&String> = replayed.keys().chain(extra).collect();
     let (mut identical, mut within) = (true, true);
-    for (name, was) in &logged {
-        let now = replayed.get(name).unwrap_or(&Value::Null);
-        if was == now {
+    for name in names {
+        let now = replayed.get(name).cloned().unwrap_or(Value::Null);
+        let (was, mut note) = match logged.get(name) {
+            None => (Value::Null, Some(missing.clone())),
+            Some(raw) => match read_logged(raw.get(), largest) {
+                Ok(was) => (was, None),
+                Err((shown, why)) => (shown, Some(why)),
+            },
+        };
+        if note.is_none() && !replayed.contains_key(name) {
+            note = Some("not an output of the replayed version".into());
+        }
+        if note.is_none() && was == now {
             continue;
         }
         identical = false;
         let diff = report.outputs.entry(name.clone()).or_default();
-        let (absolute, relative, ok) = match numeric_pairs(was, now) {
+        let pairs = if note.is_none() { numeric_pairs(&was, &now) } else { None };
+        let (absolute, relative, ok) = match pairs {
             Some(pairs) => {
                 let abs = pairs.iter().map(|(e, g)| (g - e).abs()).fold(0.0, f64::max);
                 let rel = pairs.iter().map(|(e, g)| relative(*e, *g)).fold(0.0, f64::max);
@@ -270,15 +353,17 @@ fn judge(report: &mut Report, origin: Origin, logged: &str, scored: Scored, tole
         };
         if !ok {
             within = false;
+            diff.different += 1;
         }
         if keep > 0 {
             report.worst.push(Difference {
                 origin: origin.clone(),
                 output: name.clone(),
-                logged: was.clone(),
-                replayed: now.clone(),
+                logged: was,
+                replayed: now,
                 absolute,
                 relative,
+                note,
             });
             // Kept small as it grows: the worst `keep` so far.
             if report.worst.len() > keep.max(1) * 4 {
@@ -292,6 +377,19 @@ fn judge(report: &mut Report, origin: Origin, logged: &str, scored: Scored, tole
         (false, true) => report.within_tolerance += 1,
         (false, false) => report.different += 1,
     }
+}
+
+/// A logged output's value; or, when it cannot be compared, what to show of it and why: a
+/// number JSON cannot hold in an f64 (`1e400`), broken JSON, or text longer than `largest`.
+fn read_logged(text: &str, largest: usize) -> Result<Value, (Value, String)> {
+    let shown = || {
+        let end = (0..=text.len().min(64)).rev().find(|&i| text.is_char_boundary(i)).unwrap_or(0);
+        Value::String(if end < text.len() { format!("{}…", &text[..end]) } else { text.to_owned() })
+    };
+    if text.len() > largest {
+        return Err((shown(), format!("{} bytes logged, far more than the replayed answer", text.len())));
+    }
+    serde_json::from_str(text).map_err(|e| (shown(), format!("the logged value cannot be read: {e}")))
 }
 
 fn relative(expected: f64, got: f64) -> f64 {
@@ -330,15 +428,25 @@ fn table(r: &Report) -> String {
         r.seconds
     );
     for (name, d) in &r.outputs {
-        out += &format!("output {name}: max absolute difference {}, max relative {}\n", d.max_absolute, d.max_relative);
+        out += &format!(
+            "output {name}: {} different, max absolute difference {}, max relative {}\n",
+            d.different, d.max_absolute, d.max_relative
+        );
     }
     if !r.worst.is_empty() {
         out += "worst:\n";
     }
     for d in &r.worst {
         out += &format!(
-            "  {}:{} request {} instance {}: {} logged {} replayed {}\n",
-            d.origin.file, d.origin.line, d.origin.request_id, d.origin.instance, d.output, d.logged, d.replayed
+            "  {}:{} request {} instance {}: {} logged {} replayed {}{}\n",
+            d.origin.file,
+            d.origin.line,
+            d.origin.request_id,
+            d.origin.instance,
+            d.output,
+            d.logged,
+            d.replayed,
+            d.note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()
         );
     }
     out

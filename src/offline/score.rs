@@ -9,7 +9,8 @@ use std::process::ExitCode;
 
 use serde_json::{Map, Value};
 
-use super::{load_target, Runner, Scored};
+use super::lines::{Line, Lines, Split};
+use super::{load_target, nested, retire, Runner, Scored};
 use crate::cli::{RowFormat, ScoreArgs};
 use crate::config::Config;
 use crate::model::ModelSpec;
@@ -50,47 +51,90 @@ fn format_of(path: &Path, given: Option<RowFormat>) -> RowFormat {
     })
 }
 
-/// Input rows, each with its line number (1-based; a CSV's header is line 1).
-enum Rows {
-    Jsonl(std::io::Split<Box<dyn BufRead>>, usize),
-    /// Lines counted one per row, the header line 1 (the reader's own count is one short on
-    /// CRLF files); a quoted cell spanning lines shifts the rows after it.
-    Csv(csv::StringRecordsIntoIter<Box<dyn Read>>, Vec<(String, &'static str)>, u64),
+/// A row's line number, and its instance as JSON text or why it is refused.
+type Row = (u64, Result<String, String>);
+
+/// Input rows, each with its line number (1-based: a CSV's header is line 1, and a quoted
+/// cell spanning lines counts every line).
+struct Rows {
+    lines: Lines<Box<dyn BufRead>>,
+    /// A CSV's columns, typed by the schema; `None` for JSON Lines.
+    columns: Option<Vec<(String, &'static str)>>,
 }
 
 impl Rows {
-    /// The next row as JSON text.
-    fn next(&mut self) -> Option<(u64, Result<String, String>)> {
-        match self {
-            Rows::Jsonl(lines, n) => loop {
-                let line = lines.next()?;
-                *n += 1;
-                let line = match line {
-                    Ok(line) => line,
-                    Err(e) => return Some((*n as u64, Err(format!("cannot read: {e}")))),
-                };
-                if line.iter().all(u8::is_ascii_whitespace) {
-                    continue;
+    fn new(input: Box<dyn BufRead>, format: RowFormat, spec: &ModelSpec) -> Result<Self, String> {
+        if format == RowFormat::Jsonl {
+            return Ok(Rows { lines: Lines::new(input, Split::Newline), columns: None });
+        }
+        let mut lines = Lines::new(input, Split::Csv);
+        let header = loop {
+            match lines.next_line().map_err(|e| format!("cannot read: {e}"))? {
+                None => return Err("the CSV has no header row".into()),
+                Some(Line::TooLong { number, bytes }) => {
+                    return Err(format!("the CSV header (line {number}) is {}", Line::too_long(bytes)))
                 }
-                // Parsed by the model's decoder; a line that is not JSON is reported by it.
-                let text = String::from_utf8(line).map_err(|e| format!("not UTF-8: {e}"));
-                return Some((*n as u64, text));
-            },
-            Rows::Csv(records, columns, line) => {
-                let record = records.next()?;
-                *line += 1;
-                match record {
-                    Ok(record) => Some((*line, csv_instance(&record, columns).map(|v| v.to_string()))),
-                    Err(e) => Some((*line, Err(format!("not CSV: {e}")))),
+                Some(Line::Text { text, .. }) if text.iter().all(u8::is_ascii_whitespace) => continue,
+                Some(Line::Text { number, text }) => {
+                    break csv_record(text).map_err(|e| format!("the CSV header (line {number}): {e}"))?
                 }
             }
+        };
+        let columns = header.iter().map(|h| (h.to_owned(), kind_of(spec, h))).collect();
+        Ok(Rows { lines, columns: Some(columns) })
+    }
+
+    /// The next row as JSON text, or why it is refused; `Err` when the input cannot be read.
+    fn next(&mut self) -> Result<Option<Row>, String> {
+        loop {
+            let Some(line) = self.lines.next_line().map_err(|e| format!("cannot read: {e}"))? else {
+                return Ok(None);
+            };
+            let (number, text) = match line {
+                Line::TooLong { number, bytes } => return Ok(Some((number, Err(Line::too_long(bytes))))),
+                Line::Text { number, text } => (number, text),
+            };
+            let row = match &self.columns {
+                _ if text.iter().all(u8::is_ascii_whitespace) => continue,
+                // Parsed by the model's decoder; a line that is not JSON is reported by it.
+                None => match nested(text) {
+                    Some(why) => Err(why),
+                    None => std::str::from_utf8(text).map(str::to_owned).map_err(|e| format!("not UTF-8: {e}")),
+                },
+                Some(columns) => csv_record(text).and_then(|r| csv_instance(&r, columns)).map(|v| v.to_string()),
+            };
+            return Ok(Some((number, row)));
         }
+    }
+}
+
+/// One CSV record's cells.
+fn csv_record(text: &[u8]) -> Result<csv::StringRecord, String> {
+    let mut record = csv::StringRecord::new();
+    match csv::ReaderBuilder::new().has_headers(false).from_reader(text).read_record(&mut record) {
+        Ok(_) => Ok(record),
+        Err(e) => Err(match e.kind() {
+            csv::ErrorKind::Utf8 { err, .. } => format!("not UTF-8: {err}"),
+            _ => format!("not CSV: {e}"),
+        }),
+    }
+}
+
+/// A cell as quoted in a message: its start, and its length when it is long.
+fn clip(cell: &str) -> String {
+    const SHOWN: usize = 64;
+    match cell.char_indices().nth(SHOWN) {
+        None => format!("{cell:?}"),
+        Some((end, _)) => format!("{:?}… ({} bytes)", &cell[..end], cell.len()),
     }
 }
 
 /// Types a CSV row by the schema: numbers, integers and booleans are parsed, the rest stay
 /// text; an empty cell is a missing field.
 fn csv_instance(record: &csv::StringRecord, columns: &[(String, &'static str)]) -> Result<Value, String> {
+    if record.len() != columns.len() {
+        return Err(format!("{} cells, the header has {}", record.len(), columns.len()));
+    }
     let mut instance = Map::new();
     for ((name, kind), cell) in columns.iter().zip(record.iter()) {
         if cell.is_empty() {
@@ -99,12 +143,12 @@ fn csv_instance(record: &csv::StringRecord, columns: &[(String, &'static str)]) 
         let value = match *kind {
             "number" | "integer" => match serde_json::from_str::<serde_json::Number>(cell.trim()) {
                 Ok(n) => Value::Number(n),
-                Err(_) => return Err(format!("{name}: {cell:?} is not a number")),
+                Err(_) => return Err(format!("{name}: {} is not a number", clip(cell))),
             },
             "boolean" => match cell.trim() {
                 "true" => Value::Bool(true),
                 "false" => Value::Bool(false),
-                _ => return Err(format!("{name}: {cell:?} is not true or false")),
+                _ => return Err(format!("{name}: {} is not true or false", clip(cell))),
             },
             _ => Value::String(cell.to_owned()),
         };
@@ -135,20 +179,17 @@ pub async fn score(args: &ScoreArgs) -> Result<Summary, String> {
     let config = Config::load(&args.serve).map_err(|e| e.to_string())?;
     let model = args.model.clone().unwrap_or_else(|| config.default_model().name.clone());
     let target = tokio::task::block_in_place(|| load_target(&config, &model, args.version.as_deref(), None))?;
-    let mut runner = Runner::new(target);
+    let summary = score_on(args, Runner::new(target.clone())).await;
+    retire(&target);
+    summary
+}
+
+async fn score_on(args: &ScoreArgs, mut runner: Runner) -> Result<Summary, String> {
     let spec = runner.spec().clone();
-    let mut rows = match format_of(&args.input, args.input_format) {
-        RowFormat::Jsonl => {
-            let input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, reader(&args.input)?));
-            Rows::Jsonl(input.split(b'\n'), 0)
-        }
-        RowFormat::Csv => {
-            let mut csv = csv::ReaderBuilder::new().flexible(false).from_reader(reader(&args.input)?);
-            let header = csv.headers().map_err(|e| format!("the CSV has no header row: {e}"))?;
-            let columns = header.iter().map(|h| (h.to_owned(), kind_of(&spec, h))).collect();
-            Rows::Csv(csv.into_records(), columns, 1)
-        }
-    };
+    let input: Box<dyn BufRead> = Box::new(BufReader::with_capacity(1 << 16, reader(&args.input)?));
+    let name = if args.input == Path::new("-") { "stdin".into() } else { args.input.display().to_string() };
+    let mut rows =
+        Rows::new(input, format_of(&args.input, args.input_format), &spec).map_err(|e| format!("{name}: {e}"))?;
     let output: Box<dyn Write> = if args.output == Path::new("-") {
         Box::new(std::io::stdout().lock())
     } else {
@@ -165,20 +206,20 @@ pub async fn score(args: &ScoreArgs) -> Result<Summary, String> {
         bar
     });
 
-    let mut chunk = Vec::with_capacity(runner.chunk_rows);
+    let mut chunk = runner.chunk();
     let mut lines: VecDeque<u64> = Default::default();
     let mut outcome = Outcome::default();
     let bar = progress.as_ref();
-    while let Some((line, instance)) = rows.next() {
+    while let Some((line, instance)) = rows.next().map_err(|e| format!("{name}: {e}"))? {
         match instance {
             Ok(instance) => {
                 lines.push_back(line);
-                chunk.push(instance);
+                chunk.add(instance, 0);
             }
             Err(message) => outcome.refuse(line, &message),
         }
-        if chunk.len() == runner.chunk_rows {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(runner.chunk_rows));
+        if chunk.is_full() {
+            let full = std::mem::replace(&mut chunk, runner.chunk());
             runner.push(full, &mut |s| emit(s, &mut lines, &mut writer, &mut outcome, bar)).await;
         }
     }
