@@ -1,11 +1,13 @@
 //! The streaming decoder: a request body read with `serde` seeds straight into the column
 //! buffers of the model's input tensors, every field checked on its way in.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use serde::Deserialize;
 use serde_json::Value;
+
+use super::preview::Preview;
 
 use super::sink::{ColumnEntry, Sink};
 use crate::error::clip;
@@ -117,7 +119,8 @@ impl<'de> Visitor<'de> for ColumnarSeed<'_, '_> {
                 map.next_value::<IgnoredAny>()?;
                 continue;
             }
-            let (values, len) = map.next_value_seed(ListSeed { limit })?;
+            let (width, preview) = (self.0.plan().fields.len(), self.0.preview());
+            let (values, len) = map.next_value_seed(ListSeed { limit, width, preview })?;
             entries.push(ColumnEntry { name, values, len });
         }
         self.0.columns(entries);
@@ -161,30 +164,33 @@ impl<'de> Visitor<'de> for ColumnarSeed<'_, '_> {
 
 /// One list of the columnar form: its first `limit` values, and how many it held; `None`
 /// (after skipping it) when it is not a list.
-struct ListSeed {
+struct ListSeed<'b> {
     limit: usize,
+    /// The model's fields: a list of rows keeps this many values of each, and one more.
+    width: usize,
+    preview: &'b Cell<usize>,
 }
 
-impl<'de> DeserializeSeed<'de> for ListSeed {
+impl<'de> DeserializeSeed<'de> for ListSeed<'_> {
     type Value = (Option<Vec<Scalar>>, usize);
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
-        match ScalarList(self.limit).deserialize(d)? {
+        match ScalarList(self).deserialize(d)? {
             Some((values, len)) => Ok((Some(values), len)),
             None => Ok((None, 0)),
         }
     }
 }
 
-struct ScalarList(usize);
+struct ScalarList<'b>(ListSeed<'b>);
 
-impl<'de> DeserializeSeed<'de> for ScalarList {
+impl<'de> DeserializeSeed<'de> for ScalarList<'_> {
     type Value = Option<(Vec<Scalar>, usize)>;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ScalarList {
+impl<'de> Visitor<'de> for ScalarList<'_> {
     type Value = Option<(Vec<Scalar>, usize)>;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -195,8 +201,9 @@ impl<'de> Visitor<'de> for ScalarList {
         let mut values = Vec::new();
         let mut len = 0;
         loop {
-            if len < self.0 {
-                let Some(value) = seq.next_element_seed(ScalarSeed)? else { break };
+            if len < self.0.limit {
+                let seed = ListItem { width: self.0.width, preview: self.0.preview };
+                let Some(value) = seq.next_element_seed(seed)? else { break };
                 values.push(value);
             } else if seq.next_element::<IgnoredAny>()?.is_none() {
                 break;
@@ -293,7 +300,7 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
             match key {
                 Key::Field(field) => {
                     hint = field + 1;
-                    let value = map.next_value_seed(ScalarSeed)?;
+                    let value = map.next_value_seed(ScalarSeed(self.sink.preview()))?;
                     self.sink.field(self.row, field, value);
                 }
                 Key::Other(name) => {
@@ -307,13 +314,13 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if !self.sink.plan().matrix {
-            let value = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+            let value = Preview::new(self.sink.preview()).array(seq)?;
             self.sink.not_an_instance(self.row, Scalar::Other(value));
             return Ok(());
         }
         let width = self.sink.plan().fields.len();
         let mut n = 0;
-        while let Some(value) = seq.next_element_seed(ScalarSeed)? {
+        while let Some(value) = seq.next_element_seed(ScalarSeed(self.sink.preview()))? {
             if n < width {
                 // A plain row's columns are the schema's properties, in order.
                 self.sink.field(self.row, n, value);
@@ -352,18 +359,19 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
     }
 }
 
-/// One field's value read straight into a [`Scalar`], with no JSON tree built for it (only an
-/// array or object, which no field takes, is kept whole for its message).
-pub struct ScalarSeed;
+/// One field's value read straight into a [`Scalar`], with no JSON tree built for it (an
+/// array or object, which no field takes, is kept as a preview for its message, drawing on
+/// the request's budget).
+pub struct ScalarSeed<'b>(pub &'b Cell<usize>);
 
-impl<'de> DeserializeSeed<'de> for ScalarSeed {
+impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
     type Value = Scalar;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
         d.deserialize_any(self)
     }
 }
 
-impl<'de> Visitor<'de> for ScalarSeed {
+impl<'de> Visitor<'de> for ScalarSeed<'_> {
     type Value = Scalar;
 
     fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
@@ -394,10 +402,80 @@ impl<'de> Visitor<'de> for ScalarSeed {
         Ok(Scalar::Null)
     }
     fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
-        Value::deserialize(de::value::SeqAccessDeserializer::new(seq)).map(Scalar::Other)
+        Preview::new(self.0).array(seq).map(Scalar::Other)
     }
     fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
-        Value::deserialize(de::value::MapAccessDeserializer::new(map)).map(Scalar::Other)
+        Preview::new(self.0).object(map).map(Scalar::Other)
+    }
+}
+
+/// One value of a columnar list: a scalar, or a row of the `[N, F]` input (`{"x": [[...],
+/// ...]}`), whose first `width + 1` values are kept as they are (each nested array or object
+/// as a preview) and the rest skipped.
+struct ListItem<'b> {
+    width: usize,
+    preview: &'b Cell<usize>,
+}
+
+impl<'de> DeserializeSeed<'de> for ListItem<'_> {
+    type Value = Scalar;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for ListItem<'_> {
+    type Value = Scalar;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a value or a row")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar::I64(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar::U64(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar::F64(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar::Str(v))
+    }
+    fn visit_unit<E>(self) -> Result<Scalar, E> {
+        Ok(Scalar::Null)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        let mut values = Vec::new();
+        while values.len() <= self.width {
+            let Some(value) = seq.next_element_seed(RowValue(self.preview))? else { break };
+            values.push(value);
+        }
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Scalar::Other(Value::Array(values)))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
+        Preview::new(self.preview).object(map).map(Scalar::Other)
+    }
+}
+
+/// One value of a row: scalars as they are, arrays and objects as previews.
+struct RowValue<'b>(&'b Cell<usize>);
+
+impl<'de> DeserializeSeed<'de> for RowValue<'_> {
+    type Value = Value;
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
+        Ok(match ScalarSeed(self.0).deserialize(d)? {
+            Scalar::Other(value) => value,
+            Scalar::Str(text) => Value::String(text),
+            scalar => scalar.to_value(),
+        })
     }
 }
 

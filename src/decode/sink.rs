@@ -33,6 +33,8 @@ pub struct Sink<'p> {
     count: usize,
     /// The one `[N, F]` input's name, which the columnar form may key its rows by.
     matrix_input: Option<String>,
+    /// Values the previews of this request's misplaced arrays and objects may still keep.
+    preview: std::cell::Cell<usize>,
 }
 
 impl<'p> Sink<'p> {
@@ -47,11 +49,17 @@ impl<'p> Sink<'p> {
             max_rows,
             count: 0,
             matrix_input: plan.matrix.then(|| feed.inputs[0].name.clone()),
+            preview: std::cell::Cell::new(super::preview::REQUEST_PREVIEW_VALUES),
         }
     }
 
     pub fn plan(&self) -> &'p InstancePlan {
         self.plan
+    }
+
+    /// The request's budget of preview values (see `decode::preview`).
+    pub fn preview(&self) -> &std::cell::Cell<usize> {
+        &self.preview
     }
 
     pub fn max_rows(&self) -> usize {
@@ -215,7 +223,11 @@ impl<'p> Sink<'p> {
     pub fn wrong_row_length(&mut self, row: usize, n: usize) {
         self.schema_errors.push(FieldError {
             path: format!("/instances/{row}"),
-            message: format!("a plain row must hold {} values, got {n}", self.plan.fields.len()),
+            // Values past one too many are skipped unread, so a longer row says "more".
+            message: match self.plan.fields.len() {
+                width if n > width => format!("a plain row must hold {width} values, got more"),
+                width => format!("a plain row must hold {width} values, got {n}"),
+            },
         });
         self.seen.iter_mut().for_each(|s| *s = true);
     }

@@ -424,7 +424,8 @@ async fn hammer(addr: String, tally: Arc<crate::connections::Tally>, stop: Arc<s
     use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     while !stop.load(Ordering::SeqCst) {
-        let Ok(Ok(mut stream)) = tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&addr)).await
+        let Ok(Ok(mut stream)) =
+            tokio::time::timeout(Duration::from_secs(3), tokio::net::TcpStream::connect(&addr)).await
         else {
             // Refused, or a SYN left unanswered while the server drains: not a lost request.
             tally.refused.fetch_add(1, Ordering::SeqCst);
@@ -599,4 +600,45 @@ async fn a_crowd_of_uploads_stays_within_the_body_budget() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// An array where a field takes one value is only quoted in the error (100 characters), so it
+/// must not be kept whole: parsed into a JSON tree, `[[0],[0],...]` costs about 20 times its
+/// text (16 bodies of 600 KB took the server from 53 to 274 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn misplaced_nested_arrays_cost_no_more_than_their_bodies() {
+    const BODIES: usize = 16;
+    const BOUND_MIB: u64 = 48;
+    let server = start(&[]);
+    let mut instance = schema_example("house_price");
+    let nested = format!("[{}]", vec!["[0]"; 150_000].join(","));
+    instance["lotsize"] = serde_json::from_str(&nested).unwrap();
+    let body = serde_json::to_vec(&json!({"instances": [instance]})).unwrap();
+    let pid = server.child.id();
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(format!("{}/health", server.base)).send().await.unwrap().status(), 200);
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let idle = status_mib(pid, "VmRSS");
+    let requests: Vec<_> = (0..BODIES)
+        .map(|_| {
+            let request = client
+                .post(format!("{}/predict", server.base))
+                .header("content-type", "application/json")
+                .body(body.clone())
+                .send();
+            tokio::spawn(async move {
+                let error: Value = request.await.unwrap().json().await.unwrap();
+                assert_eq!(error["error_type"], "validation_error", "{error}");
+                let message = error["details"][0]["message"].as_str().unwrap();
+                assert!(message.starts_with("must be a number, got array [[0],[0],"), "{message}");
+                assert!(message.len() < 300, "quoted, not echoed: {} bytes", message.len());
+            })
+        })
+        .collect();
+    for request in requests {
+        request.await.unwrap();
+    }
+    let peak = status_mib(pid, "VmHWM");
+    eprintln!("{BODIES} bodies of {} KB of nested arrays: RSS {idle} MiB, peak {peak} MiB", body.len() / 1000);
+    assert!(peak <= idle + BOUND_MIB, "from {idle} MiB to {peak} MiB (bound: +{BOUND_MIB} MiB)");
 }
