@@ -7,7 +7,7 @@
 
 pub mod json;
 pub mod plan;
-mod preview;
+pub mod preview;
 pub mod sink;
 #[cfg(test)]
 mod tests;

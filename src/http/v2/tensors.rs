@@ -6,7 +6,6 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, SeqAccess, Visitor};
 use serde::ser::SerializeMap;
-use serde::Deserialize;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
 
@@ -314,7 +313,7 @@ impl<'de> Visitor<'de> for Item<'_, '_, '_, '_> {
     }
 
     fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Layout, A::Error> {
-        let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let value = crate::decode::preview::Preview::new(self.reader.sink.preview()).object(map)?;
         self.reader.push(Scalar::Other(value));
         Ok(Layout::Flat)
     }
