@@ -642,3 +642,27 @@ async fn misplaced_nested_arrays_cost_no_more_than_their_bodies() {
     eprintln!("{BODIES} bodies of {} KB of nested arrays: RSS {idle} MiB, peak {peak} MiB", body.len() / 1000);
     assert!(peak <= idle + BOUND_MIB, "from {idle} MiB to {peak} MiB (bound: +{BOUND_MIB} MiB)");
 }
+
+/// `/v2` parameters beyond the few inferd reads are ignored, so they must not be held: a
+/// 1 MiB `{"x": [[0],[0],...]}` in them cost 99 MiB as a JSON tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ignored_v2_parameters_cost_no_more_than_their_bodies() {
+    const BODIES: usize = 8;
+    const BOUND_MIB: u64 = 48;
+    let server = start(&[]);
+    let nested = format!("[{}]", vec!["[0]"; 250_000].join(","));
+    let body = format!(r#"{{"parameters": {{"x": {nested}}}, "inputs": []}}"#);
+    let pid = server.child.id();
+    let client = reqwest::Client::new();
+    assert_eq!(client.get(format!("{}/health", server.base)).send().await.unwrap().status(), 200);
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").unwrap();
+    let idle = status_mib(pid, "VmRSS");
+    for _ in 0..BODIES {
+        let url = format!("{}/v2/models/house_price/infer", server.base);
+        let response = client.post(url).header("content-type", "application/json").body(body.clone()).send().await;
+        assert_eq!(response.unwrap().status(), 400, "no inputs: refused, after the parameters were read");
+    }
+    let peak = status_mib(pid, "VmHWM");
+    eprintln!("{BODIES} v2 bodies of {} KB of parameters: RSS {idle} MiB, peak {peak} MiB", body.len() / 1000);
+    assert!(peak <= idle + BOUND_MIB, "from {idle} MiB to {peak} MiB (bound: +{BOUND_MIB} MiB)");
+}

@@ -3,6 +3,7 @@
 
 #[doc(hidden)]
 pub mod fuzzing;
+mod parameters;
 pub mod repository;
 mod tensors;
 pub mod types;

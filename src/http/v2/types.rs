@@ -157,6 +157,7 @@ pub struct InferRequest {
     /// `timeout` (microseconds, as Triton takes it) shortens the request's deadline; other
     /// parameters are accepted and ignored.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "super::parameters::known")]
     pub parameters: Option<Value>,
     pub inputs: Vec<InferInput>,
     /// Restricts the outputs returned; all by default.
@@ -171,6 +172,7 @@ pub struct InferInput {
     /// `binary_data_size`: the tensor's bytes follow the JSON header (binary tensor data
     /// extension) instead of `data`.
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "super::parameters::known")]
     pub parameters: Option<Value>,
     /// Row-major, flat or nested like `shape`; kept unparsed until the model's element type
     /// is known, then read straight into the tensor's buffer.
@@ -182,6 +184,7 @@ pub struct InferInput {
 pub struct RequestedOutput {
     pub name: String,
     #[schema(value_type = Option<Object>)]
+    #[serde(default, deserialize_with = "super::parameters::known")]
     pub parameters: Option<Value>,
 }
 
