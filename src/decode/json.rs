@@ -202,7 +202,7 @@ impl<'de> Visitor<'de> for ScalarList<'_> {
         let mut len = 0;
         loop {
             if len < self.0.limit {
-                let seed = ListItem { width: self.0.width, preview: self.0.preview };
+                let seed = ScalarSeed::list_value(self.0.preview, self.0.width);
                 let Some(value) = seq.next_element_seed(seed)? else { break };
                 values.push(value);
             } else if seq.next_element::<IgnoredAny>()?.is_none() {
@@ -300,7 +300,7 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
             match key {
                 Key::Field(field) => {
                     hint = field + 1;
-                    let value = map.next_value_seed(ScalarSeed(self.sink.preview()))?;
+                    let value = map.next_value_seed(ScalarSeed::new(self.sink.preview()))?;
                     self.sink.field(self.row, field, value);
                 }
                 Key::Other(name) => {
@@ -320,7 +320,7 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
         }
         let width = self.sink.plan().fields.len();
         let mut n = 0;
-        while let Some(value) = seq.next_element_seed(ScalarSeed(self.sink.preview()))? {
+        while let Some(value) = seq.next_element_seed(ScalarSeed::new(self.sink.preview()))? {
             if n < width {
                 // A plain row's columns are the schema's properties, in order.
                 self.sink.field(self.row, n, value);
@@ -362,7 +362,23 @@ impl<'de> Visitor<'de> for InstanceSeed<'_, '_> {
 /// One field's value read straight into a [`Scalar`], with no JSON tree built for it (an
 /// array or object, which no field takes, is kept as a preview for its message, drawing on
 /// the request's budget).
-pub struct ScalarSeed<'b>(pub &'b Cell<usize>);
+pub struct ScalarSeed<'b> {
+    preview: &'b Cell<usize>,
+    /// Set for a value of a columnar list, which may be a row of the `[N, F]` input
+    /// (`{"x": [[...], ...]}`): its first `width + 1` values are kept as they are (each nested
+    /// array or object as a preview) and the rest skipped.
+    row_width: Option<usize>,
+}
+
+impl<'b> ScalarSeed<'b> {
+    pub fn new(preview: &'b Cell<usize>) -> Self {
+        Self { preview, row_width: None }
+    }
+
+    fn list_value(preview: &'b Cell<usize>, width: usize) -> Self {
+        Self { preview, row_width: Some(width) }
+    }
+}
 
 impl<'de> DeserializeSeed<'de> for ScalarSeed<'_> {
     type Value = Scalar;
@@ -401,59 +417,12 @@ impl<'de> Visitor<'de> for ScalarSeed<'_> {
     fn visit_none<E>(self) -> Result<Scalar, E> {
         Ok(Scalar::Null)
     }
-    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Scalar, A::Error> {
-        Preview::new(self.0).array(seq).map(Scalar::Other)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Scalar, A::Error> {
-        Preview::new(self.0).object(map).map(Scalar::Other)
-    }
-}
-
-/// One value of a columnar list: a scalar, or a row of the `[N, F]` input (`{"x": [[...],
-/// ...]}`), whose first `width + 1` values are kept as they are (each nested array or object
-/// as a preview) and the rest skipped.
-struct ListItem<'b> {
-    width: usize,
-    preview: &'b Cell<usize>,
-}
-
-impl<'de> DeserializeSeed<'de> for ListItem<'_> {
-    type Value = Scalar;
-    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Scalar, D::Error> {
-        d.deserialize_any(self)
-    }
-}
-
-impl<'de> Visitor<'de> for ListItem<'_> {
-    type Value = Scalar;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a value or a row")
-    }
-    fn visit_bool<E>(self, v: bool) -> Result<Scalar, E> {
-        Ok(Scalar::Bool(v))
-    }
-    fn visit_i64<E>(self, v: i64) -> Result<Scalar, E> {
-        Ok(Scalar::I64(v))
-    }
-    fn visit_u64<E>(self, v: u64) -> Result<Scalar, E> {
-        Ok(Scalar::U64(v))
-    }
-    fn visit_f64<E>(self, v: f64) -> Result<Scalar, E> {
-        Ok(Scalar::F64(v))
-    }
-    fn visit_str<E>(self, v: &str) -> Result<Scalar, E> {
-        Ok(Scalar::Str(v.to_owned()))
-    }
-    fn visit_string<E>(self, v: String) -> Result<Scalar, E> {
-        Ok(Scalar::Str(v))
-    }
-    fn visit_unit<E>(self) -> Result<Scalar, E> {
-        Ok(Scalar::Null)
-    }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Scalar, A::Error> {
+        let Some(width) = self.row_width else {
+            return Preview::new(self.preview).array(seq).map(Scalar::Other);
+        };
         let mut values = Vec::new();
-        while values.len() <= self.width {
+        while values.len() <= width {
             let Some(value) = seq.next_element_seed(RowValue(self.preview))? else { break };
             values.push(value);
         }
@@ -471,7 +440,7 @@ struct RowValue<'b>(&'b Cell<usize>);
 impl<'de> DeserializeSeed<'de> for RowValue<'_> {
     type Value = Value;
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<Value, D::Error> {
-        Ok(match ScalarSeed(self.0).deserialize(d)? {
+        Ok(match ScalarSeed::new(self.0).deserialize(d)? {
             Scalar::Other(value) => value,
             Scalar::Str(text) => Value::String(text),
             scalar => scalar.to_value(),

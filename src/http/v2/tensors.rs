@@ -325,7 +325,7 @@ struct Leaf<'a, 'r, 's, 'p>(&'a mut Reader<'r, 's, 'p>);
 impl<'de> DeserializeSeed<'de> for Leaf<'_, '_, '_, '_> {
     type Value = ();
     fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        match decode::json::ScalarSeed(self.0.sink.preview()).deserialize(d)? {
+        match decode::json::ScalarSeed::new(self.0.sink.preview()).deserialize(d)? {
             Scalar::Other(Value::Array(_)) => Err(de::Error::custom("an array where shape needs a value")),
             value => {
                 self.0.push(value);
