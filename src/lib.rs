@@ -8,10 +8,10 @@ pub mod config;
 pub mod decode;
 pub mod error;
 pub mod http;
+pub mod lifecycle;
 pub mod model;
 pub mod observe;
 pub mod offline;
-pub mod openapi;
 pub mod predlog;
 pub mod probe;
 pub mod reading;
@@ -22,3 +22,6 @@ pub mod service;
 pub mod startup;
 pub mod telemetry;
 pub mod tensor;
+
+/// The OpenAPI document (it lives with the routes it describes).
+pub use http::openapi;

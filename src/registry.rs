@@ -12,11 +12,10 @@ use sha2::{Digest, Sha256};
 
 use crate::batch::{Batcher, Workers};
 use crate::config::{BatchingConfig, Config, ModelConfig, ShadowConfig};
-use crate::error::{clip, ApiError};
+use crate::error::clip;
 use crate::model::golden::Tolerance;
 use crate::model::{self, LoadError};
 use crate::observe::{Metrics, ModelMetrics};
-use crate::service::Shadow;
 
 /// What a loaded version was made from: equal fingerprints mean a reload keeps the version.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
@@ -97,6 +96,66 @@ pub struct ModelVersions {
     /// The canary split of unversioned requests: (version, weight), when configured.
     pub traffic: Vec<(String, u32)>,
     pub shadow: Option<ShadowConfig>,
+}
+
+/// Why a request names no loaded model version.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RouteError {
+    #[error("model '{0}' is not served here")]
+    ModelNotFound(String),
+    #[error("model '{0}' is configured but unloaded; POST /v2/repository/models/{0}/load loads it")]
+    ModelUnloaded(String),
+    #[error("model '{model}' has no version '{version}'")]
+    VersionNotFound { model: String, version: String },
+}
+
+/// Which model version a request names.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// The default model's unversioned route (`POST /predict`).
+    Default { pin: Option<&'a str> },
+    /// A model's unversioned route: its traffic split, or the pinned version (`pin`).
+    Model { name: &'a str, pin: Option<&'a str> },
+    /// One version, named: no traffic split, no shadow.
+    Version { name: &'a str, version: &'a str },
+}
+
+/// A version that also runs a sample of another's requests (`shadow` in the config).
+#[derive(Clone)]
+pub struct Shadow {
+    pub batcher: Batcher,
+    pub sample_rate: f64,
+    pub tolerance: Tolerance,
+}
+
+/// The models served now, with the OpenAPI document that describes them; replaced whole by a
+/// reload. A request keeps the one it started with to its end.
+pub struct Published {
+    pub registry: Registry,
+    pub openapi: serde_json::Value,
+}
+
+impl std::ops::Deref for Published {
+    type Target = Registry;
+    fn deref(&self) -> &Registry {
+        &self.registry
+    }
+}
+
+/// Where the models served are published: empty until they are loaded and warmed up.
+#[derive(Default)]
+pub struct Current(arc_swap::ArcSwapOption<Published>);
+
+impl Current {
+    pub fn load(&self) -> Option<Arc<Published>> {
+        self.0.load_full()
+    }
+
+    /// Publishes `registry`; returns the one it replaces, whose versions that the new one does
+    /// not share end once the requests that hold it are done.
+    pub fn publish(&self, registry: Registry, openapi: serde_json::Value) -> Option<Arc<Published>> {
+        self.0.swap(Some(Arc::new(Published { registry, openapi })))
+    }
 }
 
 /// The version a request runs on, and the one that shadows it, if any.
@@ -231,21 +290,21 @@ impl Registry {
     }
 
     /// The model version a route names; without a version, the model's default version.
-    pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Batcher, ApiError> {
+    pub fn get(&self, name: &str, version: Option<&str>) -> Result<&Batcher, RouteError> {
         self.get_version(name, version).map(|v| &v.batcher)
     }
 
-    pub fn get_version(&self, name: &str, version: Option<&str>) -> Result<&Arc<Version>, ApiError> {
+    pub fn get_version(&self, name: &str, version: Option<&str>) -> Result<&Arc<Version>, RouteError> {
         let model = self.models.get(name).ok_or_else(|| self.missing(name))?;
         let version = version.unwrap_or(&model.default_version);
-        model.versions.get(version).ok_or_else(|| ApiError::VersionNotFound {
+        model.versions.get(version).ok_or_else(|| RouteError::VersionNotFound {
             model: clip(name).into_owned(),
             version: clip(version).into_owned(),
         })
     }
 
     /// The entry served at `POST /predict`; 503 while it is unloaded.
-    pub fn default_model(&self) -> Result<&Batcher, ApiError> {
+    pub fn default_model(&self) -> Result<&Batcher, RouteError> {
         self.get(&self.default.0, Some(&self.default.1))
     }
 
@@ -261,10 +320,10 @@ impl Registry {
     /// The version an unversioned request runs on: `pinned` (the `x-inferd-version` header)
     /// when given, else by the model's `traffic` weights (sticky per request id), else its
     /// default version; with the shadow that also runs it, when the model has one.
-    pub fn route(&self, name: &str, request_id: &str, pinned: Option<&str>) -> Result<Route<'_>, ApiError> {
+    pub fn route(&self, name: &str, request_id: &str, pinned: Option<&str>) -> Result<Route<'_>, RouteError> {
         let model = self.models.get(name).ok_or_else(|| self.missing(name))?;
         let chosen = pinned.or_else(|| pick(&model.traffic, request_id)).unwrap_or(&model.default_version);
-        let version = model.versions.get(chosen).ok_or_else(|| ApiError::VersionNotFound {
+        let version = model.versions.get(chosen).ok_or_else(|| RouteError::VersionNotFound {
             model: clip(name).into_owned(),
             version: clip(chosen).into_owned(),
         })?;
@@ -278,15 +337,24 @@ impl Registry {
         Ok(Route { version, shadow })
     }
 
+    /// The version `target` runs on (`request_id` keeps a traffic split sticky).
+    pub fn route_to(&self, target: Target<'_>, request_id: &str) -> Result<Route<'_>, RouteError> {
+        match target {
+            Target::Default { pin } => self.route_default(request_id, pin),
+            Target::Model { name, pin } => self.route(name, request_id, pin),
+            Target::Version { name, version } => self.get_version(name, Some(version)).map(Route::direct),
+        }
+    }
+
     /// The unversioned route of the default model (`POST /predict`).
-    pub fn route_default(&self, request_id: &str, pinned: Option<&str>) -> Result<Route<'_>, ApiError> {
+    pub fn route_default(&self, request_id: &str, pinned: Option<&str>) -> Result<Route<'_>, RouteError> {
         self.route(&self.default.0, request_id, pinned)
     }
 
-    fn missing(&self, name: &str) -> ApiError {
+    fn missing(&self, name: &str) -> RouteError {
         match self.unloaded.contains(name) {
-            true => ApiError::ModelUnloaded(name.to_owned()),
-            false => ApiError::ModelNotFound(clip(name).into_owned()),
+            true => RouteError::ModelUnloaded(name.to_owned()),
+            false => RouteError::ModelNotFound(clip(name).into_owned()),
         }
     }
 

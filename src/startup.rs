@@ -192,7 +192,7 @@ impl Application {
             notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         }
         let reloads = tokio::spawn(reload_on_hangup(state.clone()));
-        let watch = config.reload.watch.then(|| tokio::spawn(crate::http::watch::watch(state.clone())));
+        let watch = config.reload.watch.then(|| tokio::spawn(crate::lifecycle::watch::watch(state.lifecycle().clone())));
 
         stopped(stop_rx).await;
         // What `main` does after this returns must fit in the grace period as well.
@@ -209,7 +209,7 @@ impl Application {
         // A reload in progress (it sees the drain and swaps nothing in) is waited for within
         // the grace period, so that it does not outlive the registry it would replace.
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let _no_reload = tokio::time::timeout(remaining, state.reloading.lock()).await.ok();
+        state.lifecycle().quiesce(remaining).await;
         let workers = state.loaded().map(|registry| registry.close()).unwrap_or_default();
         let join = tokio::task::spawn_blocking(move || workers.into_iter().for_each(Workers::join));
         if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), join).await.is_err() {
@@ -293,8 +293,7 @@ async fn load(state: &AppState, config: Arc<Config>) -> Result<(), StartupError>
     let registry = crate::reading::off_runtime(within, move || Registry::load(&config, &metrics))
         .await
         .map_err(StartupError::LoadStuck)??;
-    let openapi = crate::openapi::document(&state.config, &crate::openapi::documented(&registry));
-    state.set_registry(registry, openapi);
+    state.lifecycle().publish(registry);
     Ok(())
 }
 
@@ -361,6 +360,6 @@ async fn reload_on_hangup(state: AppState) {
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
         // Both outcomes are logged by `reload` itself.
-        let _ = http::admin::reload(&state, "sighup").await;
+        let _ = state.lifecycle().reload("sighup").await;
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use inferd::decode::InstancePlan;
+use inferd::schema::InstancePlan;
 use inferd::schema::InstanceSchema;
 use inferd::tensor::rows::Rows;
 use inferd::tensor::signature::{ElemType, FeedPlan, Signature, TensorInfo};
@@ -19,7 +19,7 @@ pub struct Model {
 
 impl Model {
     pub fn decoding(&self) -> inferd::decode::Model<'_> {
-        inferd::decode::Model { plan: &self.decoder, feed: &self.plan, schema: &self.schema }
+        inferd::decode::Model { plan: &self.decoder, feed: &self.plan, schema: &self.schema, outputs: &[] }
     }
 }
 

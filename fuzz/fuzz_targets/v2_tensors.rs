@@ -12,7 +12,7 @@ static MODELS: LazyLock<[common::Model; 2]> = LazyLock::new(common::models);
 
 fuzz_target!(|body: &[u8]| {
     for model in MODELS.iter() {
-        if let Ok(rows) = inferd::http::v2::fuzzing::decode(model.decoding(), body, common::MAX_ROWS) {
+        if let Ok(rows) = inferd::decode::oip::decode_json(model.decoding(), body, common::MAX_ROWS) {
             common::agrees_with_jsonschema(model, &rows);
         }
     }

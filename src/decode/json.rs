@@ -448,14 +448,6 @@ impl<'de> DeserializeSeed<'de> for RowValue<'_> {
     }
 }
 
-/// A value as the columns take it; a string is moved, not copied.
-pub fn scalar(value: Value) -> Scalar {
-    match value {
-        Value::String(s) => Scalar::Str(s),
-        other => Scalar::from_value(&other),
-    }
-}
-
 enum Key {
     Field(usize),
     Other(String),
@@ -464,7 +456,7 @@ enum Key {
 /// An instance's key, looked up without allocating (only an unknown name is kept, for its
 /// message).
 struct KeySeed<'p> {
-    plan: &'p super::plan::InstancePlan,
+    plan: &'p crate::schema::InstancePlan,
     hint: usize,
 }
 

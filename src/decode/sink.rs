@@ -2,8 +2,9 @@
 
 use serde_json::Value;
 
-use super::plan::InstancePlan;
-use crate::error::{clip, shown, ApiError, FieldError, MAX_FIELD_ERRORS};
+use crate::schema::InstancePlan;
+use super::DecodeError;
+use crate::error::{clip, shown, FieldError, MAX_FIELD_ERRORS};
 use crate::schema::InstanceSchema;
 use crate::tensor::columns::{Column, Scalar};
 use crate::tensor::rows::Rows;
@@ -320,7 +321,7 @@ impl<'p> Sink<'p> {
                 Scalar::Other(Value::Array(items)) => {
                     let n = items.len();
                     for (field, item) in items.into_iter().enumerate().take(self.plan.fields.len()) {
-                        self.field(row, field, super::json::scalar(item));
+                        self.field(row, field, Scalar::from_owned(item));
                     }
                     if n != self.plan.fields.len() {
                         self.wrong_row_length(row, n);
@@ -336,23 +337,23 @@ impl<'p> Sink<'p> {
 
     /// The rows, or the request's errors: its count out of bounds, then its fields. jsonschema
     /// checks the rows afterwards when the schema has keywords the plan does not carry out.
-    pub fn finish(self, schema: &InstanceSchema) -> Result<Rows, ApiError> {
+    pub fn finish(self, schema: &InstanceSchema) -> Result<Rows, DecodeError> {
         // Errors of what was sent say more than "no instances" when nothing could be built.
         if self.count == 0 && !self.schema_errors.is_empty() {
-            return Err(ApiError::validation(self.schema_errors));
+            return Err(DecodeError::validation(self.schema_errors));
         }
         if self.count == 0 || self.count > self.max_rows {
             let message = format!("must hold 1 to {} instances, got {}", self.max_rows, self.count);
-            return Err(ApiError::InvalidRequest {
+            return Err(DecodeError::Invalid {
                 message: format!("`instances` {message}"),
                 details: vec![FieldError { path: "/instances".into(), message }],
             });
         }
         if !self.schema_errors.is_empty() {
-            return Err(ApiError::validation(self.schema_errors));
+            return Err(DecodeError::validation(self.schema_errors));
         }
         if !self.type_errors.is_empty() {
-            return Err(ApiError::validation(self.type_errors));
+            return Err(DecodeError::validation(self.type_errors));
         }
         if !self.plan.fallback.is_empty() {
             let mut errors = Vec::new();
@@ -363,7 +364,7 @@ impl<'p> Sink<'p> {
                 }
             }
             if !errors.is_empty() {
-                return Err(ApiError::validation(errors));
+                return Err(DecodeError::validation(errors));
             }
         }
         Ok(self.rows)

@@ -5,8 +5,10 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::{body, Envelope, InstancePlan, Model};
-use crate::error::{ApiError, FieldError};
+use super::{body, Envelope, Model};
+use crate::schema::InstancePlan;
+use super::DecodeError;
+use crate::error::FieldError;
 use crate::schema::InstanceSchema;
 use crate::tensor::rows::Rows;
 use crate::tensor::signature::{ElemType, FeedPlan, Signature, TensorInfo};
@@ -39,7 +41,7 @@ impl Fixture {
     }
 
     fn model(&self) -> Model<'_> {
-        Model { plan: &self.plan, feed: &self.feed, schema: &self.schema }
+        Model { plan: &self.plan, feed: &self.feed, schema: &self.schema, outputs: &[] }
     }
 
     /// The decoder's verdict: the errors, sorted; empty when accepted.
@@ -47,7 +49,7 @@ impl Fixture {
         let text = json!({ "instances": instances }).to_string();
         match body(self.model(), text.as_bytes(), Envelope::Predict, 1024) {
             Ok(_) => vec![],
-            Err(ApiError::Validation { details, .. }) => sorted(details),
+            Err(DecodeError::Validation { details, .. }) => sorted(details),
             Err(other) => vec![("?".into(), other.to_string())],
         }
     }
@@ -181,6 +183,6 @@ fn plain_rows_and_duplicate_fields() {
     let short = fixture.decoded(&[json!([1, 2])]);
     assert_eq!(short, [("/instances/0".to_owned(), "a plain row must hold 3 values, got 2".to_owned())]);
     let text = br#"{"instances": [{"x_0": 1, "x_0": 2, "x_1": 5, "x_2": 6}]}"#;
-    let Err(ApiError::Validation { details, .. }) = body(fixture.model(), text, Envelope::Predict, 8) else { panic!() };
+    let Err(DecodeError::Validation { details, .. }) = body(fixture.model(), text, Envelope::Predict, 8) else { panic!() };
     assert_eq!(details[0].message, "is given more than once");
 }

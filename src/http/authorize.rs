@@ -8,11 +8,10 @@ use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::v2::V2Error;
 use super::AppState;
 use crate::auth::Caller;
 use crate::auth::{Authenticator, Failure, Principal, Scope};
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 
 /// The state of one route group's layer: what its routes need.
 #[derive(Clone)]
@@ -32,12 +31,7 @@ pub async fn authorize(State(needs): State<Needs>, mut request: Request, next: N
         }
         Err((failure, caller)) => {
             needs.state.metrics().auth_failure(failure.reason());
-            let error = to_error(failure);
-            let mut response = if request.uri().path().starts_with("/v2") {
-                V2Error::from(error).into_response()
-            } else {
-                error.into_response()
-            };
+            let mut response = to_error(failure).into_response();
             if let Some(caller) = caller {
                 response.extensions_mut().insert(caller);
             }

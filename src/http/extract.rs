@@ -3,18 +3,18 @@
 use std::pin::Pin;
 
 use axum::body::{Body, Bytes, HttpBody};
-use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
-use axum::Json;
-use serde::de::DeserializeOwned;
 
 use std::time::Instant;
 
 use super::budget;
 use super::deadline::Deadline;
 use super::AppState;
-use crate::error::{clip, clip_quoted, ApiError};
+use crate::error::clip;
+use crate::http::error::ApiError;
+use crate::service::BodyError;
 
 /// A request whose body is not read yet: handlers find their model first, so that a request
 /// for an unknown model is answered without waiting for (or buffering) its body.
@@ -33,47 +33,25 @@ impl Unread {
         self.0.headers()
     }
 
-    /// Reads the body with `T` (within the deadline and the body budget, for this crate's body
-    /// extractors).
-    pub async fn read<T: FromRequest<AppState>>(self, state: &AppState) -> Result<T, T::Rejection> {
-        T::from_request(self.0, state).await
-    }
-}
-
-/// A JSON request body, read (within the deadline and the body budget) but not parsed yet, so
-/// that the handler can look at its model's queue first: see [`parse_json`].
-pub struct JsonBytes(pub Bytes);
-
-impl FromRequest<AppState> for JsonBytes {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        if !json_content_type(req.headers()) {
-            return Err(ApiError::UnsupportedMediaType);
+    /// Reads the body whole before `deadline` (see [`read_body`]); `json_only` refuses a
+    /// content type other than JSON.
+    pub async fn receive(self, state: &AppState, deadline: Deadline, json_only: bool) -> Result<Bytes, BodyError> {
+        if json_only && !json_content_type(self.0.headers()) {
+            return Err(BodyError::UnsupportedMediaType);
         }
-        read_bytes(req, state).await.map(Self)
+        receive(self.0, state, deadline).await
     }
 }
 
-/// A body of any content type, read like [`JsonBytes`] (TensorFlow Serving clients and
-/// `curl -d` do not always say JSON).
+/// A body of any content type, read whole within the deadline and the body budget.
 pub struct AnyBytes(pub Bytes);
 
 impl FromRequest<AppState> for AnyBytes {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        read_bytes(req, state).await.map(Self)
+        read_body(req, state).await.map(Self)
     }
-}
-
-async fn read_bytes(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
-    read_body(req, state).await
-}
-
-/// Parses a body read by [`JsonBytes`], with the service's error shape for every failure.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    Json::<T>::from_bytes(bytes).map(|Json(value)| value).map_err(rejected)
 }
 
 /// `application/json`, or any `application/*+json`, as axum's own JSON extractor accepts.
@@ -101,28 +79,32 @@ pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError
         Some(deadline) => *deadline,
         None => super::deadline::from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
     };
+    Ok(receive(req, state, deadline).await?)
+}
+
+async fn receive(req: Request, state: &AppState, deadline: Deadline) -> Result<Bytes, BodyError> {
     let limit = state.config.server.body_limit_bytes;
     let declared = declared_length(req.headers()).map(|declared| declared.min(limit as u64) as usize);
     let room = tokio::time::timeout_at(deadline.at().into(), state.body_budget().reserve(declared.unwrap_or(limit)))
         .await
-        .map_err(|_| ApiError::BodiesInFlight)?;
+        .map_err(|_| BodyError::BudgetFull)?;
     let body = tokio::time::timeout_at(deadline.at().into(), collect(req.into_body(), declared, limit))
         .await
-        .map_err(|_| ApiError::BodyTimeout { ms: deadline.budget_ms() })??;
+        .map_err(|_| BodyError::Timeout { ms: deadline.budget_ms() })??;
     Ok(budget::holding(body, room))
 }
 
 /// The body in one buffer of its declared length (growing up to `limit` when chunked). Each
 /// chunk is copied as it comes and dropped, so that hyper reuses its read buffer rather than
 /// allocating another while the chunks are held, and no second copy joins them at the end.
-async fn collect(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Vec<u8>, ApiError> {
+async fn collect(mut body: Body, declared: Option<usize>, limit: usize) -> Result<Vec<u8>, BodyError> {
     let mut buf = Vec::with_capacity(declared.unwrap_or(0));
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let frame =
-            frame.map_err(|e| ApiError::UnreadableBody(clip(&format!("cannot read the body: {e}")).into_owned()))?;
+            frame.map_err(|e| BodyError::Unreadable(clip(&format!("cannot read the body: {e}")).into_owned()))?;
         let Ok(data) = frame.into_data() else { continue }; // trailers
         if buf.len() + data.len() > limit {
-            return Err(ApiError::PayloadTooLarge { limit });
+            return Err(BodyError::TooLarge { limit });
         }
         if buf.capacity() - buf.len() < data.len() {
             // Doubling, but never past the limit, which is what a chunked body reserved.
@@ -132,29 +114,6 @@ async fn collect(mut body: Body, declared: Option<usize>, limit: usize) -> Resul
         buf.extend_from_slice(&data);
     }
     Ok(buf)
-}
-
-fn rejected(rejection: JsonRejection) -> ApiError {
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
-        JsonRejection::JsonSyntaxError(e) => ApiError::MalformedJson(source_text(&e.body_text())),
-        JsonRejection::JsonDataError(e) => ApiError::InvalidRequest {
-            message: format!("request body has the wrong shape: {}", source_text(&e.body_text())),
-            details: vec![],
-        },
-        other => ApiError::MalformedJson(other.body_text()),
-    }
-}
-
-/// axum prefixes serde's message with its own sentence; keep serde's part, which has the
-/// position, with the client value it may quote cut short, and the field path it may start
-/// with (built from the client's keys) too.
-fn source_text(text: &str) -> String {
-    let serde = text.split_once(": ").map(|(_, rest)| rest).unwrap_or(text);
-    match serde.split_once(": ") {
-        Some((path, message)) => format!("{}: {}", clip(path), clip_quoted(message)),
-        None => clip_quoted(serde).into_owned(),
-    }
 }
 
 /// Path parameters; a path that cannot be decoded (invalid UTF-8, say) is a JSON 400.

@@ -3,23 +3,23 @@
 pub mod admin;
 pub mod authorize;
 pub mod budget;
+pub mod call;
 pub mod cors;
 pub mod deadline;
+pub mod error;
 pub mod extract;
 pub mod models;
+pub mod openapi;
 pub mod predict;
 pub mod scrape;
 pub mod status;
 pub mod track;
 pub mod v1;
 pub mod v2;
-pub mod watch;
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-use arc_swap::ArcSwapOption;
+use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
@@ -35,11 +35,12 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{Authenticator, Scope};
 use crate::config::Config;
-use crate::error::ApiError;
+use crate::http::error::ApiError;
 use crate::observe::Metrics;
 use crate::predlog::PredictionLog;
-use crate::registry::Registry;
-use crate::service::Predictor;
+use crate::lifecycle::Lifecycle;
+use crate::registry::{Current, Published};
+use crate::service::{Predictor, Settings};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -62,14 +63,9 @@ pub struct Shared {
     predictor: Predictor,
     /// Set once the models are loaded and warmed up (until then model routes answer 503), and
     /// replaced whole by a reload. A request holds the registry it started with to its end.
-    models: ArcSwapOption<Loaded>,
-    /// One reload at a time; and the last failed load of each model version.
-    pub(crate) reloading: tokio::sync::Mutex<()>,
-    /// The configuration the models come from: read at start and by each successful reload.
-    pub(crate) configured: arc_swap::ArcSwap<Config>,
-    pub(crate) load_failures: Mutex<admin::Failures>,
-    /// A reload given up on at its timeout whose thread is still stuck reading a file.
-    pub(crate) stuck_reload: Mutex<Option<crate::reading::Abandoned>>,
+    models: Arc<Current>,
+    /// Reloads and the repository API: what changes the models served.
+    lifecycle: Arc<Lifecycle>,
     /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
     draining: Arc<AtomicBool>,
     body_budget: budget::BodyBudget,
@@ -77,30 +73,20 @@ pub struct Shared {
     auth: Option<Arc<Authenticator>>,
 }
 
-pub struct Loaded {
-    registry: Registry,
-    openapi: Value,
-}
-
-impl std::ops::Deref for Loaded {
-    type Target = Registry;
-    fn deref(&self) -> &Registry {
-        &self.registry
-    }
-}
-
 impl AppState {
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>, prediction_log: Option<PredictionLog>) -> Self {
+        let models = Arc::new(Current::default());
+        let settings = Settings {
+            max_rows: config.server.max_instances_per_request,
+            slow: std::time::Duration::from_millis(config.logging.slow_request_ms),
+        };
         Self(Arc::new(Shared {
             body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
-            predictor: Predictor::new(prediction_log, config.server.max_instances_per_request, metrics.clone()),
-            configured: arc_swap::ArcSwap::new(Arc::clone(&config)),
+            predictor: Predictor::new(models.clone(), prediction_log, settings, metrics.clone()),
+            lifecycle: Arc::new(Lifecycle::new(config.clone(), models.clone(), metrics.clone(), openapi::describe)),
             config,
             metrics,
-            models: ArcSwapOption::empty(),
-            reloading: tokio::sync::Mutex::new(()),
-            load_failures: Mutex::default(),
-            stuck_reload: Mutex::default(),
+            models,
             draining: Arc::new(AtomicBool::new(false)),
             auth: None,
         }))
@@ -129,6 +115,17 @@ impl AppState {
 
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.lifecycle.set_draining();
+    }
+
+    /// Publishes `registry` with `openapi` as its document, as a start or reload does (for
+    /// tests that build a server around models of their own).
+    pub fn set_registry(&self, registry: crate::registry::Registry, openapi: Value) {
+        self.models.publish(registry, openapi);
+    }
+
+    pub fn lifecycle(&self) -> &Arc<Lifecycle> {
+        &self.lifecycle
     }
 
     pub fn metrics(&self) -> &Arc<Metrics> {
@@ -144,19 +141,12 @@ impl AppState {
     }
 
     /// The models served now; a request keeps what it got here to its end, across reloads.
-    pub fn registry(&self) -> Result<Arc<Loaded>, ApiError> {
+    pub fn registry(&self) -> Result<Arc<Published>, ApiError> {
         self.loaded().ok_or(ApiError::NotReady)
     }
 
-    /// Publishes the loaded models and the OpenAPI document that describes them; the service
-    /// is ready from then on. A reload publishes again: requests that hold the registry it
-    /// replaces finish on it, and its versions that the new one does not share end after them.
-    pub fn set_registry(&self, registry: Registry, openapi: Value) -> Option<Arc<Loaded>> {
-        self.models.swap(Some(Arc::new(Loaded { registry, openapi })))
-    }
-
-    pub fn loaded(&self) -> Option<Arc<Loaded>> {
-        self.models.load_full()
+    pub fn loaded(&self) -> Option<Arc<Published>> {
+        self.models.load()
     }
 }
 
@@ -168,32 +158,32 @@ pub fn router(state: AppState) -> Router {
     let open = Router::new()
         .route("/health", get(status::health))
         .route("/ready", get(status::ready))
-        .route("/v2/health/live", get(v2::live))
-        .route("/v2/health/ready", get(v2::ready));
+        .route(v2::route::LIVE, get(v2::live))
+        .route(v2::route::READY, get(v2::ready));
     let predict = Router::new()
         .route("/predict", post(predict::predict_default))
         .route("/models/{name}/predict", post(predict::predict_model))
         .route("/models/{name}/versions/{version}/predict", post(predict::predict_version))
         .route("/v1/models/{target}", post(v1::predict))
         .route("/v1/models/{name}/versions/{target}", post(v1::predict_version))
-        .route("/v2/models/{model}/infer", post(v2::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(v2::infer_version));
+        .route(v2::route::INFER, post(v2::infer))
+        .route(v2::route::VERSION_INFER, post(v2::infer_version));
     let read = Router::new()
         .route("/models", get(models::list))
         .route("/models/{name}", get(models::info))
         .route("/models/{name}/versions/{version}", get(models::version_info))
         .route("/v1/models/{target}", get(v1::status))
         .route("/v1/models/{name}/versions/{target}", get(v1::status_version))
-        .route("/v2", get(v2::server_metadata))
-        .route("/v2/models/{model}", get(v2::model))
-        .route("/v2/models/{model}/ready", get(v2::model_ready))
-        .route("/v2/models/{model}/versions/{version}", get(v2::model_version))
-        .route("/v2/models/{model}/versions/{version}/ready", get(v2::model_version_ready))
-        .route("/v2/repository/index", post(v2::repository::index));
+        .route(v2::route::SERVER, get(v2::server_metadata))
+        .route(v2::route::MODEL, get(v2::model))
+        .route(v2::route::MODEL_READY, get(v2::model_ready))
+        .route(v2::route::VERSION, get(v2::model_version))
+        .route(v2::route::VERSION_READY, get(v2::model_version_ready))
+        .route(v2::route::REPOSITORY_INDEX, post(v2::repository::index));
     let admin = Router::new()
         .route("/admin/reload", post(admin::reload_route))
-        .route("/v2/repository/models/{name}/load", post(v2::repository::load))
-        .route("/v2/repository/models/{name}/unload", post(v2::repository::unload));
+        .route(v2::route::LOAD, post(v2::repository::load))
+        .route(v2::route::UNLOAD, post(v2::repository::unload));
     let admin = match state.auth() {
         Some(_) => admin,
         None => admin.route_layer(middleware::from_fn(admin::local_only)),
@@ -268,25 +258,20 @@ pub fn usable_request_id(id: &HeaderValue) -> bool {
 /// `Content-Length` is over the limit is refused before a byte of it is read, and the
 /// connection closed rather than drained; and from SIGTERM on, every response tells the client
 /// to close the connection, so that a keep-alive client sends its next request elsewhere. So
-/// does an answer given before the body was read (see [`crate::error::BodyUnread`]).
+/// does an answer given before the body was read (see [`crate::http::error::BodyUnread`]).
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.config.server.body_limit_bytes;
     let declared = extract::declared_length(request.headers());
     let has_body =
         declared.is_some_and(|length| length > 0) || request.headers().contains_key(header::TRANSFER_ENCODING);
     let mut response = if declared.is_some_and(|length| length > limit as u64) {
-        let error = ApiError::PayloadTooLarge { limit };
-        let mut response = if request.uri().path().starts_with("/v2/") {
-            v2::V2Error::from(error).into_response()
-        } else {
-            error.into_response()
-        };
+        let mut response = ApiError::PayloadTooLarge { limit }.into_response();
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         response
     } else {
         next.run(request).await
     };
-    let body_unread = has_body && response.extensions().get::<crate::error::BodyUnread>().is_some();
+    let body_unread = has_body && response.extensions().get::<crate::http::error::BodyUnread>().is_some();
     if body_unread || state.is_draining() {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }

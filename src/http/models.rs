@@ -6,11 +6,11 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::admin::Failure;
+use crate::lifecycle::Failure;
 use super::extract::ApiPath;
 use super::AppState;
 use crate::batch::StatsSnapshot;
-use crate::error::{ApiError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody};
 use crate::registry::{Fingerprint, Registry, Version};
 use crate::tensor::signature::TensorInfo;
 
@@ -128,8 +128,7 @@ fn describe(state: &AppState, registry: &Registry, version: &Version) -> ModelIn
     let batcher = &version.batcher;
     let spec = batcher.spec();
     let batching = &version.batching;
-    let failure = state.load_failures.lock().unwrap_or_else(|p| p.into_inner());
-    let last_load_error = failure.get(&(spec.name.clone(), spec.version.clone())).cloned();
+    let last_load_error = state.lifecycle().load_failure(&spec.name, &spec.version);
     let default_version = registry.models().get(&spec.name).is_some_and(|m| m.default_version == spec.version);
     ModelInfo {
         name: spec.name.clone(),

@@ -1,29 +1,23 @@
 //! `POST /predict`, `POST /models/{name}/predict` and `POST /models/{name}/versions/{version}/predict`.
 
-use std::sync::Arc;
-
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderName};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
+use super::call::{call, id_of, pinned, Asker, Body, Instances};
 use super::deadline::Deadline;
-use super::extract::{ApiPath, JsonBytes, Unread};
-use super::track::serve_model;
+use super::error::{ApiError, ErrorBody};
+use super::extract::{ApiPath, Unread};
 use super::AppState;
-use crate::auth::Caller;
-use crate::batch::{Batcher, Inferred};
-use crate::decode::{self, Envelope};
-use crate::error::{ApiError, ErrorBody};
+use crate::batch::Inferred;
+use crate::decode::Envelope;
 use crate::model::views::RowOutputs;
 use crate::model::ModelSpec;
-use crate::registry::Route;
-use crate::service::{Origin, Predictor, Served, Shadow};
+use crate::service::Target;
 
 /// The request body (documentation: bodies are decoded by [`crate::decode`]).
 #[derive(Debug, Deserialize, ToSchema)]
@@ -46,12 +40,6 @@ pub struct PredictResponse {
     /// One object per instance, in input order, keyed by output name.
     #[schema(value_type = Vec<Object>)]
     pub predictions: Vec<Value>,
-}
-
-/// A request body's instances, counted but not built.
-#[derive(Deserialize)]
-struct Counted {
-    instances: Vec<serde::de::IgnoredAny>,
 }
 
 /// What every predict operation can answer (404 is added where a path names a model).
@@ -111,9 +99,6 @@ pub struct PinnedHeaders {
     timeout: Option<u64>,
 }
 
-/// The body as a `Result`, so that a request whose body is rejected still counts for its model.
-type Body = Result<JsonBytes, ApiError>;
-
 /// Predict with the default model.
 #[utoipa::path(
     post, path = "/predict", tag = "predict",
@@ -121,16 +106,10 @@ type Body = Result<JsonBytes, ApiError>;
     request_body = PredictRequest,
     responses(PredictResponses, (status = 404, description = "`x-inferd-version` names a version the default model does not have", body = ErrorBody))
 )]
-pub async fn predict_default(
-    State(state): State<AppState>,
-    Extension(request_id): Extension<RequestId>,
-    caller: Option<Extension<Caller>>,
-    deadline: Deadline,
-    body: Unread,
-) -> Result<Response, ApiError> {
-    let registry = state.registry()?;
-    let route = registry.route_default(id_of(&request_id), pinned(body.headers()))?;
-    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
+pub async fn predict_default(State(state): State<AppState>, asker: Asker, deadline: Deadline, body: Unread) -> Response {
+    let pin = pinned(body.headers()).map(str::to_owned);
+    let target = Target::Default { pin: pin.as_deref() };
+    respond(&state, target, &asker, deadline, body).await
 }
 
 /// Predict with a model's default version.
@@ -143,14 +122,13 @@ pub async fn predict_default(
 pub async fn predict_model(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
-    Extension(request_id): Extension<RequestId>,
-    caller: Option<Extension<Caller>>,
+    asker: Asker,
     deadline: Deadline,
     body: Unread,
-) -> Result<Response, ApiError> {
-    let registry = state.registry()?;
-    let route = registry.route(&name, id_of(&request_id), pinned(body.headers()))?;
-    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
+) -> Response {
+    let pin = pinned(body.headers()).map(str::to_owned);
+    let target = Target::Model { name: &name, pin: pin.as_deref() };
+    respond(&state, target, &asker, deadline, body).await
 }
 
 /// Predict with one version of a model.
@@ -163,78 +141,20 @@ pub async fn predict_model(
 pub async fn predict_version(
     State(state): State<AppState>,
     ApiPath((name, version)): ApiPath<(String, String)>,
-    Extension(request_id): Extension<RequestId>,
-    caller: Option<Extension<Caller>>,
-    deadline: Deadline,
-    body: Unread,
-) -> Result<Response, ApiError> {
-    let registry = state.registry()?;
-    let route = Route::direct(registry.get_version(&name, Some(&version))?);
-    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
-}
-
-/// The principal access control accepted, for the prediction log.
-pub fn principal(caller: &Option<Extension<Caller>>) -> Option<&Arc<str>> {
-    caller.as_ref().map(|Extension(caller)| &caller.name)
-}
-
-async fn respond(
-    state: &AppState,
-    route: Route<'_>,
-    request_id: &RequestId,
-    principal: Option<&Arc<str>>,
+    asker: Asker,
     deadline: Deadline,
     body: Unread,
 ) -> Response {
-    let body: Body = body.read(state).await;
-    let batcher = route.batcher();
-    serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
-        let origin = Origin { request_id: id, principal };
-        run(state, batcher, route.shadow, origin, deadline, body, served).await
+    respond(&state, Target::Version { name: &name, version: &version }, &asker, deadline, body).await
+}
+
+async fn respond(state: &AppState, target: Target<'_>, asker: &Asker, deadline: Deadline, body: Unread) -> Response {
+    let input = Instances::new(Body::new(body, state, true), Envelope::Predict);
+    call::<_, ApiError>(state, target, asker, deadline, input, |by, answered| {
+        let answer = Answer { id: id_of(&asker.request_id), spec: &by.spec, inferred: &answered.inferred };
+        Json(answer).into_response()
     })
     .await
-}
-
-/// The request id as text (it is always a valid header value of ASCII).
-pub fn id_of(request_id: &RequestId) -> &str {
-    request_id.header_value().to_str().unwrap_or_default()
-}
-
-/// The version a client asks for on an unversioned route (`x-inferd-version`), overriding
-/// the model's traffic split.
-pub fn pinned(headers: &HeaderMap) -> Option<&str> {
-    headers.get(PIN_VERSION).and_then(|v| v.to_str().ok())
-}
-
-pub const PIN_VERSION: HeaderName = HeaderName::from_static("x-inferd-version");
-
-async fn run(
-    state: &AppState,
-    batcher: &Batcher,
-    shadow: Option<Shadow>,
-    origin: Origin<'_>,
-    deadline: Deadline,
-    body: Body,
-    served: &mut Served,
-) -> Result<Response, ApiError> {
-    let JsonBytes(body) = body?;
-    let predictor = state.predictor();
-    precheck(predictor, batcher, &body, deadline)?;
-    let spec = batcher.spec();
-    let (rows, _) = decode::body(spec.decoding(), &body, Envelope::Predict, predictor.max_rows())?;
-    let inferred = predictor.predict(batcher, shadow, origin, rows, deadline, served).await?;
-    Ok(Json(Answer { id: origin.request_id, spec, inferred: &inferred }).into_response())
-}
-
-/// Under pressure, counts the instances without building them, so that a request that cannot
-/// fit is refused for the price of a scan rather than of a decode.
-pub fn precheck(predictor: &Predictor, batcher: &Batcher, body: &[u8], deadline: Deadline) -> Result<(), ApiError> {
-    if batcher.crowded() {
-        if let Ok(Counted { instances }) = serde_json::from_slice::<Counted>(body) {
-            predictor.has_room(batcher, instances.len(), deadline)?;
-        }
-    }
-    Ok(())
 }
 
 /// `/predict`'s answer, written straight from the output tensors.

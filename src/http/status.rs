@@ -7,7 +7,7 @@ use utoipa::ToSchema;
 
 use super::AppState;
 use crate::config::ReadyWhen;
-use crate::error::{ApiError, ErrorBody};
+use crate::http::error::{ApiError, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct HealthResponse {

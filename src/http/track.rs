@@ -1,41 +1,29 @@
 //! The middleware every request passes through: its span (with the request id), one access-log
-//! line, the HTTP metrics, the model's request metrics and the slow-request warning.
+//! line and the HTTP metrics. (The model's request metrics and the slow-request warning are the
+//! predict service's.)
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tower_http::request_id::RequestId;
 use tracing::Instrument;
 
 use super::{usable_request_id, AppState, REQUEST_ID};
+use super::error::Shape;
 use crate::auth::Caller;
-use crate::batch::Batcher;
-use crate::observe::{millis, Outcome};
-use crate::service::Served;
+use crate::observe::millis;
+use crate::service::ServedBy;
 
-/// Runs a model request (`run` gets the request id and the report to fill in) and answers with
-/// its result, carrying the report out to [`track`]. Shared by every predict route.
-pub async fn serve_model<T: IntoResponse, E: IntoResponse>(
-    batcher: &Batcher,
-    request_id: &RequestId,
-    run: impl AsyncFnOnce(&str, &mut Served) -> Result<T, E>,
-) -> Response {
-    let mut served = Served::new(batcher.metrics());
-    let id = request_id.header_value().to_str().unwrap_or_default();
-    let mut response = match run(id, &mut served).await {
-        Ok(ok) => ok.into_response(),
-        Err(e) => e.into_response(),
-    };
-    // Which version answered, whatever the route (a traffic split may have chosen it).
-    if let Ok(version) = HeaderValue::from_str(&batcher.spec().version) {
-        response.headers_mut().insert(super::predict::PIN_VERSION, version);
+/// The error shape of a route: the protocol's on its routes, ours on every other.
+fn shape_of(route: &str) -> Shape {
+    match super::v2::ROUTES.contains(&route) {
+        true => Shape::V2,
+        false => Shape::Json,
     }
-    response.extensions_mut().insert(served);
-    response
 }
 
 /// Routes that watchers call every few seconds: not access-logged when they succeed, unless
@@ -106,28 +94,25 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let method = request.method().clone();
     let id_header = request_id(&mut request);
     let id: Arc<str> = id_header.to_str().unwrap_or_default().into();
+    let shape = request.extensions().get::<MatchedPath>().map_or(Shape::Json, |route| shape_of(route.as_str()));
     let span = tracing::info_span!("request", method = method_label(&method), path = %logged_path(request.uri().path()), request_id = %id);
     let mut response = next.run(request).instrument(span.clone()).await;
-    crate::error::stamp(&mut response, &id);
+    crate::http::error::stamp(&mut response, &id, shape);
     response.headers_mut().insert(REQUEST_ID, id_header);
     let elapsed = started.elapsed();
 
     let status = response.status();
     let route = response.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
     state.metrics().http_request(method_label(&method), route, status.as_u16(), elapsed);
-    let served = response.extensions().get::<Served>();
-    if let Some(served) = served {
-        served.metrics.request(Outcome::from_status(status), elapsed);
-    }
+    let served = response.extensions().get::<ServedBy>();
 
     let latency_ms = millis(elapsed);
-    let slow = state.config.logging.slow_request_ms;
     let caller = response.extensions().get::<Caller>();
     let (principal, auth) = (caller.map(|c| &*c.name), caller.map(|c| c.kind));
     let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
     span.in_scope(|| {
         let (model, version, rows) = served.map_or((None, None, None), |s| {
-            (Some(s.metrics.model.as_str()), Some(s.metrics.version.as_str()), Some(s.rows))
+            (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows))
         });
         if !quiet {
             tracing::info!(
@@ -141,24 +126,6 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
                 principal,
                 auth,
                 "request"
-            );
-        }
-        if slow > 0 && elapsed >= Duration::from_millis(slow) {
-            let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));
-            tracing::warn!(
-                target: crate::telemetry::ACCESS_TARGET,
-                route,
-                status = status.as_u16(),
-                latency_ms,
-                queue_ms = millis(queue),
-                inference_ms = millis(inference),
-                other_ms = millis(elapsed.saturating_sub(queue + inference)),
-                threshold_ms = slow,
-                model,
-                version,
-                rows,
-                principal,
-                "slow request"
             );
         }
     });

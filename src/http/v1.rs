@@ -4,29 +4,25 @@
 //! same decoder and predict service as `/predict`; errors keep the service's one shape, whose
 //! `error` field is what TensorFlow Serving clients read.
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
-use tower_http::request_id::RequestId;
 use utoipa::ToSchema;
 
+use super::call::{call, pinned, Asker, Body, Instances};
 use super::deadline::Deadline;
-use super::extract::{AnyBytes, ApiPath, Unread};
-use super::predict::{id_of, pinned, precheck, principal, PinnedHeaders, TimeoutHeader};
-use super::track::serve_model;
+use super::extract::{ApiPath, Unread};
+use super::predict::{PinnedHeaders, TimeoutHeader};
 use super::AppState;
-use crate::auth::Caller;
 use crate::batch::Inferred;
-use crate::decode::{self, Envelope, Form};
-use crate::error::{clip, ApiError, ErrorBody};
+use crate::decode::{Envelope, Form};
+use crate::error::clip;
+use crate::http::error::{ApiError, ErrorBody};
 use crate::model::views::OutputCell;
 use crate::model::ModelSpec;
-use crate::registry::Route;
-use crate::service::{Origin, Served};
+use crate::service::Target;
 
 /// `{"instances": [...]}` (rows: objects, or plain rows for a model with one `[N, F]` input)
 /// or `{"inputs": {...}}` (columns), with an optional `signature_name`.
@@ -109,15 +105,13 @@ const STATUS_UNAVAILABLE: &str = "Models still loading, or the model unloaded (r
 pub async fn predict(
     State(state): State<AppState>,
     ApiPath(target): ApiPath<String>,
-    Extension(request_id): Extension<RequestId>,
-    caller: Option<Extension<Caller>>,
+    asker: Asker,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
-    let registry = state.registry()?;
     let name = verb(&target, || format!("/v1/models/{target}"))?;
-    let route = registry.route(name, id_of(&request_id), pinned(body.headers()))?;
-    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
+    let pin = pinned(body.headers()).map(str::to_owned);
+    Ok(respond(&state, Target::Model { name, pin: pin.as_deref() }, &asker, deadline, body).await)
 }
 
 /// Predict with one version of a model (KServe V1, TensorFlow Serving).
@@ -140,15 +134,12 @@ pub async fn predict(
 pub async fn predict_version(
     State(state): State<AppState>,
     ApiPath((name, target)): ApiPath<(String, String)>,
-    Extension(request_id): Extension<RequestId>,
-    caller: Option<Extension<Caller>>,
+    asker: Asker,
     deadline: Deadline,
     body: Unread,
 ) -> Result<Response, ApiError> {
     let version = verb(&target, || format!("/v1/models/{name}/versions/{target}"))?;
-    let registry = state.registry()?;
-    let route = Route::direct(registry.get_version(&name, Some(version))?);
-    Ok(respond(&state, route, &request_id, principal(&caller), deadline, body).await)
+    Ok(respond(&state, Target::Version { name: &name, version }, &asker, deadline, body).await)
 }
 
 /// A model's status (TensorFlow Serving's `model_version_status`, KServe V1's `ready`).
@@ -201,25 +192,10 @@ fn model_status(state: &AppState, name: String, only: Option<&str>) -> Result<Js
     Ok(Json(V1Status { name, ready: versions.iter().all(|v| v.state == "AVAILABLE"), model_version_status: versions }))
 }
 
-async fn respond(
-    state: &AppState,
-    route: Route<'_>,
-    request_id: &RequestId,
-    principal: Option<&Arc<str>>,
-    deadline: Deadline,
-    body: Unread,
-) -> Response {
-    let body: Result<AnyBytes, ApiError> = body.read(state).await;
-    let (batcher, shadow) = (route.batcher(), route.shadow);
-    serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
-        let AnyBytes(body) = body?;
-        let predictor = state.predictor();
-        precheck(predictor, batcher, &body, deadline)?;
-        let spec = batcher.spec();
-        let (rows, form) = decode::body(spec.decoding(), &body, Envelope::V1, predictor.max_rows())?;
-        let origin = Origin { request_id: id, principal };
-        let inferred = predictor.predict(batcher, shadow, origin, rows, deadline, served).await?;
-        Ok::<_, ApiError>(Json(Answer { spec, inferred: &inferred, form }).into_response())
+async fn respond(state: &AppState, target: Target<'_>, asker: &Asker, deadline: Deadline, body: Unread) -> Response {
+    let input = Instances::new(Body::new(body, state, false), Envelope::V1);
+    call::<_, ApiError>(state, target, asker, deadline, input, |by, answered| {
+        Json(Answer { spec: &by.spec, inferred: &answered.inferred, form: answered.input.form }).into_response()
     })
     .await
 }

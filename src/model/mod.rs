@@ -11,7 +11,7 @@ use ort::environment::Environment;
 use ort::session::Session;
 
 use crate::config::{InferenceConfig, ModelConfig};
-use crate::decode::InstancePlan;
+use crate::schema::InstancePlan;
 use crate::schema::InstanceSchema;
 use crate::tensor;
 use crate::tensor::rows::{Outputs, Rows};
@@ -106,20 +106,13 @@ pub struct ModelSpec {
     pub signature: Signature,
     pub schema: InstanceSchema,
     pub plan: FeedPlan,
-    /// The schema compiled for the streaming decoder.
+    /// The schema compiled: each field's type, range and rules, as the decoders check them.
     pub decoder: InstancePlan,
     /// Probabilities keyed by class, when the model asks for it.
     pub classes: Option<views::Classes>,
     /// The model's prediction for the schema's first example, as `/predict` writes it: the
     /// example answer of the OpenAPI document. `None` when the example cannot run.
     pub example_prediction: Option<serde_json::Value>,
-}
-
-impl ModelSpec {
-    /// What the decoder needs of this model.
-    pub fn decoding(&self) -> crate::decode::Model<'_> {
-        crate::decode::Model { plan: &self.decoder, feed: &self.plan, schema: &self.schema }
-    }
 }
 
 /// Opens `inference.sessions` sessions of one model and checks its schema against its inputs.

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::error::ApiError;
+use super::PredictError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Deadline {
@@ -30,7 +30,12 @@ impl Deadline {
         self.budget.as_millis().max(1) as u64
     }
 
-    pub fn timed_out(&self) -> ApiError {
-        ApiError::Timeout { ms: self.budget_ms() }
+    /// Time since the request's headers were in.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    pub fn timed_out(&self) -> PredictError {
+        PredictError::Timeout { ms: self.budget_ms() }
     }
 }

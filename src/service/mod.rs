@@ -1,27 +1,35 @@
-//! One prediction, from decoded rows to outputs: admission to the model's queue, the deadline,
-//! batching, the prediction log and the model's request metrics. Every wire format (`/predict`,
-//! KServe V1 / TensorFlow Serving, the Open Inference Protocol) decodes its body into
-//! [`Rows`], calls [`Predictor::predict`] and encodes the [`Inferred`] it gets back.
+//! The predict service: everything about one prediction, whatever the wire format. Given a
+//! [`Target`], who asks ([`Origin`]), a deadline and an [`Input`] (a payload not decoded yet),
+//! [`Predictor::predict`] routes (traffic split, pinned version, unloaded models), receives
+//! and decodes the payload, admits or sheds, batches, logs the prediction, samples the shadow,
+//! records the model's request metrics and the slow-request warning, and returns what the
+//! model answered or a [`PredictError`]. REST (`/predict`, `/v1`, `/v2`) is decode → this one
+//! call → encode.
 
 mod deadline;
+mod error;
 mod shadow;
 
+use std::future::Future;
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 pub use deadline::Deadline;
+pub use error::{BodyError, PredictError};
+pub use crate::registry::Target;
 
 use crate::batch::{Batcher, InferError, Inferred};
-use crate::error::{clip_chars, ApiError};
-use crate::model::golden::Tolerance;
+use crate::decode::{self, DecodeError};
+use crate::error::clip_chars;
 use crate::model::views::row_outputs_json;
 use crate::model::ModelSpec;
-use crate::observe::{Metrics, ModelMetrics, RateLimited};
+use crate::observe::{millis, Metrics, Outcome, RateLimited};
 use crate::predlog::PredictionLog;
+use crate::registry::{Current, Route};
 use crate::tensor::rows::Rows;
 use serde_json::{Map, Value};
 
-/// Who asked, for the prediction log.
+/// Who asked, for the prediction log and the logs.
 #[derive(Debug, Clone, Copy)]
 pub struct Origin<'a> {
     pub request_id: &'a str,
@@ -29,93 +37,176 @@ pub struct Origin<'a> {
     pub principal: Option<&'a Arc<str>>,
 }
 
-/// What a model request reports about itself, for the access log and the model's metrics
-/// (carried out of the handler as a response extension).
+/// A request's payload as a wire format holds it, until the service has found its model.
+pub trait Input: Send {
+    /// Receives the payload (a body still arriving, say) before `deadline`.
+    fn receive(&mut self, deadline: Deadline) -> impl Future<Output = Result<(), BodyError>> + Send;
+    /// The number of instances, found more cheaply than by decoding them, or `None`: asked
+    /// only when the model's queue is crowded, so that a request that cannot fit is refused
+    /// for the price of a scan.
+    fn count(&mut self) -> Option<usize>;
+    /// The rows for `model`, at most `max_rows` of them.
+    fn decode(&mut self, model: decode::Model<'_>, max_rows: usize) -> Result<Decoded, DecodeError>;
+}
+
+pub struct Decoded {
+    pub rows: Rows,
+    /// A shorter budget than the request's, asked for inside the payload (`/v2`'s
+    /// `parameters.timeout`).
+    pub timeout: Option<Duration>,
+}
+
+/// What the model answered, with the payload it answered (which its encoder may need).
+pub struct Answered<I> {
+    pub inferred: Inferred,
+    pub input: I,
+}
+
+/// The result of one request, with which version it went to (for the access log and the
+/// answer's headers) whether or not it succeeded.
+pub struct Served<I> {
+    pub by: Option<ServedBy>,
+    pub result: Result<Answered<I>, PredictError>,
+}
+
 #[derive(Clone)]
-pub struct Served {
-    pub metrics: Arc<ModelMetrics>,
-    /// Instances in the request; 0 when its body could not be read.
+pub struct ServedBy {
+    pub spec: Arc<ModelSpec>,
+    /// Instances in the request; 0 when its payload was not decoded.
     pub rows: usize,
-    pub queue: Duration,
-    pub inference: Duration,
-}
-
-impl Served {
-    pub fn new(metrics: &Arc<ModelMetrics>) -> Self {
-        Self { metrics: metrics.clone(), rows: 0, queue: Duration::ZERO, inference: Duration::ZERO }
-    }
-}
-
-/// A version that also runs a sample of another's requests (`shadow` in the config).
-#[derive(Clone)]
-pub struct Shadow {
-    pub batcher: Batcher,
-    pub sample_rate: f64,
-    pub tolerance: Tolerance,
 }
 
 /// The predict service; cheap to clone.
 #[derive(Clone)]
-pub struct Predictor {
-    log: Option<Arc<PredictionLog>>,
+pub struct Predictor(Arc<Inner>);
+
+struct Inner {
+    models: Arc<Current>,
+    log: Option<PredictionLog>,
     max_rows: usize,
+    /// Requests slower than this are warned about; zero: never.
+    slow: Duration,
     metrics: Arc<Metrics>,
 }
 
-impl Predictor {
-    pub fn new(log: Option<PredictionLog>, max_rows: usize, metrics: Arc<Metrics>) -> Self {
-        Self { log: log.map(Arc::new), max_rows, metrics }
-    }
-
+/// How a [`Predictor`] is set up.
+pub struct Settings {
     /// Most instances one request may hold (`server.max_instances_per_request`).
-    pub fn max_rows(&self) -> usize {
-        self.max_rows
+    pub max_rows: usize,
+    /// `logging.slow_request_ms`.
+    pub slow: Duration,
+}
+
+impl Predictor {
+    pub fn new(models: Arc<Current>, log: Option<PredictionLog>, settings: Settings, metrics: Arc<Metrics>) -> Self {
+        Self(Arc::new(Inner { models, log, max_rows: settings.max_rows, slow: settings.slow, metrics }))
     }
 
     pub fn prediction_log(&self) -> Option<&PredictionLog> {
-        self.log.as_deref()
+        self.0.log.as_ref()
     }
 
-    /// Refuses `rows` at once if the model's queue cannot take them now: a hint from its last
-    /// published length, used before a crowded server spends work decoding a body.
-    pub fn has_room(&self, batcher: &Batcher, rows: usize, deadline: Deadline) -> Result<(), ApiError> {
-        batcher.has_room(rows).map_err(|e| refused(batcher.spec(), deadline, rows, e))
+    /// One prediction, from a target and a payload to the model's answer.
+    pub async fn predict<I: Input>(&self, target: Target<'_>, origin: Origin<'_>, deadline: Deadline, mut input: I) -> Served<I> {
+        let Some(published) = self.0.models.load() else {
+            return Served { by: None, result: Err(PredictError::NotReady) };
+        };
+        let route = match published.route_to(target, origin.request_id) {
+            Ok(route) => route,
+            Err(e) => return Served { by: None, result: Err(e.into()) },
+        };
+        let batcher = route.batcher();
+        let (rows, result) = self.run(&route, origin, deadline, &mut input).await;
+        let elapsed = deadline.elapsed();
+        let outcome = result.as_ref().map_or_else(PredictError::outcome, |_| Outcome::Ok);
+        batcher.metrics().request(outcome, elapsed);
+        let spec = batcher.spec();
+        if !self.0.slow.is_zero() && elapsed >= self.0.slow {
+            let (queue, inference) = result.as_ref().map_or((Duration::ZERO, Duration::ZERO), |i| (i.queue(), i.inference()));
+            tracing::warn!(
+                target: crate::telemetry::ACCESS_TARGET,
+                outcome = outcome.as_str(),
+                latency_ms = millis(elapsed),
+                queue_ms = millis(queue),
+                inference_ms = millis(inference),
+                other_ms = millis(elapsed.saturating_sub(queue + inference)),
+                threshold_ms = millis(self.0.slow),
+                model = %spec.name,
+                version = %spec.version,
+                rows,
+                principal = origin.principal.map(|p| &**p),
+                "slow request"
+            );
+        }
+        Served {
+            by: Some(ServedBy { spec: spec.clone(), rows }),
+            result: result.map(|inferred| Answered { inferred, input }),
+        }
+    }
+
+    /// Receives, decodes and runs the payload on the route's version; the instance count
+    /// comes back whatever the result.
+    async fn run<I: Input>(
+        &self,
+        route: &Route<'_>,
+        origin: Origin<'_>,
+        mut deadline: Deadline,
+        input: &mut I,
+    ) -> (usize, Result<Inferred, PredictError>) {
+        let batcher = route.batcher();
+        let spec = batcher.spec();
+        if let Err(e) = input.receive(deadline).await {
+            return (0, Err(e.into()));
+        }
+        if batcher.crowded() {
+            if let Some(n) = input.count() {
+                if let Err(e) = batcher.has_room(n) {
+                    return (0, Err(refused(spec, deadline, n, e)));
+                }
+            }
+        }
+        let decoded = match input.decode(decode::Model::of(spec), self.0.max_rows) {
+            Ok(decoded) => decoded,
+            Err(e) => return (0, Err(e.into())),
+        };
+        if let Some(timeout) = decoded.timeout {
+            deadline = deadline.shorten(timeout);
+        }
+        let n = decoded.rows.len;
+        (n, self.infer(batcher, route, origin, decoded.rows, deadline).await)
     }
 
     /// Runs decoded rows through the model's batcher before the deadline and logs them; a
-    /// sampled request also runs on `shadow`, in a task of its own, once answered.
-    pub async fn predict(
+    /// sampled request also runs on the shadow, in a task of its own, once answered.
+    async fn infer(
         &self,
         batcher: &Batcher,
-        shadow: Option<Shadow>,
+        route: &Route<'_>,
         origin: Origin<'_>,
         rows: Rows,
         deadline: Deadline,
-        served: &mut Served,
-    ) -> Result<Inferred, ApiError> {
+    ) -> Result<Inferred, PredictError> {
         let spec = batcher.spec();
         let n = rows.len;
-        served.rows = n;
         let fail = |e| refused(spec, deadline, n, e);
-        if let Some(log) = &self.log {
-            log.admits().map_err(|_| ApiError::PredictionLogUnavailable)?;
+        if let Some(log) = &self.0.log {
+            log.admits().map_err(|_| PredictError::PredictionLogUnavailable)?;
         }
         let admission = batcher.admit(n).map_err(fail)?;
-        let shadowed = shadow.filter(|s| fastrand::f64() < s.sample_rate).map(|s| (s, rows.clone()));
+        let shadowed =
+            route.shadow.as_ref().filter(|s| fastrand::f64() < s.sample_rate).map(|s| (s.clone(), rows.clone()));
         let inferred = admission.infer(rows, deadline.at()).await.map_err(fail)?;
-        served.queue = inferred.queue();
-        served.inference = inferred.inference();
-        if let Some(log) = &self.log {
+        if let Some(log) = &self.0.log {
             // What is answered is logged: a prediction the log cannot take is not answered.
             log.record(origin.request_id, origin.principal, spec, &inferred, deadline.at())
                 .await
-                .map_err(|_| ApiError::PredictionLogUnavailable)?;
+                .map_err(|_| PredictError::PredictionLogUnavailable)?;
         }
         if let Some((shadow, rows)) = shadowed {
             let answered: Vec<Map<String, Value>> =
                 inferred.each_row().map(|(batch, row)| row_outputs_json(spec, batch, row)).collect();
             let (metrics, request_id, primary) =
-                (self.metrics.clone(), origin.request_id.to_owned(), spec.version.clone());
+                (self.0.metrics.clone(), origin.request_id.to_owned(), spec.version.clone());
             tokio::spawn(async move { shadow::run(&shadow, &metrics, &request_id, rows, answered, primary).await });
         }
         Ok(inferred)
@@ -126,16 +217,13 @@ impl Predictor {
 static REFUSED_ROWS_LOG: LazyLock<Mutex<RateLimited>> =
     LazyLock::new(|| Mutex::new(RateLimited::new(Duration::from_secs(1))));
 
-/// Why the batcher did not predict, as the error a client gets.
-fn refused(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError) -> ApiError {
+/// Why the batcher did not predict.
+fn refused(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError) -> PredictError {
     match e {
-        InferError::Full { queued, capacity } => ApiError::Overloaded { model: spec.name.clone(), queued, capacity },
-        InferError::TooLarge { rows, capacity } => ApiError::InvalidRequest {
-            message: format!("{rows} instances can never fit the queue of model '{}' ({capacity} rows)", spec.name),
-            details: vec![],
-        },
-        InferError::Closed => ApiError::ShuttingDown,
-        InferError::NotReady => ApiError::ModelsDown(vec![format!("{}:{}", spec.name, spec.version)]),
+        InferError::Full { queued, capacity } => PredictError::Overloaded { model: spec.name.clone(), queued, capacity },
+        InferError::TooLarge { rows, capacity } => PredictError::NeverFits { model: spec.name.clone(), rows, capacity },
+        InferError::Closed => PredictError::ShuttingDown,
+        InferError::NotReady => PredictError::ModelsDown(vec![format!("{}:{}", spec.name, spec.version)]),
         InferError::Expired => deadline.timed_out(),
         InferError::Rejected(message) => {
             // Rows that pass the schema can still be refused by the graph (an index out of
@@ -146,8 +234,8 @@ fn refused(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError) -> 
             if let Some(suppressed) = REFUSED_ROWS_LOG.lock().unwrap_or_else(|p| p.into_inner()).check() {
                 tracing::warn!(model = %spec.name, rows, %message, suppressed, "model refused the request's rows");
             }
-            ApiError::ModelRejected(message)
+            PredictError::ModelRejected(message)
         }
-        InferError::Internal(cause) => ApiError::Internal(cause),
+        InferError::Internal(cause) => PredictError::Internal(cause),
     }
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use super::Shadow;
+use crate::registry::Shadow;
 use crate::model::golden::numeric_pairs;
 use crate::model::views::row_outputs_json;
 

@@ -26,6 +26,14 @@ pub enum Scalar {
 }
 
 impl Scalar {
+    /// A value as the columns take it; a string is moved, not copied.
+    pub fn from_owned(value: Value) -> Self {
+        match value {
+            Value::String(s) => Self::Str(s),
+            other => Self::from_value(&other),
+        }
+    }
+
     pub fn from_value(value: &Value) -> Self {
         match value {
             Value::Null => Self::Null,

@@ -1,41 +1,54 @@
 //! KServe Open Inference Protocol v2, REST: health, metadata and tensor inference. Tensors are
 //! turned into instances and go through the same schema check and batcher as `/predict`.
 
-#[doc(hidden)]
-pub mod fuzzing;
-mod parameters;
 pub mod repository;
 mod tensors;
 pub mod types;
 
-use std::sync::Arc;
-
 use axum::extract::State;
 use axum::http::{header, HeaderName, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Json};
+use axum::Json;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 use serde_json::Value;
-use tower_http::request_id::RequestId;
 
+use super::call::{call, pinned, Asker, Body};
 use super::deadline::Deadline;
+use super::error::ApiError;
 use super::extract::Unread;
-use super::predict::{id_of, pinned, principal, PinnedHeaders, TimeoutHeader};
-use super::track::serve_model;
+use super::predict::{PinnedHeaders, TimeoutHeader};
 use super::AppState;
-use crate::auth::Caller;
 use crate::batch::{Batcher, Inferred};
-use crate::error::ApiError;
+use crate::decode::oip;
+use crate::decode::{self, DecodeError};
 use crate::model::ModelSpec;
-use crate::registry::{Registry, Route};
-use crate::service::Shadow;
-use crate::service::{Origin, Served};
+use crate::registry::Registry;
+use crate::service::{BodyError, Decoded, Input, Target};
 use crate::tensor::columns::Column;
 use crate::tensor::rows::Outputs;
 use crate::tensor::signature::TensorInfo;
-use tensors::{selected_outputs, to_rows, TensorOut};
+use tensors::TensorOut;
 pub use types::*;
+
+/// The protocol's routes, as `http::router` registers them: they answer errors in its shape
+/// (see [`crate::http::error::Shape`]).
+pub mod route {
+    pub const LIVE: &str = "/v2/health/live";
+    pub const READY: &str = "/v2/health/ready";
+    pub const SERVER: &str = "/v2";
+    pub const MODEL: &str = "/v2/models/{model}";
+    pub const MODEL_READY: &str = "/v2/models/{model}/ready";
+    pub const VERSION: &str = "/v2/models/{model}/versions/{version}";
+    pub const VERSION_READY: &str = "/v2/models/{model}/versions/{version}/ready";
+    pub const INFER: &str = "/v2/models/{model}/infer";
+    pub const VERSION_INFER: &str = "/v2/models/{model}/versions/{version}/infer";
+    pub const REPOSITORY_INDEX: &str = "/v2/repository/index";
+    pub const LOAD: &str = "/v2/repository/models/{name}/load";
+    pub const UNLOAD: &str = "/v2/repository/models/{name}/unload";
+}
+
+pub const ROUTES: [&str; 12] = [route::LIVE, route::READY, route::SERVER, route::MODEL, route::MODEL_READY, route::VERSION, route::VERSION_READY, route::INFER, route::VERSION_INFER, route::REPOSITORY_INDEX, route::LOAD, route::UNLOAD];
 
 fn metadata(info: &TensorInfo) -> TensorMetadata {
     TensorMetadata { name: info.name.clone(), datatype: info.elem.oip_datatype().to_owned(), shape: info.shape.clone() }
@@ -157,9 +170,6 @@ enum InferResponses {
     Timeout(V2Error),
 }
 
-/// The body as a `Result`, so that a request whose body is rejected still counts for its model.
-type Body = Result<V2Body, V2Error>;
-
 /// Inference on named tensors (default version). Any content type is read as JSON.
 #[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "open inference protocol v2",
     params(("model" = String, Path), PinnedHeaders),
@@ -168,15 +178,13 @@ type Body = Result<V2Body, V2Error>;
 pub async fn infer(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
-    Extension(request_id): Extension<RequestId>,
-    caller: Option<Extension<Caller>>,
+    asker: Asker,
     deadline: Result<Deadline, ApiError>,
     body: Unread,
-) -> Result<Response, V2Error> {
-    let registry = state.registry()?;
-    let route = registry.route(&name, id_of(&request_id), pinned(body.headers()))?;
-    let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
-    Ok(respond(&state, route, &request_id, principal(&caller), deadline?, (header_length, body)).await)
+) -> Response {
+    let pin = pinned(body.headers()).map(str::to_owned);
+    let target = Target::Model { name: &name, pin: pin.as_deref() };
+    respond(&state, target, &asker, deadline, body).await
 }
 
 /// Inference on named tensors (one version). Any content type is read as JSON.
@@ -187,30 +195,35 @@ pub async fn infer(
 pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
-    Extension(request_id): Extension<RequestId>,
-    caller: Option<Extension<Caller>>,
+    asker: Asker,
     deadline: Result<Deadline, ApiError>,
     body: Unread,
-) -> Result<Response, V2Error> {
-    let registry = state.registry()?;
-    let route = Route::direct(registry.get_version(&name, Some(&version))?);
-    let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
-    Ok(respond(&state, route, &request_id, principal(&caller), deadline?, (header_length, body)).await)
+) -> Response {
+    respond(&state, Target::Version { name: &name, version: &version }, &asker, deadline, body).await
 }
 
 async fn respond(
     state: &AppState,
-    route: Route<'_>,
-    request_id: &RequestId,
-    principal: Option<&Arc<str>>,
-    deadline: Deadline,
-    (header_length, body): (Vec<HeaderValue>, Unread),
+    target: Target<'_>,
+    asker: &Asker,
+    deadline: Result<Deadline, ApiError>,
+    body: Unread,
 ) -> Response {
-    let body: Body = body.read(state).await;
-    let batcher = route.batcher();
-    serve_model(batcher, request_id, async |id: &str, served: &mut Served| {
-        let origin = Origin { request_id: id, principal };
-        run(state, batcher, route.shadow, origin, deadline, header_length, body, served).await
+    // A bad `x-request-timeout-ms` is answered after the model is found, as before the body.
+    let deadline = match deadline {
+        Ok(deadline) => deadline,
+        Err(e) => {
+            if let Err(route) = state.registry().and_then(|r| r.route_to(target, "").map(|_| ()).map_err(ApiError::from)) {
+                return V2Error::from(route).into_response();
+            }
+            return V2Error::from(e).into_response();
+        }
+    };
+    let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
+    let input = Tensors { body: Body::new(body, state, false), header_length, request: None, binary_at: 0 };
+    call::<_, V2Error>(state, target, asker, deadline, input, |by, answered| {
+        let request = answered.input.request.expect("decoded").expect("decoded without error");
+        answer(&by.spec, request, &answered.inferred)
     })
     .await
 }
@@ -219,62 +232,63 @@ async fn respond(
 /// `Inference-Header-Content-Length` bytes, the tensors' bytes follow it.
 pub const HEADER_LENGTH: HeaderName = HeaderName::from_static("inference-header-content-length");
 
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    state: &AppState,
-    batcher: &Batcher,
-    shadow: Option<Shadow>,
-    origin: Origin<'_>,
-    deadline: Deadline,
-    header_length: Vec<HeaderValue>,
+/// An inference request's body as the predict service's input: its JSON header is parsed
+/// once, to count its rows (when the model's queue is crowded) or to decode them.
+struct Tensors {
     body: Body,
-    served: &mut Served,
-) -> Result<Response, V2Error> {
-    let V2Body(body) = body?;
-    let (json, binary) = split_body(&body, &header_length)?;
-    // JSON is UTF-8 throughout; serde would let invalid bytes pass in fields it skips.
-    let json =
-        std::str::from_utf8(json).map_err(|e| V2Error::bad_request(format!("request body is not valid UTF-8: {e}")))?;
-    let request: InferRequest = serde_json::from_str(json).map_err(|e| {
-        let message = crate::error::clip_quoted(&e.to_string()).into_owned();
-        V2Error::bad_request(format!("request body is not a valid inference request: {message}"))
-    })?;
-    let deadline = match request.parameters.as_ref().and_then(|p| p.get("timeout")) {
-        None => deadline,
-        Some(timeout) => match timeout.as_u64().filter(|us| *us > 0) {
-            Some(us) => deadline.shorten(std::time::Duration::from_micros(us)),
-            None => {
-                return Err(V2Error::bad_request("parameters.timeout must be a whole number of microseconds above 0"))
-            }
-        },
-    };
-    let spec = batcher.spec();
-    let outputs = selected_outputs(&spec.signature.outputs, request.outputs.as_deref())?;
-    let binary_default = flag(request.parameters.as_ref(), "binary_data_output")?.unwrap_or(false);
-    for (_, requested) in &outputs {
-        flag(requested.and_then(|r| r.parameters.as_ref()), "binary_data")?;
-    }
-    let predictor = state.predictor();
-    let rows = to_rows(spec.decoding(), &request.inputs, binary, predictor.max_rows())?;
-    let inferred = predictor.predict(batcher, shadow, origin, rows, deadline, served).await?;
-    Ok(answer(spec, request.id, &outputs, binary_default, &inferred))
+    header_length: Vec<HeaderValue>,
+    request: Option<Result<InferRequest, DecodeError>>,
+    /// Where the binary tensor data starts in the body.
+    binary_at: usize,
 }
 
-/// `parameters.<name>`, which must be a boolean when given.
-fn flag(parameters: Option<&Value>, name: &str) -> Result<Option<bool>, V2Error> {
-    match parameters.and_then(|p| p.get(name)) {
-        None => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(V2Error::bad_request(format!("parameters.{name} must be true or false"))),
+impl Tensors {
+    fn parse(&mut self) -> Result<&InferRequest, DecodeError> {
+        if self.request.is_none() {
+            let parsed = split_body(&self.body.bytes, &self.header_length).and_then(|(json, _)| {
+                self.binary_at = json.len();
+                oip::request(json)
+            });
+            self.request = Some(parsed);
+        }
+        match self.request.as_ref().expect("parsed above") {
+            Ok(request) => Ok(request),
+            Err(e) => Err(DecodeError::invalid(e.to_string())),
+        }
     }
 }
 
-fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b [u8], &'b [u8]), V2Error> {
+impl Input for Tensors {
+    fn receive(&mut self, deadline: Deadline) -> impl std::future::Future<Output = Result<(), BodyError>> + Send {
+        self.body.receive(deadline)
+    }
+
+    fn count(&mut self) -> Option<usize> {
+        let request = self.parse().ok()?;
+        request.inputs.first().and_then(|i| i.shape.first()).and_then(|n| usize::try_from(*n).ok())
+    }
+
+    fn decode(&mut self, model: decode::Model<'_>, max_rows: usize) -> Result<Decoded, DecodeError> {
+        self.parse()?;
+        let request = self.request.as_ref().and_then(|r| r.as_ref().ok()).expect("parsed above");
+        let timeout = oip::timeout(request)?;
+        let outputs = oip::selected_outputs(&model.outputs, request.outputs.as_deref())?;
+        oip::flag(request.parameters.as_ref(), "binary_data_output")?;
+        for (_, requested) in &outputs {
+            oip::flag(requested.and_then(|r| r.parameters.as_ref()), "binary_data")?;
+        }
+        let binary = &self.body.bytes[self.binary_at..];
+        let rows = oip::to_rows(model, &request.inputs, binary, max_rows)?;
+        Ok(Decoded { rows, timeout })
+    }
+}
+
+fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b [u8], &'b [u8]), DecodeError> {
     let value = match header_length {
         [] => return Ok((body, &[])),
         [one] => one,
         // Two lengths would split the body two ways; a proxy might read the other one.
-        _ => return Err(V2Error::bad_request(format!("`{HEADER_LENGTH}` is given more than once"))),
+        _ => return Err(DecodeError::invalid(format!("`{HEADER_LENGTH}` is given more than once"))),
     };
     let length = value
         .to_str()
@@ -282,9 +296,9 @@ fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b 
         .map(str::trim)
         .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
         .and_then(|v| v.parse::<usize>().ok())
-        .ok_or_else(|| V2Error::bad_request(format!("`{HEADER_LENGTH}` must be a whole number of bytes")))?;
+        .ok_or_else(|| DecodeError::invalid(format!("`{HEADER_LENGTH}` must be a whole number of bytes")))?;
     if length > body.len() {
-        return Err(V2Error::bad_request(format!(
+        return Err(DecodeError::invalid(format!(
             "`{HEADER_LENGTH}` is {length}, but the body holds {} bytes",
             body.len()
         )));
@@ -294,13 +308,11 @@ fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b 
 
 /// Writes the answer from the output columns: JSON, or a JSON header followed by the binary
 /// outputs (in the order the header lists them) when any output is asked for in binary.
-fn answer(
-    spec: &ModelSpec,
-    id: Option<String>,
-    outputs: &[(&TensorInfo, Option<&RequestedOutput>)],
-    binary_default: bool,
-    inferred: &Inferred,
-) -> Response {
+fn answer(spec: &ModelSpec, request: InferRequest, inferred: &Inferred) -> Response {
+    let outputs = oip::selected_outputs(&spec.signature.outputs, request.outputs.as_deref()).expect("checked by decode");
+    let binary_default =
+        oip::flag(request.parameters.as_ref(), "binary_data_output").ok().flatten().unwrap_or(false);
+    let id = request.id.clone();
     // One tensor per output, from the request's rows of the batches it ran in.
     let joined = joined_outputs(spec, inferred);
     let rows = inferred.rows();

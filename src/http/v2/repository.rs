@@ -10,8 +10,8 @@ use serde_json::{Map, Value};
 use utoipa::ToSchema;
 
 use super::V2Error;
-use crate::error::ApiError;
-use crate::http::admin::{set_loaded, ReloadReport};
+use crate::http::error::ApiError;
+use crate::lifecycle::ReloadReport;
 use crate::http::extract::{AnyBytes, ApiPath};
 use crate::http::AppState;
 
@@ -60,7 +60,7 @@ pub async fn index(
 ) -> Result<Json<Vec<RepositoryModel>>, V2Error> {
     let request: IndexRequest = parse(&body)?;
     let registry = state.registry()?;
-    let configured = state.configured.load_full();
+    let configured = state.lifecycle().configured();
     let models = configured
         .models
         .iter()
@@ -87,7 +87,7 @@ async fn load_or_unload(state: AppState, name: String, body: &[u8], load: bool) 
             details: vec![],
         }));
     }
-    Ok(Json(set_loaded(&state, &name, load).await?))
+    Ok(Json(state.lifecycle().set_loaded(&name, load).await.map_err(ApiError::from)?))
 }
 
 /// Loads a configured model (every configured version), or loads it again when its files

@@ -1,18 +1,18 @@
 //! The protocol's wire types, its error shape, and extractors that reject in that shape.
 
-use axum::body::Bytes;
 use axum::extract::rejection::PathRejection;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::FromRequestParts;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::tensors::tensor_path;
-use crate::error::ApiError;
-use crate::http::AppState;
+pub use crate::decode::oip::{InferInput, InferRequest, RequestedOutput};
+use crate::http::error::{v2_message, ApiError, BodyUnread, Shape};
+use crate::registry::RouteError;
+use crate::service::PredictError;
 
 /// The protocol's error body: `{"error": "..."}`.
 #[derive(Debug, Serialize, ToSchema)]
@@ -29,40 +29,12 @@ pub struct V2Error {
     retry_after: Option<u32>,
 }
 
-impl V2Error {
-    pub(super) fn bad_request(error: impl Into<String>) -> Self {
-        Self {
-            error: error.into(),
-            status: StatusCode::BAD_REQUEST,
-            body_unread: false,
-            challenge: None,
-            retry_after: None,
-        }
-    }
-}
-
 impl From<ApiError> for V2Error {
     fn from(e: ApiError) -> Self {
-        let status = match e.status() {
-            StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE => StatusCode::BAD_REQUEST,
-            other => other,
-        };
-        let error = match &e {
-            ApiError::Validation { details, .. }
-            | ApiError::InvalidRequest { details, .. }
-            | ApiError::ReloadFailed { details, .. }
-                if !details.is_empty() =>
-            {
-                let fields: Vec<String> =
-                    details.iter().map(|d| format!("{}: {}", tensor_path(&d.path), d.message)).collect();
-                format!("{}: {}", e, fields.join("; "))
-            }
-            _ => e.to_string(),
-        };
         e.log_internal();
         Self {
-            error,
-            status,
+            error: v2_message(&e.body()),
+            status: Shape::V2.status(e.status()),
             body_unread: e.leaves_body_unread(),
             challenge: e.challenge(),
             retry_after: e.retry_after_seconds(),
@@ -70,16 +42,25 @@ impl From<ApiError> for V2Error {
     }
 }
 
+impl From<PredictError> for V2Error {
+    fn from(e: PredictError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+impl From<RouteError> for V2Error {
+    fn from(e: RouteError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
+/// The same status, `Retry-After` and `WWW-Authenticate` as this service's shape: both read
+/// them from [`ApiError`]'s one table.
 impl IntoResponse for V2Error {
     fn into_response(self) -> Response {
         let (status, body_unread) = (self.status, self.body_unread);
         let (challenge, retry_after) = (self.challenge.clone(), self.retry_after);
         let mut response = (status, Json(self)).into_response();
-        let retry_after = match status {
-            StatusCode::SERVICE_UNAVAILABLE => Some(1),
-            StatusCode::TOO_MANY_REQUESTS => retry_after,
-            _ => None,
-        };
         if let Some(seconds) = retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
@@ -87,7 +68,7 @@ impl IntoResponse for V2Error {
             response.headers_mut().insert(header::WWW_AUTHENTICATE, challenge);
         }
         if body_unread {
-            response.extensions_mut().insert(crate::error::BodyUnread);
+            response.extensions_mut().insert(BodyUnread);
         }
         response
     }
@@ -101,17 +82,6 @@ pub struct V2Path<T>(pub T);
 impl From<PathRejection> for V2Error {
     fn from(rejection: PathRejection) -> Self {
         ApiError::from(rejection).into()
-    }
-}
-
-/// The raw body, whatever its content type (standard clients do not always send one).
-pub struct V2Body(pub Bytes);
-
-impl FromRequest<AppState> for V2Body {
-    type Rejection = V2Error;
-
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        Ok(V2Body(crate::http::extract::read_body(req, state).await?))
     }
 }
 
@@ -148,44 +118,6 @@ pub struct Readiness {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Liveness {
     pub live: bool,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct InferRequest {
-    /// Echoed in the response.
-    pub id: Option<String>,
-    /// `timeout` (microseconds, as Triton takes it) shortens the request's deadline; other
-    /// parameters are accepted and ignored.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default, deserialize_with = "super::parameters::known")]
-    pub parameters: Option<Value>,
-    pub inputs: Vec<InferInput>,
-    /// Restricts the outputs returned; all by default.
-    pub outputs: Option<Vec<RequestedOutput>>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct InferInput {
-    pub name: String,
-    pub shape: Vec<i64>,
-    pub datatype: String,
-    /// `binary_data_size`: the tensor's bytes follow the JSON header (binary tensor data
-    /// extension) instead of `data`.
-    #[schema(value_type = Option<Object>)]
-    #[serde(default, deserialize_with = "super::parameters::known")]
-    pub parameters: Option<Value>,
-    /// Row-major, flat or nested like `shape`; kept unparsed until the model's element type
-    /// is known, then read straight into the tensor's buffer.
-    #[schema(value_type = Option<Vec<Object>>)]
-    pub data: Option<Box<serde_json::value::RawValue>>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-pub struct RequestedOutput {
-    pub name: String,
-    #[schema(value_type = Option<Object>)]
-    #[serde(default, deserialize_with = "super::parameters::known")]
-    pub parameters: Option<Value>,
 }
 
 /// The answer (documentation: it is written from the output tensors).

@@ -3,8 +3,9 @@
 
 use std::time::Instant;
 
-use super::admin::reload;
-use super::AppState;
+use std::sync::Arc;
+
+use super::Lifecycle;
 use crate::config::Config;
 
 /// What a watched file looks like now: `None` when it cannot be read.
@@ -32,11 +33,11 @@ fn look(config: &Config) -> Seen {
 }
 
 /// `reload.watch`: polls the files and reloads once a change has settled.
-pub async fn watch(state: AppState) {
+pub async fn watch(state: Arc<Lifecycle>) {
     let settings = state.config.reload.clone();
     let poll = std::time::Duration::from_millis(settings.poll_ms);
     let debounce = std::time::Duration::from_millis(settings.debounce_ms);
-    let observe = |state: &AppState| {
+    let observe = |state: &Lifecycle| {
         let config = state.configured.load_full();
         tokio::task::spawn_blocking(move || look(&config))
     };
@@ -61,7 +62,7 @@ pub async fn watch(state: AppState) {
         tracing::info!("a watched file changed: reloading the configuration");
         // Whatever the outcome (logged by `reload`), these files have been acted on; the files
         // of a configuration that loaded are watched from now on.
-        let _ = reload(&state, "watch").await;
+        let _ = state.reload("watch").await;
         applied = observe(&state).await.unwrap_or(last);
     }
 }

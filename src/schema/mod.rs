@@ -7,6 +7,10 @@ use jsonschema::error::{TypeKind, ValidationErrorKind};
 use jsonschema::{Draft, ValidationError, Validator};
 use serde_json::{json, Map, Value};
 
+mod plan;
+
+pub use plan::{FieldPlan, InstancePlan};
+
 use crate::error::{clip, shown, FieldError};
 use crate::tensor::signature::{ElemType, Signature};
 

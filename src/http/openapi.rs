@@ -30,7 +30,7 @@ use crate::model::{self, LoadError, ModelSpec};
         admin::reload_route,
     ),
     // Referenced from the `IntoResponses` of the predict operations, which utoipa does not collect.
-    components(schemas(predict::PredictResponse, crate::error::ErrorBody, v2::InferResponse, v2::V2Error)),
+    components(schemas(predict::PredictResponse, crate::http::error::ErrorBody, v2::InferResponse, v2::V2Error)),
     tags(
         (name = "predict", description = "Predictions in other servers' formats: KServe V1 and TensorFlow Serving"),
         (name = "models", description = "What is served"),
@@ -64,6 +64,11 @@ pub fn documented(registry: &crate::registry::Registry) -> Vec<Documented<'_>> {
 }
 
 /// The document for these models.
+/// The document for a registry's models (see [`crate::lifecycle::Describe`]).
+pub fn describe(config: &Config, registry: &crate::registry::Registry) -> Value {
+    document(config, &documented(registry))
+}
+
 pub fn document(config: &Config, models: &[Documented<'_>]) -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the OpenAPI document serialises");
     let paths = doc["paths"].as_object_mut().expect("paths");
@@ -199,7 +204,7 @@ fn model_operation(
         _ => Vec::new(),
     };
     // A 404 is left only where a header can name a version the model does not have.
-    let pinnable = headers.iter().any(|p| p["name"] == crate::http::predict::PIN_VERSION.as_str());
+    let pinnable = headers.iter().any(|p| p["name"] == crate::http::call::PIN_VERSION.as_str());
     if !headers.is_empty() {
         obj.insert("parameters".into(), Value::Array(headers));
     }
