@@ -58,6 +58,7 @@ impl PredictError {
     /// load (or not now), out of time, or ours.
     pub fn outcome(&self) -> Outcome {
         match self {
+            Self::Route(RouteError::ModelUnloaded(_)) => Outcome::Overloaded,
             Self::Route(_) | Self::Decode(_) | Self::NeverFits { .. } | Self::ModelRejected(_) => Outcome::Invalid,
             Self::Body(BodyError::BudgetFull) => Outcome::Overloaded,
             Self::Body(_) => Outcome::Invalid,

@@ -387,7 +387,18 @@ mod tests {
 
         fn rows(&self, inputs: &[InferInput], max_rows: usize) -> Result<Rows, String> {
             let model = decode::Model { plan: &self.plan, feed: &self.feed, schema: &self.schema, outputs: &[] };
-            to_rows(model, inputs, &[], max_rows).map_err(|e| e.to_string())
+            to_rows(model, inputs, &[], max_rows).map_err(|e| match e {
+                // As `/v2` words it: each field by its tensor position.
+                DecodeError::Validation { ref details, .. } => {
+                    let at = |path: &str| {
+                        let (row, field) = path.trim_start_matches("/instances/").split_once('/').unwrap();
+                        format!("{field}[{row}]")
+                    };
+                    let fields: Vec<String> = details.iter().map(|d| format!("{}: {}", at(&d.path), d.message)).collect();
+                    format!("{e}: {}", fields.join("; "))
+                }
+                e => e.to_string(),
+            })
         }
     }
 
