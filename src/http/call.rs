@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tower_http::request_id::RequestId;
 
-use super::deadline::Deadline;
+use super::extract::Deadline;
 use super::extract::Unread;
 use super::AppState;
 use crate::auth::Caller;

@@ -1,20 +1,54 @@
-//! Extractors whose rejections use the service's error shapes, never axum's plain text.
+//! Extractors whose rejections use the service's error shapes, never axum's plain text: the
+//! request's deadline, its body (read within the deadline and the body budget), its path.
+//!
+//! One deadline per prediction request: `server.request_timeout_ms` from the moment its headers
+//! are in, covering the body read, the queue and inference. A client may shorten it with
+//! `x-request-timeout-ms` (and `/v2` with `parameters.timeout` in microseconds), never lengthen it.
 
 use std::pin::Pin;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::header;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderName};
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::budget;
-use super::deadline::Deadline;
 use super::AppState;
 use crate::error::clip;
 use crate::http::error::ApiError;
 use crate::service::BodyError;
+pub use crate::service::Deadline;
+
+pub const REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static("x-request-timeout-ms");
+
+/// The server's limit, shortened by the client's header if it sent one.
+pub fn from_headers(headers: &HeaderMap, started: Instant, limit: Duration) -> Result<Deadline, ApiError> {
+    let deadline = Deadline::new(started, limit);
+    let Some(value) = headers.get(&REQUEST_TIMEOUT_MS) else { return Ok(deadline) };
+    let ms =
+        value.to_str().ok().and_then(|text| text.trim().parse::<u64>().ok()).filter(|ms| *ms > 0).ok_or_else(|| {
+            ApiError::InvalidHeader(format!("`{REQUEST_TIMEOUT_MS}` must be a whole number of milliseconds above 0"))
+        })?;
+    Ok(deadline.shorten(Duration::from_millis(ms)))
+}
+
+impl FromRequestParts<AppState> for Deadline {
+    type Rejection = ApiError;
+
+    /// Stamped when the handler's extractors run, right after the headers are read, and kept in
+    /// the request's extensions for the body extractors.
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(deadline) = parts.extensions.get::<Deadline>() {
+            return Ok(*deadline);
+        }
+        let deadline = from_headers(&parts.headers, Instant::now(), state.config.server.request_timeout())?;
+        parts.extensions.insert(deadline);
+        Ok(deadline)
+    }
+}
 
 /// A request whose body is not read yet: handlers find their model first, so that a request
 /// for an unknown model is answered without waiting for (or buffering) its body.
@@ -77,7 +111,7 @@ pub fn declared_length(headers: &axum::http::HeaderMap) -> Option<u64> {
 pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, ApiError> {
     let deadline = match req.extensions().get::<Deadline>() {
         Some(deadline) => *deadline,
-        None => super::deadline::from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
+        None => from_headers(req.headers(), Instant::now(), state.config.server.request_timeout())?,
     };
     Ok(receive(req, state, deadline).await?)
 }
@@ -124,5 +158,29 @@ pub struct ApiPath<T>(pub T);
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::InvalidPath(rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    #[test]
+    fn a_client_may_shorten_the_deadline_but_not_lengthen_it() {
+        let t = Instant::now();
+        let limit = Duration::from_millis(1000);
+        let mut headers = HeaderMap::new();
+        assert_eq!(from_headers(&headers, t, limit).unwrap().at(), t + limit);
+        headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static("250"));
+        assert_eq!(from_headers(&headers, t, limit).unwrap().budget_ms(), 250);
+        headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static("99999"));
+        assert_eq!(from_headers(&headers, t, limit).unwrap().budget_ms(), 1000);
+        for bad in ["0", "-5", "soon", "1.5", "99999999999999999999999"] {
+            headers.insert(REQUEST_TIMEOUT_MS, HeaderValue::from_static(bad));
+            assert!(from_headers(&headers, t, limit).is_err(), "{bad}");
+        }
+        let d = Deadline::new(t, limit).shorten(Duration::from_micros(1500));
+        assert_eq!(d.at(), t + Duration::from_micros(1500));
     }
 }

@@ -5,7 +5,6 @@ pub mod authorize;
 pub mod budget;
 pub mod call;
 pub mod cors;
-pub mod deadline;
 pub mod error;
 pub mod extract;
 pub mod models;
@@ -18,7 +17,6 @@ pub mod v1;
 pub mod v2;
 
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
@@ -66,8 +64,6 @@ pub struct Shared {
     models: Arc<Current>,
     /// Reloads and the repository API: what changes the models served.
     lifecycle: Arc<Lifecycle>,
-    /// Set at SIGTERM: `/ready` answers 503 while accepted requests finish.
-    draining: Arc<AtomicBool>,
     body_budget: budget::BodyBudget,
     /// `None` when auth is off.
     auth: Option<Arc<Authenticator>>,
@@ -79,6 +75,7 @@ impl AppState {
         let settings = Settings {
             max_rows: config.server.max_instances_per_request,
             slow: std::time::Duration::from_millis(config.logging.slow_request_ms),
+            ready_when: config.server.ready_when,
         };
         Self(Arc::new(Shared {
             body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
@@ -87,7 +84,6 @@ impl AppState {
             config,
             metrics,
             models,
-            draining: Arc::new(AtomicBool::new(false)),
             auth: None,
         }))
     }
@@ -110,11 +106,11 @@ impl AppState {
     }
 
     pub fn is_draining(&self) -> bool {
-        self.draining.load(Ordering::SeqCst)
+        self.predictor.is_draining()
     }
 
     pub fn set_draining(&self) {
-        self.draining.store(true, Ordering::SeqCst);
+        self.predictor.set_draining();
         self.lifecycle.set_draining();
     }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::call::{call, id_of, pinned, Asker, Body, Instances};
-use super::deadline::Deadline;
+use super::extract::Deadline;
 use super::error::{ApiError, ErrorBody};
 use super::extract::{ApiPath, Unread};
 use super::AppState;

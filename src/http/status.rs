@@ -6,7 +6,6 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::AppState;
-use crate::config::ReadyWhen;
 use crate::http::error::{ApiError, ErrorBody};
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -33,29 +32,13 @@ pub async fn health() -> Json<HealthResponse> {
 /// ready again while a loaded model has no working session, and from SIGTERM on. Models
 /// unloaded through the repository API do not count. With `server.ready_when = "any"`, one
 /// loaded model with a working session is enough. Not ready either while the prediction log's
-/// writer is stalled (`prediction_log.stall_ms`).
+/// writer is stalled (`prediction_log.stall_ms`). The policy is the predict service's
+/// (`Predictor::ready`).
 #[utoipa::path(get, path = "/ready", tag = "health", responses(
     (status = 200, body = ReadyResponse),
     (status = 503, description = "Models loading or without a working session, the prediction log stalled, or shutting down; see Retry-After", body = ErrorBody),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
-    let registry = state.registry()?;
-    if state.is_draining() {
-        return Err(ApiError::ShuttingDown);
-    }
-    // Lossless or not, a log that cannot write is an instance to route around.
-    if state.prediction_log().is_some_and(|log| log.stalled()) {
-        return Err(ApiError::PredictionLogUnavailable);
-    }
-    // A model unloaded on purpose (repository API) is left out, as Triton does.
-    let down = registry.not_ready();
-    let serving = registry.models().values().flat_map(|m| m.versions.values()).any(|v| v.batcher.is_ready());
-    let ready = match state.config.server.ready_when {
-        ReadyWhen::All => down.is_empty(),
-        ReadyWhen::Any => serving,
-    };
-    if !ready {
-        return Err(ApiError::ModelsDown(down));
-    }
-    Ok(Json(ReadyResponse { status: "ready", models: registry.models().keys().cloned().collect() }))
+    let models = state.predictor().ready()?;
+    Ok(Json(ReadyResponse { status: "ready", models }))
 }

@@ -12,7 +12,7 @@ use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
 use super::call::{call, pinned, Asker, Body, Instances};
-use super::deadline::Deadline;
+use super::extract::Deadline;
 use super::extract::{ApiPath, Unread};
 use super::predict::{PinnedHeaders, TimeoutHeader};
 use super::AppState;

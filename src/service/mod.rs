@@ -11,6 +11,7 @@ mod error;
 mod shadow;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
@@ -19,6 +20,7 @@ pub use error::{BodyError, PredictError};
 pub use crate::registry::Target;
 
 use crate::batch::{Batcher, InferError, Inferred};
+use crate::config::ReadyWhen;
 use crate::decode::{self, DecodeError};
 use crate::error::clip_chars;
 use crate::model::views::row_outputs_json;
@@ -86,6 +88,9 @@ struct Inner {
     max_rows: usize,
     /// Requests slower than this are warned about; zero: never.
     slow: Duration,
+    ready_when: ReadyWhen,
+    /// Set at SIGTERM: not ready from then on, while accepted requests finish.
+    draining: AtomicBool,
     metrics: Arc<Metrics>,
 }
 
@@ -95,11 +100,48 @@ pub struct Settings {
     pub max_rows: usize,
     /// `logging.slow_request_ms`.
     pub slow: Duration,
+    /// `server.ready_when`.
+    pub ready_when: ReadyWhen,
 }
 
 impl Predictor {
     pub fn new(models: Arc<Current>, log: Option<PredictionLog>, settings: Settings, metrics: Arc<Metrics>) -> Self {
-        Self(Arc::new(Inner { models, log, max_rows: settings.max_rows, slow: settings.slow, metrics }))
+        let Settings { max_rows, slow, ready_when } = settings;
+        Self(Arc::new(Inner { models, log, max_rows, slow, ready_when, draining: AtomicBool::new(false), metrics }))
+    }
+
+    pub fn set_draining(&self) {
+        self.0.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::SeqCst)
+    }
+
+    /// Whether requests should be sent here, and the model names served: ready once every
+    /// model is loaded and every session has run its schema's examples; not ready again while
+    /// a loaded model has no working session (with `server.ready_when = "any"`, one working
+    /// model is enough), while the prediction log's writer is stalled, and from SIGTERM on.
+    /// Models unloaded through the repository API do not count, as Triton does.
+    pub fn ready(&self) -> Result<Vec<String>, PredictError> {
+        let published = self.0.models.load().ok_or(PredictError::NotReady)?;
+        if self.is_draining() {
+            return Err(PredictError::ShuttingDown);
+        }
+        // Lossless or not, a log that cannot write is an instance to route around.
+        if self.0.log.as_ref().is_some_and(|log| log.stalled()) {
+            return Err(PredictError::PredictionLogUnavailable);
+        }
+        let down = published.not_ready();
+        let serving = published.models().values().flat_map(|m| m.versions.values()).any(|v| v.batcher.is_ready());
+        let ready = match self.0.ready_when {
+            ReadyWhen::All => down.is_empty(),
+            ReadyWhen::Any => serving,
+        };
+        if !ready {
+            return Err(PredictError::ModelsDown(down));
+        }
+        Ok(published.models().keys().cloned().collect())
     }
 
     pub fn prediction_log(&self) -> Option<&PredictionLog> {

@@ -14,7 +14,7 @@ use serde::{Serialize, Serializer};
 use serde_json::Value;
 
 use super::call::{call, pinned, Asker, Body};
-use super::deadline::Deadline;
+use super::extract::Deadline;
 use super::error::ApiError;
 use super::extract::Unread;
 use super::predict::{PinnedHeaders, TimeoutHeader};
