@@ -24,4 +24,5 @@ mod process;
 mod registry;
 mod reload;
 mod rollout;
+mod shapes;
 mod v1;
