@@ -25,6 +25,9 @@ async fn the_repository_routes_answer_path_and_body_errors_in_the_protocols_shap
     // A declared body over the limit, refused by the layer in front of every route.
     let big = app.client.post(app.url("/v2/repository/models/house_price/load")).body(vec![b' '; 4096]);
     v2_shaped(big.send().await.unwrap(), 413).await;
+    // A header refused by the deadline extractor.
+    let header = app.client.post(app.url("/v2/models/house_price/infer")).header("x-request-timeout-ms", "soon");
+    assert!(v2_shaped(header.body("{}").send().await.unwrap(), 400).await.contains("x-request-timeout-ms"));
     // The same refusals on our routes keep our shape.
     let ours = app.client.post(app.url("/models/house_price/predict")).body(vec![b' '; 4096]).send().await.unwrap();
     assert_eq!(ours.status(), 413);

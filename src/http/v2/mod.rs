@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use super::call::{call, pinned, Asker, Body};
 use super::extract::Deadline;
-use super::error::ApiError;
 use super::extract::Unread;
 use super::predict::{PinnedHeaders, TimeoutHeader};
 use super::AppState;
@@ -179,7 +178,7 @@ pub async fn infer(
     State(state): State<AppState>,
     V2Path(name): V2Path<String>,
     asker: Asker,
-    deadline: Result<Deadline, ApiError>,
+    deadline: Deadline,
     body: Unread,
 ) -> Response {
     let pin = pinned(body.headers()).map(str::to_owned);
@@ -196,7 +195,7 @@ pub async fn infer_version(
     State(state): State<AppState>,
     V2Path((name, version)): V2Path<(String, String)>,
     asker: Asker,
-    deadline: Result<Deadline, ApiError>,
+    deadline: Deadline,
     body: Unread,
 ) -> Response {
     respond(&state, Target::Version { name: &name, version: &version }, &asker, deadline, body).await
@@ -206,19 +205,9 @@ async fn respond(
     state: &AppState,
     target: Target<'_>,
     asker: &Asker,
-    deadline: Result<Deadline, ApiError>,
+    deadline: Deadline,
     body: Unread,
 ) -> Response {
-    // A bad `x-request-timeout-ms` is answered after the model is found, as before the body.
-    let deadline = match deadline {
-        Ok(deadline) => deadline,
-        Err(e) => {
-            if let Err(route) = state.registry().and_then(|r| r.route_to(target, "").map(|_| ()).map_err(ApiError::from)) {
-                return V2Error::from(route).into_response();
-            }
-            return V2Error::from(e).into_response();
-        }
-    };
     let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
     let input = Tensors { body: Body::new(body, state, false), header_length, request: None, binary_at: 0 };
     call::<_, V2Error>(state, target, asker, deadline, input, |by, answered| {
