@@ -1,5 +1,6 @@
-//! The streaming decoder: a request body read with `serde` seeds straight into the column
-//! buffers of the model's input tensors, every field checked on its way in.
+//! The streaming decoder of JSON bodies (`/predict`, `/v1`, batch scoring): a request body read
+//! with `serde` seeds straight into the column buffers of the model's input tensors, every
+//! field checked on its way in (by the sink).
 
 use std::cell::Cell;
 use std::fmt;
@@ -10,7 +11,9 @@ use serde_json::Value;
 use super::preview::Preview;
 
 use super::sink::{ColumnEntry, Sink};
-use crate::error::clip;
+use super::{DecodeError, Model};
+use crate::error::{clip, clip_quoted};
+use crate::tensor::rows::Rows;
 use crate::tensor::columns::Scalar;
 
 /// Which envelope a body is read with.
@@ -29,6 +32,29 @@ pub enum Form {
     #[default]
     Rows,
     Columns,
+}
+
+/// Decodes a JSON body of instances (`/predict`, `/v1`) into rows.
+pub fn body(model: Model<'_>, body: &[u8], envelope: Envelope, max_rows: usize) -> Result<(Rows, Form), DecodeError> {
+    // A guess at the row count from the body's size keeps the columns from regrowing.
+    let expected = (body.len() / (model.plan.fields.len() * 8).max(16)).max(1);
+    // JSON is UTF-8 throughout; serde would let invalid bytes pass in values it skips.
+    let body = std::str::from_utf8(body).map_err(|e| DecodeError::Malformed(format!("not valid UTF-8: {e}")))?;
+    let mut sink = Sink::new(model.plan, model.feed, max_rows, expected);
+    let form = read_body(body.as_bytes(), envelope, &mut sink).map_err(json_error)?;
+    Ok((sink.finish(model.schema)?, form))
+}
+
+/// A parser's error in the service's shape: broken JSON is `malformed_json`, valid JSON that
+/// is not the envelope is `invalid_request`.
+pub fn json_error(e: serde_json::Error) -> DecodeError {
+    let message = clip_quoted(&e.to_string()).into_owned();
+    match e.classify() {
+        serde_json::error::Category::Data => {
+            DecodeError::invalid(format!("request body has the wrong shape: {message}"))
+        }
+        _ => DecodeError::Malformed(message),
+    }
 }
 
 /// Reads a whole request body into `sink`; syntax and envelope errors end the read, field

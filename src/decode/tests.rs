@@ -5,7 +5,8 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
-use super::{body, Envelope, Model};
+use super::json::body;
+use super::{Envelope, Model};
 use crate::schema::InstancePlan;
 use super::DecodeError;
 use crate::error::FieldError;

@@ -126,7 +126,7 @@ impl Input for Instances {
     }
 
     fn decode(&mut self, model: decode::Model<'_>, max_rows: usize) -> Result<Decoded, DecodeError> {
-        let (rows, form) = decode::body(model, &self.body.bytes, self.envelope, max_rows)?;
+        let (rows, form) = decode::json::body(model, &self.body.bytes, self.envelope, max_rows)?;
         self.form = form;
         Ok(Decoded { rows, timeout: None })
     }

@@ -6,8 +6,10 @@
 //! `x-request-timeout-ms` (and `/v2` with `parameters.timeout` in microseconds), never lengthen it.
 
 use std::pin::Pin;
+use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
@@ -15,7 +17,6 @@ use axum::http::{header, HeaderMap, HeaderName};
 
 use std::time::{Duration, Instant};
 
-use super::budget;
 use super::AppState;
 use crate::error::clip;
 use crate::http::error::ApiError;
@@ -125,7 +126,7 @@ async fn receive(req: Request, state: &AppState, deadline: Deadline) -> Result<B
     let body = tokio::time::timeout_at(deadline.at().into(), collect(req.into_body(), declared, limit))
         .await
         .map_err(|_| BodyError::Timeout { ms: deadline.budget_ms() })??;
-    Ok(budget::holding(body, room))
+    Ok(holding(body, room))
 }
 
 /// The body in one buffer of its declared length (growing up to `limit` when chunked). Each
@@ -161,6 +162,49 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+// The body budget: request-body bytes held at once, over all connections, from a body's first
+// byte read to the end of its request. The memory a crowd of uploads (slow, stalled or waiting
+// for the model) can pin is bounded by it, not by connections x body limit.
+
+/// Counted in KiB, so that permits fit the semaphore's `u32` requests for any body limit.
+const UNIT: usize = 1024;
+
+#[derive(Clone)]
+pub struct BodyBudget {
+    units: Arc<Semaphore>,
+    total: u32,
+}
+
+impl BodyBudget {
+    pub fn new(bytes: usize) -> Self {
+        let total = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX);
+        Self { units: Arc::new(Semaphore::new(total as usize)), total }
+    }
+
+    /// Waits until `bytes` fit, and holds them until the returned guard is dropped. A body
+    /// larger than the whole budget waits for all of it.
+    pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {
+        let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).clamp(1, self.total);
+        self.units.clone().acquire_many_owned(units).await.expect("the budget's semaphore is never closed")
+    }
+}
+
+/// `body` as bytes that hold `room` until the last reference to them is dropped.
+pub fn holding(body: Vec<u8>, room: OwnedSemaphorePermit) -> Bytes {
+    Bytes::from_owner(Held { body, _room: room })
+}
+
+struct Held {
+    body: Vec<u8>,
+    _room: OwnedSemaphorePermit,
+}
+
+impl AsRef<[u8]> for Held {
+    fn as_ref(&self) -> &[u8] {
+        &self.body
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,5 +226,30 @@ mod tests {
         }
         let d = Deadline::new(t, limit).shorten(Duration::from_micros(1500));
         assert_eq!(d.at(), t + Duration::from_micros(1500));
+    }
+
+    #[tokio::test]
+    async fn bodies_wait_for_room_and_give_it_back_when_done() {
+        let budget = BodyBudget::new(4 * UNIT);
+        let first = budget.reserve(3 * UNIT).await;
+        let blocked = tokio::time::timeout(Duration::from_millis(20), budget.reserve(2 * UNIT)).await;
+        assert!(blocked.is_err(), "3 KiB of 4 are held: 2 more do not fit");
+        let _small = budget.reserve(10).await;
+        drop(first);
+        let _second = tokio::time::timeout(Duration::from_millis(20), budget.reserve(2 * UNIT)).await.unwrap();
+        let huge = tokio::time::timeout(Duration::from_millis(20), BodyBudget::new(UNIT).reserve(usize::MAX)).await;
+        assert!(huge.is_ok(), "a body over the whole budget waits for all of it, not forever");
+    }
+
+    #[tokio::test]
+    async fn held_bytes_keep_their_room_until_the_last_reference_goes() {
+        let budget = BodyBudget::new(2 * UNIT);
+        let body = holding(vec![7; 2 * UNIT], budget.reserve(2 * UNIT).await);
+        let part = body.slice(..10);
+        drop(body);
+        let blocked = tokio::time::timeout(Duration::from_millis(20), budget.reserve(UNIT)).await;
+        assert!(blocked.is_err(), "a slice still holds the body");
+        drop(part);
+        let _room = tokio::time::timeout(Duration::from_millis(20), budget.reserve(2 * UNIT)).await.unwrap();
     }
 }

@@ -2,7 +2,6 @@
 
 pub mod admin;
 pub mod authorize;
-pub mod budget;
 pub mod call;
 pub mod cors;
 pub mod error;
@@ -64,7 +63,7 @@ pub struct Shared {
     models: Arc<Current>,
     /// Reloads and the repository API: what changes the models served.
     lifecycle: Arc<Lifecycle>,
-    body_budget: budget::BodyBudget,
+    body_budget: extract::BodyBudget,
     /// `None` when auth is off.
     auth: Option<Arc<Authenticator>>,
 }
@@ -78,7 +77,7 @@ impl AppState {
             ready_when: config.server.ready_when,
         };
         Self(Arc::new(Shared {
-            body_budget: budget::BodyBudget::new(config.server.max_body_bytes_in_flight),
+            body_budget: extract::BodyBudget::new(config.server.max_body_bytes_in_flight),
             predictor: Predictor::new(models.clone(), prediction_log, settings, metrics.clone()),
             lifecycle: Arc::new(Lifecycle::new(config.clone(), models.clone(), metrics.clone(), openapi::describe)),
             config,
@@ -101,7 +100,7 @@ impl AppState {
         self.auth.as_ref()
     }
 
-    pub fn body_budget(&self) -> &budget::BodyBudget {
+    pub fn body_budget(&self) -> &extract::BodyBudget {
         &self.body_budget
     }
 

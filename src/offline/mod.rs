@@ -277,7 +277,7 @@ async fn score_chunk(batcher: &Batcher, chunk: Vec<String>) -> Vec<Scored> {
         body.push_str(text);
     }
     body.push_str("]}");
-    let decoded = decode::body(crate::decode::Model::of(spec), body.as_bytes(), Envelope::Predict, chunk.len());
+    let decoded = decode::json::body(crate::decode::Model::of(spec), body.as_bytes(), Envelope::Predict, chunk.len());
     drop(body); // not held while the chunk runs: it would double the text in flight
     if let Ok((rows, _)) = decoded {
         return match infer(batcher, rows).await {
@@ -306,7 +306,7 @@ async fn score_chunk(batcher: &Batcher, chunk: Vec<String>) -> Vec<Scored> {
 /// One instance through the compiled decoder alone: its outputs, or the decoder's error.
 async fn score_alone(batcher: &Batcher, text: &str) -> Scored {
     let body = format!("{{\"instances\":[{text}]}}");
-    match decode::body(crate::decode::Model::of(batcher.spec()), body.as_bytes(), Envelope::Predict, 1) {
+    match decode::json::body(crate::decode::Model::of(batcher.spec()), body.as_bytes(), Envelope::Predict, 1) {
         Ok((rows, _)) => match infer(batcher, rows).await {
             Ok(mut outputs) => Scored::Outputs(outputs.pop().unwrap_or_default()),
             Err(message) => refused(message),
