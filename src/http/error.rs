@@ -61,12 +61,9 @@ pub enum ApiError {
     Validation { details: Vec<FieldError>, truncated: bool },
     #[error("the model could not run on these instances: {0}")]
     ModelRejected(String),
-    #[error("model '{0}' is not served here")]
-    ModelNotFound(String),
-    #[error("model '{0}' is configured but unloaded; POST /v2/repository/models/{0}/load loads it")]
-    ModelUnloaded(String),
-    #[error("model '{model}' has no version '{version}'")]
-    VersionNotFound { model: String, version: String },
+    /// No loaded version answers the request's model (and version).
+    #[error(transparent)]
+    Route(#[from] RouteError),
     #[error("no route for {0}")]
     RouteNotFound(String),
     #[error("method not allowed on this route")]
@@ -126,7 +123,9 @@ impl ApiError {
             Self::InvalidRequest { .. } | Self::Validation { .. } | Self::ModelRejected(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
-            Self::ModelNotFound(_) | Self::VersionNotFound { .. } | Self::RouteNotFound(_) => StatusCode::NOT_FOUND,
+            Self::Route(RouteError::ModelNotFound(_) | RouteError::VersionNotFound { .. }) | Self::RouteNotFound(_) => {
+                StatusCode::NOT_FOUND
+            }
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Unauthorized | Self::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) | Self::AdminNotLocal => StatusCode::FORBIDDEN,
@@ -134,7 +133,7 @@ impl ApiError {
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             Self::NotReady
-            | Self::ModelUnloaded(_)
+            | Self::Route(RouteError::ModelUnloaded(_))
             | Self::ModelsDown(_)
             | Self::Overloaded { .. }
             | Self::BodiesInFlight
@@ -156,8 +155,8 @@ impl ApiError {
             Self::InvalidRequest { .. } => "invalid_request",
             Self::Validation { .. } => "validation_error",
             Self::ModelRejected(_) => "model_rejected_input",
-            Self::ModelNotFound(_) => "model_not_found",
-            Self::VersionNotFound { .. } => "version_not_found",
+            Self::Route(RouteError::ModelNotFound(_)) => "model_not_found",
+            Self::Route(RouteError::VersionNotFound { .. }) => "version_not_found",
             Self::RouteNotFound(_) => "not_found",
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Unauthorized | Self::Unauthenticated { .. } => "unauthorized",
@@ -166,7 +165,7 @@ impl ApiError {
             Self::RateLimited { .. } => "rate_limited",
             Self::Timeout { .. } => "timeout",
             Self::NotReady | Self::ModelsDown(_) => "not_ready",
-            Self::ModelUnloaded(_) => "model_unloaded",
+            Self::Route(RouteError::ModelUnloaded(_)) => "model_unloaded",
             Self::Overloaded { .. } | Self::BodiesInFlight => "overloaded",
             Self::ShuttingDown => "shutting_down",
             Self::PredictionLogUnavailable => "prediction_log_unavailable",
@@ -189,19 +188,9 @@ impl ApiError {
             Self::NotReady
             | Self::ModelsDown(_)
             | Self::ShuttingDown
-            | Self::ModelUnloaded(_)
+            | Self::Route(RouteError::ModelUnloaded(_))
             | Self::PredictionLogUnavailable => Some(5),
             _ => None,
-        }
-    }
-}
-
-impl From<RouteError> for ApiError {
-    fn from(e: RouteError) -> Self {
-        match e {
-            RouteError::ModelNotFound(model) => Self::ModelNotFound(model),
-            RouteError::ModelUnloaded(model) => Self::ModelUnloaded(model),
-            RouteError::VersionNotFound { model, version } => Self::VersionNotFound { model, version },
         }
     }
 }
@@ -233,7 +222,7 @@ impl From<LifecycleError> for ApiError {
         match e {
             LifecycleError::NotReady => Self::NotReady,
             LifecycleError::ShuttingDown => Self::ShuttingDown,
-            LifecycleError::ModelNotFound(model) => Self::ModelNotFound(model),
+            LifecycleError::ModelNotFound(model) => RouteError::ModelNotFound(model).into(),
             LifecycleError::Refused { message, details } => Self::ReloadFailed { message, details },
             LifecycleError::Internal(cause) => Self::Internal(cause),
         }
@@ -244,7 +233,7 @@ impl From<PredictError> for ApiError {
     fn from(e: PredictError) -> Self {
         match e {
             PredictError::NotReady => Self::NotReady,
-            PredictError::Route(e) => e.into(),
+            PredictError::Route(e) => Self::Route(e),
             PredictError::Body(e) => e.into(),
             PredictError::Decode(e) => e.into(),
             PredictError::Overloaded { model, queued, capacity } => Self::Overloaded { model, queued, capacity },
@@ -276,9 +265,7 @@ impl ApiError {
                 | Self::PayloadTooLarge { .. }
                 | Self::UnreadableBody(_)
                 | Self::BodyTimeout { .. }
-                | Self::ModelNotFound(_)
-                | Self::ModelUnloaded(_)
-                | Self::VersionNotFound { .. }
+                | Self::Route(_)
                 | Self::RouteNotFound(_)
                 | Self::MethodNotAllowed
                 | Self::NotReady

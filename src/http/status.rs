@@ -32,13 +32,13 @@ pub async fn health() -> Json<HealthResponse> {
 /// ready again while a loaded model has no working session, and from SIGTERM on. Models
 /// unloaded through the repository API do not count. With `server.ready_when = "any"`, one
 /// loaded model with a working session is enough. Not ready either while the prediction log's
-/// writer is stalled (`prediction_log.stall_ms`). The policy is the predict service's
-/// (`Predictor::ready`).
+/// writer is stalled (`prediction_log.stall_ms`).
 #[utoipa::path(get, path = "/ready", tag = "health", responses(
     (status = 200, body = ReadyResponse),
     (status = 503, description = "Models loading or without a working session, the prediction log stalled, or shutting down; see Retry-After", body = ErrorBody),
 ))]
 pub async fn ready(State(state): State<AppState>) -> Result<Json<ReadyResponse>, ApiError> {
+    // The policy is the predict service's.
     let models = state.predictor().ready()?;
     Ok(Json(ReadyResponse { status: "ready", models }))
 }

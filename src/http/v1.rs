@@ -22,6 +22,7 @@ use crate::error::clip;
 use crate::http::error::{ApiError, ErrorBody};
 use crate::model::views::OutputCell;
 use crate::model::ModelSpec;
+use crate::registry::RouteError;
 use crate::service::Target;
 
 /// `{"instances": [...]}` (rows: objects, or plain rows for a model with one `[N, F]` input)
@@ -178,7 +179,7 @@ pub async fn status_version(
 fn model_status(state: &AppState, name: String, only: Option<&str>) -> Result<Json<V1Status>, ApiError> {
     let registry = state.registry()?;
     registry.get(&name, only)?;
-    let model = registry.models().get(&name).ok_or_else(|| ApiError::ModelNotFound(clip(&name).into_owned()))?;
+    let model = registry.models().get(&name).ok_or_else(|| ApiError::Route(RouteError::ModelNotFound(clip(&name).into_owned())))?;
     let versions: Vec<V1VersionStatus> = model
         .versions
         .iter()
