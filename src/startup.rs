@@ -185,13 +185,15 @@ impl Application {
             },
             () = stopped(stop_rx.clone()) => {}
         }
+        // Subscribed before `ready` is said: a SIGHUP sent as soon as it is must not be lost.
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
         if state.loaded().is_some() {
             let _ = readiness.send(Readiness::Ready);
             state.metrics().set_ready(true);
             tracing::info!(ms = started.elapsed().as_millis() as u64, "ready");
             notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         }
-        let reloads = tokio::spawn(reload_on_hangup(state.clone()));
+        let reloads = tokio::spawn(reload_on_hangup(state.clone(), hangup));
         let watch = config.reload.watch.then(|| tokio::spawn(crate::lifecycle::watch::watch(state.lifecycle().clone())));
 
         stopped(stop_rx).await;
@@ -354,9 +356,8 @@ pub fn shutdown_signal() -> impl Future<Output = ()> {
 }
 
 /// Each SIGHUP reloads the configuration (as `POST /admin/reload` does); the outcome is logged.
-async fn reload_on_hangup(state: AppState) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut hangup) = signal(SignalKind::hangup()) else { return };
+async fn reload_on_hangup(state: AppState, hangup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hangup) = hangup else { return };
     while hangup.recv().await.is_some() {
         tracing::info!("SIGHUP received: reloading the configuration");
         // Both outcomes are logged by `reload` itself.
