@@ -83,9 +83,9 @@ pub struct RateLimitConfig {
 #[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
-    /// When set, a token's `iss` must equal it.
+    /// When set, a token's `iss` must be there and equal it.
     pub issuer: Option<String>,
-    /// When set, a token's `aud` must be or contain it.
+    /// When set, a token's `aud` must be there and be or contain it.
     pub audience: Option<String>,
     /// Clock leeway for `exp` and `nbf`, in seconds.
     #[validate(range(max = 300))]
