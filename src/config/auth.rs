@@ -97,7 +97,7 @@ pub struct JwtConfig {
     /// The claim holding the subject's roles (a list of names).
     #[validate(length(min = 1))]
     pub roles_claim: String,
-    /// Scopes each role grants.
+    /// Scopes each role grants: `analyst = ["predict", "read"]`.
     #[validate(custom(function = "role_scopes"))]
     pub roles: BTreeMap<String, Vec<String>>,
     /// The rate limit of each token subject (`sub`); unset, none.

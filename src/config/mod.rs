@@ -108,8 +108,9 @@ pub struct ServerConfig {
     /// deadline, then gets 503 `overloaded`. At least `body_limit_bytes`.
     #[validate(range(min = 65536))]
     pub max_body_bytes_in_flight: usize,
-    /// Largest request head (request line and headers), in bytes; a larger one gets 431. Each
-    /// connection's read buffer is held to it, so it is most of what an open connection costs.
+    /// Largest request head (request line and headers), in bytes; a larger one gets 431 with no
+    /// body. Each connection's read buffer is held to it, so it is most of what an open
+    /// connection costs.
     #[validate(range(min = 8192, max = 1048576))]
     pub max_header_bytes: usize,
     /// How the listener stops completing new TCP handshakes at shutdown, before it drains its
@@ -247,7 +248,8 @@ pub struct InferenceConfig {
     pub intra_op_threads: usize,
     /// Path of `libonnxruntime.so`. When unset it is looked for in `.ort/` under the working
     /// directory, then next to the executable, then in `.ort/` of the checkout when the
-    /// executable sits in its `target/<profile>/`; never in the folder it was built in.
+    /// executable sits in its `target/<profile>/`; never in the folder it was built in. When it
+    /// is nowhere, inferd exits with one line that says how to get it.
     pub ort_library: Option<PathBuf>,
 }
 
