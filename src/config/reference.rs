@@ -182,7 +182,8 @@ fn is_nullable(schema: &Value) -> bool {
 /// The type column, and what each value of an enumeration means (for the meaning column).
 fn kind(schema: &Value) -> (String, String) {
     if let Some(variants) = schema.get("oneOf").and_then(Value::as_array) {
-        let names: Vec<String> = variants.iter().map(|v| format!("`\"{}\"`", v["const"].as_str().unwrap_or("?"))).collect();
+        let names: Vec<String> =
+            variants.iter().map(|v| format!("`\"{}\"`", v["const"].as_str().unwrap_or("?"))).collect();
         let docs: Vec<String> = variants
             .iter()
             .filter_map(|v| Some(format!("`{}`: {}", v["const"].as_str()?, text(v, "description")?)))
