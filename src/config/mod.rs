@@ -296,8 +296,8 @@ pub struct ModelConfig {
     #[validate(custom(function = "validate_labels"))]
     pub labels: Option<Vec<String>>,
     /// A golden file: answers the version must give before it serves, checked at start, before
-    /// every swap and by `inferd check`. When unset, `<schema>.golden.json` beside the schema
-    /// file is used if it exists.
+    /// every swap and by `inferd check`. When unset, the schema's `.golden.json` twin is used
+    /// if it exists (`schemas/x.json` -> `schemas/x.golden.json`).
     pub golden: Option<PathBuf>,
     /// A canary split of the model's unversioned requests between its versions, by weight:
     /// `{ "1" = 90, "2" = 10 }` (weights 0 to 1000000, not all 0). Sticky per `x-request-id`;
