@@ -1,4 +1,4 @@
-"""Write the golden files inferd checks each bundled house-price model against (see the README's
+"""Write the golden files inferd checks each bundled house-price model against (see docs/lifecycle.md,
 "Golden checks"): `schemas/<model>.golden.json`, from the reference rows and the predictions
 onnxruntime (Python) gave for them in `models/<model>.reference.json`.
 

@@ -36,6 +36,10 @@ pub enum Command {
     /// API keys: `inferd key new --name NAME --scopes predict,read`.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Print the configuration reference from the config's `///` docs; with FILE, rewrite
+    /// FILE's generated part (docs/configuration.md). For maintainers, hence hidden.
+    #[command(hide = true)]
+    ConfigReference { file: Option<std::path::PathBuf> },
 }
 
 #[derive(Debug, Subcommand)]

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 use validator::{Validate, ValidationError};
 
@@ -19,13 +20,19 @@ pub const API_KEYS_ENV: &str = "INFERD_API_KEYS";
 /// The scopes a credential may carry.
 pub const SCOPES: [&str; 4] = ["predict", "read", "admin", "metrics"];
 
-#[derive(Debug, Clone, Default, Deserialize, Validate)]
+/// Access control. It is on once a credential can be checked (an API key, a JWT key file, or
+/// `INFERD_JWT_SECRET`); with none, every route is open.
+#[derive(Debug, Clone, Default, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// `/docs` and `/openapi.json` open to everyone; otherwise they need `read`.
     pub public_docs: bool,
+    /// API keys; `INFERD_API_KEYS` (`name:scope+scope:sha256hex,...`) adds more. `inferd key
+    /// new` prints a fresh key with its entry.
     #[validate(nested)]
     pub api_keys: Vec<ApiKeyConfig>,
+    /// JWT bearer tokens from an identity provider. A table without a key source (`public_key`,
+    /// `jwks_file` or `INFERD_JWT_SECRET`) is refused at start.
     #[validate(nested)]
     pub jwt: Option<JwtConfig>,
     /// HS256 secret, from `INFERD_JWT_SECRET` only.
@@ -42,7 +49,8 @@ impl AuthConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// An API key, sent as `Authorization: Bearer <key>` or `x-api-key: <key>`.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeyConfig {
     /// The principal's name, as logged: 1 to 64 of `A-Z a-z 0-9 _ - .`.
@@ -51,16 +59,20 @@ pub struct ApiKeyConfig {
     /// SHA-256 of the key, 64 hex digits; the key itself is never stored.
     #[validate(custom(function = "sha256_hex"))]
     pub sha256: String,
+    /// What the key may do, at least one of `predict`, `read`, `admin` and `metrics`.
     #[validate(custom(function = "known_scopes"))]
     pub scopes: Vec<String>,
+    /// The key's rate limit; unset, none.
     #[validate(nested)]
     pub rate_limit: Option<RateLimitConfig>,
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, Validate)]
+/// A rate limit, kept by each replica: `burst` requests at once, then `per_second` on average.
+/// Beyond it, 429 with `Retry-After`.
+#[derive(Debug, Clone, Copy, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitConfig {
-    /// Requests per second on average.
+    /// Requests per second on average, above 0.
     #[validate(range(exclusive_min = 0.0, max = 1000000.0))]
     pub per_second: f64,
     /// Requests that may go at once.
@@ -68,12 +80,12 @@ pub struct RateLimitConfig {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
-    /// When set, a token's `iss` must equal it.
+    /// When set, a token's `iss` must be there and equal it.
     pub issuer: Option<String>,
-    /// When set, a token's `aud` must be or contain it.
+    /// When set, a token's `aud` must be there and be or contain it.
     pub audience: Option<String>,
     /// Clock leeway for `exp` and `nbf`, in seconds.
     #[validate(range(max = 300))]
@@ -85,10 +97,10 @@ pub struct JwtConfig {
     /// The claim holding the subject's roles (a list of names).
     #[validate(length(min = 1))]
     pub roles_claim: String,
-    /// Scopes each role grants.
+    /// Scopes each role grants: `analyst = ["predict", "read"]`.
     #[validate(custom(function = "role_scopes"))]
     pub roles: BTreeMap<String, Vec<String>>,
-    /// Per token subject (`sub`).
+    /// The rate limit of each token subject (`sub`); unset, none.
     #[validate(nested)]
     pub rate_limit: Option<RateLimitConfig>,
 }
@@ -108,16 +120,22 @@ impl Default for JwtConfig {
     }
 }
 
-/// `allow_origins = ["*"]` or a list of origins.
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// Calls from browser apps on other origins. Without this table no CORS header is sent, so
+/// browsers block such calls.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct CorsConfig {
+    /// Origins allowed, as scheme and host (`https://app.example.com`: no path, no wildcard),
+    /// or `["*"]` for any.
     #[validate(length(min = 1), custom(function = "origins"))]
     pub allow_origins: Vec<String>,
+    /// Request headers a browser may send.
     #[validate(length(min = 1))]
     pub allow_headers: Vec<String>,
+    /// How long a browser may keep a preflight's answer, in seconds.
     #[validate(range(max = 86400))]
     pub max_age_seconds: u64,
+    /// Let browsers send cookies and credentials; not with `allow_origins = ["*"]`.
     pub allow_credentials: bool,
 }
 

@@ -3,12 +3,14 @@
 pub mod args;
 mod auth;
 mod observe;
+pub mod reference;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use validator::Validate;
 
 use crate::error::clip;
@@ -27,7 +29,7 @@ const MIN_JWT_SECRET_BYTES: usize = 32;
 const MIN_FILE_BYTES: u64 = 1024;
 
 /// Everything the service needs to start; built once by [`Config::load`] and passed by reference.
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default)]
@@ -65,17 +67,20 @@ pub struct Config {
     pub source: Option<ServeArgs>,
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// The HTTP listener: address, limits on requests and connections, deadlines, shutdown.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Address to bind. `0.0.0.0` to accept connections from other hosts (PaaS, Docker).
+    /// Address to bind. `0.0.0.0` to accept connections from other hosts (PaaS, Docker); the
+    /// committed `runtime.toml` sets it.
     pub host: IpAddr,
     /// TCP port; 0 picks a free one. The platform's `PORT` overrides it.
     pub port: u16,
     /// Largest accepted request body, in bytes; larger bodies get 413.
     #[validate(range(min = 64))]
     pub body_limit_bytes: usize,
-    /// Most instances one `/predict` request may carry; more get 422.
+    /// Most instances one prediction request may carry (a `/v2` tensor's rows count as
+    /// instances); more get 422 (400 on `/v2`). At most `batching.queue_capacity_rows`.
     #[validate(range(min = 1))]
     pub max_instances_per_request: usize,
     /// On SIGTERM/SIGINT, how long accepted requests may take to finish before the process exits.
@@ -91,23 +96,25 @@ pub struct ServerConfig {
     #[validate(range(min = 100, max = 3600000))]
     pub header_read_timeout_ms: u64,
     /// Connections open at once (per listener); more wait in the kernel's accept queue. Lowered
-    /// at start to what the open-files limit allows.
+    /// at start to what the open-files limit allows (less 128 descriptors kept for files).
     #[validate(range(min = 1, max = 1000000))]
     pub max_connections: usize,
     /// A client that takes none of its response for this many milliseconds is disconnected.
     #[validate(range(min = 100, max = 3600000))]
     pub write_timeout_ms: u64,
     /// Request bodies held at once, from their first byte read to the end of their request,
-    /// may hold at most this many bytes in all; a request that finds no room waits for it until
-    /// its deadline, then gets 503.
+    /// may hold at most this many bytes in all (each counts as its `Content-Length`, or
+    /// `body_limit_bytes` when chunked); a request that finds no room waits for it until its
+    /// deadline, then gets 503 `overloaded`. At least `body_limit_bytes`.
     #[validate(range(min = 65536))]
     pub max_body_bytes_in_flight: usize,
-    /// Largest request head (request line and headers), in bytes; a larger one gets 431. Each
-    /// connection's read buffer is held to it, so it is most of what an open connection costs.
+    /// Largest request head (request line and headers), in bytes; a larger one gets 431 with no
+    /// body. Each connection's read buffer is held to it, so it is most of what an open
+    /// connection costs.
     #[validate(range(min = 8192, max = 1048576))]
     pub max_header_bytes: usize,
     /// How the listener stops completing new TCP handshakes at shutdown, before it drains its
-    /// accept queue: see [`DrainGate`].
+    /// accept queue, so that a late client is refused rather than reset.
     pub drain_gate: DrainGate,
     /// When `/ready` says ready: `all` configured models loaded with a working session (the
     /// default), or `any` one of them.
@@ -116,7 +123,7 @@ pub struct ServerConfig {
 
 /// How the listener is shut to new handshakes at shutdown, so that a late client is refused
 /// rather than accepted by the kernel and then reset when the listener closes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DrainGate {
     /// A socket filter, else (without `CAP_NET_ADMIN`, on kernels that ask for it) the minimum TTL.
@@ -127,12 +134,12 @@ pub enum DrainGate {
     /// `IP_MINTTL` (and IPv6's minimum hop count) at 255, which any user may set: SYNs sent with
     /// a usual TTL are dropped.
     MinTtl,
-    /// None: the listener keeps accepting until clients stop coming (at most a second); one that
-    /// connects just as it closes is reset.
+    /// No gate: the listener keeps accepting until clients stop coming (at most a second); one
+    /// that connects just as it closes is reset.
     None,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ReadyWhen {
     #[default]
@@ -173,7 +180,7 @@ impl ServerConfig {
 /// Reloading without a signal: a watch on the config file and every model, schema and golden
 /// file it names (polled, so that it works on mounted volumes whose files are swapped by
 /// symlink, as Kubernetes ConfigMaps are).
-#[derive(Debug, Clone, Deserialize, Validate)]
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReloadConfig {
     /// Reload when a watched file changes (its size, time or identity).
@@ -198,7 +205,9 @@ impl Default for ReloadConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// Dynamic batching, per model version: a queue of rows that its inference threads take in
+/// batches. No timer by default: a free thread takes what is queued at once.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchingConfig {
     /// Most rows in one ONNX Runtime call; larger requests are split and reassembled in order.
@@ -208,7 +217,9 @@ pub struct BatchingConfig {
     /// default) never waits: rows that arrive while the model is busy form the next batch.
     #[validate(range(max = 10000))]
     pub max_delay_ms: u64,
-    /// Most rows waiting per model; beyond it requests get 503 with `Retry-After`.
+    /// Most rows waiting per model; beyond it requests get 503 with `Retry-After`. At least
+    /// `max_batch_rows`; size it to the wait you accept at full speed (32768 rows is about
+    /// 0.2 s of the bundled model's work on 2 cores).
     #[validate(range(min = 1))]
     pub queue_capacity_rows: usize,
 }
@@ -225,7 +236,8 @@ impl BatchingConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// ONNX Runtime: sessions per model version, threads per session, and where the library is.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct InferenceConfig {
     /// Inference threads per model, each owning one ONNX Runtime session.
@@ -234,8 +246,10 @@ pub struct InferenceConfig {
     /// ONNX Runtime intra-op threads per session.
     #[validate(range(min = 1, max = 256))]
     pub intra_op_threads: usize,
-    /// Path of `libonnxruntime.so`; when unset: `ORT_DYLIB_PATH`, then `.ort/` of the
-    /// project, then next to the executable.
+    /// Path of `libonnxruntime.so`. When unset it is looked for in `.ort/` under the working
+    /// directory, then next to the executable, then in `.ort/` of the checkout when the
+    /// executable sits in its `target/<profile>/`; never in the folder it was built in. When it
+    /// is nowhere, inferd exits with one line that says how to get it.
     pub ort_library: Option<PathBuf>,
 }
 
@@ -245,17 +259,21 @@ impl Default for InferenceConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// One model version to serve. Entries with the same `name` and different `version`s are
+/// versions of one model, each with its own sessions and batcher.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Name used in URLs (`/models/{name}/predict`).
+    /// Name used in URLs (`/models/{name}/predict`): ASCII letters, digits, `_`, `-` and `.`.
     #[validate(length(min = 1, max = 128), custom(function = "validate_model_name"))]
     pub name: String,
     /// The `.onnx` file; relative paths are resolved against the config file's folder.
     pub path: PathBuf,
-    /// JSON Schema of one instance; when absent it is derived from the ONNX inputs.
+    /// JSON Schema of one instance; when absent it is derived from the ONNX inputs (types
+    /// only, no ranges or enums).
     pub schema: Option<PathBuf>,
-    /// Version reported in responses and used in `/models/{name}/versions/{version}`.
+    /// Version reported in responses and used in `/models/{name}/versions/{version}`; the
+    /// same characters as `name`.
     #[serde(default = "default_version")]
     #[validate(length(min = 1, max = 64), custom(function = "validate_model_name"))]
     pub version: String,
@@ -270,28 +288,30 @@ pub struct ModelConfig {
     /// Answer a classifier's probabilities keyed by class (`{"setosa": 0.97, ...}`) instead of
     /// as an array. The output is the one named `probabilities`, else the only float `[N, K]`
     /// output; the classes are `labels` when set, else the names the graph gives them (the
-    /// `classlabels_*` attributes of its `ai.onnx.ml` nodes). See `model::labels`.
+    /// `classlabels_*` attributes of its `ai.onnx.ml` nodes). `/v2` keeps tensors.
     #[serde(default)]
     pub probabilities_by_class: bool,
     /// Class names in column order of the probabilities; they win over the graph's. 1 to 4096
     /// labels of 1 to 256 characters, all different; only with `probabilities_by_class`.
     #[validate(custom(function = "validate_labels"))]
     pub labels: Option<Vec<String>>,
-    /// Expected answers checked before the model serves (see `model::golden`); when unset,
-    /// `<schema>.golden.json` beside the schema file is used if it exists.
+    /// A golden file: answers the version must give before it serves, checked at start, before
+    /// every swap and by `inferd check`. When unset, the schema's `.golden.json` twin is used
+    /// if it exists (`schemas/x.json` -> `schemas/x.golden.json`).
     pub golden: Option<PathBuf>,
     /// A canary split of the model's unversioned requests between its versions, by weight:
-    /// `{ "1" = 90, "2" = 10 }`. Sticky per `x-request-id`; `x-inferd-version` picks one.
-    /// Set on one entry of the model.
+    /// `{ "1" = 90, "2" = 10 }` (weights 0 to 1000000, not all 0). Sticky per `x-request-id`;
+    /// `x-inferd-version` picks one. Set on one entry of the model.
     #[serde(default)]
     pub traffic: Option<std::collections::BTreeMap<String, u32>>,
     /// Runs a sample of the model's unversioned requests on another version too, after the
-    /// answer, and counts the answers that differ. Set on one entry of the model.
+    /// answer, and counts and logs the answers that differ. Set on one entry of the model.
     #[validate(nested)]
     pub shadow: Option<ShadowConfig>,
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// A shadow version: it runs a sample of the requests another version answers.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShadowConfig {
     /// The version that shadows the one answering.
@@ -304,6 +324,7 @@ pub struct ShadowConfig {
     #[serde(default)]
     #[validate(range(min = 0.0))]
     pub absolute: f64,
+    /// Relative tolerance, see `absolute`.
     #[serde(default = "default_relative")]
     #[validate(range(min = 0.0))]
     pub relative: f64,

@@ -2,10 +2,11 @@
 
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     /// One JSON object per line: what PaaS log routers and Docker collect.
@@ -14,12 +15,15 @@ pub enum LogFormat {
     Text,
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// The service log: lines on stdout, one access line per request, each carrying its request id.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct LoggingConfig {
-    /// Filter of the service log, e.g. `info` or `info,inferd=debug`; `RUST_LOG` overrides it.
+    /// Filter of the service log, e.g. `info` or `info,inferd=debug`; `RUST_LOG`, when set,
+    /// replaces it. `ort=warn` is added unless the filter names `ort`.
     #[validate(length(min = 1))]
     pub level: String,
+    /// How each line is written.
     pub format: LogFormat,
     /// Requests slower than this many milliseconds are logged as warnings with their timing
     /// breakdown; 0 turns the warning off.
@@ -57,7 +61,9 @@ impl std::fmt::Debug for Secret {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// Prometheus metrics. The bearer token they may require comes from `INFERD_METRICS_TOKEN`
+/// only, never from the file.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// Serve Prometheus metrics at `GET /metrics`.
@@ -101,7 +107,7 @@ fn ascending(values: &[f64]) -> Result<(), ValidationError> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Rotation {
     Minutely,
@@ -111,14 +117,16 @@ pub enum Rotation {
     Never,
 }
 
-#[derive(Debug, Clone, Deserialize, Validate)]
+/// The prediction log: one JSON line per prediction in rotated files, written by a thread of
+/// its own. Lossless unless `lossy` or `sample_rate` says otherwise.
+#[derive(Debug, Clone, Deserialize, Validate, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PredictionLogConfig {
     /// Write one JSON line per prediction (inputs, outputs, timings).
     pub enabled: bool,
     /// Folder of the log files; relative paths are resolved against the config file's folder.
     pub directory: PathBuf,
-    /// When a new file starts.
+    /// When a new file starts (in UTC; `weekly` on Sundays).
     pub rotation: Rotation,
     /// Files kept; older ones are deleted when a new one starts.
     #[validate(range(min = 1, max = 100000))]

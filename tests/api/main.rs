@@ -4,6 +4,7 @@
 mod auth;
 mod batching;
 mod classes;
+mod config_reference;
 mod connections;
 mod cors;
 mod dtypes;
