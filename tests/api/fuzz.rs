@@ -247,7 +247,7 @@ impl Fuzzer {
 
 type Answer = (StatusCode, axum::http::HeaderMap, Vec<u8>);
 
-/// Error types by status, as `ApiError::status` maps them and the README documents them.
+/// Error types by status, as `ApiError::status` maps them and docs/api.md documents them.
 const ERROR_TYPES: &[(u16, &[&str])] = &[
     (400, &["malformed_json", "invalid_path", "unreadable_body"]),
     (404, &["model_not_found", "version_not_found", "not_found"]),
