@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{repo, schema_example};
+use crate::helpers::{repo, schema_example, send_signal};
 
 pub(crate) fn inferd() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_inferd"));
@@ -126,8 +126,7 @@ async fn sigterm_finishes_every_accepted_request_then_exits_0() {
         assert!(std::time::Instant::now() < deadline, "requests never all queued: {info}");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let status = Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap();
-    assert!(status.success());
+    send_signal(&server.child, libc::SIGTERM);
 
     for task in tasks {
         let response = task.await.unwrap().expect("accepted request is answered");
@@ -183,7 +182,7 @@ async fn service_logs_tie_each_request_together() {
         assert_eq!(probe.status(), 200);
     }
     // A graceful stop flushes the log writer; every line is in by the time stdout closes.
-    assert!(Command::new("kill").args(["-TERM", &server.child.id().to_string()]).status().unwrap().success());
+    send_signal(&server.child, libc::SIGTERM);
     assert_eq!(server.child.wait().unwrap().code(), Some(0));
 
     let lines: Vec<Value> = server.logs.iter().collect();
@@ -231,8 +230,12 @@ impl Drop for Server {
 }
 
 pub(crate) fn signal(server: &Server, name: &str) {
-    let status = Command::new("kill").args([&format!("-{name}"), &server.child.id().to_string()]).status().unwrap();
-    assert!(status.success(), "kill -{name}");
+    let signal = match name {
+        "TERM" => libc::SIGTERM,
+        "HUP" => libc::SIGHUP,
+        _ => panic!("no signal {name} in these tests"),
+    };
+    send_signal(&server.child, signal);
 }
 
 /// A config file serving house_price at `versions` (the last is the default version).
@@ -370,13 +373,13 @@ fn the_soft_open_files_limit_is_raised_and_stdout_is_json_only() {
     assert_eq!(limit, Some(hard), "started under a soft limit of 256");
 }
 
-/// The binary run as an unprivileged user (nobody, through `setpriv`, when the tests run as
-/// root as CI's do), from a folder any user can read: a copy of the binary, the ONNX Runtime
+/// The binary run as an unprivileged user (nobody, when the tests run as root as CI's do), from a folder any user can read: a copy of the binary, the ONNX Runtime
 /// library beside it and house_price with a config, since the checkout may sit where only root
 /// can enter. Such a process lacks `CAP_NET_ADMIN`, which some kernels (6.18 here) require for
 /// a socket filter on a TCP socket.
 fn unprivileged(dir: &std::path::Path) -> Command {
     use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let copy = |from: std::path::PathBuf| {
         let to = dir.join(from.file_name().unwrap());
@@ -395,17 +398,12 @@ fn unprivileged(dir: &std::path::Path) -> Command {
     let config = "[prediction_log]\nenabled = false\n[[models]]\nname = \"house_price\"\n\
                   path = \"house_price.onnx\"\nschema = \"house_price.json\"\n";
     std::fs::write(dir.join("inferd.toml"), config).unwrap();
+    let mut command = Command::new(&bin);
     // SAFETY: geteuid has no preconditions.
-    let mut command = if unsafe { libc::geteuid() } == 0 {
-        if Command::new("setpriv").arg("--version").output().is_err() {
-            panic!("these tests drop root with setpriv: apt-get install util-linux");
-        }
-        let mut setpriv = Command::new("setpriv");
-        setpriv.args(["--reuid=65534", "--regid=65534", "--clear-groups"]).arg(&bin);
-        setpriv
-    } else {
-        Command::new(&bin)
-    };
+    if unsafe { libc::geteuid() } == 0 {
+        // Set in the child before exec; std also clears the supplementary groups.
+        command.uid(65534).gid(65534);
+    }
     command.current_dir(dir).env_remove("PORT").env_remove("INFERD_CONFIG").env("RUST_LOG", "info").args([
         "serve",
         "--config",
