@@ -34,9 +34,12 @@ fn a_bad_config_exits_2_with_one_readable_line() {
 
 #[test]
 fn a_missing_runtime_library_is_one_clear_error_not_a_panic() {
+    // Its own prediction log folder: the checkout's `logs/` may not be writable (another user's).
+    let logs = tempfile::tempdir().unwrap();
     let out = inferd()
         .args(["--port", "0", "--host", "127.0.0.1"])
         .env("ORT_DYLIB_PATH", "/nonexistent/libonnxruntime.so")
+        .env("INFERD_PREDICTION_LOG_DIR", logs.path())
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
