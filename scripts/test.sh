@@ -27,7 +27,7 @@ need() { echo "scripts/test.sh: $1 is missing: $2" >&2; exit 1; }
 command -v promtool >/dev/null || need promtool "apt-get install prometheus"
 command -v "${CHROMIUM:-chromium}" >/dev/null || need chromium "apt-get install chromium, or set CHROMIUM to its path"
 for tool in python schemathesis; do
-  [ -x ".venv/bin/$tool" ] || need ".venv/bin/$tool" "pip install -r tests/oip/requirements.txt -r tests/auth/requirements.txt -r tests/openapi/requirements.txt"
+  [ -x ".venv/bin/$tool" ] || need ".venv/bin/$tool" "pip install -r tests/{oip,auth,openapi}/requirements.txt"
 done
 # A tmpfs mount fills a disk in the prediction-log tests: that takes root (CI runs as root).
 [ "$(id -u)" = 0 ] || need root "the tmpfs test mounts a filesystem; run as root (CI does)"

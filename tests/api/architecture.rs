@@ -83,6 +83,7 @@ fn owner<'a>(path: &[String], files: &'a BTreeMap<ModPath, String>) -> &'a ModPa
     (0..=path.len()).rev().find_map(|n| files.get_key_value(&path[..n])).expect("lib.rs is the crate root").0
 }
 
+/// Whether one is the other's parent (a grandparent is not: its imports count).
 fn parent_and_child(a: &[String], b: &[String]) -> bool {
     let is_parent = |p: &[String], c: &[String]| c.len() == p.len() + 1 && c.starts_with(p);
     is_parent(a, b) || is_parent(b, a)
@@ -97,7 +98,7 @@ fn imports(source: &str, module: &[String], modules: &BTreeSet<ModPath>) -> Vec<
     let mut aliases: BTreeMap<String, ModPath> = BTreeMap::new();
     // Inline modules (`mod tests { ... }`) open here, with the brace depth inside each.
     let mut inline: Vec<(String, usize)> = Vec::new();
-    let mut depth = 0;
+    let mut depth: usize = 0;
     let mut i = 0;
     while i < tokens.len() {
         let at: ModPath = module.iter().cloned().chain(inline.iter().map(|(name, _)| name.clone())).collect();
@@ -105,7 +106,7 @@ fn imports(source: &str, module: &[String], modules: &BTreeSet<ModPath>) -> Vec<
         match text(i) {
             "{" => depth += 1,
             "}" => {
-                depth -= 1;
+                depth = depth.saturating_sub(1);
                 if inline.last().is_some_and(|&(_, inside)| inside > depth) {
                     inline.pop();
                 }
