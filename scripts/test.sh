@@ -2,8 +2,9 @@
 # One command from a fresh clone to a passing test suite: fetches the ONNX Runtime library,
 # installs the standard Open Inference Protocol client (tritonclient), PyJWT and schemathesis
 # into .venv and Prometheus' promtool and Chromium (Debian packages), then runs the unit and
-# integration tests (which start the real server on port 0) and the deployment checks under
-# deploy/.
+# integration tests (which start the real server on port 0) with the `external-tools` feature,
+# and the deployment checks under deploy/. Plain `cargo test` needs none of those tools: it
+# runs everything but the tests behind that feature.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/fetch-onnxruntime.sh
@@ -11,23 +12,29 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt -r tests/auth/requirements.txt \
   -r tests/openapi/requirements.txt
-# Debian packages: Prometheus' promtool (metrics tests), Chromium (the CORS browser tests) and
-# util-linux's setpriv.
+# Debian packages: Prometheus' promtool (metrics tests) and Chromium (the CORS browser tests).
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
-command -v chromium >/dev/null || missing+=(chromium)
-# setpriv runs the server as an unprivileged user in the SIGTERM tests (CI runs as root).
-command -v setpriv >/dev/null || missing+=(util-linux)
+command -v "${CHROMIUM:-chromium}" >/dev/null || missing+=(chromium)
 if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+# The external-tools tests fail, never skip, without their tools; say here what is missing.
+need() { echo "scripts/test.sh: $1 is missing: $2" >&2; exit 1; }
+command -v promtool >/dev/null || need promtool "apt-get install prometheus"
+command -v "${CHROMIUM:-chromium}" >/dev/null || need chromium "apt-get install chromium, or set CHROMIUM to its path"
+for tool in python schemathesis; do
+  [ -x ".venv/bin/$tool" ] || need ".venv/bin/$tool" "pip install -r tests/{oip,auth,openapi}/requirements.txt"
+done
+# A tmpfs mount fills a disk in the prediction-log tests: that takes root (CI runs as root).
+[ "$(id -u)" = 0 ] || need root "the tmpfs test mounts a filesystem; run as root (CI does)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
 status=0
-cargo test --locked "$@" 2>&1 | tee "$log" || status=$?
+cargo test --locked --features external-tools "$@" 2>&1 | tee "$log" || status=$?
 # The deployment checks (each deploy/*/check.sh prints `ok - ...` lines and `NAME: N passed, N
 # failed`) use the debug binary the tests just built; they install their own tools (nginx,
 # systemd-analyze, promtool, hadolint, honcho, kubernetes-validate). A filter given for cargo

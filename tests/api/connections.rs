@@ -10,7 +10,10 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{schema_example, test_config, TestApp};
+use crate::helpers::{eventually, schema_example, test_config, TestApp};
+
+/// Ample for the few hundred answers the shutdown tests wait for before they signal.
+const ANSWERED_WITHIN: Duration = Duration::from_secs(60);
 
 fn addr(app: &TestApp) -> String {
     app.base.trim_start_matches("http://").to_owned()
@@ -136,9 +139,8 @@ async fn every_connection_the_kernel_accepted_is_answered(gate: DrainGate) {
     let clients: Vec<_> = (0..32)
         .map(|_| tokio::spawn(connection_per_request(addr(&app), body.clone(), tally.clone(), stop.clone())))
         .collect();
-    while tally.answered.load(Ordering::SeqCst) < 500 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let answered = async || tally.answered.load(Ordering::SeqCst) >= 500;
+    eventually(ANSWERED_WITHIN, "500 requests answered before the shutdown", answered).await;
     let _logs = app.stop().await;
     stop.store(true, Ordering::SeqCst);
     for client in clients {
@@ -232,9 +234,8 @@ async fn requests_sent_on_keep_alive_connections_are_answered(gate: DrainGate) {
     let tally = Arc::new(Tally::default());
     let clients: Vec<_> =
         (0..32).map(|_| tokio::spawn(keep_alive_client(addr(&app), body.clone(), tally.clone()))).collect();
-    while tally.answered.load(Ordering::SeqCst) < 300 {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let answered = async || tally.answered.load(Ordering::SeqCst) >= 300;
+    eventually(ANSWERED_WITHIN, "300 requests answered before the shutdown", answered).await;
     let _logs = app.stop().await;
     for client in clients {
         client.await.unwrap();

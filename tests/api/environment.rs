@@ -9,8 +9,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::{metric, repo, schema_example};
+use crate::helpers::{eventually, metric, repo, schema_example, send_signal};
 use crate::process::inferd;
+
+/// How long the binary may take to log "ready".
+const READY_WITHIN: Duration = Duration::from_secs(60);
 
 /// The binary started with a config file, its stdout read until "ready" and then left unread
 /// unless a test reads it; stderr is collected.
@@ -32,12 +35,23 @@ impl Proc {
         let mut stdout = BufReader::new(child.stdout.take().unwrap());
         let mut base = None;
         let mut line = String::new();
+        // The reads below block: a watchdog kills a server that is not ready in time, which
+        // ends them.
+        let (ready, not_ready) = std::sync::mpsc::channel::<()>();
+        let pid = child.id() as libc::pid_t;
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = not_ready.recv_timeout(READY_WITHIN) {
+                // SAFETY: kill(2) touches no memory; the child is reaped only after `ready` is
+                // sent or dropped, so its id is still its own.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        });
         loop {
             line.clear();
             if stdout.read_line(&mut line).unwrap() == 0 {
                 let mut stderr = String::new();
                 let _ = child.stderr.take().unwrap().read_to_string(&mut stderr);
-                panic!("the server stopped before it was ready: {stderr}");
+                panic!("the server ended before it was ready (killed after {READY_WITHIN:?}): {stderr}");
             }
             let Ok(value) = serde_json::from_str::<Value>(&line) else { continue };
             match value["message"].as_str() {
@@ -46,6 +60,7 @@ impl Proc {
                 _ => {}
             }
         }
+        let _ = ready.send(());
         Self { child, base: base.expect("listening is logged before ready"), stdout: Some(stdout) }
     }
 
@@ -63,8 +78,7 @@ impl Proc {
     /// it took and what the process wrote on stderr.
     fn terminate(&mut self, within: Duration) -> (Option<i32>, Duration, String) {
         let sent = Instant::now();
-        let status = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
-        assert!(status.unwrap().success());
+        send_signal(&self.child, libc::SIGTERM);
         let code = loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 break status.code();
@@ -99,21 +113,10 @@ fn config(dir: &Path, extra: &str) -> PathBuf {
 }
 
 fn mkfifo(path: &Path) {
-    let status = std::process::Command::new("mkfifo").arg(path).status().expect("mkfifo (coreutils) runs");
-    assert!(status.success(), "mkfifo {}", path.display());
-}
-
-/// Polls `check` every 50 ms until it returns true, failing after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let until = Instant::now() + within;
-    while !check().await {
-        assert!(Instant::now() < until, "not within {within:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in a temporary path");
+    // SAFETY: c_path is a NUL-terminated string that outlives the call.
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o666) };
+    assert_eq!(made, 0, "mkfifo {}: {}", path.display(), std::io::Error::last_os_error());
 }
 
 async fn metrics(client: &reqwest::Client, server: &Proc) -> String {

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-use crate::helpers::{assert_error, instance_with, schema_example, test_config, TestApp};
+use crate::helpers::{assert_error, eventually, instance_with, schema_example, test_config, TestApp};
 
 #[tokio::test]
 async fn malformed_json_is_400() {
@@ -130,9 +130,8 @@ pub async fn occupy_one_row(app: &std::sync::Arc<TestApp>, wait_ms: u64) -> toki
             request.json(&body).send().await.unwrap()
         })
     };
-    while app.get_json("/models/house_price").await["queued_rows"] != 1 {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    let queued = async || app.get_json("/models/house_price").await["queued_rows"] == 1;
+    eventually(std::time::Duration::from_secs(10), "the row is queued", queued).await;
     waiting
 }
 

@@ -1,22 +1,17 @@
 //! Supervised inference threads: panics and ONNX Runtime failures never end a session silently,
 //! and rows the graph refuses fail alone.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use inferd::batch::Fault;
 use serde_json::{json, Value};
 
-use crate::helpers::{assert_error, config_with_model, metric, schema_example, test_config, TestApp};
+use crate::helpers::{assert_error, config_with_model, eventually, metric, schema_example, test_config, TestApp};
 
 const HOUSE: [(&str, &str); 2] = [("model", "house_price"), ("version", "1")];
 
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) {
-    let started = Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < Duration::from_secs(10), "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
+/// The supervisor rebuilds a session in the background; tests wait for it this long.
+const REBUILT_WITHIN: Duration = Duration::from_secs(10);
 
 #[tokio::test]
 async fn a_panic_fails_its_batch_with_a_500_and_the_session_is_rebuilt() {
@@ -24,7 +19,7 @@ async fn a_panic_fails_its_batch_with_a_500_and_the_session_is_rebuilt() {
     app.batcher("house_price").inject(Fault::Panic, 1);
     let body = assert_error(app.predict(&[schema_example("house_price")]).await, 500, "internal_error").await;
     assert_eq!(body["error"], "internal error", "the cause stays in the log: {body}");
-    wait_until("the session is rebuilt", async || {
+    eventually(REBUILT_WITHIN, "the session is rebuilt", async || {
         app.client.get(app.url("/ready")).send().await.unwrap().status() == 200
     })
     .await;
@@ -41,7 +36,7 @@ async fn a_session_that_fails_on_known_good_rows_is_a_500_not_the_clients_fault(
     let app = TestApp::spawn().await;
     app.batcher("house_price").inject(Fault::BreakSession, 1);
     assert_error(app.predict(&[schema_example("house_price")]).await, 500, "internal_error").await;
-    wait_until("the session is rebuilt", async || {
+    eventually(REBUILT_WITHIN, "the session is rebuilt", async || {
         app.client.get(app.url("/ready")).send().await.unwrap().status() == 200
     })
     .await;
@@ -61,7 +56,7 @@ async fn a_model_without_a_working_session_is_not_ready_until_one_is_rebuilt() {
     batcher.inject(Fault::BreakSession, 1);
     assert_error(app.predict(&[schema_example("house_price")]).await, 500, "internal_error").await;
     let mut saw_down = false;
-    wait_until("the model is ready again", async || {
+    eventually(REBUILT_WITHIN, "the model is ready again", async || {
         let ready = app.client.get(app.url("/ready")).send().await.unwrap();
         if ready.status() == 503 {
             let body = assert_error(ready, 503, "not_ready").await;

@@ -1,4 +1,5 @@
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use inferd::config::{Config, ModelConfig};
 use inferd::startup::{Application, Readiness};
@@ -8,6 +9,17 @@ use tokio::task::JoinHandle;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Nearly every test starts the server, which needs the ONNX Runtime library: one failure that
+/// says how to get it, beside theirs.
+#[test]
+fn the_onnx_runtime_library_is_fetched() {
+    let fetched = std::fs::read_dir(repo().join(".ort"))
+        .into_iter()
+        .flatten()
+        .any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libonnxruntime.so")));
+    assert!(fetched, "no ONNX Runtime library in .ort/: run scripts/fetch-onnxruntime.sh");
 }
 
 /// The committed `runtime.toml`, bound to an ephemeral loopback port.
@@ -66,7 +78,8 @@ impl TestApp {
             logs = Some(dir);
         }
         let prediction_log_dir = config.prediction_log.directory.clone();
-        let app = Application::build(config).await.expect("app builds");
+        // Display, not Debug: it says what to do (e.g. the command that fetches ONNX Runtime).
+        let app = Application::build(config).await.unwrap_or_else(|e| panic!("the app does not build: {e}"));
         let base = format!("http://{}", app.local_addr());
         let metrics_base = app.metrics_addr().map(|addr| format!("http://{addr}"));
         let mut readiness = app.readiness();
@@ -125,6 +138,23 @@ impl TestApp {
         self.task.take().expect("running").await.expect("app task").expect("clean shutdown");
         self._logs.take()
     }
+}
+
+/// Polls `check` every 20 ms until it returns true; fails naming `what` once `within` has
+/// passed. Tests wait on what they can observe with this, never on a fixed sleep.
+pub async fn eventually(within: Duration, what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let until = Instant::now() + within;
+    while !check().await {
+        assert!(Instant::now() < until, "not within {within:?}: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `signal` to a child process (no `kill` command needed: it is not on every system).
+pub fn send_signal(child: &std::process::Child, signal: libc::c_int) {
+    // SAFETY: kill(2) touches no memory of ours; the child is not yet reaped, so its id is its own.
+    let sent = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+    assert_eq!(sent, 0, "kill({}, {signal}): {}", child.id(), std::io::Error::last_os_error());
 }
 
 /// The reference rows and predictions written by `models/train_house_price.py`.

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::errors::tiny_queue;
-use crate::helpers::{assert_error, house_tensors, metric, schema_example, test_config, TestApp};
+use crate::helpers::{assert_error, eventually, house_tensors, metric, schema_example, test_config, TestApp};
 
 /// Writes `head` (and `body`) on a fresh connection and reads until the server closes it or
 /// `wait` passes; returns what was read.
@@ -176,6 +176,7 @@ async fn a_client_that_never_reads_its_answer_is_disconnected() {
     let bundle = app.client.get(app.url("/docs/swagger-ui-bundle.js")).send().await.unwrap().bytes().await.unwrap();
     let request = "GET /docs/swagger-ui-bundle.js HTTP/1.1\r\nhost: x\r\n\r\n".repeat(10);
     stream.write_all(request.as_bytes()).await.unwrap();
+    // Not a wait for an event: this client reads nothing for five times the write timeout.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut got = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
@@ -201,7 +202,10 @@ async fn bodies_in_flight_share_a_memory_budget() {
     let mut first = TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap();
     first.write_all(head(1500).as_bytes()).await.unwrap();
     first.write_all(b"{\"instances\": [").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Held once less than the second body's 59 KiB is left: a probe for 6 KiB finds no room.
+    let budget = app.state.body_budget();
+    let held = async || tokio::time::timeout(Duration::ZERO, budget.reserve(6 * 1024)).await.is_err();
+    eventually(Duration::from_secs(5), "the first body holds its room in the budget", held).await;
     let answer = raw(&app, &head(300), b"{", Duration::from_secs(5)).await;
     assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     assert!(answer.contains("too many request bodies"), "{answer}");

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, modules by topic. Each test starts the real application on
 //! port 0 with the committed models and talks HTTP to it.
 
+mod architecture;
 mod auth;
 mod batching;
 mod classes;

@@ -2,7 +2,7 @@
 //! reload that leaves everything serving, and who may ask.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use inferd::config::args::{Overrides, ServeArgs};
 use inferd::config::Config;
 use serde_json::{json, Value};
 
-use crate::helpers::{repo, schema_example, TestApp};
+use crate::helpers::{eventually, repo, schema_example, TestApp};
 
 /// A config file in `dir` serving house_price at the given versions (the last one is the
 /// default version), each from the committed model, with the given extra lines per entry.
@@ -62,10 +62,16 @@ async fn versions_swap_under_64_clients_without_failing_a_request() {
     assert!(price.is_number(), "{expected}");
 
     let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..64)
         .map(|_| {
-            let (client, url, body, stop) =
-                (app.client.clone(), app.url("/models/house_price/predict"), body.clone(), stop.clone());
+            let (client, url, body, stop, answered) = (
+                app.client.clone(),
+                app.url("/models/house_price/predict"),
+                body.clone(),
+                stop.clone(),
+                answered.clone(),
+            );
             tokio::spawn(async move {
                 let mut seen = Vec::new();
                 while !stop.load(Ordering::Relaxed) {
@@ -73,12 +79,19 @@ async fn versions_swap_under_64_clients_without_failing_a_request() {
                     let status = response.status().as_u16();
                     let answer: Value = response.json().await.expect("JSON");
                     seen.push((status, answer));
+                    answered.fetch_add(1, Ordering::Relaxed);
                 }
                 seen
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Each stage lasts until the clients have had 64 more answers (one each, on average).
+    let under_load = async || {
+        let from = answered.load(Ordering::Relaxed);
+        let more = async || answered.load(Ordering::Relaxed) >= from + 64;
+        eventually(Duration::from_secs(30), "64 more answers to the clients", more).await;
+    };
+    under_load().await;
 
     // A second version, which becomes the default: loaded beside the first, then swapped in.
     write_config(dir.path(), &[("1", ""), ("2", "")]);
@@ -89,14 +102,14 @@ async fn versions_swap_under_64_clients_without_failing_a_request() {
     assert_eq!(report["restart_needed"], json!([]), "{report}");
     let after = app.post_json("/models/house_price/predict", &body).await.json::<Value>().await.unwrap();
     assert_eq!(after["version"], "2", "answered by the new default version once the reload returns");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    under_load().await;
 
     // The first version removed: requests still on it finish there, then it is dropped.
     write_config(dir.path(), &[("2", "")]);
     let (status, report) = reload(&app).await;
     assert_eq!(status, 200, "{report}");
     assert_eq!(results(&report), [("2".into(), "unchanged".into()), ("1".into(), "removed".into())]);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    under_load().await;
     stop.store(true, Ordering::Relaxed);
 
     let mut versions = std::collections::BTreeMap::<String, usize>::new();
