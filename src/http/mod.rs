@@ -174,11 +174,11 @@ pub fn router(state: AppState) -> Router {
         .route(v2::route::MODEL_READY, get(v2::model_ready))
         .route(v2::route::VERSION, get(v2::model_version))
         .route(v2::route::VERSION_READY, get(v2::model_version_ready))
-        .route(v2::route::REPOSITORY_INDEX, post(v2::repository::index));
+        .route(v2::route::REPOSITORY_INDEX, post(v2::repository_index));
     let admin = Router::new()
         .route("/admin/reload", post(admin::reload_route))
-        .route(v2::route::LOAD, post(v2::repository::load))
-        .route(v2::route::UNLOAD, post(v2::repository::unload));
+        .route(v2::route::LOAD, post(v2::repository_load))
+        .route(v2::route::UNLOAD, post(v2::repository_unload));
     let admin = match state.auth() {
         Some(_) => admin,
         None => admin.route_layer(middleware::from_fn(admin::local_only)),

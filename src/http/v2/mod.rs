@@ -28,6 +28,7 @@ use crate::tensor::columns::Column;
 use crate::tensor::rows::Outputs;
 use crate::tensor::signature::TensorInfo;
 use tensors::TensorOut;
+pub use repository::{index as repository_index, load as repository_load, unload as repository_unload};
 pub use types::*;
 
 /// The protocol's routes, as `http::router` registers them: they answer errors in its shape
