@@ -1,5 +1,6 @@
-//! No import cycles between the files of src/ (issue 19), a parent module and its own children
-//! aside: a file may use its parent (`super::`) and a parent its children (`mod`, `pub use`),
+//! The layers of docs/architecture.md hold (no file imports from a layer above its own), and
+//! there are no import cycles between the files of src/ (issue 19), a parent module and its own
+//! children aside: a file may use its parent (`super::`) and a parent its children (`mod`, `pub use`),
 //! since together they are one unit. Every other import is an edge of a graph without cycles.
 //!
 //! The graph is read from the source, not from the compiler: every path that starts with
@@ -23,23 +24,63 @@ struct Import {
     target: ModPath,
 }
 
-#[test]
-fn no_import_cycles_between_files() {
+/// The files of src/ by module, and from file to file the first import that makes the edge.
+fn graph() -> (BTreeMap<ModPath, String>, BTreeMap<String, BTreeMap<String, Import>>) {
     let src = repo().join("src");
     let mut files = BTreeMap::new();
     collect(&src, &src, &mut files);
     let modules: BTreeSet<ModPath> = files.keys().cloned().collect();
-    // From file to file: the first import that makes the edge.
-    let mut edges: BTreeMap<&str, BTreeMap<&str, Import>> = BTreeMap::new();
+    let mut edges: BTreeMap<String, BTreeMap<String, Import>> = BTreeMap::new();
     for (module, file) in &files {
         let source = std::fs::read_to_string(src.join(file)).unwrap();
         for import in imports(&source, module, &modules) {
             let owner = owner(&import.target, &files);
             if owner != module && !parent_and_child(module, owner) {
-                edges.entry(file.as_str()).or_default().entry(files[owner].as_str()).or_insert(import);
+                edges.entry(file.clone()).or_default().entry(files[owner].clone()).or_insert(import);
             }
         }
     }
+    (files, edges)
+}
+
+/// The layers of docs/architecture.md, bottom first, by the top-level module (or file) of src/.
+const LAYERS: [&[&str]; 6] = [
+    &["error", "reading", "config", "auth", "tensor", "observe", "telemetry"],
+    &["schema", "model"],
+    &["batch", "predlog", "decode", "registry"],
+    &["service", "lifecycle"],
+    &["http"],
+    &["startup", "serve", "cli", "check", "probe", "offline", "lib"],
+];
+
+fn layer(file: &str) -> Option<usize> {
+    let top = file.split(['/', '.']).next().unwrap_or_default();
+    LAYERS.iter().position(|layer| layer.contains(&top))
+}
+
+#[test]
+fn each_layer_imports_only_its_own_and_those_below() {
+    let (files, edges) = graph();
+    let unplaced: Vec<&String> = files.values().filter(|f| layer(f).is_none()).collect();
+    assert!(unplaced.is_empty(), "files in no layer (add them to LAYERS and docs/architecture.md): {unplaced:?}");
+    let mut upward = String::new();
+    for (from, targets) in &edges {
+        for (to, import) in targets {
+            if layer(to) > layer(from) {
+                upward += &format!("  src/{from}:{}: {} (src/{to})\n", import.line, import.text);
+            }
+        }
+    }
+    assert!(upward.is_empty(), "imports from a lower layer into a higher one:\n{upward}");
+}
+
+#[test]
+fn no_import_cycles_between_files() {
+    let (_, owned) = graph();
+    let edges: BTreeMap<&str, BTreeMap<&str, Import>> = owned
+        .iter()
+        .map(|(from, targets)| (from.as_str(), targets.iter().map(|(to, i)| (to.as_str(), i.clone())).collect()))
+        .collect();
     let cycles = cycles(&edges);
     let mut report = String::new();
     for cycle in &cycles {
