@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use axum::http::StatusCode;
 use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
 
 use super::*;
@@ -31,18 +30,6 @@ impl Outcome {
             Self::Overloaded => "overloaded",
             Self::Timeout => "timeout",
             Self::Error => "error",
-        }
-    }
-
-    /// Both error shapes (ours and the protocol's) map their errors to statuses in one place;
-    /// the outcome follows from the status so that it cannot disagree with it.
-    pub fn from_status(status: StatusCode) -> Self {
-        match status.as_u16() {
-            200..=399 => Self::Ok,
-            503 => Self::Overloaded,
-            504 => Self::Timeout,
-            400..=499 => Self::Invalid,
-            _ => Self::Error,
         }
     }
 }
@@ -125,18 +112,6 @@ impl ModelMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn outcomes_follow_the_status() {
-        let outcome = |code: u16| Outcome::from_status(StatusCode::from_u16(code).unwrap()).as_str();
-        assert_eq!(outcome(200), "ok");
-        for code in [400, 413, 415, 422] {
-            assert_eq!(outcome(code), "invalid", "{code}");
-        }
-        assert_eq!(outcome(503), "overloaded");
-        assert_eq!(outcome(504), "timeout");
-        assert_eq!(outcome(500), "error");
-    }
 
     #[test]
     fn outcome_index_matches_all() {
