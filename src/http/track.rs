@@ -1,5 +1,6 @@
-//! The middleware every request passes through: its span (with the request id), one access-log
-//! line, the HTTP metrics, the model's request metrics and the slow-request warning.
+//! The middleware every request passes through: its scope (with the request id, for every line
+//! logged while serving it), one access-log line, the HTTP metrics, the model's request metrics
+//! and the slow-request warning.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -9,12 +10,12 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tower_http::request_id::RequestId;
-use tracing::Instrument;
 
 use super::{usable_request_id, AppState, REQUEST_ID};
 use crate::auth::Caller;
 use crate::batch::Batcher;
-use crate::observe::{millis, Outcome};
+use crate::observe::access::AccessLine;
+use crate::observe::{millis, Outcome, RequestScope};
 use crate::service::Served;
 
 /// Runs a model request (`run` gets the request id and the report to fill in) and answers with
@@ -72,19 +73,6 @@ fn request_id(request: &mut Request) -> HeaderValue {
     id
 }
 
-/// The path as logged: cut to 256 bytes, so that a long URI cannot bloat the request's log lines.
-fn logged_path(path: &str) -> &str {
-    const MAX: usize = 256;
-    if path.len() <= MAX {
-        return path;
-    }
-    let mut end = MAX;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    &path[..end]
-}
-
 /// The `method` label: a standard method, or `_OTHER`, so that clients cannot mint series.
 pub fn method_label(method: &Method) -> &'static str {
     match *method {
@@ -103,18 +91,18 @@ pub fn method_label(method: &Method) -> &'static str {
 
 pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let id_header = request_id(&mut request);
     let id: Arc<str> = id_header.to_str().unwrap_or_default().into();
-    let span = tracing::info_span!("request", method = method_label(&method), path = %logged_path(request.uri().path()), request_id = %id);
-    let mut response = next.run(request).instrument(span.clone()).await;
+    let scope = RequestScope::new(method, request.uri().clone(), id_header.clone());
+    let mut response = scope.clone().run(next.run(request)).await;
     crate::error::stamp(&mut response, &id);
     response.headers_mut().insert(REQUEST_ID, id_header);
     let elapsed = started.elapsed();
 
     let status = response.status();
     let route = response.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
-    state.metrics().http_request(method_label(&method), route, status.as_u16(), elapsed);
+    state.metrics().http_request(method, route, status.as_u16(), elapsed);
     let served = response.extensions().get::<Served>();
     if let Some(served) = served {
         served.metrics.request(Outcome::from_status(status), elapsed);
@@ -124,27 +112,17 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let slow = state.config.logging.slow_request_ms;
     let caller = response.extensions().get::<Caller>();
     let (principal, auth) = (caller.map(|c| &*c.name), caller.map(|c| c.kind));
+    let (model, version, rows) = served.map_or((None, None, None), |s| {
+        (Some(s.metrics.model.as_str()), Some(s.metrics.version.as_str()), Some(s.rows))
+    });
     let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
-    span.in_scope(|| {
-        let (model, version, rows) = served.map_or((None, None, None), |s| {
-            (Some(s.metrics.model.as_str()), Some(s.metrics.version.as_str()), Some(s.rows))
-        });
-        if !quiet {
-            tracing::info!(
-                target: crate::telemetry::ACCESS_TARGET,
-                route,
-                status = status.as_u16(),
-                latency_ms,
-                model,
-                version,
-                rows,
-                principal,
-                auth,
-                "request"
-            );
-        }
-        if slow > 0 && elapsed >= Duration::from_millis(slow) {
-            let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));
+    if !quiet {
+        let status = status.as_u16();
+        AccessLine { scope: &scope, route, status, latency_ms, model, version, rows, principal, auth }.write();
+    }
+    if slow > 0 && elapsed >= Duration::from_millis(slow) {
+        let (queue, inference) = served.map_or((Duration::ZERO, Duration::ZERO), |s| (s.queue, s.inference));
+        scope.enter(|| {
             tracing::warn!(
                 target: crate::telemetry::ACCESS_TARGET,
                 route,
@@ -159,8 +137,8 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
                 rows,
                 principal,
                 "slow request"
-            );
-        }
-    });
+            )
+        });
+    }
     response
 }
