@@ -14,6 +14,7 @@ use std::time::SystemTime;
 
 use tracing_appender::non_blocking::NonBlocking;
 
+use super::format::{float, json_str, uint, utc_micros};
 use super::scope::{RequestScope, NAME};
 use crate::config::LogFormat;
 
@@ -84,14 +85,13 @@ impl AccessLine<'_> {
         out.extend_from_slice(br#"},"target":"#);
         json_str(out, TARGET);
         out.extend_from_slice(br#","timestamp":""#);
-        timestamp(out, now);
+        utc_micros(out, now);
         out.extend_from_slice(br#"","message":"request","route":"#);
         json_str(out, self.route);
         out.extend_from_slice(br#","status":"#);
-        let _ = write!(out, "{}", self.status);
+        uint(out, self.status.into());
         out.extend_from_slice(br#","latency_ms":"#);
-        // serde_json's float format (shortest round-trip), as the JSON formatter wrote it.
-        let _ = serde_json::to_writer(&mut *out, &self.latency_ms);
+        float(out, self.latency_ms);
         for (key, value) in [(r#","model":"#, self.model), (r#","version":"#, self.version)] {
             if let Some(value) = value {
                 out.extend_from_slice(key.as_bytes());
@@ -99,7 +99,8 @@ impl AccessLine<'_> {
             }
         }
         if let Some(rows) = self.rows {
-            let _ = write!(out, r#","rows":{rows}"#);
+            out.extend_from_slice(br#","rows":"#);
+            uint(out, rows as u64);
         }
         for (key, value) in [(r#","principal":"#, self.principal), (r#","auth":"#, self.auth)] {
             if let Some(value) = value {
@@ -113,7 +114,7 @@ impl AccessLine<'_> {
     /// tracing-subscriber's text line: strings quoted as Rust debug-prints them, except the
     /// span's path and id, which were recorded for display. (No colours on a terminal.)
     fn text(&self, now: SystemTime, out: &mut Vec<u8>) {
-        timestamp(out, now);
+        utc_micros(out, now);
         out.extend_from_slice(b"  INFO ");
         let mut prefix = String::with_capacity(128);
         self.scope.write_text_prefix(&mut prefix);
@@ -136,62 +137,6 @@ impl AccessLine<'_> {
     }
 }
 
-/// A JSON string, escaped as serde_json escapes it: `"` and `\`, control characters (the usual
-/// five by letter, the rest as `\u00XX`); everything else, non-ASCII included, as is.
-fn json_str(out: &mut Vec<u8>, s: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    out.push(b'"');
-    let bytes = s.as_bytes();
-    let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escape: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0x08 => b"\\b",
-            0x0c => b"\\f",
-            0x00..=0x1f => &[b'\\', b'u', b'0', b'0', HEX[(b >> 4) as usize], HEX[(b & 0xf) as usize]],
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escape);
-        start = i + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
-    out.push(b'"');
-}
-
-/// `2026-12-03T13:31:18.437551Z`: UTC, microseconds, as tracing-subscriber's clock writes it.
-fn timestamp(out: &mut Vec<u8>, at: SystemTime) {
-    let since = at.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (year, month, day) = civil_from_days((secs / 86_400) as i64);
-    let of_day = secs % 86_400;
-    let _ = write!(
-        out,
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z",
-        of_day / 3600,
-        of_day / 60 % 60,
-        of_day % 60,
-        since.subsec_micros()
-    );
-}
-
-/// Year, month, day of a day counted from 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -203,44 +148,6 @@ mod tests {
 
     fn at(secs: u64, micros: u32) -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::new(secs, micros * 1000)
-    }
-
-    fn stamp(at: SystemTime) -> String {
-        let mut out = Vec::new();
-        timestamp(&mut out, at);
-        String::from_utf8(out).unwrap()
-    }
-
-    #[test]
-    fn timestamps_match_rfc3339_with_microseconds() {
-        assert_eq!(stamp(at(0, 0)), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(stamp(at(951_782_400, 1)), "2000-02-29T00:00:00.000001Z");
-        assert_eq!(stamp(at(1_796_304_678, 437_551)), "2026-12-03T13:31:18.437551Z");
-        // Every day for 400 years against the time crate (leap years, centuries, month ends).
-        let format = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
-        for day in (0..146_097u64).step_by(7) {
-            let t = at(day * 86_400 + 86_399, 999_999);
-            let want = time::OffsetDateTime::from(t).format(&format).unwrap();
-            assert_eq!(stamp(t), want);
-        }
-    }
-
-    #[test]
-    fn strings_are_escaped_as_serde_json_escapes_them() {
-        let cases = ["", "plain", "q\"uote", "back\\slash", "\n\r\t\u{8}\u{c}", "\u{0}\u{1}\u{1f}\u{7f}", "é€😀", "/a/b"];
-        for s in cases {
-            let mut out = Vec::new();
-            json_str(&mut out, s);
-            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(s).unwrap(), "{s:?}");
-        }
-        for b in 0u8..0x80 {
-            let s = format!("a{}b", b as char);
-            let mut out = Vec::new();
-            json_str(&mut out, &s);
-            assert_eq!(String::from_utf8(out).unwrap(), serde_json::to_string(&s).unwrap(), "{b:#x}");
-        }
     }
 
     fn scope(path: &str) -> RequestScope {

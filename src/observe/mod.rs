@@ -5,6 +5,7 @@
 //! labels are registered once, at start-up; only the HTTP metrics look theirs up per request.
 
 pub mod access;
+pub mod format;
 mod http;
 mod model;
 mod ratelimit;
