@@ -119,7 +119,11 @@ impl AccessLine<'_> {
         let mut prefix = String::with_capacity(128);
         self.scope.write_text_prefix(&mut prefix);
         out.extend_from_slice(prefix.as_bytes());
-        let _ = write!(out, "{TARGET}: request route={:?} status={} latency_ms={:?}", self.route, self.status, self.latency_ms);
+        let _ = write!(
+            out,
+            "{TARGET}: request route={:?} status={} latency_ms={:?}",
+            self.route, self.status, self.latency_ms
+        );
         for (key, value) in [("model", self.model), ("version", self.version)] {
             if let Some(value) = value {
                 let _ = write!(out, " {key}={value:?}");

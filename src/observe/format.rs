@@ -152,9 +152,8 @@ mod tests {
         assert_eq!(text(|o| utc_micros(o, at(0, 0))), "1970-01-01T00:00:00.000000Z");
         assert_eq!(text(|o| utc_micros(o, at(951_782_400, 1_000))), "2000-02-29T00:00:00.000001Z");
         assert_eq!(text(|o| utc_micros(o, at(1_796_304_678, 437_551_999))), "2026-12-03T13:31:18.437551Z");
-        let micros = time::macros::format_description!(
-            "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
-        );
+        let micros =
+            time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z");
         // Every week of 400 years (leap years, centuries, month ends), with odd sub-seconds.
         for (i, day) in (0..146_097u64).step_by(7).enumerate() {
             let nanos = [0, 1, 10, 999_999_999, 437_406_010, 500_000_000, 120_000][i % 7];
@@ -167,7 +166,8 @@ mod tests {
 
     #[test]
     fn strings_are_escaped_as_serde_json_escapes_them() {
-        let cases = ["", "plain", "q\"uote", "back\\slash", "\n\r\t\u{8}\u{c}", "\u{0}\u{1}\u{1f}\u{7f}", "é€😀", "/a/b"];
+        let cases =
+            ["", "plain", "q\"uote", "back\\slash", "\n\r\t\u{8}\u{c}", "\u{0}\u{1}\u{1f}\u{7f}", "é€😀", "/a/b"];
         for s in cases {
             assert_eq!(text(|o| json_str(o, s)), serde_json::to_string(s).unwrap(), "{s:?}");
         }

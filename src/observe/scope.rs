@@ -76,7 +76,8 @@ impl RequestScope {
     /// path=/predict request_id=…}: `.
     pub fn write_text_prefix(&self, out: &mut String) {
         use std::fmt::Write;
-        let _ = write!(out, "{NAME}{{method={:?} path={} request_id={}}}: ", self.method, self.path(), self.request_id());
+        let _ =
+            write!(out, "{NAME}{{method={:?} path={} request_id={}}}: ", self.method, self.path(), self.request_id());
     }
 }
 

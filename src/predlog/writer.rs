@@ -13,9 +13,9 @@ use super::files::LogFiles;
 use super::health::Health;
 use super::{Message, Record};
 use crate::model::views::{RowInputs, RowOutputs};
-use crate::observe::RateLimited;
 use crate::observe::format::{float, json_str, uint, utc_rfc3339};
 use crate::observe::millis;
+use crate::observe::RateLimited;
 
 /// Bytes gathered before a write even when more lines are waiting.
 const WRITE_CHUNK: usize = 1 << 20;
