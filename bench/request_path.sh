@@ -209,7 +209,7 @@ done
   echo 'wrk.method = "POST"'
   echo 'wrk.headers["Content-Type"] = "application/json"'
   echo "wrk.body = '$(cat "$tmp/body")'"
-  sed -n '/^-- Counts answers by status/,$p' bench/predict_wide32.lua
+  sed -n '/^local threads = {}/,$p' bench/wide_common.lua   # the answer counting, from setup() on
 } >"$tmp/predict_compute1.lua"
 
 for round in $(seq "$rounds"); do

@@ -11,14 +11,22 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::{ErrorCounter, NonBlockingBuilder, WorkerGuard};
+use tracing_subscriber::fmt::format::{Format, Writer};
+use tracing_subscriber::fmt::time::SystemTime;
 use tracing_subscriber::fmt::writer::MakeWriterExt;
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::{LogFormat, LoggingConfig};
+use crate::observe::{access, RequestScope};
 
-/// The target of the access log's events (see `http::track`).
-pub const ACCESS_TARGET: &str = "inferd::access";
+/// The target of the access log's lines (see [`crate::observe::access`]).
+pub const ACCESS_TARGET: &str = access::TARGET;
 
 /// The logs' drop counters, for the metrics of whichever app runs (tests run several apps in
 /// one process, but the subscriber, and so the logs, are the process's).
@@ -44,22 +52,34 @@ pub fn init(config: &LoggingConfig) -> Option<Logging> {
     let (access, access_guard) = queue(config.buffer_lines);
     let (service, service_guard) = queue((config.buffer_lines / 4).max(16));
     let drops = [("access", access.error_counter()), ("service", service.error_counter())];
+    // The access line itself is written by `observe::access`; the slow-request warning is an
+    // event with the access log's target, and goes to its queue too.
+    let access_lines = access.clone();
     let writer = access.with_filter(|meta: &tracing::Metadata<'_>| meta.target() == ACCESS_TARGET).or_else(service);
     let result = match config.format {
-        LogFormat::Text => {
-            fmt().with_env_filter(filter).with_writer(writer).with_ansi(std::io::stdout().is_terminal()).try_init()
-        }
-        // json-subscriber keeps span fields as JSON values, where tracing-subscriber's JSON
-        // formatter re-parses a span's fields from text for every event inside it.
-        LogFormat::Json => json_subscriber::fmt()
+        LogFormat::Text => fmt()
             .with_env_filter(filter)
             .with_writer(writer)
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
+            .with_ansi(std::io::stdout().is_terminal())
+            .event_format(InRequest(Format::default()))
             .try_init(),
+        // Field for field what json-subscriber's `fmt()` wrote with the request's span as
+        // `span`; there is no span any more, so `span` comes from the request's scope.
+        LogFormat::Json => {
+            let mut json = json_subscriber::JsonLayer::new(writer);
+            json.with_timer("timestamp", SystemTime)
+                .with_level("level")
+                .with_target("target")
+                .with_flattened_event()
+                .add_dynamic_field("span", |_, _| RequestScope::with_current(|scope| scope.cloned()));
+            tracing_subscriber::registry().with(json).with(filter).try_init().map_err(Into::into)
+        }
     };
     result.ok()?;
+    // Set only when the filter lets the access log's lines through (`RUST_LOG` may not).
+    if tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        access::install(access_lines, config.format);
+    }
     let _ = DROPS.set(drops);
     log_panics();
     Some(Logging { guards: vec![access_guard, service_guard] })
@@ -166,4 +186,29 @@ fn log_panics() {
             .unwrap_or("unknown panic");
         tracing::error!(%thread, %place, message, "panic");
     }));
+}
+
+/// The text format, with `request{method=… path=… request_id=…}: ` before the target of a line
+/// logged while serving a request, where tracing-subscriber wrote the request's span.
+struct InRequest<F>(F);
+
+impl<S, N, F> FormatEvent<S, N> for InRequest<F>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+    F: FormatEvent<S, N>,
+{
+    fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> std::fmt::Result {
+        RequestScope::with_current(|scope| {
+            let Some(scope) = scope else { return self.0.format_event(ctx, writer, event) };
+            // Written plain (no colours): only lines logged inside a request come here.
+            let mut line = String::with_capacity(256);
+            self.0.format_event(ctx, Writer::new(&mut line), event)?;
+            let at = line.find(event.metadata().target()).unwrap_or(0);
+            let mut prefix = String::with_capacity(128);
+            scope.write_text_prefix(&mut prefix);
+            line.insert_str(at, &prefix);
+            writer.write_str(&line)
+        })
+    }
 }

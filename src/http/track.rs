@@ -1,6 +1,7 @@
-//! The middleware every request passes through: its span (with the request id), one access-log
-//! line and the HTTP metrics. (The model's request metrics and the slow-request warning are the
-//! predict service's.)
+//! The middleware every request passes through: its scope (with the request id, for every line
+//! logged while serving it), the error shape of its route, one access-log line and the HTTP
+//! metrics. (The model's request metrics and the slow-request warning are the predict
+//! service's.)
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,12 +11,12 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
 use tower_http::request_id::RequestId;
-use tracing::Instrument;
 
-use super::{usable_request_id, AppState, REQUEST_ID};
 use super::error::Shape;
+use super::{usable_request_id, AppState, REQUEST_ID};
 use crate::auth::Caller;
-use crate::observe::millis;
+use crate::observe::access::AccessLine;
+use crate::observe::{millis, RequestScope};
 use crate::service::ServedBy;
 
 /// The error shape of a route: the protocol's on its routes, ours on every other.
@@ -60,19 +61,6 @@ fn request_id(request: &mut Request) -> HeaderValue {
     id
 }
 
-/// The path as logged: cut to 256 bytes, so that a long URI cannot bloat the request's log lines.
-fn logged_path(path: &str) -> &str {
-    const MAX: usize = 256;
-    if path.len() <= MAX {
-        return path;
-    }
-    let mut end = MAX;
-    while !path.is_char_boundary(end) {
-        end -= 1;
-    }
-    &path[..end]
-}
-
 /// The `method` label: a standard method, or `_OTHER`, so that clients cannot mint series.
 pub fn method_label(method: &Method) -> &'static str {
     match *method {
@@ -91,43 +79,31 @@ pub fn method_label(method: &Method) -> &'static str {
 
 pub async fn track(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().clone();
+    let method = method_label(request.method());
     let id_header = request_id(&mut request);
     let id: Arc<str> = id_header.to_str().unwrap_or_default().into();
     let shape = request.extensions().get::<MatchedPath>().map_or(Shape::Json, |route| shape_of(route.as_str()));
-    let span = tracing::info_span!("request", method = method_label(&method), path = %logged_path(request.uri().path()), request_id = %id);
-    let mut response = next.run(request).instrument(span.clone()).await;
-    crate::http::error::stamp(&mut response, &id, shape);
+    let scope = RequestScope::new(method, request.uri().clone(), id_header.clone());
+    let mut response = scope.clone().run(next.run(request)).await;
+    super::error::stamp(&mut response, &id, shape);
     response.headers_mut().insert(REQUEST_ID, id_header);
     let elapsed = started.elapsed();
 
     let status = response.status();
     let route = response.extensions().get::<Route>().map_or("unmatched", |r| r.0.as_str());
-    state.metrics().http_request(method_label(&method), route, status.as_u16(), elapsed);
+    state.metrics().http_request(method, route, status.as_u16(), elapsed);
     let served = response.extensions().get::<ServedBy>();
 
     let latency_ms = millis(elapsed);
     let caller = response.extensions().get::<Caller>();
     let (principal, auth) = (caller.map(|c| &*c.name), caller.map(|c| c.kind));
-    let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
-    span.in_scope(|| {
-        let (model, version, rows) = served.map_or((None, None, None), |s| {
-            (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows))
-        });
-        if !quiet {
-            tracing::info!(
-                target: crate::telemetry::ACCESS_TARGET,
-                route,
-                status = status.as_u16(),
-                latency_ms,
-                model,
-                version,
-                rows,
-                principal,
-                auth,
-                "request"
-            );
-        }
+    let (model, version, rows) = served.map_or((None, None, None), |s| {
+        (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows))
     });
+    let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
+    if !quiet {
+        let status = status.as_u16();
+        AccessLine { scope: &scope, route, status, latency_ms, model, version, rows, principal, auth }.write();
+    }
     response
 }

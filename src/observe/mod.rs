@@ -4,9 +4,12 @@
 //! several apps in one process (the integration tests) keep separate counts. Handles with fixed
 //! labels are registered once, at start-up; only the HTTP metrics look theirs up per request.
 
+pub mod access;
+pub mod format;
 mod http;
 mod model;
 mod ratelimit;
+pub mod scope;
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 use crate::config::MetricsConfig;
 pub use model::{ModelMetrics, Outcome};
 pub use ratelimit::RateLimited;
+pub use scope::RequestScope;
 
 pub const REQUESTS_TOTAL: &str = "inferd_requests_total";
 pub const REQUEST_DURATION_SECONDS: &str = "inferd_request_duration_seconds";

@@ -27,6 +27,8 @@ pub struct LogFiles {
     torn: bool,
     label: String,
     part: u32,
+    /// The current part's path, checked before each write (the file may have been deleted).
+    path: PathBuf,
     next_rollover: Option<OffsetDateTime>,
 }
 
@@ -53,6 +55,7 @@ impl LogFiles {
             torn: false,
             label: String::new(),
             part: 0,
+            path: PathBuf::new(),
             next_rollover: None,
         };
         fs::create_dir_all(&files.dir)?;
@@ -98,10 +101,10 @@ impl LogFiles {
     /// Before a write: a deleted folder or file is created again, a torn tail cut, a new
     /// period's file started.
     fn prepare(&mut self, now: OffsetDateTime) -> io::Result<()> {
-        let path = self.current_path();
-        match fs::metadata(&path) {
+        match fs::metadata(&self.path) {
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let path = self.path.clone();
                 let folder_gone = !self.dir.is_dir();
                 fs::create_dir_all(&self.dir)?;
                 self.kept = scan(&self.dir)?;
@@ -147,8 +150,8 @@ impl LogFiles {
         self.current = None;
         self.part = part;
         let name = policy::file_name(&self.label, part);
-        let path = self.dir.join(&name);
-        let mut file = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        self.path = self.dir.join(&name);
+        let mut file = OpenOptions::new().create(true).append(true).read(true).open(&self.path)?;
         let len = whole_lines_len(&mut file)?;
         self.kept.retain(|k| k.name != name);
         self.kept.push(Kept { name, bytes: len });
@@ -191,10 +194,6 @@ impl LogFiles {
 
     fn current_len(&self) -> u64 {
         self.kept.last().map_or(0, |k| k.bytes)
-    }
-
-    fn current_path(&self) -> PathBuf {
-        self.dir.join(policy::file_name(&self.label, self.part))
     }
 }
 

@@ -4,7 +4,6 @@
 use std::time::{Duration, Instant};
 
 use metrics::Counter;
-use serde::Serialize;
 use time::OffsetDateTime;
 use tokio::sync::mpsc;
 
@@ -14,8 +13,9 @@ use super::files::LogFiles;
 use super::health::Health;
 use super::{Message, Record};
 use crate::model::views::{RowInputs, RowOutputs};
+use crate::observe::format::{float, json_str, uint, utc_rfc3339};
+use crate::observe::millis;
 use crate::observe::RateLimited;
-use crate::observe::{millis, rfc3339};
 
 /// Bytes gathered before a write even when more lines are waiting.
 const WRITE_CHUNK: usize = 1 << 20;
@@ -36,6 +36,8 @@ pub(super) struct Writer {
     files: LogFiles,
     redact: Vec<String>,
     buf: Vec<u8>,
+    /// What every line of the record being taken starts with, up to its `instance`.
+    head: Vec<u8>,
     /// Where each line in `buf` ends.
     ends: Vec<usize>,
     /// When the lines in `buf` first failed to be written.
@@ -53,28 +55,13 @@ pub(super) struct Counters {
     pub write_errors: Counter,
 }
 
-#[derive(Serialize)]
-struct LineOut<'a> {
-    ts: &'a str,
-    request_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    principal: Option<&'a str>,
-    model: &'a str,
-    version: &'a str,
-    instance: usize,
-    inputs: RowInputs<'a>,
-    outputs: RowOutputs<'a>,
-    batch_size: usize,
-    queue_ms: f64,
-    inference_ms: f64,
-}
-
 impl Writer {
     pub(super) fn new(files: LogFiles, redact: Vec<String>, counters: Counters, health: Arc<Health>) -> Self {
         Self {
             files,
             redact,
             buf: Vec::with_capacity(WRITE_CHUNK),
+            head: Vec::with_capacity(256),
             ends: Vec::new(),
             failing_since: None,
             broken: false,
@@ -141,7 +128,7 @@ impl Writer {
     /// Adds a record's lines to the buffer; true on `Close`.
     fn take(&mut self, message: Message) -> bool {
         let Message::Record(record) = message else { return true };
-        let ts = rfc3339(record.at);
+        self.start_record(&record);
         let mut sampled = record.sampled.as_deref().map(|s| s.iter().copied().peekable());
         let mut index = 0;
         for (slice, part) in &record.slices {
@@ -153,38 +140,62 @@ impl Writer {
                         continue;
                     }
                 }
-                self.line(&record, &ts, instance, &slice.batch, row, part);
+                self.line(&record, instance, &slice.batch, row, part);
             }
         }
         false
     }
 
+    /// The fields every line of `record` shares, written once into `head`. The line's fields
+    /// and their order: `ts`, `request_id`, `principal` (when known), `model`, `version`,
+    /// `instance`, `inputs`, `outputs`, `batch_size`, `queue_ms`, `inference_ms`.
+    fn start_record(&mut self, record: &Record) {
+        let head = &mut self.head;
+        head.clear();
+        head.extend_from_slice(br#"{"ts":""#);
+        utc_rfc3339(head, record.at);
+        head.extend_from_slice(br#"","request_id":"#);
+        json_str(head, &record.request_id);
+        if let Some(principal) = &record.principal {
+            head.extend_from_slice(br#","principal":"#);
+            json_str(head, principal);
+        }
+        head.extend_from_slice(br#","model":"#);
+        json_str(head, &record.spec.name);
+        head.extend_from_slice(br#","version":"#);
+        json_str(head, &record.spec.version);
+        head.extend_from_slice(br#","instance":"#);
+    }
+
+    /// One line, written by hand around the row's inputs and outputs (serialised by the
+    /// model's views): a derived `Serialize` escaped and formatted every key and shared value
+    /// again for each line.
     fn line(
         &mut self,
         record: &Record,
-        ts: &str,
         instance: usize,
         batch: &crate::tensor::rows::Batch,
         row: usize,
         part: &crate::batch::Part,
     ) {
         let spec = &*record.spec;
-        let out = LineOut {
-            ts,
-            request_id: &record.request_id,
-            principal: record.principal.as_deref(),
-            model: &spec.name,
-            version: &spec.version,
-            instance,
-            inputs: RowInputs { spec, batch, row, redact: &self.redact },
-            outputs: RowOutputs { spec, batch, row, redact: &self.redact },
-            batch_size: part.batch_rows,
-            queue_ms: millis(part.queue),
-            inference_ms: millis(part.inference),
-        };
-        serde_json::to_writer(&mut self.buf, &out).expect("JSON values serialise");
-        self.buf.push(b'\n');
-        self.ends.push(self.buf.len());
+        let buf = &mut self.buf;
+        buf.extend_from_slice(&self.head);
+        uint(buf, instance as u64);
+        buf.extend_from_slice(br#","inputs":"#);
+        let inputs = RowInputs { spec, batch, row, redact: &self.redact };
+        serde_json::to_writer(&mut *buf, &inputs).expect("JSON values serialise");
+        buf.extend_from_slice(br#","outputs":"#);
+        let outputs = RowOutputs { spec, batch, row, redact: &self.redact };
+        serde_json::to_writer(&mut *buf, &outputs).expect("JSON values serialise");
+        buf.extend_from_slice(br#","batch_size":"#);
+        uint(buf, part.batch_rows as u64);
+        buf.extend_from_slice(br#","queue_ms":"#);
+        float(buf, millis(part.queue));
+        buf.extend_from_slice(br#","inference_ms":"#);
+        float(buf, millis(part.inference));
+        buf.extend_from_slice(b"}\n");
+        self.ends.push(buf.len());
     }
 
     /// Writes what `buf` holds; what fails stays there to be retried, until given up on.
