@@ -58,11 +58,10 @@ pub async fn call<I: Input, E: From<PredictError> + IntoResponse>(
 ) -> Response {
     let principal = asker.caller.as_ref().map(|Extension(caller)| &caller.name);
     let origin = Origin { request_id: id_of(&asker.request_id), principal };
-    let Served { by, result } = state.predictor().predict(target, origin, deadline, input).await;
-    let mut response = match (result, &by) {
-        (Ok(answered), Some(by)) => encode(by, answered),
-        (Ok(_), None) => unreachable!("an answer comes from a model version"),
-        (Err(e), _) => E::from(e).into_response(),
+    let (mut response, by) = match state.predictor().predict(target, origin, deadline, input).await {
+        Served::Unrouted(e) => (E::from(e).into_response(), None),
+        Served::Routed { by, result: Ok(answered) } => (encode(&by, answered), Some(by)),
+        Served::Routed { by, result: Err(e) } => (E::from(e).into_response(), Some(by)),
     };
     if let Some(by) = by {
         if let Ok(version) = HeaderValue::from_str(&by.spec.version) {

@@ -64,11 +64,11 @@ pub struct Answered<I> {
     pub input: I,
 }
 
-/// The result of one request, with which version it went to (for the access log and the
-/// answer's headers) whether or not it succeeded.
-pub struct Served<I> {
-    pub by: Option<ServedBy>,
-    pub result: Result<Answered<I>, PredictError>,
+/// The result of one request: refused before a model version was found, or with the version
+/// it went to (for the access log and the answer's headers) whether or not it succeeded.
+pub enum Served<I> {
+    Unrouted(PredictError),
+    Routed { by: ServedBy, result: Result<Answered<I>, PredictError> },
 }
 
 #[derive(Clone)]
@@ -151,11 +151,11 @@ impl Predictor {
     /// One prediction, from a target and a payload to the model's answer.
     pub async fn predict<I: Input>(&self, target: Target<'_>, origin: Origin<'_>, deadline: Deadline, mut input: I) -> Served<I> {
         let Some(published) = self.0.models.load() else {
-            return Served { by: None, result: Err(PredictError::NotReady) };
+            return Served::Unrouted(PredictError::NotReady);
         };
         let route = match published.route_to(target, origin.request_id) {
             Ok(route) => route,
-            Err(e) => return Served { by: None, result: Err(e.into()) },
+            Err(e) => return Served::Unrouted(e.into()),
         };
         let batcher = route.batcher();
         let (rows, result) = self.run(&route, origin, deadline, &mut input).await;
@@ -180,8 +180,8 @@ impl Predictor {
                 "slow request"
             );
         }
-        Served {
-            by: Some(ServedBy { spec: spec.clone(), rows }),
+        Served::Routed {
+            by: ServedBy { spec: spec.clone(), rows },
             result: result.map(|inferred| Answered { inferred, input }),
         }
     }
