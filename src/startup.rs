@@ -194,7 +194,8 @@ impl Application {
             notify_service_manager(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("serving")]);
         }
         let reloads = tokio::spawn(reload_on_hangup(state.clone(), hangup));
-        let watch = config.reload.watch.then(|| tokio::spawn(crate::lifecycle::watch::watch(state.lifecycle().clone())));
+        let watch =
+            config.reload.watch.then(|| tokio::spawn(crate::lifecycle::watch::watch(state.lifecycle().clone())));
 
         stopped(stop_rx).await;
         // What `main` does after this returns must fit in the grace period as well.

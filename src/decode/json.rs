@@ -13,8 +13,8 @@ use super::preview::Preview;
 use super::sink::{ColumnEntry, Sink};
 use super::{DecodeError, Model};
 use crate::error::{clip, clip_quoted};
-use crate::tensor::rows::Rows;
 use crate::tensor::columns::Scalar;
+use crate::tensor::rows::Rows;
 
 /// Which envelope a body is read with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,9 +2,9 @@
 
 use serde_json::Value;
 
-use crate::schema::InstancePlan;
 use super::DecodeError;
 use crate::error::{clip, shown, FieldError, MAX_FIELD_ERRORS};
+use crate::schema::InstancePlan;
 use crate::schema::InstanceSchema;
 use crate::tensor::columns::{Column, Scalar};
 use crate::tensor::rows::Rows;

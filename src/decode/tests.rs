@@ -6,10 +6,10 @@ use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
 use super::json::body;
-use super::{Envelope, Model};
-use crate::schema::InstancePlan;
 use super::DecodeError;
+use super::{Envelope, Model};
 use crate::error::FieldError;
+use crate::schema::InstancePlan;
 use crate::schema::InstanceSchema;
 use crate::tensor::rows::Rows;
 use crate::tensor::signature::{ElemType, FeedPlan, Signature, TensorInfo};
@@ -184,6 +184,8 @@ fn plain_rows_and_duplicate_fields() {
     let short = fixture.decoded(&[json!([1, 2])]);
     assert_eq!(short, [("/instances/0".to_owned(), "a plain row must hold 3 values, got 2".to_owned())]);
     let text = br#"{"instances": [{"x_0": 1, "x_0": 2, "x_1": 5, "x_2": 6}]}"#;
-    let Err(DecodeError::Validation { details, .. }) = body(fixture.model(), text, Envelope::Predict, 8) else { panic!() };
+    let Err(DecodeError::Validation { details, .. }) = body(fixture.model(), text, Envelope::Predict, 8) else {
+        panic!()
+    };
     assert_eq!(details[0].message, "is given more than once");
 }

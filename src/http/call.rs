@@ -41,7 +41,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Asker {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let request_id = parts.extensions.get::<RequestId>().cloned().unwrap_or_else(|| RequestId::new(HeaderValue::from_static("")));
+        let request_id = parts
+            .extensions
+            .get::<RequestId>()
+            .cloned()
+            .unwrap_or_else(|| RequestId::new(HeaderValue::from_static("")));
         Ok(Self { request_id, caller: parts.extensions.get::<Caller>().cloned().map(Extension) })
     }
 }

@@ -345,7 +345,9 @@ impl Shape {
     /// The protocol's status: the request's fault is 400 whatever it was.
     pub fn status(self, status: StatusCode) -> StatusCode {
         match (self, status) {
-            (Self::V2, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE) => StatusCode::BAD_REQUEST,
+            (Self::V2, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::UNSUPPORTED_MEDIA_TYPE) => {
+                StatusCode::BAD_REQUEST
+            }
             _ => status,
         }
     }
@@ -355,7 +357,8 @@ impl Shape {
 pub fn v2_message(body: &ErrorBody) -> String {
     match &body.details {
         Some(details) if !details.is_empty() => {
-            let fields: Vec<String> = details.iter().map(|d| format!("{}: {}", tensor_path(&d.path), d.message)).collect();
+            let fields: Vec<String> =
+                details.iter().map(|d| format!("{}: {}", tensor_path(&d.path), d.message)).collect();
             format!("{}: {}", body.error, fields.join("; "))
         }
         _ => body.error.clone(),

@@ -9,11 +9,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use std::time::{Duration, Instant};
 

@@ -33,9 +33,9 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{Authenticator, Scope};
 use crate::config::Config;
 use crate::http::error::ApiError;
+use crate::lifecycle::Lifecycle;
 use crate::observe::Metrics;
 use crate::predlog::PredictionLog;
-use crate::lifecycle::Lifecycle;
 use crate::registry::{Current, Published};
 use crate::service::{Predictor, Settings};
 

@@ -6,11 +6,11 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::lifecycle::Failure;
 use super::extract::ApiPath;
 use super::AppState;
 use crate::batch::StatsSnapshot;
 use crate::http::error::{ApiError, ErrorBody};
+use crate::lifecycle::Failure;
 use crate::registry::{Fingerprint, Registry, Version};
 use crate::tensor::signature::TensorInfo;
 

@@ -9,8 +9,8 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::call::{call, id_of, pinned, Asker, Body, Instances};
-use super::extract::Deadline;
 use super::error::{ApiError, ErrorBody};
+use super::extract::Deadline;
 use super::extract::{ApiPath, Unread};
 use super::AppState;
 use crate::batch::Inferred;
@@ -106,7 +106,12 @@ pub struct PinnedHeaders {
     request_body = PredictRequest,
     responses(PredictResponses, (status = 404, description = "`x-inferd-version` names a version the default model does not have", body = ErrorBody))
 )]
-pub async fn predict_default(State(state): State<AppState>, asker: Asker, deadline: Deadline, body: Unread) -> Response {
+pub async fn predict_default(
+    State(state): State<AppState>,
+    asker: Asker,
+    deadline: Deadline,
+    body: Unread,
+) -> Response {
     let pin = pinned(body.headers()).map(str::to_owned);
     let target = Target::Default { pin: pin.as_deref() };
     respond(&state, target, &asker, deadline, body).await

@@ -97,9 +97,8 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let latency_ms = millis(elapsed);
     let caller = response.extensions().get::<Caller>();
     let (principal, auth) = (caller.map(|c| &*c.name), caller.map(|c| c.kind));
-    let (model, version, rows) = served.map_or((None, None, None), |s| {
-        (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows))
-    });
+    let (model, version, rows) = served
+        .map_or((None, None, None), |s| (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows)));
     let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
     if !quiet {
         let status = status.as_u16();

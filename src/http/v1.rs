@@ -179,7 +179,10 @@ pub async fn status_version(
 fn model_status(state: &AppState, name: String, only: Option<&str>) -> Result<Json<V1Status>, ApiError> {
     let registry = state.registry()?;
     registry.get(&name, only)?;
-    let model = registry.models().get(&name).ok_or_else(|| ApiError::Route(RouteError::ModelNotFound(clip(&name).into_owned())))?;
+    let model = registry
+        .models()
+        .get(&name)
+        .ok_or_else(|| ApiError::Route(RouteError::ModelNotFound(clip(&name).into_owned())))?;
     let versions: Vec<V1VersionStatus> = model
         .versions
         .iter()

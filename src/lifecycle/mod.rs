@@ -155,7 +155,10 @@ const MAX_ERROR_CHARS: usize = 2048;
 
 /// Runs `operation` in a task of its own, so that a client hanging up does not cancel a reload
 /// halfway (its lock released while its models still load).
-async fn detached<F>(state: &Arc<Lifecycle>, operation: impl FnOnce(Arc<Lifecycle>) -> F) -> Result<ReloadReport, LifecycleError>
+async fn detached<F>(
+    state: &Arc<Lifecycle>,
+    operation: impl FnOnce(Arc<Lifecycle>) -> F,
+) -> Result<ReloadReport, LifecycleError>
 where
     F: std::future::Future<Output = Result<ReloadReport, LifecycleError>> + Send + 'static,
 {
@@ -355,4 +358,3 @@ fn restart_needed(running: &Config, read: &Config) -> Vec<&'static str> {
     };
     section(running).into_iter().zip(section(read)).filter(|(a, b)| a.1 != b.1).map(|(a, _)| a.0).collect()
 }
-

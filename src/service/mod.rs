@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
+pub use crate::registry::Target;
 pub use deadline::Deadline;
 pub use error::{BodyError, PredictError};
-pub use crate::registry::Target;
 
 use crate::batch::{Batcher, InferError, Inferred};
 use crate::config::ReadyWhen;
@@ -149,7 +149,13 @@ impl Predictor {
     }
 
     /// One prediction, from a target and a payload to the model's answer.
-    pub async fn predict<I: Input>(&self, target: Target<'_>, origin: Origin<'_>, deadline: Deadline, mut input: I) -> Served<I> {
+    pub async fn predict<I: Input>(
+        &self,
+        target: Target<'_>,
+        origin: Origin<'_>,
+        deadline: Deadline,
+        mut input: I,
+    ) -> Served<I> {
         let Some(published) = self.0.models.load() else {
             return Served::Unrouted(PredictError::NotReady);
         };
@@ -164,7 +170,8 @@ impl Predictor {
         batcher.metrics().request(outcome, elapsed);
         let spec = batcher.spec();
         if !self.0.slow.is_zero() && elapsed >= self.0.slow {
-            let (queue, inference) = result.as_ref().map_or((Duration::ZERO, Duration::ZERO), |i| (i.queue(), i.inference()));
+            let (queue, inference) =
+                result.as_ref().map_or((Duration::ZERO, Duration::ZERO), |i| (i.queue(), i.inference()));
             tracing::warn!(
                 target: crate::telemetry::ACCESS_TARGET,
                 outcome = outcome.as_str(),
@@ -262,7 +269,9 @@ static REFUSED_ROWS_LOG: LazyLock<Mutex<RateLimited>> =
 /// Why the batcher did not predict.
 fn refused(spec: &ModelSpec, deadline: Deadline, rows: usize, e: InferError) -> PredictError {
     match e {
-        InferError::Full { queued, capacity } => PredictError::Overloaded { model: spec.name.clone(), queued, capacity },
+        InferError::Full { queued, capacity } => {
+            PredictError::Overloaded { model: spec.name.clone(), queued, capacity }
+        }
         InferError::TooLarge { rows, capacity } => PredictError::NeverFits { model: spec.name.clone(), rows, capacity },
         InferError::Closed => PredictError::ShuttingDown,
         InferError::NotReady => PredictError::ModelsDown(vec![format!("{}:{}", spec.name, spec.version)]),

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value};
 
-use crate::registry::Shadow;
 use crate::model::golden::numeric_pairs;
 use crate::model::views::row_outputs_json;
+use crate::registry::Shadow;
 
 use crate::observe::{Metrics, RateLimited};
 use crate::tensor::rows::Rows;

@@ -53,7 +53,8 @@ pub struct RequestedOutput {
 /// Parses a request's JSON header.
 pub fn request(json: &[u8]) -> Result<InferRequest, DecodeError> {
     // JSON is UTF-8 throughout; serde would let invalid bytes pass in fields it skips.
-    let json = std::str::from_utf8(json).map_err(|e| DecodeError::invalid(format!("request body is not valid UTF-8: {e}")))?;
+    let json =
+        std::str::from_utf8(json).map_err(|e| DecodeError::invalid(format!("request body is not valid UTF-8: {e}")))?;
     serde_json::from_str(json).map_err(|e| {
         let message = crate::error::clip_quoted(&e.to_string()).into_owned();
         DecodeError::invalid(format!("request body is not a valid inference request: {message}"))
@@ -63,7 +64,11 @@ pub fn request(json: &[u8]) -> Result<InferRequest, DecodeError> {
 /// Parses a whole request (JSON only, no binary data) and reads its tensors into rows, as
 /// `/v2`'s infer does; for the fuzz targets in `fuzz/`.
 #[doc(hidden)]
-pub fn decode_json(model: super::Model<'_>, body: &[u8], max_rows: usize) -> Result<crate::tensor::rows::Rows, DecodeError> {
+pub fn decode_json(
+    model: super::Model<'_>,
+    body: &[u8],
+    max_rows: usize,
+) -> Result<crate::tensor::rows::Rows, DecodeError> {
     to_rows(model, &request(body)?.inputs, &[], max_rows)
 }
 

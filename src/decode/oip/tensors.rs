@@ -394,7 +394,8 @@ mod tests {
                         let (row, field) = path.trim_start_matches("/instances/").split_once('/').unwrap();
                         format!("{field}[{row}]")
                     };
-                    let fields: Vec<String> = details.iter().map(|d| format!("{}: {}", at(&d.path), d.message)).collect();
+                    let fields: Vec<String> =
+                        details.iter().map(|d| format!("{}: {}", at(&d.path), d.message)).collect();
                     format!("{e}: {}", fields.join("; "))
                 }
                 e => e.to_string(),

@@ -27,8 +27,8 @@ use crate::service::{BodyError, Decoded, Input, Target};
 use crate::tensor::columns::Column;
 use crate::tensor::rows::Outputs;
 use crate::tensor::signature::TensorInfo;
-use tensors::TensorOut;
 pub use repository::{index as repository_index, load as repository_load, unload as repository_unload};
+use tensors::TensorOut;
 pub use types::*;
 
 /// The protocol's routes, as `http::router` registers them: they answer errors in its shape
@@ -48,7 +48,20 @@ pub mod route {
     pub const UNLOAD: &str = "/v2/repository/models/{name}/unload";
 }
 
-pub const ROUTES: [&str; 12] = [route::LIVE, route::READY, route::SERVER, route::MODEL, route::MODEL_READY, route::VERSION, route::VERSION_READY, route::INFER, route::VERSION_INFER, route::REPOSITORY_INDEX, route::LOAD, route::UNLOAD];
+pub const ROUTES: [&str; 12] = [
+    route::LIVE,
+    route::READY,
+    route::SERVER,
+    route::MODEL,
+    route::MODEL_READY,
+    route::VERSION,
+    route::VERSION_READY,
+    route::INFER,
+    route::VERSION_INFER,
+    route::REPOSITORY_INDEX,
+    route::LOAD,
+    route::UNLOAD,
+];
 
 fn metadata(info: &TensorInfo) -> TensorMetadata {
     TensorMetadata { name: info.name.clone(), datatype: info.elem.oip_datatype().to_owned(), shape: info.shape.clone() }
@@ -202,13 +215,7 @@ pub async fn infer_version(
     respond(&state, Target::Version { name: &name, version: &version }, &asker, deadline, body).await
 }
 
-async fn respond(
-    state: &AppState,
-    target: Target<'_>,
-    asker: &Asker,
-    deadline: Deadline,
-    body: Unread,
-) -> Response {
+async fn respond(state: &AppState, target: Target<'_>, asker: &Asker, deadline: Deadline, body: Unread) -> Response {
     let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
     let input = Tensors { body: Body::new(body, state, false), header_length, request: None, binary_at: 0 };
     call::<_, V2Error>(state, target, asker, deadline, input, |by, answered| {
@@ -262,7 +269,7 @@ impl Input for Tensors {
         self.parse()?;
         let request = self.request.as_ref().and_then(|r| r.as_ref().ok()).expect("parsed above");
         let timeout = oip::timeout(request)?;
-        let outputs = oip::selected_outputs(&model.outputs, request.outputs.as_deref())?;
+        let outputs = oip::selected_outputs(model.outputs, request.outputs.as_deref())?;
         oip::flag(request.parameters.as_ref(), "binary_data_output")?;
         for (_, requested) in &outputs {
             oip::flag(requested.and_then(|r| r.parameters.as_ref()), "binary_data")?;
@@ -299,9 +306,9 @@ fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b 
 /// Writes the answer from the output columns: JSON, or a JSON header followed by the binary
 /// outputs (in the order the header lists them) when any output is asked for in binary.
 fn answer(spec: &ModelSpec, request: InferRequest, inferred: &Inferred) -> Response {
-    let outputs = oip::selected_outputs(&spec.signature.outputs, request.outputs.as_deref()).expect("checked by decode");
-    let binary_default =
-        oip::flag(request.parameters.as_ref(), "binary_data_output").ok().flatten().unwrap_or(false);
+    let outputs =
+        oip::selected_outputs(&spec.signature.outputs, request.outputs.as_deref()).expect("checked by decode");
+    let binary_default = oip::flag(request.parameters.as_ref(), "binary_data_output").ok().flatten().unwrap_or(false);
     let id = request.id.clone();
     // One tensor per output, from the request's rows of the batches it ran in.
     let joined = joined_outputs(spec, inferred);

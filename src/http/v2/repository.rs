@@ -11,9 +11,9 @@ use utoipa::ToSchema;
 
 use super::V2Error;
 use crate::http::error::ApiError;
-use crate::lifecycle::ReloadReport;
 use crate::http::extract::{AnyBytes, ApiPath};
 use crate::http::AppState;
+use crate::lifecycle::ReloadReport;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RepositoryModel {
