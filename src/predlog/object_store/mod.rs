@@ -80,7 +80,7 @@ impl Sink for ObjectStore {
     fn write(&mut self, buf: &[u8], ends: &[usize], now: OffsetDateTime) -> Written {
         let mut state = self.shared.lock();
         let done = state.spool.append(buf, ends, now);
-        if state.spool.take_closed() {
+        if state.spool.take_changed() {
             self.shared.wake.notify_one();
         }
         done

@@ -29,8 +29,9 @@ pub struct Spool {
     max_bytes: u64,
     pub interval: Duration,
     gauge: Gauge,
-    /// A part was closed since the last [`Spool::take_closed`].
-    closed: bool,
+    /// A part was opened or closed since the last [`Spool::take_changed`]: the uploader's
+    /// wait changes.
+    changed: bool,
 }
 
 struct Part {
@@ -70,7 +71,7 @@ impl Spool {
             max_bytes,
             interval,
             gauge,
-            closed: false,
+            changed: false,
         })
     }
 
@@ -107,6 +108,7 @@ impl Spool {
             let path = self.dir.join(format!("{}-{}-{:06}{OPEN}", stamp(now), self.origin, self.seq));
             let file = OpenOptions::new().create(true).append(true).open(&path)?;
             self.current = Some(Part { file, path, bytes: 0, opened: Instant::now() });
+            self.changed = true;
         }
         let part = self.current.as_mut().expect("opened above");
         if let Err(error) = part.file.write_all(piece) {
@@ -141,16 +143,16 @@ impl Spool {
         match fs::rename(&part.path, &closed) {
             Ok(()) => {
                 self.closed_bytes += part.bytes;
-                self.closed = true;
+                self.changed = true;
             }
             // Left open, it is closed and uploaded at the next start.
             Err(error) => tracing::error!(%error, file = %part.path.display(), "cannot close a prediction log part"),
         }
     }
 
-    /// Whether a part was closed since the last call.
-    pub fn take_closed(&mut self) -> bool {
-        std::mem::take(&mut self.closed)
+    /// Whether a part was opened or closed since the last call.
+    pub fn take_changed(&mut self) -> bool {
+        std::mem::take(&mut self.changed)
     }
 
     /// An uploaded part of `bytes` bytes is gone from the spool.

@@ -101,7 +101,7 @@ impl Uploader {
         loop {
             let closing = state.closing;
             state.spool.close_if_due(closing.is_some());
-            state.spool.take_closed();
+            state.spool.take_changed();
             let parts = closed_parts(state.spool.dir());
             if !parts.is_empty() || closing.is_some() {
                 return (parts, closing);
