@@ -112,8 +112,18 @@ impl Default for ObjectStoreSinkConfig {
     }
 }
 
-/// `name` or `schema.name`, each an unquoted SQL identifier of at most 63 bytes.
 fn sql_name(name: &str) -> Result<(), ValidationError> {
+    if is_sql_name(name) {
+        Ok(())
+    } else {
+        Err(ValidationError::new("sql_name")
+            .with_message("must be a table name: letters, digits and _, optionally schema.table".into()))
+    }
+}
+
+/// `name` or `schema.name`, each an unquoted SQL identifier of at most 63 bytes: safe to put
+/// in SQL text as it is.
+pub fn is_sql_name(name: &str) -> bool {
     let part = |p: &str| {
         !p.is_empty()
             && p.len() <= 63
@@ -121,10 +131,5 @@ fn sql_name(name: &str) -> Result<(), ValidationError> {
             && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
     };
     let parts: Vec<&str> = name.split('.').collect();
-    if parts.len() <= 2 && parts.iter().all(|p| part(p)) {
-        Ok(())
-    } else {
-        Err(ValidationError::new("sql_name")
-            .with_message("must be a table name: letters, digits and _, optionally schema.table".into()))
-    }
+    parts.len() <= 2 && parts.iter().all(|p| part(p))
 }
