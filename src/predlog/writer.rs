@@ -289,3 +289,86 @@ impl Writer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::predlog::sink::Written;
+
+    /// A sink that fails while `down` is set, and records what it took and what was spilled.
+    #[derive(Default)]
+    struct Flaky {
+        down: Arc<Mutex<bool>>,
+        taken: Arc<Mutex<Vec<u8>>>,
+        spilled: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Sink for Flaky {
+        fn write(&mut self, buf: &[u8], ends: &[usize], _now: OffsetDateTime) -> Written {
+            if *self.down.lock().unwrap() {
+                return Written::failed(std::io::Error::other("down"));
+            }
+            let end = ends.last().copied().unwrap_or(0);
+            self.taken.lock().unwrap().extend_from_slice(&buf[..end]);
+            Written { lines: ends.len(), bytes: end, error: None }
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn on_failure(&self) -> OnFailure {
+            OnFailure::Hold { max_bytes: 16 }
+        }
+        fn spill(&mut self, buf: &[u8], ends: &[usize]) -> std::io::Result<bool> {
+            self.spilled.lock().unwrap().extend_from_slice(&buf[..*ends.last().unwrap()]);
+            Ok(true)
+        }
+    }
+
+    fn writer(sink: Flaky) -> (Writer, Arc<Health>) {
+        let health = Arc::new(Health::new(Duration::from_millis(10)));
+        let counters = Counters { written: Counter::noop(), write_errors: Counter::noop() };
+        (Writer::new(Box::new(sink), Vec::new(), counters, health.clone()), health)
+    }
+
+    fn push(writer: &mut Writer, line: &[u8]) {
+        writer.buf.extend_from_slice(line);
+        writer.ends.push(writer.buf.len());
+        writer.health.queued(1);
+    }
+
+    #[test]
+    fn a_sink_that_holds_keeps_failed_lines_stalls_when_full_and_delivers_once_back() {
+        let sink = Flaky::default();
+        let (down, taken) = (sink.down.clone(), sink.taken.clone());
+        *down.lock().unwrap() = true;
+        let (mut writer, health) = writer(sink);
+        push(&mut writer, b"{\"a\":1}\n");
+        writer.flush();
+        assert_eq!(writer.ends.len(), 1, "kept, not dropped");
+        assert!(!writer.full());
+        push(&mut writer, b"{\"a\":2}\n");
+        assert!(writer.full(), "16 bytes held: no more lines are taken");
+        std::thread::sleep(Duration::from_millis(20));
+        writer.flush();
+        assert!(health.stalled(), "failing for longer than stall_ms is a stall");
+        *down.lock().unwrap() = false;
+        writer.flush();
+        assert!(!health.stalled() && writer.buf.is_empty());
+        assert_eq!(&taken.lock().unwrap()[..], b"{\"a\":1}\n{\"a\":2}\n");
+        assert_eq!(health.pending_lines(), 0);
+    }
+
+    #[test]
+    fn lines_a_holding_sink_cannot_take_by_the_close_deadline_are_spilled() {
+        let sink = Flaky::default();
+        let (down, spilled) = (sink.down.clone(), sink.spilled.clone());
+        *down.lock().unwrap() = true;
+        let (mut writer, health) = writer(sink);
+        push(&mut writer, b"{\"a\":1}\n");
+        writer.close(Instant::now());
+        assert_eq!(&spilled.lock().unwrap()[..], b"{\"a\":1}\n");
+        assert_eq!(health.pending_lines(), 0, "spilled lines are settled");
+    }
+}
