@@ -80,6 +80,7 @@ impl Writer {
         // A buffer at least half full is drained again at once. Lines that failed to be
         // written keep it polling, to retry them, instead of parking; a sink that holds
         // failed lines takes no more once it holds its most.
+        self.sink.start();
         let mut closing = None;
         loop {
             let first = if self.buf.is_empty() {
