@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What each prediction log sink costs, and what a PostgreSQL restart costs.
-#  1. 1-row POST /predict at 64 connections (wrk) against four servers started side by side
-#     from the release binary, one per sink (files, stdout, postgres, object_store), loaded
+#  1. 1-row POST /predict at 64 connections (wrk) against five servers started side by side
+#     from the release binary, one per sink (files, stdout, postgres, object_store, and
+#     postgres with acknowledge = "written"), loaded
 #     one at a time in interleaved rounds (this machine's speed drifts between runs); prints the
 #     medians and each sink / files.
 #  2. The postgres server under the same load while PostgreSQL restarts (pg_ctl restart -m
@@ -48,11 +49,15 @@ psql_() { psql -h 127.0.0.1 -p "$pg_port" -U postgres -tAc "$1"; }
 
 export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench AWS_REGION=us-east-1 \
   AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port" AWS_ALLOW_HTTP=true
-start() { # name port sink url
-  local name=$1 port=$2
+# The postgres sink again, answering each request once its row is committed, in a table of its own.
+sed -E -e "s#^(path|schema) = \"#\\1 = \"$PWD/#" -e 's/^lossy = false.*/lossy = false\nacknowledge = "written"/' runtime.toml >"$out/written.toml"
+printf '\n[prediction_log.postgres]\ntable = "inferd_predictions_written"\n' >>"$out/written.toml"
+start() { # name port sink url [args...]
+  local name=$1 port=$2 sink=$3 url=$4
+  shift 4
   mkdir -p "$out/$name"
-  INFERD_PREDICTION_LOG_DIR="$out/$name" INFERD_PREDICTION_LOG_SINK="$3" INFERD_PREDICTION_LOG_URL="$4" \
-    ./target/release/inferd serve --host 127.0.0.1 --port "$port" >"$out/$name.log" 2>&1 &
+  INFERD_PREDICTION_LOG_DIR="$out/$name" INFERD_PREDICTION_LOG_SINK="$sink" INFERD_PREDICTION_LOG_URL="$url" \
+    ./target/release/inferd serve --host 127.0.0.1 --port "$port" "$@" >"$out/$name.log" 2>&1 &
   pids+=($!)
   until curl -sf "localhost:$port/ready" >/dev/null; do
     kill -0 "${pids[-1]}" 2>/dev/null || { cat "$out/$name.log" >&2; exit 1; }
@@ -63,7 +68,8 @@ start files 18201 files ""
 start stdout 18202 stdout ""
 start postgres 18203 postgres "postgres://postgres@127.0.0.1:$pg_port/postgres"
 start object_store 18204 object_store "s3://bench/predictions"
-sinks="files:18201 stdout:18202 postgres:18203 object_store:18204"
+start postgres_written 18205 postgres "postgres://postgres@127.0.0.1:$pg_port/postgres" --config "$out/written.toml"
+sinks="files:18201 stdout:18202 postgres:18203 object_store:18204 postgres_written:18205"
 
 echo "== 1. 1-row /predict, 64 connections, ${secs}s x ${rounds} rounds per sink"
 for _ in $(seq "$rounds"); do
