@@ -3,7 +3,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-pub use crate::config::args::{Overrides, ServeArgs};
+pub use crate::config::args::{ConfigFile, Overrides, ServeArgs, ServeFlags};
 
 #[derive(Debug, Parser)]
 #[command(name = "inferd", version, about = "Serve ONNX models over HTTP with typed JSON and dynamic batching")]
@@ -13,13 +13,13 @@ pub struct Cli {
     pub command: Option<Command>,
     /// Arguments of `serve`, so that a bare `inferd` serves.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub serve: ServeFlags,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the HTTP server (the default).
-    Serve(ServeArgs),
+    /// Run the HTTP server (the default): the models of the config, or those named.
+    Serve(ServeCommand),
     /// Print the OpenAPI document for the configured models (loads each model once).
     Openapi(ServeArgs),
     /// Check the config and every model (schema against inputs, warm-up, golden file) without
@@ -53,6 +53,19 @@ pub enum KeyCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         scopes: Vec<String>,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeCommand {
+    #[command(flatten)]
+    pub flags: ServeFlags,
+    /// Models to serve instead of the config's: an .onnx file, or a folder holding `model.onnx`
+    /// (or version folders `1/model.onnx`, `2/model.onnx`, ...), as `[NAME=]PATH`. The name
+    /// defaults to the file's stem (the folder's name); the schema is derived from the graph
+    /// unless the folder holds `schema.json`. Works with no config file; with `--config`, the
+    /// file must not name models too.
+    #[arg(value_name = "MODEL")]
+    pub models: Vec<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -149,6 +162,6 @@ pub struct ScoreArgs {
 impl Cli {
     /// What to do, with `serve` when no subcommand is given.
     pub fn into_command(self) -> Command {
-        self.command.unwrap_or(Command::Serve(self.serve))
+        self.command.unwrap_or(Command::Serve(ServeCommand { flags: self.serve, models: Vec::new() }))
     }
 }

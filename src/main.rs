@@ -32,7 +32,7 @@ const LOG_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(500
 
 async fn run() -> ExitCode {
     let (args, serve) = match Cli::parse().into_command() {
-        Command::Serve(args) => (args, true),
+        Command::Serve(command) => (command.flags.with_models(command.models), true),
         Command::Openapi(args) => (args, false),
         Command::Probe(args) => return inferd::probe::run(&args).await,
         Command::Check(args) => return inferd::check::run(&args),

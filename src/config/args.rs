@@ -5,18 +5,87 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, CommandFactory, FromArgMatches};
 
 use super::sinks::SinkKind;
 use super::LogFormat;
 
-#[derive(Debug, Clone, Args)]
+/// The config file `serve` reads when none is named.
+pub const DEFAULT_CONFIG: &str = "runtime.toml";
+pub const CONFIG_ENV: &str = "INFERD_CONFIG";
+
+/// What loading the configuration takes: the file, the overrides, and the models named on
+/// `serve`'s command line (which replace the file's).
+#[derive(Debug, Clone)]
 pub struct ServeArgs {
+    pub config: PathBuf,
+    pub overrides: Overrides,
+    pub models: Vec<String>,
+}
+
+impl ServeArgs {
+    /// The file, with the overrides from the environment only: for the subcommands that load
+    /// the configuration without serving (their `--help` lists their own flags, not serve's).
+    pub fn from_env(config: PathBuf) -> Self {
+        Self { config, overrides: Overrides::from_env(), models: Vec::new() }
+    }
+
+    /// Whether the file was named (`--config` or `INFERD_CONFIG`), not the default.
+    pub fn config_named(&self) -> bool {
+        self.config != std::path::Path::new(DEFAULT_CONFIG) || std::env::var_os(CONFIG_ENV).is_some()
+    }
+}
+
+/// `serve`'s flags: the config file and every value that overrides it.
+#[derive(Debug, Clone, Args)]
+pub struct ServeFlags {
     /// Configuration file.
-    #[arg(long, env = "INFERD_CONFIG", default_value = "runtime.toml")]
+    #[arg(long, env = CONFIG_ENV, default_value = DEFAULT_CONFIG)]
     pub config: PathBuf,
     #[command(flatten)]
     pub overrides: Overrides,
+}
+
+impl ServeFlags {
+    pub fn with_models(self, models: Vec<String>) -> ServeArgs {
+        ServeArgs { config: self.config, overrides: self.overrides, models }
+    }
+}
+
+/// `--config` alone (the overrides still come from their environment variables).
+#[derive(Debug, Clone, Args)]
+pub struct ConfigFile {
+    /// Configuration file.
+    #[arg(long, env = CONFIG_ENV, default_value = DEFAULT_CONFIG)]
+    pub config: PathBuf,
+}
+
+impl ConfigFile {
+    pub fn serve_args(&self) -> ServeArgs {
+        ServeArgs::from_env(self.config.clone())
+    }
+}
+
+// As the arguments of a subcommand, `ServeArgs` is `--config` alone.
+impl FromArgMatches for ServeArgs {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        ConfigFile::from_arg_matches(matches).map(|file| file.serve_args())
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for ServeArgs {
+    fn augment_args(command: clap::Command) -> clap::Command {
+        ConfigFile::augment_args(command)
+    }
+
+    fn augment_args_for_update(command: clap::Command) -> clap::Command {
+        ConfigFile::augment_args_for_update(command)
+    }
 }
 
 /// Values that override `runtime.toml`; each falls back to its environment variable.
@@ -66,6 +135,22 @@ pub struct Overrides {
     /// prediction_log.postgres.url or prediction_log.object_store.url].
     #[arg(long, env = "INFERD_PREDICTION_LOG_URL", hide_env_values = true)]
     pub prediction_log_url: Option<String>,
+}
+
+impl Overrides {
+    /// The overrides their environment variables set; a bad value exits with clap's message,
+    /// as it would on `serve`.
+    pub fn from_env() -> Self {
+        #[derive(clap::Parser)]
+        struct OnlyEnv {
+            #[command(flatten)]
+            overrides: Overrides,
+        }
+        let matches = OnlyEnv::command().no_binary_name(true).try_get_matches_from(Vec::<String>::new());
+        matches
+            .and_then(|m| Overrides::from_arg_matches(&m))
+            .unwrap_or_else(|e| e.exit())
+    }
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {

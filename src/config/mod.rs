@@ -2,6 +2,7 @@
 
 pub mod args;
 mod auth;
+mod named;
 mod observe;
 pub mod reference;
 mod sinks;
@@ -340,6 +341,25 @@ fn default_relative() -> f64 {
     1e-6
 }
 
+impl ModelConfig {
+    /// A model with every optional setting at its default (name, path and version to be set).
+    fn named_defaults() -> Self {
+        Self {
+            name: String::new(),
+            path: PathBuf::new(),
+            schema: None,
+            version: default_version(),
+            default: false,
+            default_version: false,
+            probabilities_by_class: false,
+            labels: None,
+            golden: None,
+            traffic: None,
+            shadow: None,
+        }
+    }
+}
+
 fn default_version() -> String {
     "1".to_owned()
 }
@@ -402,14 +422,30 @@ pub enum ConfigError {
 impl Config {
     /// Reads the file named by `--config`/`INFERD_CONFIG`, applies command-line and environment
     /// overrides (clap resolves those two, command line first), then checks the result.
+    ///
+    /// Models named on `serve`'s command line replace the file's; then the file may be absent
+    /// unless it was named (`--config`), and a named file must not name models too.
     pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
         crate::reading::note(&args.config);
-        let text = std::fs::read_to_string(&args.config)
-            .map_err(|source| ConfigError::Read { path: args.config.clone(), source })?;
+        let named = !args.models.is_empty();
+        let text = match std::fs::read_to_string(&args.config) {
+            Ok(text) => text,
+            Err(e) if named && !args.config_named() && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => return Err(ConfigError::Read { path: args.config.clone(), source }),
+        };
         let mut config: Config = toml::from_str(&text)
             .map_err(|e| ConfigError::Parse { path: args.config.clone(), message: e.to_string() })?;
         let base = args.config.parent().map(Path::to_path_buf).unwrap_or_default();
         config.resolve_paths(&base);
+        if named {
+            if args.config_named() && !config.models.is_empty() {
+                return Err(ConfigError::Invalid(format!(
+                    "{} names [[models]] and models were named on the command line: name them in one place",
+                    args.config.display()
+                )));
+            }
+            config.models = named::models(&args.models).map_err(ConfigError::Invalid)?;
+        }
         config.apply(args)?;
         config.check()?;
         config.source = Some(args.clone());

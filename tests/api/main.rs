@@ -16,6 +16,7 @@ mod fuzz;
 mod helpers;
 mod hostile;
 mod metrics;
+mod named;
 mod offline;
 mod oip;
 mod openapi;

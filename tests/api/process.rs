@@ -69,7 +69,7 @@ pub(crate) fn start_with(extra: &[&str], env: &[(&str, &std::ffi::OsStr)]) -> Se
 }
 
 /// Runs `command` (a `serve`) with a fresh prediction log folder and waits for "ready".
-fn launch(mut command: Command) -> Server {
+pub(crate) fn launch(mut command: Command) -> Server {
     let prediction_log = tempfile::tempdir().unwrap();
     let mut child = command
         .env("INFERD_PREDICTION_LOG_DIR", prediction_log.path())
