@@ -27,4 +27,5 @@ mod registry;
 mod reload;
 mod rollout;
 mod shapes;
+mod sinks;
 mod v1;

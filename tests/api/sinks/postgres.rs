@@ -1,0 +1,287 @@
+//! `sink = "postgres"` on a throwaway cluster: typed rows in `inferd_predictions`, none lost
+//! across a restart mid-load; an outage past `stall_ms` is a 503 and an unready instance, not a
+//! hang, and every answered row arrives once the database is back; `inferd replay
+//! postgres://...` reads the rows back.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sqlx::Connection;
+
+use super::pg_cluster::PgCluster;
+use super::{assert_same_ids, config, ok_ids, replay, statuses, Answer, Load, SinkServer};
+use crate::helpers::{eventually, metric, schema_example};
+
+/// Rows in `table`; `None` while the database or the table is not there.
+async fn rows(url: &str, table: &str) -> Option<i64> {
+    let mut conn = sqlx::PgConnection::connect(url).await.ok()?;
+    let sql = format!("select count(*) from {table}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(&mut conn).await.ok()
+}
+
+/// Every request id in `table`, repeats included.
+async fn request_ids(cluster: &PgCluster, table: &str) -> Vec<String> {
+    let mut conn = cluster.connect().await;
+    let sql = format!("select request_id from {table}");
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_all(&mut conn).await.unwrap()
+}
+
+/// Waits until `table` holds `want` rows.
+async fn wait_for_rows(cluster: &PgCluster, table: &str, want: usize, within: Duration) {
+    let url = cluster.url();
+    eventually(within, &format!("{want} rows in {table}"), || async { rows(&url, table).await == Some(want as i64) })
+        .await;
+}
+
+fn postgres_config(dir: &std::path::Path, server: &str, keys: &str, postgres: &str) -> std::path::PathBuf {
+    config(
+        dir,
+        server,
+        &format!(
+            "sink = \"postgres\"\ndirectory = \"{}\"\n{keys}\n\n[prediction_log.postgres]\n{postgres}\n",
+            dir.join("unsent").display()
+        ),
+    )
+}
+
+async fn metrics(server: &SinkServer) -> String {
+    reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_restart_mid_load_loses_no_answered_row() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(
+        dir.path(),
+        "shutdown_grace_seconds = 10",
+        "",
+        &format!("url = \"{}\"\ntimeout_ms = 2000\n", cluster.url()),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let load = Load::start(&server.base, 16, "pg", None);
+    let url = cluster.url();
+    eventually(Duration::from_secs(30), "rows reach the table before the restart", || async {
+        rows(&url, "inferd_predictions").await.is_some_and(|n| n >= 200)
+    })
+    .await;
+    let restarting = Instant::now();
+    tokio::task::block_in_place(|| cluster.restart());
+    let restart = restarting.elapsed();
+    // The load goes on until rows answered after the restart are in as well.
+    let before = rows(&url, "inferd_predictions").await.expect("the table is there after the restart");
+    eventually(Duration::from_secs(30), "rows reach the table after the restart", || async {
+        rows(&url, "inferd_predictions").await.is_some_and(|n| n >= before + 200)
+    })
+    .await;
+    let answers = load.finish().await;
+    let answered = ok_ids(&answers);
+    let slowest = answers.iter().map(|a| a.took).max().unwrap();
+    println!(
+        "{} answers {:?} with a PostgreSQL restart ({restart:?}) in the middle; slowest {slowest:?}",
+        answers.len(),
+        statuses(&answers)
+    );
+    assert_eq!(
+        answered.len(),
+        answers.len(),
+        "a restart of a few hundred ms is within the buffer: every request answered 200, got {:?}",
+        statuses(&answers)
+    );
+
+    wait_for_rows(&cluster, "inferd_predictions", answered.len(), Duration::from_secs(30)).await;
+    assert_same_ids(request_ids(&cluster, "inferd_predictions").await, &answered, "rows in inferd_predictions");
+
+    // Typed columns, jsonb inputs and outputs, and the index on (model, ts).
+    let mut conn = cluster.connect().await;
+    let columns: Vec<(String, String)> = sqlx::query_as(
+        "select column_name::text, data_type::text from information_schema.columns \
+         where table_name = 'inferd_predictions' order by ordinal_position",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let want = [
+        ("id", "bigint"),
+        ("ts", "timestamp with time zone"),
+        ("request_id", "text"),
+        ("principal", "text"),
+        ("model", "text"),
+        ("version", "text"),
+        ("instance", "integer"),
+        ("inputs", "jsonb"),
+        ("outputs", "jsonb"),
+        ("batch_size", "integer"),
+        ("queue_ms", "double precision"),
+        ("inference_ms", "double precision"),
+    ];
+    let want: Vec<(String, String)> = want.iter().map(|(c, t)| (c.to_string(), t.to_string())).collect();
+    assert_eq!(columns, want, "the table's columns and types");
+    let id_default: Option<String> = sqlx::query_scalar(
+        "select column_default::text from information_schema.columns \
+         where table_name = 'inferd_predictions' and column_name = 'id'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(id_default.is_some_and(|d| d.starts_with("nextval(")), "id is a bigserial");
+    let primary: i64 = sqlx::query_scalar(
+        "select count(*) from information_schema.table_constraints \
+         where table_name = 'inferd_predictions' and constraint_type = 'PRIMARY KEY'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(primary, 1, "id is the primary key");
+    let index: Option<String> = sqlx::query_scalar(
+        "select indexdef::text from pg_indexes where tablename = 'inferd_predictions' \
+         and indexname = 'inferd_predictions_model_ts'",
+    )
+    .fetch_optional(&mut conn)
+    .await
+    .unwrap();
+    let index = index.expect("an index inferd_predictions_model_ts");
+    assert!(index.contains("(model, ts)"), "{index}");
+
+    // Every row holds what a log line holds, typed.
+    let well_formed: i64 = sqlx::query_scalar(
+        "select count(*) from inferd_predictions where model = 'house_price' and version = '1' \
+         and instance = 0 and principal is null and batch_size >= 1 and queue_ms >= 0 and inference_ms >= 0 \
+         and ts > now() - interval '10 minutes' and ts <= now() \
+         and jsonb_typeof(inputs) = 'object' and jsonb_typeof(inputs -> 'lotsize') = 'number' \
+         and jsonb_typeof(inputs -> 'driveway') = 'string' and jsonb_typeof(outputs -> 'price') = 'number'",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(well_formed, answered.len() as i64, "rows with every column filled and typed");
+    drop(conn);
+
+    let text = metrics(&server).await;
+    let lines = metric(&text, "inferd_prediction_log_lines_total", &[]);
+    assert_eq!(lines, Some(answered.len() as f64), "lines the sink took durably");
+    println!("sink errors counted: {:?}", metric(&text, "inferd_prediction_log_sink_errors_total", &[]));
+
+    let (code, took) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    println!("exit {took:?} after SIGTERM");
+}
+
+/// A 1-row `/predict` sent alone, with its answer's status and time.
+async fn probe(client: &reqwest::Client, server: &SinkServer, id: &str) -> Answer {
+    let started = Instant::now();
+    let response = client
+        .post(server.url("/predict"))
+        .header("x-request-id", id)
+        .json(&serde_json::json!({"instances": [schema_example("house_price")]}))
+        .send()
+        .await
+        .expect("answered while PostgreSQL is down");
+    let status = response.status().as_u16();
+    if status == 503 {
+        let error: Value = response.json().await.unwrap();
+        assert!(error["error"].is_string() && error["error_type"].is_string(), "the one error shape: {error}");
+    }
+    Answer { id: id.to_owned(), status, took: started.elapsed() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_down_past_stall_ms_is_503_and_unready_then_every_answered_row_arrives() {
+    const DEADLINE: Duration = Duration::from_millis(2000);
+    // What an answer may take past its deadline on 2 busy cores.
+    const SLACK: Duration = Duration::from_millis(1500);
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(
+        dir.path(),
+        &format!("shutdown_grace_seconds = 10\nrequest_timeout_ms = {}", DEADLINE.as_millis()),
+        "stall_ms = 500\nbuffer_requests = 4",
+        &format!("url = \"{}\"\ntimeout_ms = 1000\nbuffer_bytes = 4096\nbatch_rows = 100\n", cluster.url()),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let mut answers = Load::start(&server.base, 4, "up", Some(40)).done().await;
+    assert_eq!(ok_ids(&answers).len(), 40, "{:?}", statuses(&answers));
+    wait_for_rows(&cluster, "inferd_predictions", 40, Duration::from_secs(30)).await;
+
+    tokio::task::block_in_place(|| cluster.stop());
+    let stopped = Instant::now();
+    let load = Load::start(&server.base, 8, "down", None);
+    eventually(Duration::from_secs(15), "/ready answers 503 while PostgreSQL is down", || async {
+        client.get(server.url("/ready")).send().await.unwrap().status() == 503
+    })
+    .await;
+    println!("/ready 503 {:?} after PostgreSQL stopped", stopped.elapsed());
+    let mut n = 0;
+    eventually(Duration::from_secs(15), "a /predict answered 503 while PostgreSQL is down", async || {
+        n += 1;
+        let answer = probe(&client, &server, &format!("probe-{n}")).await;
+        assert!(answer.took < DEADLINE + SLACK, "an answer past its deadline: {answer:?}");
+        assert!([200, 503].contains(&answer.status), "{answer:?}");
+        let refused = answer.status == 503;
+        answers.push(answer);
+        refused
+    })
+    .await;
+    let down = load.finish().await;
+    println!("while PostgreSQL was down: {:?}", statuses(&down));
+    for answer in &down {
+        assert!([200, 503].contains(&answer.status), "200 or 503 while PostgreSQL is down: {answer:?}");
+        assert!(answer.took < DEADLINE + SLACK, "an answer past its deadline: {answer:?}");
+    }
+    answers.extend(down);
+    let text = metrics(&server).await;
+    let errors = metric(&text, "inferd_prediction_log_sink_errors_total", &[]);
+    assert!(errors.is_some_and(|n| n >= 1.0), "failed connects are counted: {errors:?}");
+
+    tokio::task::block_in_place(|| cluster.start_again());
+    let started = Instant::now();
+    eventually(Duration::from_secs(60), "/ready answers 200 once PostgreSQL is back", || async {
+        client.get(server.url("/ready")).send().await.unwrap().status() == 200
+    })
+    .await;
+    println!("/ready 200 {:?} after PostgreSQL started again", started.elapsed());
+    let after = Load::start(&server.base, 4, "again", Some(40)).done().await;
+    assert_eq!(ok_ids(&after).len(), 40, "{:?}", statuses(&after));
+    answers.extend(after);
+
+    let answered = ok_ids(&answers);
+    wait_for_rows(&cluster, "inferd_predictions", answered.len(), Duration::from_secs(30)).await;
+    assert_same_ids(request_ids(&cluster, "inferd_predictions").await, &answered, "rows after the outage");
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+}
+
+/// Heroku's convention: no `url`, `DATABASE_URL` (with an `sslmode`) names the database; a
+/// table of another name; `inferd replay postgres://...` reads it back, filtered in SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_reads_the_rows_back_from_postgres() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(dir.path(), "shutdown_grace_seconds = 10", "", "table = \"replayed\"\n");
+    let env = [("DATABASE_URL".to_owned(), format!("{}?sslmode=disable", cluster.url()))];
+    let mut server = SinkServer::start(&config, &env);
+    let answers = Load::start(&server.base, 4, "replay", Some(64)).done().await;
+    let answered = ok_ids(&answers);
+    assert_eq!(answered.len(), 64, "{:?}", statuses(&answers));
+    wait_for_rows(&cluster, "replayed", 64, Duration::from_secs(30)).await;
+    assert_same_ids(request_ids(&cluster, "replayed").await, &answered, "rows in the table named by `table`");
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+
+    let url = cluster.url();
+    let report = replay(&[&url, "--table", "replayed"], &[]);
+    assert_eq!(report["lines"], 64, "{report}");
+    assert_eq!(report["replayed"], 64, "{report}");
+    assert_eq!(report["identical"], 64, "{report}");
+    assert_eq!(report["different"], 0, "{report}");
+    let report = replay(&[&url, "--table", "replayed", "--model", "house_price_linear"], &[]);
+    assert_eq!(report["lines"], 0, "--model in SQL: {report}");
+    let report = replay(&[&url, "--table", "replayed", "--since", "2999-01-01T00:00:00Z"], &[]);
+    assert_eq!(report["lines"], 0, "--since in SQL: {report}");
+    let report = replay(&[&url, "--table", "replayed", "--until", "2000-01-01T00:00:00Z"], &[]);
+    assert_eq!(report["lines"], 0, "--until in SQL: {report}");
+    let report =
+        replay(&[&url, "--table", "replayed", "--model", "house_price", "--since", "2000-01-01T00:00:00Z"], &[]);
+    assert_eq!(report["replayed"], 64, "{report}");
+}
