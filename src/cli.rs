@@ -81,10 +81,14 @@ pub enum RowFormat {
 
 #[derive(Debug, Clone, Args)]
 pub struct ReplayArgs {
-    /// Prediction-log files: files, folders (every file in them), globs, or - for stdin;
-    /// plain or gzip.
+    /// Where the prediction log is: files, folders (every file in them), globs, - for stdin
+    /// (plain or gzip); s3://bucket/prefix, gs://, az://, file:// (every object under the
+    /// prefix); or a postgres:// URL (the table of `--table`).
     #[arg(required = true)]
     pub logs: Vec<String>,
+    /// The PostgreSQL table, for a postgres:// log.
+    #[arg(long, default_value = "inferd_predictions")]
+    pub table: String,
     /// The model whose lines are replayed [default: the config's default model].
     #[arg(long)]
     pub model: Option<String>,

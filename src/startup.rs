@@ -25,6 +25,9 @@ const SHUTDOWN_RESERVE: Duration = Duration::from_secs(2);
 /// Part of the grace period kept for what `main` does after the app has stopped: flushing
 /// the service log (at most 500 ms) and stopping the runtime (100 ms).
 pub const EXIT_RESERVE: Duration = Duration::from_secs(1);
+/// What the prediction log's writer keeps of its deadline to save the lines its sink did not
+/// take (a database still down) for the next start.
+const SPILL_RESERVE: Duration = Duration::from_millis(300);
 
 /// How often the logs' drops and the prediction log's health are looked at.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
@@ -221,7 +224,7 @@ impl Application {
         // Every served request has queued its lines by now; the writer drains them, then exits.
         if let (Some(log), Some(writer)) = (state.prediction_log(), prediction_log) {
             let flushed = async {
-                log.close().await;
+                log.close(deadline.checked_sub(SPILL_RESERVE).unwrap_or(deadline)).await;
                 let _ = tokio::task::spawn_blocking(move || writer.join()).await;
             };
             if tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), flushed).await.is_err() {

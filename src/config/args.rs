@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
+use super::sinks::SinkKind;
 use super::LogFormat;
 
 #[derive(Debug, Clone, Args)]
@@ -57,6 +58,14 @@ pub struct Overrides {
     /// Folder of the prediction log [file: prediction_log.directory].
     #[arg(long, env = "INFERD_PREDICTION_LOG_DIR")]
     pub prediction_log_dir: Option<PathBuf>,
+    /// Where the prediction log goes: files, stdout, postgres or object_store
+    /// [file: prediction_log.sink].
+    #[arg(long, env = "INFERD_PREDICTION_LOG_SINK")]
+    pub prediction_log_sink: Option<SinkKind>,
+    /// The PostgreSQL or object-storage URL of the prediction log's sink [file:
+    /// prediction_log.postgres.url or prediction_log.object_store.url].
+    #[arg(long, env = "INFERD_PREDICTION_LOG_URL", hide_env_values = true)]
+    pub prediction_log_url: Option<String>,
 }
 
 fn parse_log_format(text: &str) -> Result<LogFormat, String> {

@@ -4,6 +4,7 @@ pub mod args;
 mod auth;
 mod observe;
 pub mod reference;
+mod sinks;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use auth::{
     SCOPES,
 };
 pub use observe::{LogFormat, LoggingConfig, MetricsConfig, PredictionLogConfig, Rotation, Secret};
+pub use sinks::{is_sql_name, ObjectStoreSinkConfig, PostgresSinkConfig, SinkKind, DATABASE_URL_ENV};
 
 /// Where the `/metrics` bearer token comes from; never the file.
 pub const METRICS_TOKEN_ENV: &str = "INFERD_METRICS_TOKEN";
@@ -482,6 +484,19 @@ impl Config {
         if let Some(dir) = &o.prediction_log_dir {
             self.prediction_log.directory = dir.clone();
         }
+        let log = &mut self.prediction_log;
+        if let Some(sink) = o.prediction_log_sink {
+            log.sink = sink;
+        }
+        if let Some(url) = o.prediction_log_url.clone().filter(|u| !u.is_empty()) {
+            match log.sink {
+                SinkKind::ObjectStore => log.object_store.url = url,
+                _ => log.postgres.url = url,
+            }
+        }
+        if log.postgres.url.is_empty() {
+            log.postgres.url = std::env::var(DATABASE_URL_ENV).unwrap_or_default();
+        }
         self.metrics.token = std::env::var(METRICS_TOKEN_ENV).ok().filter(|t| !t.is_empty()).map(Secret);
         self.auth.jwt_secret = std::env::var(JWT_SECRET_ENV).ok().filter(|t| !t.is_empty()).map(Secret);
         if let Ok(keys) = std::env::var(API_KEYS_ENV) {
@@ -544,6 +559,7 @@ impl Config {
                 log.max_bytes, log.max_files
             )));
         }
+        self.check_sink()?;
         if self.server.max_body_bytes_in_flight < self.server.body_limit_bytes {
             return Err(ConfigError::Invalid(format!(
                 "server.max_body_bytes_in_flight ({}) must be >= server.body_limit_bytes ({})",
@@ -611,6 +627,41 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The chosen sink has what it needs: a URL it can parse.
+    fn check_sink(&self) -> Result<(), ConfigError> {
+        let log = &self.prediction_log;
+        if !log.enabled {
+            return Ok(());
+        }
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        match log.sink {
+            SinkKind::Files | SinkKind::Stdout => Ok(()),
+            SinkKind::Postgres if log.postgres.url.is_empty() => invalid(format!(
+                "prediction_log.sink = \"postgres\" needs prediction_log.postgres.url, INFERD_PREDICTION_LOG_URL or {DATABASE_URL_ENV}"
+            )),
+            SinkKind::Postgres => match log.postgres.url.parse::<sqlx::postgres::PgConnectOptions>() {
+                Ok(_) => Ok(()),
+                // The error may quote the URL, password included.
+                Err(_) => invalid("prediction_log.postgres.url is not a postgres:// URL".into()),
+            },
+            SinkKind::ObjectStore => {
+                let url = &log.object_store.url;
+                let parsed = url::Url::parse(url).map_err(|e| e.to_string()).and_then(|u| {
+                    object_store::ObjectStoreScheme::parse(&u).map(|_| ()).map_err(|e| e.to_string())
+                });
+                match parsed {
+                    Ok(()) => Ok(()),
+                    Err(e) if url.is_empty() => invalid(format!(
+                        "prediction_log.sink = \"object_store\" needs prediction_log.object_store.url or INFERD_PREDICTION_LOG_URL ({e})"
+                    )),
+                    Err(e) => invalid(format!(
+                        "prediction_log.object_store.url {url:?} is not an s3://, gs://, az:// or file:// URL: {e}"
+                    )),
+                }
+            }
+        }
     }
 
     fn check_auth(&self) -> Result<(), ConfigError> {

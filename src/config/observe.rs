@@ -6,6 +6,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError};
 
+use super::sinks::{ObjectStoreSinkConfig, PostgresSinkConfig, SinkKind};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -124,7 +126,11 @@ pub enum Rotation {
 pub struct PredictionLogConfig {
     /// Write one JSON line per prediction (inputs, outputs, timings).
     pub enabled: bool,
-    /// Folder of the log files; relative paths are resolved against the config file's folder.
+    /// Where the lines go. `INFERD_PREDICTION_LOG_SINK` overrides it.
+    pub sink: SinkKind,
+    /// Folder of the log files (`files`), of the upload spool (`object_store`), and of the
+    /// lines a `postgres` sink could not send before exit (sent at the next start); relative
+    /// paths are resolved against the config file's folder.
     pub directory: PathBuf,
     /// When a new file starts (in UTC; `weekly` on Sundays).
     pub rotation: Rotation,
@@ -148,10 +154,15 @@ pub struct PredictionLogConfig {
     /// Requests whose lines may wait for the writer thread.
     #[validate(range(min = 1, max = 1048576))]
     pub buffer_requests: usize,
-    /// A write (or file open) that has not returned for this long, in milliseconds, marks the
-    /// log stalled (a hung disk or mount): `/ready` answers 503 until writes go through again.
+    /// A write (or file open) that has not returned for this long, in milliseconds, or a
+    /// PostgreSQL or object-storage sink failing for this long, marks the log stalled (a hung
+    /// disk or mount, a database down): `/ready` answers 503 until writes go through again.
     #[validate(range(min = 10, max = 3600000))]
     pub stall_ms: u64,
+    #[validate(nested)]
+    pub postgres: PostgresSinkConfig,
+    #[validate(nested)]
+    pub object_store: ObjectStoreSinkConfig,
 }
 
 impl Default for PredictionLogConfig {
@@ -167,6 +178,9 @@ impl Default for PredictionLogConfig {
             lossy: false,
             buffer_requests: 1024,
             stall_ms: 2000,
+            sink: SinkKind::Files,
+            postgres: PostgresSinkConfig::default(),
+            object_store: ObjectStoreSinkConfig::default(),
         }
     }
 }

@@ -39,6 +39,9 @@ pub const PREDICTION_LOG_LINES_TOTAL: &str = "inferd_prediction_log_lines_total"
 pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "inferd_prediction_log_dropped_total";
 pub const PREDICTION_LOG_STALLED: &str = "inferd_prediction_log_stalled";
 pub const PREDICTION_LOG_STALLS_TOTAL: &str = "inferd_prediction_log_stalls_total";
+pub const PREDICTION_LOG_SINK_ERRORS_TOTAL: &str = "inferd_prediction_log_sink_errors_total";
+pub const PREDICTION_LOG_SPOOL_BYTES: &str = "inferd_prediction_log_spool_bytes";
+pub const PREDICTION_LOG_UPLOADS_TOTAL: &str = "inferd_prediction_log_uploads_total";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "inferd_log_lines_dropped_total";
 pub const AUTH_FAILURES_TOTAL: &str = "inferd_auth_failures_total";
 pub const MODEL_LOADS_TOTAL: &str = "inferd_model_loads_total";
@@ -249,7 +252,27 @@ fn describe() {
         Unit::Seconds,
         "HTTP request latency by method and route template."
     );
-    describe_counter!(PREDICTION_LOG_LINES_TOTAL, Unit::Count, "Prediction log lines written.");
+    describe_counter!(
+        PREDICTION_LOG_LINES_TOTAL,
+        Unit::Count,
+        "Prediction log lines the sink took: written to the files or stdout, inserted into PostgreSQL, appended to the \
+         upload spool."
+    );
+    describe_counter!(
+        PREDICTION_LOG_SINK_ERRORS_TOTAL,
+        Unit::Count,
+        "Failed attempts to connect to or write into the prediction log's PostgreSQL (its lines are kept and retried)."
+    );
+    describe_gauge!(
+        PREDICTION_LOG_SPOOL_BYTES,
+        Unit::Bytes,
+        "Bytes of prediction log lines in the object-storage sink's local spool, not uploaded yet."
+    );
+    describe_counter!(
+        PREDICTION_LOG_UPLOADS_TOTAL,
+        Unit::Count,
+        "Uploads of prediction log parts to object storage, by outcome (ok, error; failed ones are retried)."
+    );
     describe_counter!(
         AUTH_FAILURES_TOTAL,
         Unit::Count,
@@ -265,7 +288,8 @@ fn describe() {
     describe_gauge!(
         PREDICTION_LOG_STALLED,
         Unit::Count,
-        "1 while a prediction log write has not returned for prediction_log.stall_ms (a hung disk), else 0."
+        "1 while a prediction log write has not returned, or its database been failing, for prediction_log.stall_ms, \
+         else 0."
     );
     describe_counter!(PREDICTION_LOG_STALLS_TOTAL, Unit::Count, "Times the prediction log's writer was found stalled.");
     describe_counter!(

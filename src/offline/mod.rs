@@ -6,6 +6,7 @@
 pub mod lines;
 pub mod replay;
 pub mod score;
+pub mod sources;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;

@@ -2,8 +2,6 @@
 //! `.onnx` file with its schema) and compared with the answer logged.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use serde::Serialize;
@@ -13,6 +11,7 @@ use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
 use super::lines::{Line, Lines, Split};
+use super::sources::{Filter, Sources};
 use super::{load_target, nested, retire, Runner, Scored};
 use crate::cli::{ReplayArgs, ReportFormat};
 use crate::config::Config;
@@ -90,49 +89,6 @@ pub struct ToleranceOut {
     pub relative: f64,
 }
 
-/// The log files named: files, folders (every file in them), globs, in name order; `-` is
-/// stdin.
-pub fn files(patterns: &[String]) -> Result<Vec<PathBuf>, String> {
-    let mut out = Vec::new();
-    for pattern in patterns {
-        let path = Path::new(pattern);
-        if pattern == "-" {
-            out.push(path.to_owned());
-        } else if path.is_dir() {
-            let mut inside: Vec<PathBuf> = std::fs::read_dir(path)
-                .map_err(|e| format!("cannot read {pattern}: {e}"))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file())
-                .collect();
-            inside.sort();
-            out.extend(inside);
-        } else if path.is_file() {
-            out.push(path.to_owned());
-        } else {
-            let matched = glob::glob(pattern).map_err(|e| format!("{pattern}: {e}"))?;
-            let before = out.len();
-            out.extend(matched.filter_map(Result::ok).filter(|p| p.is_file()));
-            if out.len() == before {
-                return Err(format!("{pattern}: no such file, folder or matching files"));
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// The file's text, gunzipped when it is gzip: by its `.gz` name, or its first bytes (stdin).
-fn open(path: &Path) -> std::io::Result<Box<dyn BufRead>> {
-    let input: Box<dyn Read> =
-        if path == Path::new("-") { Box::new(std::io::stdin()) } else { Box::new(std::fs::File::open(path)?) };
-    let mut input = BufReader::with_capacity(1 << 16, input);
-    let gzip = path.extension().is_some_and(|e| e == "gz") || input.fill_buf()?.starts_with(&[0x1f, 0x8b]);
-    Ok(if gzip {
-        Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(input)))
-    } else {
-        Box::new(input)
-    })
-}
-
 fn parse_time(text: &Option<String>, what: &str) -> Result<Option<OffsetDateTime>, String> {
     text.as_deref()
         .map(|t| OffsetDateTime::parse(t, &Rfc3339).map_err(|e| format!("--{what} {t:?} is not an RFC 3339 time: {e}")))
@@ -161,12 +117,14 @@ pub async fn run(args: &ReplayArgs) -> ExitCode {
 
 pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
     let config = Config::load(&args.serve).map_err(|e| e.to_string())?;
-    let files = files(&args.logs)?;
     let (since, until) = (parse_time(&args.since, "since")?, parse_time(&args.until, "until")?);
     let model = match &args.model {
         Some(model) => model.clone(),
         None => config.default_model().name.clone(),
     };
+    let filter =
+        Filter { model: &model, since: args.since.as_deref(), until: args.until.as_deref(), table: &args.table };
+    let mut sources = Sources::resolve(&args.logs, &filter).await?;
     let onnx = args.onnx.clone().zip(args.schema.clone());
     let target = tokio::task::block_in_place(|| load_target(&config, &model, args.version.as_deref(), onnx))?;
     let report: Result<Report, String> = async {
@@ -177,7 +135,7 @@ pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
                 Some(path) => path.display().to_string(),
                 None => format!("{model} version {}", target.batcher.spec().version),
             },
-            files: files.len(),
+            files: sources.count,
             tolerance: ToleranceOut { absolute: tolerance.absolute, relative: tolerance.relative },
             ..Report::default()
         };
@@ -191,10 +149,9 @@ pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
                 judge(report, origin, &logged, scored, tolerance, keep);
             }
         };
-        for path in &files {
-            let file_name = if path == Path::new("-") { "stdin".to_owned() } else { path.display().to_string() };
+        while let Some((file_name, reader)) = sources.next().await? {
             let cannot_read = |e: std::io::Error| format!("cannot read {file_name}: {e}");
-            let mut lines = Lines::new(open(path).map_err(cannot_read)?, Split::Newline);
+            let mut lines = Lines::new(reader, Split::Newline);
             while let Some(line) = lines.next_line().map_err(cannot_read)? {
                 let (number, text) = match line {
                     Line::TooLong { number, bytes } => {

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use time::OffsetDateTime;
 
 use super::policy::{self, Kept};
+use super::sink::{Sink, Written};
 use crate::config::{PredictionLogConfig, Rotation};
 
 pub struct LogFiles {
@@ -30,14 +31,6 @@ pub struct LogFiles {
     /// The current part's path, checked before each write (the file may have been deleted).
     path: PathBuf,
     next_rollover: Option<OffsetDateTime>,
-}
-
-/// What one [`LogFiles::write`] did: `lines` whole lines (`bytes` bytes) reached the files,
-/// then `error`, if any, stopped it.
-pub struct Written {
-    pub lines: usize,
-    pub bytes: usize,
-    pub error: Option<io::Error>,
 }
 
 impl LogFiles {
@@ -64,13 +57,9 @@ impl LogFiles {
         Ok(files)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes the lines of `buf` (line `i` ends at byte `ends[i]`) until one fails. A failed
     /// write is cut back to the last whole line, so the files only ever hold whole lines.
-    pub fn write(&mut self, buf: &[u8], ends: &[usize], now: OffsetDateTime) -> Written {
+    fn write_lines(&mut self, buf: &[u8], ends: &[usize], now: OffsetDateTime) -> Written {
         let mut done = Written { lines: 0, bytes: 0, error: None };
         if let Err(error) = self.prepare(now) {
             done.error = Some(error);
@@ -197,6 +186,16 @@ impl LogFiles {
     }
 }
 
+impl Sink for LogFiles {
+    fn write(&mut self, buf: &[u8], ends: &[usize], now: OffsetDateTime) -> Written {
+        self.write_lines(buf, ends, now)
+    }
+
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
 /// This log's files in `dir`, oldest first (by modification time, then name).
 fn scan(dir: &Path) -> io::Result<Vec<Kept>> {
     let mut files = Vec::new();
@@ -214,7 +213,7 @@ fn scan(dir: &Path) -> io::Result<Vec<Kept>> {
 }
 
 /// The file's length after cutting a torn last line (left by a crash mid-write) off.
-fn whole_lines_len(file: &mut File) -> io::Result<u64> {
+pub(super) fn whole_lines_len(file: &mut File) -> io::Result<u64> {
     let len = file.metadata()?.len();
     let mut end = len;
     let mut block = [0u8; 8192];

@@ -18,7 +18,11 @@
 
 mod files;
 mod health;
+mod object_store;
 mod policy;
+mod postgres;
+mod sink;
+mod stdout;
 mod writer;
 
 use std::sync::Arc;
@@ -31,9 +35,10 @@ use tokio::sync::mpsc;
 
 pub use self::health::Check;
 use self::health::Health;
+pub use self::object_store::connect as connect_object_store;
 use self::writer::Writer;
 use crate::batch::{Inferred, Part};
-use crate::config::PredictionLogConfig;
+use crate::config::{PredictionLogConfig, SinkKind};
 use crate::model::ModelSpec;
 use crate::observe::{Metrics, PREDICTION_LOG_DROPPED_TOTAL, PREDICTION_LOG_LINES_TOTAL};
 use crate::tensor::rows::Slice;
@@ -54,8 +59,11 @@ struct Record {
 
 enum Message {
     Record(Record),
-    /// Everything sent before it is written; then the writer exits.
-    Close,
+    /// Everything sent before it is written (or, for a sink that holds failed lines, kept
+    /// for the next start) by `by`; then the writer exits.
+    Close {
+        by: Instant,
+    },
 }
 
 /// The handlers' side: cheap to clone.
@@ -82,16 +90,15 @@ pub struct Unavailable;
 pub struct PredictionLogWriter(JoinHandle<()>);
 
 #[derive(Debug, thiserror::Error)]
-#[error("cannot open the prediction log in {dir}: {source}")]
+#[error("cannot open the prediction log ({sink}): {source}")]
 pub struct OpenError {
-    dir: String,
+    sink: String,
     source: std::io::Error,
 }
 
 impl PredictionLog {
     pub fn open(config: &PredictionLogConfig, metrics: &Metrics) -> Result<(Self, PredictionLogWriter), OpenError> {
-        let files = files::LogFiles::open(config, OffsetDateTime::now_utc())
-            .map_err(|source| OpenError { dir: config.directory.display().to_string(), source })?;
+        let sink = metrics.with(|| open_sink(config))?;
         let (tx, rx) = mpsc::channel(config.buffer_requests);
         let health = Arc::new(Health::new(Duration::from_millis(config.stall_ms)));
         let dropped = |reason: &'static str| counter!(PREDICTION_LOG_DROPPED_TOTAL, "reason" => reason);
@@ -100,7 +107,7 @@ impl PredictionLog {
                 written: counter!(PREDICTION_LOG_LINES_TOTAL),
                 write_errors: dropped("write_error"),
             };
-            let writer = Writer::new(files, config.redact.clone(), counters, health.clone());
+            let writer = Writer::new(sink, config.redact.clone(), counters, health.clone());
             let log = Self {
                 tx,
                 sample_rate: config.sample_rate,
@@ -204,9 +211,10 @@ impl PredictionLog {
         self.health.watch()
     }
 
-    /// Asks the writer to finish: lines queued before this call are written and flushed.
-    pub async fn close(&self) {
-        let _ = self.tx.send(Message::Close).await;
+    /// Asks the writer to finish by `by`: lines queued before this call are written and
+    /// flushed (uploaded), or kept for the next start where the sink has a place for them.
+    pub async fn close(&self, by: Instant) {
+        let _ = self.tx.send(Message::Close { by }).await;
     }
 
     /// Lines handed to the writer and not yet written or given up on.
@@ -219,6 +227,23 @@ impl PredictionLog {
     pub fn abandoned(&self, lines: u64) {
         self.unwritten_at_exit.increment(lines);
     }
+}
+
+/// The configured sink, opened (files created, the spool scanned; the database is connected
+/// to later, by the writer).
+fn open_sink(config: &PredictionLogConfig) -> Result<Box<dyn sink::Sink>, OpenError> {
+    let failed = |sink: String| move |source| OpenError { sink, source };
+    Ok(match config.sink {
+        SinkKind::Files => Box::new(
+            files::LogFiles::open(config, OffsetDateTime::now_utc())
+                .map_err(failed(config.directory.display().to_string()))?,
+        ),
+        SinkKind::Stdout => Box::new(stdout::Stdout),
+        SinkKind::Postgres => Box::new(postgres::Postgres::open(config).map_err(failed("postgres".into()))?),
+        SinkKind::ObjectStore => {
+            Box::new(object_store::ObjectStore::open(config).map_err(failed(config.object_store.url.clone()))?)
+        }
+    })
 }
 
 impl PredictionLogWriter {

@@ -9,8 +9,8 @@ use tokio::sync::mpsc;
 
 use std::sync::Arc;
 
-use super::files::LogFiles;
 use super::health::Health;
+use super::sink::{OnFailure, Sink};
 use super::{Message, Record};
 use crate::model::views::{RowInputs, RowOutputs};
 use crate::observe::format::{float, json_str, uint, utc_rfc3339};
@@ -33,7 +33,8 @@ const RETRY_BYTES: usize = 8 * WRITE_CHUNK;
 const ERROR_EVERY: Duration = Duration::from_secs(5);
 
 pub(super) struct Writer {
-    files: LogFiles,
+    sink: Box<dyn Sink>,
+    on_failure: OnFailure,
     redact: Vec<String>,
     buf: Vec<u8>,
     /// What every line of the record being taken starts with, up to its `instance`.
@@ -56,9 +57,10 @@ pub(super) struct Counters {
 }
 
 impl Writer {
-    pub(super) fn new(files: LogFiles, redact: Vec<String>, counters: Counters, health: Arc<Health>) -> Self {
+    pub(super) fn new(sink: Box<dyn Sink>, redact: Vec<String>, counters: Counters, health: Arc<Health>) -> Self {
         Self {
-            files,
+            on_failure: sink.on_failure(),
+            sink,
             redact,
             buf: Vec::with_capacity(WRITE_CHUNK),
             head: Vec::with_capacity(256),
@@ -76,12 +78,18 @@ impl Writer {
         // Parked while idle; once a request arrives, it wakes every `GATHER` and takes all that
         // has queued, so that under load handlers do not pay a thread wake-up per request.
         // A buffer at least half full is drained again at once. Lines that failed to be
-        // written keep it polling, to retry them, instead of parking.
+        // written keep it polling, to retry them, instead of parking; a sink that holds
+        // failed lines takes no more once it holds its most.
+        let mut closing = None;
         loop {
             let first = if self.buf.is_empty() {
                 rx.blocking_recv()
             } else {
                 std::thread::sleep(RETRY_EVERY);
+                if self.full() {
+                    self.flush();
+                    continue;
+                }
                 match rx.try_recv() {
                     Ok(message) => Some(message),
                     Err(mpsc::error::TryRecvError::Empty) => {
@@ -92,17 +100,18 @@ impl Writer {
                 }
             };
             let Some(first) = first else { break };
-            let mut closing = self.take(first);
+            closing = self.take(first);
             let mut taken = 1;
-            while !closing && taken > 0 {
+            while closing.is_none() && taken > 0 {
                 if taken < half {
                     std::thread::sleep(GATHER);
                 }
                 taken = 0;
-                while let Ok(message) = rx.try_recv() {
+                while !self.full() {
+                    let Ok(message) = rx.try_recv() else { break };
                     taken += 1;
                     closing = self.take(message);
-                    if closing {
+                    if closing.is_some() {
                         break;
                     }
                     if self.buf.len() >= WRITE_CHUNK {
@@ -112,22 +121,53 @@ impl Writer {
                 self.flush();
             }
             self.flush();
-            if closing {
+            if closing.is_some() {
                 break;
             }
         }
-        // Retried until written or given up on (after `RETRY_FOR` at most).
+        self.close(closing.unwrap_or_else(Instant::now));
+    }
+
+    /// Whether a sink that holds failed lines holds its most: then nothing more is taken.
+    fn full(&self) -> bool {
+        matches!(self.on_failure, OnFailure::Hold { max_bytes } if self.buf.len() >= max_bytes)
+    }
+
+    /// Retries what is left until it is written or given up on (after `RETRY_FOR` at most),
+    /// or, for a sink that holds lines, until `by`; then spills what remains for the next start.
+    fn close(&mut self, by: Instant) {
+        self.sink.closing(by);
         while !self.buf.is_empty() {
+            if matches!(self.on_failure, OnFailure::Hold { .. }) && Instant::now() >= by {
+                break;
+            }
             self.flush();
             if !self.buf.is_empty() {
                 std::thread::sleep(RETRY_EVERY);
             }
         }
+        let left = self.ends.len();
+        if left > 0 {
+            match self.sink.spill(&self.buf, &self.ends) {
+                Ok(true) => {
+                    tracing::warn!(lines = left, sink = %self.sink.describe(), "prediction log lines not sent before exit are kept for the next start");
+                    self.health.settled(left as u64);
+                }
+                Ok(false) => {}
+                Err(error) => {
+                    tracing::error!(%error, lines = left, "cannot keep the prediction log lines not sent before exit")
+                }
+            }
+        }
+        self.sink.finish();
     }
 
-    /// Adds a record's lines to the buffer; true on `Close`.
-    fn take(&mut self, message: Message) -> bool {
-        let Message::Record(record) = message else { return true };
+    /// Adds a record's lines to the buffer; on `Close`, its deadline.
+    fn take(&mut self, message: Message) -> Option<Instant> {
+        let record = match message {
+            Message::Record(record) => record,
+            Message::Close { by } => return Some(by),
+        };
         self.start_record(&record);
         let mut sampled = record.sampled.as_deref().map(|s| s.iter().copied().peekable());
         let mut index = 0;
@@ -143,7 +183,7 @@ impl Writer {
                 self.line(&record, instance, &slice.batch, row, part);
             }
         }
-        false
+        None
     }
 
     /// The fields every line of `record` shares, written once into `head`. The line's fields
@@ -152,7 +192,8 @@ impl Writer {
     fn start_record(&mut self, record: &Record) {
         let head = &mut self.head;
         head.clear();
-        head.extend_from_slice(br#"{"ts":""#);
+        head.extend_from_slice(self.sink.line_start());
+        head.extend_from_slice(br#""ts":""#);
         utc_rfc3339(head, record.at);
         head.extend_from_slice(br#"","request_id":"#);
         json_str(head, &record.request_id);
@@ -204,10 +245,16 @@ impl Writer {
             return;
         }
         // A write to a hung disk or mount does not fail, it never returns: the rest of the
-        // server watches how long this call has been going (see `Health`).
-        self.health.busy();
-        let done = self.files.write(&self.buf, &self.ends, OffsetDateTime::now_utc());
-        self.health.idle();
+        // server watches how long this call has been going (see `Health`). For a sink that
+        // holds failed lines, the watch runs from the first failure to the next success.
+        let hold = matches!(self.on_failure, OnFailure::Hold { .. });
+        if !(hold && self.failing_since.is_some()) {
+            self.health.busy();
+        }
+        let done = self.sink.write(&self.buf, &self.ends, OffsetDateTime::now_utc());
+        if done.error.is_none() || !hold {
+            self.health.idle();
+        }
         self.counters.written.increment(done.lines as u64);
         self.health.settled(done.lines as u64);
         self.buf.drain(..done.bytes);
@@ -216,7 +263,7 @@ impl Writer {
         let Some(error) = done.error else {
             self.failing_since = None;
             if std::mem::take(&mut self.broken) {
-                tracing::info!(dir = %self.files.dir().display(), "the prediction log is written again");
+                tracing::info!(sink = %self.sink.describe(), "the prediction log is written again");
             }
             return;
         };
@@ -224,7 +271,8 @@ impl Writer {
         let now = Instant::now();
         let since = *self.failing_since.get_or_insert(now);
         let waiting = self.ends.len();
-        let dropped = if now.duration_since(since) >= RETRY_FOR || self.buf.len() >= RETRY_BYTES {
+        let give_up = now.duration_since(since) >= RETRY_FOR || self.buf.len() >= RETRY_BYTES;
+        let dropped = if give_up && !hold {
             self.counters.write_errors.increment(waiting as u64);
             self.health.settled(waiting as u64);
             self.buf.clear();
@@ -236,8 +284,8 @@ impl Writer {
             0
         };
         if let Some(suppressed) = self.errors.check_at(now) {
-            let dir = self.files.dir().display();
-            tracing::error!(%error, %dir, waiting = waiting - dropped, dropped, suppressed, "cannot write the prediction log");
+            let sink = self.sink.describe();
+            tracing::error!(%error, %sink, waiting = waiting - dropped, dropped, suppressed, "cannot write the prediction log");
         }
     }
 }
