@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::helpers::{reference, repo, send_signal};
 use crate::process::inferd;
 
+mod file_url;
 #[cfg(feature = "external-tools")]
 mod moto;
 #[cfg(feature = "external-tools")]

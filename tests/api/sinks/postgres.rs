@@ -196,7 +196,7 @@ async fn postgres_down_past_stall_ms_is_503_and_unready_then_every_answered_row_
         dir.path(),
         &format!("shutdown_grace_seconds = 10\nrequest_timeout_ms = {}", DEADLINE.as_millis()),
         "stall_ms = 500\nbuffer_requests = 4",
-        &format!("url = \"{}\"\ntimeout_ms = 1000\nbuffer_bytes = 4096\nbatch_rows = 100\n", cluster.url()),
+        &format!("url = \"{}\"\ntimeout_ms = 1000\nbuffer_bytes = 65536\nbatch_rows = 100\n", cluster.url()),
     );
     let mut server = SinkServer::start(&config, &[]);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
@@ -259,7 +259,9 @@ async fn replay_reads_the_rows_back_from_postgres() {
     let cluster = PgCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let config = postgres_config(dir.path(), "shutdown_grace_seconds = 10", "", "table = \"replayed\"\n");
-    let env = [("DATABASE_URL".to_owned(), format!("{}?sslmode=disable", cluster.url()))];
+    // A password (trust authentication takes any), which must show in no log line.
+    let with_password = cluster.url().replace("postgres@", "postgres:hunter2-secret@");
+    let env = [("DATABASE_URL".to_owned(), format!("{with_password}?sslmode=disable"))];
     let mut server = SinkServer::start(&config, &env);
     let answers = Load::start(&server.base, 4, "replay", Some(64)).done().await;
     let answered = ok_ids(&answers);
@@ -267,7 +269,15 @@ async fn replay_reads_the_rows_back_from_postgres() {
     wait_for_rows(&cluster, "replayed", 64, Duration::from_secs(30)).await;
     assert_same_ids(request_ids(&cluster, "replayed").await, &answered, "rows in the table named by `table`");
     let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
-    assert_eq!(code, Some(0), "{}", server.stderr());
+    let stderr = server.stderr();
+    assert_eq!(code, Some(0), "{stderr}");
+    let leaks: Vec<String> = server
+        .stdout_after_exit()
+        .into_iter()
+        .chain(stderr.lines().map(str::to_owned))
+        .filter(|l| l.contains("hunter2"))
+        .collect();
+    assert!(leaks.is_empty(), "the database password is logged: {leaks:?}");
 
     let url = cluster.url();
     let report = replay(&[&url, "--table", "replayed"], &[]);
@@ -284,4 +294,62 @@ async fn replay_reads_the_rows_back_from_postgres() {
     let report =
         replay(&[&url, "--table", "replayed", "--model", "house_price", "--since", "2000-01-01T00:00:00Z"], &[]);
     assert_eq!(report["replayed"], 64, "{report}");
+}
+
+/// Lines PostgreSQL could not take before exit are kept in `directory` and sent by the next
+/// start: an answered prediction's row survives the database and the server both going down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lines_unsent_at_exit_are_sent_by_the_next_start() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(
+        dir.path(),
+        "shutdown_grace_seconds = 3",
+        "",
+        &format!("url = \"{}\"\ntimeout_ms = 1000\n", cluster.url()),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let mut answers = Load::start(&server.base, 2, "before", Some(10)).done().await;
+    wait_for_rows(&cluster, "inferd_predictions", 10, Duration::from_secs(30)).await;
+    tokio::task::block_in_place(|| cluster.stop());
+    // 20 lines wait well within buffer_bytes: answered 200, held for the database.
+    let held = Load::start(&server.base, 1, "held", Some(20)).done().await;
+    assert_eq!(ok_ids(&held).len(), 20, "held within buffer_bytes: {:?}", statuses(&held));
+    answers.extend(held);
+    let (code, took) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(3 + 2)));
+    println!("exit {took:?} after SIGTERM with PostgreSQL down");
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let kept: Vec<_> = std::fs::read_dir(dir.path().join("unsent")).unwrap().flatten().map(|e| e.path()).collect();
+    let kept_lines: usize =
+        kept.iter().map(|p| std::fs::read_to_string(p).unwrap().lines().filter(|l| !l.is_empty()).count()).sum();
+    assert_eq!(kept_lines, 20, "the unsent lines are kept in `directory`: {kept:?}");
+
+    tokio::task::block_in_place(|| cluster.start_again());
+    let mut server = SinkServer::start(&config, &[]);
+    // Sent at the start, not at the first prediction after it: a replica that gets no more
+    // traffic must not sit on them.
+    let url = cluster.url();
+    let mut at_start = None;
+    let sent_at_start = tokio::time::timeout(Duration::from_secs(20), async {
+        while at_start != Some(30) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            at_start = rows(&url, "inferd_predictions").await;
+        }
+    })
+    .await
+    .is_ok();
+    // Checked at the end: first, whether a prediction sends them.
+    answers.extend(Load::start(&server.base, 1, "after", Some(1)).done().await);
+    let answered = ok_ids(&answers);
+    wait_for_rows(&cluster, "inferd_predictions", answered.len(), Duration::from_secs(30)).await;
+    assert_same_ids(request_ids(&cluster, "inferd_predictions").await, &answered, "rows after the next start");
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("unsent")).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "sent lines are not kept: {left:?}");
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(3 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    assert!(
+        sent_at_start,
+        "the kept lines were not sent within 20 s of the next start ({at_start:?} rows of 30), only once a \
+         prediction came"
+    );
 }

@@ -76,3 +76,40 @@ async fn the_stdout_sink_prints_one_line_per_prediction_and_writes_no_file() {
     let files: Vec<_> = std::fs::read_dir(&logs).into_iter().flatten().flatten().map(|e| e.path()).collect();
     assert!(files.is_empty(), "the stdout sink wrote files: {files:?}");
 }
+
+/// `redact` and `sample_rate` apply to the stdout sink as to the files: sampled-out lines are
+/// counted, kept lines have the field written as "[redacted]".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_stdout_sink_applies_redact_and_sample_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        "shutdown_grace_seconds = 10",
+        &format!(
+            "sink = \"stdout\"\ndirectory = \"{}\"\nsample_rate = 0.5\nredact = [\"lotsize\"]\n",
+            dir.path().join("predictions").display()
+        ),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let answers = Load::start(&server.base, 4, "sampled", Some(200)).done().await;
+    let answered = ok_ids(&answers);
+    assert_eq!(answered.len(), 200, "{:?}", statuses(&answers));
+    let text = reqwest::get(server.url("/metrics")).await.unwrap().text().await.unwrap();
+    let sampled_out = crate::helpers::metric(&text, "inferd_prediction_log_dropped_total", &[("reason", "sampled_out")])
+        .expect("sampled-out lines are counted") as usize;
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let predictions: Vec<Value> = server
+        .stdout_after_exit()
+        .iter()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["log"] == "prediction")
+        .collect();
+    assert_eq!(predictions.len() + sampled_out, 200, "every line printed or counted as sampled out");
+    assert!((40..=160).contains(&predictions.len()), "about half of 200 kept: {}", predictions.len());
+    for line in &predictions {
+        assert!(answered.contains(&line["request_id"].as_str().unwrap().to_owned()), "{line}");
+        assert_eq!(line["inputs"]["lotsize"], "[redacted]", "{line}");
+        assert!(line["inputs"]["bedrooms"].is_number(), "{line}");
+    }
+}
