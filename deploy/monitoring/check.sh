@@ -344,7 +344,7 @@ while True:
     if (rules and all(r.get("lastEvaluation", "0001").startswith("0001") is False for r in rules)) or time.time() > deadline:
         break
     time.sleep(0.5)
-expect(len(rules) == 12 and {g["name"] for g in groups} == {"inferd"}, "12 alert rules loaded in group inferd",
+expect(len(rules) == 13 and {g["name"] for g in groups} == {"inferd"}, "13 alert rules loaded in group inferd",
        [r["name"] for r in rules])
 errs = [f'{r["name"]}: {r.get("lastError")}' for r in rules if r.get("health") != "ok" or r.get("lastError")]
 expect(not errs, "every alert rule evaluates without error", errs)

@@ -21,7 +21,7 @@ pub use auth::{
     SCOPES,
 };
 pub use observe::{LogFormat, LoggingConfig, MetricsConfig, PredictionLogConfig, Rotation, Secret};
-pub use sinks::{is_sql_name, ObjectStoreSinkConfig, PostgresSinkConfig, SinkKind, DATABASE_URL_ENV};
+pub use sinks::{is_sql_name, Acknowledge, ObjectStoreSinkConfig, PostgresSinkConfig, SinkKind, DATABASE_URL_ENV};
 
 /// Where the `/metrics` bearer token comes from; never the file.
 pub const METRICS_TOKEN_ENV: &str = "INFERD_METRICS_TOKEN";

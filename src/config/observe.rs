@@ -6,7 +6,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use validator::{Validate, ValidationError};
 
-use super::sinks::{ObjectStoreSinkConfig, PostgresSinkConfig, SinkKind};
+use super::sinks::{Acknowledge, ObjectStoreSinkConfig, PostgresSinkConfig, SinkKind};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -151,6 +151,8 @@ pub struct PredictionLogConfig {
     /// When false (the default), a request whose lines do not fit in the buffer waits for the
     /// writer, so no line is lost. When true, it drops them and counts them instead.
     pub lossy: bool,
+    /// Lossless only: when a request may be answered.
+    pub acknowledge: Acknowledge,
     /// Requests whose lines may wait for the writer thread.
     #[validate(range(min = 1, max = 1048576))]
     pub buffer_requests: usize,
@@ -179,6 +181,7 @@ impl Default for PredictionLogConfig {
             buffer_requests: 1024,
             stall_ms: 2000,
             sink: SinkKind::Files,
+            acknowledge: Acknowledge::Queued,
             postgres: PostgresSinkConfig::default(),
             object_store: ObjectStoreSinkConfig::default(),
         }

@@ -35,6 +35,21 @@ impl std::str::FromStr for SinkKind {
     }
 }
 
+/// When a lossless prediction log lets a request be answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Acknowledge {
+    /// Once its lines are queued for the writer (in memory, bounded by `buffer_requests`):
+    /// nothing is lost to a full buffer, a sink outage or a shutdown, but a crash (SIGKILL,
+    /// out of memory) loses what is queued.
+    #[default]
+    Queued,
+    /// Once the sink has taken its lines: written to the files or stdout, committed in
+    /// PostgreSQL, appended to the upload spool (or kept on disk at shutdown). Costs each
+    /// request the writer's gathering interval (5 ms) and the sink's write.
+    Written,
+}
+
 /// The PostgreSQL sink: rows written in batches by the log's writer, which reconnects with
 /// backoff and keeps what it could not write (up to `buffer_bytes`) until it can.
 #[derive(Clone, Deserialize, Validate, JsonSchema)]

@@ -97,7 +97,7 @@ pub enum ApiError {
     /// Lossless prediction logging could not take the prediction's lines before its deadline
     /// (the log's disk is not keeping up, or hangs): it is not answered, so not lost. Also
     /// `/ready`'s answer while the log's writer is stalled.
-    #[error("the prediction log is not keeping up (its disk is slow or not responding); retry shortly")]
+    #[error("the prediction log is not keeping up (its disk or database is slow or not responding); retry shortly")]
     PredictionLogUnavailable,
     /// A fault of ours; the cause is logged, never sent.
     #[error("internal error")]

@@ -31,14 +31,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use metrics::{counter, Counter};
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 pub use self::health::Check;
 use self::health::Health;
 pub use self::object_store::connect as connect_object_store;
 use self::writer::Writer;
 use crate::batch::{Inferred, Part};
-use crate::config::{PredictionLogConfig, SinkKind};
+use crate::config::{Acknowledge, PredictionLogConfig, SinkKind};
 use crate::model::ModelSpec;
 use crate::observe::{Metrics, PREDICTION_LOG_DROPPED_TOTAL, PREDICTION_LOG_LINES_TOTAL};
 use crate::tensor::rows::Slice;
@@ -55,6 +55,9 @@ struct Record {
     slices: Vec<(Slice, Part)>,
     /// Positions in the request of the instances logged; `None`: all of them.
     sampled: Option<Vec<usize>>,
+    /// Told once the sink has taken the record's lines (`acknowledge = "written"`); dropped
+    /// unsent if they are given up on.
+    ack: Option<oneshot::Sender<()>>,
 }
 
 enum Message {
@@ -72,6 +75,8 @@ pub struct PredictionLog {
     tx: mpsc::Sender<Message>,
     sample_rate: f64,
     lossy: bool,
+    /// Lossless and `acknowledge = "written"`: a request waits for its lines to be written.
+    wait_written: bool,
     sampled_out: Counter,
     buffer_full: Counter,
     closed: Counter,
@@ -112,6 +117,7 @@ impl PredictionLog {
                 tx,
                 sample_rate: config.sample_rate,
                 lossy: config.lossy,
+                wait_written: !config.lossy && config.acknowledge == Acknowledge::Written,
                 sampled_out: dropped("sampled_out"),
                 buffer_full: dropped("buffer_full"),
                 closed: dropped("closed"),
@@ -159,6 +165,12 @@ impl PredictionLog {
             return Ok(());
         }
         let n = n as u64;
+        let (ack, written) = if self.wait_written {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
         let record = Message::Record(Record {
             at: SystemTime::now(),
             request_id: request_id.to_owned(),
@@ -166,6 +178,7 @@ impl PredictionLog {
             spec: spec.clone(),
             slices: inferred.slices.iter().cloned().zip(inferred.parts.iter().copied()).collect(),
             sampled,
+            ack,
         });
         enum Refused {
             Closed,
@@ -175,13 +188,13 @@ impl PredictionLog {
         // Counted before the writer can see them, taken back if they never reach it.
         self.health.queued(n);
         let refused = match self.tx.try_send(record) {
-            Ok(()) => return Ok(()),
+            Ok(()) => return self.written(written, deadline).await,
             Err(mpsc::error::TrySendError::Closed(_)) => Refused::Closed,
             Err(mpsc::error::TrySendError::Full(_)) if self.lossy => Refused::BufferFull,
             Err(mpsc::error::TrySendError::Full(_)) if self.health.stalled() => Refused::Unavailable,
             Err(mpsc::error::TrySendError::Full(record)) => {
                 match tokio::time::timeout_at(deadline.into(), self.tx.send(record)).await {
-                    Ok(Ok(())) => return Ok(()),
+                    Ok(Ok(())) => return self.written(written, deadline).await,
                     Ok(Err(_)) => Refused::Closed,
                     Err(_elapsed) => Refused::Unavailable,
                 }
@@ -198,6 +211,17 @@ impl PredictionLog {
             }
         }
         Ok(())
+    }
+
+    /// With `acknowledge = "written"`, waits (until `deadline`) for the sink to take the lines;
+    /// lines given up on, or not taken in time, refuse the answer. The lines are the writer's
+    /// now: they may still be written after a refusal (logged, not answered: never the reverse).
+    async fn written(&self, written: Option<oneshot::Receiver<()>>, deadline: Instant) -> Result<(), Unavailable> {
+        let Some(written) = written else { return Ok(()) };
+        match tokio::time::timeout_at(deadline.into(), written).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) | Err(_) => Err(Unavailable),
+        }
     }
 
     /// Whether the writer is stalled: a file operation has not returned for `stall_ms`.

@@ -190,6 +190,15 @@ impl Sink for Postgres {
         format!("postgres {}", self.place)
     }
 
+    fn start(&mut self) {
+        match self.connection() {
+            Ok(_) => tracing::info!(sink = %self.describe(), "the prediction log writes to PostgreSQL"),
+            Err(error) => {
+                tracing::error!(%error, sink = %self.describe(), "cannot connect to the prediction log's PostgreSQL yet; lines wait and are retried")
+            }
+        }
+    }
+
     fn on_failure(&self) -> OnFailure {
         OnFailure::Hold { max_bytes: self.max_bytes }
     }

@@ -48,6 +48,10 @@ pub trait Sink: Send {
         OnFailure::GiveUp
     }
 
+    /// First call, on the writer thread: connect early, so that a wrong URL or password is
+    /// in the service log at start rather than at the first prediction.
+    fn start(&mut self) {}
+
     /// The server is stopping: what the sink does from now on must end by `by`.
     fn closing(&mut self, _by: Instant) {}
 

@@ -5,8 +5,9 @@ use std::time::{Duration, Instant};
 
 use metrics::Counter;
 use time::OffsetDateTime;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::health::Health;
@@ -41,6 +42,9 @@ pub(super) struct Writer {
     head: Vec<u8>,
     /// Where each line in `buf` ends.
     ends: Vec<usize>,
+    /// Records waiting to hear that their lines were taken: the number of lines in `buf` up to
+    /// and including the record's last, oldest first.
+    acks: VecDeque<(usize, oneshot::Sender<()>)>,
     /// When the lines in `buf` first failed to be written.
     failing_since: Option<Instant>,
     /// A write failed since the last one that succeeded.
@@ -65,6 +69,7 @@ impl Writer {
             buf: Vec::with_capacity(WRITE_CHUNK),
             head: Vec::with_capacity(256),
             ends: Vec::new(),
+            acks: VecDeque::new(),
             failing_since: None,
             broken: false,
             errors: RateLimited::new(ERROR_EVERY),
@@ -80,6 +85,7 @@ impl Writer {
         // A buffer at least half full is drained again at once. Lines that failed to be
         // written keep it polling, to retry them, instead of parking; a sink that holds
         // failed lines takes no more once it holds its most.
+        self.sink.start();
         let mut closing = None;
         loop {
             let first = if self.buf.is_empty() {
@@ -150,6 +156,7 @@ impl Writer {
         if left > 0 {
             match self.sink.spill(&self.buf, &self.ends) {
                 Ok(true) => {
+                    self.acknowledge(left);
                     tracing::warn!(lines = left, sink = %self.sink.describe(), "prediction log lines not sent before exit are kept for the next start");
                     self.health.settled(left as u64);
                 }
@@ -164,7 +171,7 @@ impl Writer {
 
     /// Adds a record's lines to the buffer; on `Close`, its deadline.
     fn take(&mut self, message: Message) -> Option<Instant> {
-        let record = match message {
+        let mut record = match message {
             Message::Record(record) => record,
             Message::Close { by } => return Some(by),
         };
@@ -183,7 +190,19 @@ impl Writer {
                 self.line(&record, instance, &slice.batch, row, part);
             }
         }
+        if let Some(ack) = record.ack.take() {
+            self.acks.push_back((self.ends.len(), ack));
+        }
         None
+    }
+
+    /// The first `lines` lines of `buf` are taken (or kept on disk): their records are told.
+    fn acknowledge(&mut self, lines: usize) {
+        while self.acks.front().is_some_and(|(upto, _)| *upto <= lines) {
+            let (_, ack) = self.acks.pop_front().expect("checked above");
+            let _ = ack.send(());
+        }
+        self.acks.iter_mut().for_each(|(upto, _)| *upto -= lines);
     }
 
     /// The fields every line of `record` shares, written once into `head`. The line's fields
@@ -257,6 +276,7 @@ impl Writer {
         }
         self.counters.written.increment(done.lines as u64);
         self.health.settled(done.lines as u64);
+        self.acknowledge(done.lines);
         self.buf.drain(..done.bytes);
         self.ends.drain(..done.lines);
         self.ends.iter_mut().for_each(|end| *end -= done.bytes);
@@ -277,6 +297,8 @@ impl Writer {
             self.health.settled(waiting as u64);
             self.buf.clear();
             self.ends.clear();
+            // Their requests are refused rather than answered.
+            self.acks.clear();
             // The next lines get their own `RETRY_FOR`.
             self.failing_since = None;
             waiting
@@ -287,5 +309,92 @@ impl Writer {
             let sink = self.sink.describe();
             tracing::error!(%error, %sink, waiting = waiting - dropped, dropped, suppressed, "cannot write the prediction log");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::predlog::sink::Written;
+
+    /// A sink that fails while `down` is set, and records what it took and what was spilled.
+    #[derive(Default)]
+    struct Flaky {
+        down: Arc<Mutex<bool>>,
+        taken: Arc<Mutex<Vec<u8>>>,
+        spilled: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Sink for Flaky {
+        fn write(&mut self, buf: &[u8], ends: &[usize], _now: OffsetDateTime) -> Written {
+            if *self.down.lock().unwrap() {
+                return Written::failed(std::io::Error::other("down"));
+            }
+            let end = ends.last().copied().unwrap_or(0);
+            self.taken.lock().unwrap().extend_from_slice(&buf[..end]);
+            Written { lines: ends.len(), bytes: end, error: None }
+        }
+        fn describe(&self) -> String {
+            "flaky".into()
+        }
+        fn on_failure(&self) -> OnFailure {
+            OnFailure::Hold { max_bytes: 16 }
+        }
+        fn spill(&mut self, buf: &[u8], ends: &[usize]) -> std::io::Result<bool> {
+            self.spilled.lock().unwrap().extend_from_slice(&buf[..*ends.last().unwrap()]);
+            Ok(true)
+        }
+    }
+
+    fn writer(sink: Flaky) -> (Writer, Arc<Health>) {
+        let health = Arc::new(Health::new(Duration::from_millis(10)));
+        let counters = Counters { written: Counter::noop(), write_errors: Counter::noop() };
+        (Writer::new(Box::new(sink), Vec::new(), counters, health.clone()), health)
+    }
+
+    fn push(writer: &mut Writer, line: &[u8]) {
+        writer.buf.extend_from_slice(line);
+        writer.ends.push(writer.buf.len());
+        writer.health.queued(1);
+    }
+
+    #[test]
+    fn a_sink_that_holds_keeps_failed_lines_stalls_when_full_and_delivers_once_back() {
+        let sink = Flaky::default();
+        let (down, taken) = (sink.down.clone(), sink.taken.clone());
+        *down.lock().unwrap() = true;
+        let (mut writer, health) = writer(sink);
+        push(&mut writer, b"{\"a\":1}\n");
+        let (ack, mut acked) = oneshot::channel();
+        writer.acks.push_back((writer.ends.len(), ack));
+        writer.flush();
+        assert_eq!(writer.ends.len(), 1, "kept, not dropped");
+        assert!(acked.try_recv().is_err(), "not acknowledged before it is written");
+        assert!(!writer.full());
+        push(&mut writer, b"{\"a\":2}\n");
+        assert!(writer.full(), "16 bytes held: no more lines are taken");
+        std::thread::sleep(Duration::from_millis(20));
+        writer.flush();
+        assert!(health.stalled(), "failing for longer than stall_ms is a stall");
+        *down.lock().unwrap() = false;
+        writer.flush();
+        assert!(!health.stalled() && writer.buf.is_empty());
+        assert_eq!(acked.try_recv(), Ok(()), "acknowledged once written");
+        assert_eq!(&taken.lock().unwrap()[..], b"{\"a\":1}\n{\"a\":2}\n");
+        assert_eq!(health.pending_lines(), 0);
+    }
+
+    #[test]
+    fn lines_a_holding_sink_cannot_take_by_the_close_deadline_are_spilled() {
+        let sink = Flaky::default();
+        let (down, spilled) = (sink.down.clone(), sink.spilled.clone());
+        *down.lock().unwrap() = true;
+        let (mut writer, health) = writer(sink);
+        push(&mut writer, b"{\"a\":1}\n");
+        writer.close(Instant::now());
+        assert_eq!(&spilled.lock().unwrap()[..], b"{\"a\":1}\n");
+        assert_eq!(health.pending_lines(), 0, "spilled lines are settled");
     }
 }

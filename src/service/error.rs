@@ -46,7 +46,7 @@ pub enum PredictError {
     ModelRejected(String),
     /// Lossless prediction logging could not take the prediction's lines before its deadline:
     /// it is not answered, so not lost.
-    #[error("the prediction log is not keeping up (its disk is slow or not responding); retry shortly")]
+    #[error("the prediction log is not keeping up (its disk or database is slow or not responding); retry shortly")]
     PredictionLogUnavailable,
     /// A fault of ours; the cause is logged by whoever answers, never sent.
     #[error("internal error")]
