@@ -50,19 +50,31 @@ async fn metrics(server: &SinkServer) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_postgres_restart_mid_load_loses_no_answered_row() {
+    restart_mid_load("").await;
+}
+
+/// The same with each answer waiting for its row's commit (`acknowledge = "written"`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_restart_mid_load_loses_no_committed_row() {
+    restart_mid_load("acknowledge = \"written\"").await;
+}
+
+/// 16 clients of 1-row requests; `pg_ctl restart -m fast` once rows are coming in; every
+/// answer 200 and its row in the table, once, typed.
+async fn restart_mid_load(keys: &str) {
     let cluster = PgCluster::start();
     let dir = tempfile::tempdir().unwrap();
     let config = postgres_config(
         dir.path(),
         "shutdown_grace_seconds = 10",
-        "",
+        keys,
         &format!("url = \"{}\"\ntimeout_ms = 2000\n", cluster.url()),
     );
     let mut server = SinkServer::start(&config, &[]);
     let load = Load::start(&server.base, 16, "pg", None);
     let url = cluster.url();
     eventually(Duration::from_secs(30), "rows reach the table before the restart", || async {
-        rows(&url, "inferd_predictions").await.is_some_and(|n| n >= 200)
+        rows(&url, "inferd_predictions").await.is_some_and(|n| n >= 500)
     })
     .await;
     let restarting = Instant::now();
@@ -71,14 +83,14 @@ async fn a_postgres_restart_mid_load_loses_no_answered_row() {
     // The load goes on until rows answered after the restart are in as well.
     let before = rows(&url, "inferd_predictions").await.expect("the table is there after the restart");
     eventually(Duration::from_secs(30), "rows reach the table after the restart", || async {
-        rows(&url, "inferd_predictions").await.is_some_and(|n| n >= before + 200)
+        rows(&url, "inferd_predictions").await.is_some_and(|n| n >= before + 1000)
     })
     .await;
     let answers = load.finish().await;
     let answered = ok_ids(&answers);
     let slowest = answers.iter().map(|a| a.took).max().unwrap();
     println!(
-        "{} answers {:?} with a PostgreSQL restart ({restart:?}) in the middle; slowest {slowest:?}",
+        "{keys}: {} answers {:?} with a PostgreSQL restart ({restart:?}) in the middle; slowest {slowest:?}",
         answers.len(),
         statuses(&answers)
     );
@@ -352,4 +364,59 @@ async fn lines_unsent_at_exit_are_sent_by_the_next_start() {
         "the kept lines were not sent within 20 s of the next start ({at_start:?} rows of 30), only once a \
          prediction came"
     );
+}
+
+/// `lossy = true` with PostgreSQL down: requests are answered 200 in time, and every answered
+/// line is either a row once the database is back or counted as dropped; none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lossy_with_postgres_down_answers_and_counts_every_line_it_drops() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(
+        dir.path(),
+        "shutdown_grace_seconds = 10\nrequest_timeout_ms = 2000",
+        "lossy = true\nstall_ms = 500\nbuffer_requests = 4",
+        &format!("url = \"{}\"\ntimeout_ms = 1000\nbuffer_bytes = 65536\n", cluster.url()),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let mut answers = Load::start(&server.base, 2, "up", Some(10)).done().await;
+    wait_for_rows(&cluster, "inferd_predictions", 10, Duration::from_secs(30)).await;
+    tokio::task::block_in_place(|| cluster.stop());
+    let down = Load::start(&server.base, 8, "down", Some(1000)).done().await;
+    assert_eq!(ok_ids(&down).len(), 1000, "lossy: answered whatever the log does: {:?}", statuses(&down));
+    let slowest = down.iter().map(|a| a.took).max().unwrap();
+    assert!(slowest < Duration::from_millis(2000), "an answer past its deadline: {slowest:?}");
+    answers.extend(down);
+    tokio::task::block_in_place(|| cluster.start_again());
+
+    let answered = ok_ids(&answers);
+    let (url, mut last) = (cluster.url(), (0, 0.0));
+    let settled = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = metrics(&server).await;
+            let dropped: f64 = ["buffer_full", "write_error", "closed", "unavailable", "shutdown"]
+                .iter()
+                .filter_map(|reason| metric(&text, "inferd_prediction_log_dropped_total", &[("reason", reason)]))
+                .sum();
+            let held = rows(&url, "inferd_predictions").await.unwrap_or(0);
+            last = (held, dropped);
+            if held as f64 + dropped >= answered.len() as f64 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "rows and drops (got {last:?}) do not account for the {} answers", answered.len());
+    assert_eq!(last.0 as f64 + last.1, answered.len() as f64, "rows {} + dropped {} = answers", last.0, last.1);
+    println!("lossy, PostgreSQL down: {} answers, {} rows, {} dropped", answered.len(), last.0, last.1);
+    assert!(last.1 > 0.0, "1000 lines past a 64 KiB buffer: some dropped, and counted");
+    let mut ids = request_ids(&cluster, "inferd_predictions").await;
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "a row written twice");
+    assert!(ids.iter().all(|id| answered.binary_search(id).is_ok()), "a row for a request not answered 200");
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
 }
