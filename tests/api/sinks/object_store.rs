@@ -17,12 +17,19 @@ use crate::helpers::{eventually, metric};
 
 const GRACE_S: u64 = 10;
 
+/// A config with `sink = "object_store"` to `url`, the spool in `dir`, `keys` added to
+/// `[prediction_log.object_store]`.
 fn object_store_config(dir: &Path, url: &str, keys: &str) -> PathBuf {
+    object_store_config_with(dir, url, "", keys)
+}
+
+/// [`object_store_config`] with `log_keys` added to `[prediction_log]`.
+fn object_store_config_with(dir: &Path, url: &str, log_keys: &str, keys: &str) -> PathBuf {
     config(
         dir,
         &format!("shutdown_grace_seconds = {GRACE_S}"),
         &format!(
-            "sink = \"object_store\"\ndirectory = \"{}\"\n\n[prediction_log.object_store]\nurl = \"{url}\"\n{keys}\n",
+            "sink = \"object_store\"\ndirectory = \"{}\"\n{log_keys}\n\n[prediction_log.object_store]\nurl = \"{url}\"\n{keys}\n",
             dir.join("spool").display()
         ),
     )
@@ -176,6 +183,9 @@ async fn parts_upload_while_serving_and_two_replicas_never_collide() {
     }
     let (_, lines) = uploaded(&moto, "inferd-live", "live").await;
     assert_same_ids(ids(&lines), &answered, "lines after both replicas stopped: nothing uploaded twice");
+    // Replay reads the objects of both replicas.
+    let report = replay(&["s3://inferd-live/live"], &moto.env());
+    assert_eq!((report["replayed"].as_u64(), report["different"].as_u64()), (Some(800), Some(0)), "{report}");
 }
 
 /// Uploads that fail (the bucket is not there) are counted and retried, requests are answered
@@ -263,4 +273,120 @@ async fn replay_reads_every_object_under_the_prefix() {
     assert_eq!(report["replayed"], 64, "{report}");
     assert_eq!(report["identical"], 64, "{report}");
     assert_eq!(report["different"], 0, "{report}");
+}
+
+/// A server killed (SIGKILL) mid-load leaves its open part in the spool: the next start cuts it
+/// to whole lines and uploads it. With `acknowledge = "written"` every answered line was
+/// spooled before its answer, so every one arrives; a line may arrive whose answer the kill
+/// cut off, but none twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_part_left_open_by_a_crash_is_uploaded_by_the_next_start() {
+    let moto = Moto::start();
+    moto.create_bucket("inferd-crash").await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = object_store_config_with(
+        dir.path(),
+        "s3://inferd-crash/c",
+        "acknowledge = \"written\"",
+        "upload_interval_s = 3600",
+    );
+    let mut server = SinkServer::start(&config, &moto.env());
+    let load = Load::start(&server.base, 4, "crash", None);
+    eventually(Duration::from_secs(30), "lines spooled before the kill", || async {
+        metric(&metrics(&server).await, "inferd_prediction_log_lines_total", &[]).is_some_and(|n| n >= 300.0)
+    })
+    .await;
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let answers = load.finish().await;
+    let answered = ok_ids(&answers);
+    assert!(answered.len() >= 300, "{:?}", statuses(&answers));
+    println!("left by the kill: {:?}", spool_files(dir.path()));
+    assert_eq!(moto.list("inferd-crash", "").await, Vec::<String>::new(), "nothing uploaded before the kill");
+
+    let mut server = SinkServer::start(&config, &moto.env());
+    eventually(Duration::from_secs(30), "the part left open is uploaded by the next start", || async {
+        uploaded(&moto, "inferd-crash", "c").await.1.len() >= answered.len()
+    })
+    .await;
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(GRACE_S + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let (_, lines) = uploaded(&moto, "inferd-crash", "c").await;
+    let mut held = ids(&lines);
+    held.sort();
+    let count = held.len();
+    held.dedup();
+    assert_eq!(held.len(), count, "a line uploaded twice");
+    let missing: Vec<&String> = answered.iter().filter(|id| held.binary_search(id).is_err()).collect();
+    assert!(
+        missing.is_empty(),
+        "answered 200, lost to the kill: {} of {}, e.g. {:?}",
+        missing.len(),
+        answered.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let sent: BTreeSet<&String> = answers.iter().map(|a| &a.id).collect();
+    let unanswered: Vec<&String> = held.iter().filter(|id| answered.binary_search(id).is_err()).collect();
+    assert!(unanswered.iter().all(|id| sent.contains(id)), "lines for requests never sent: {unanswered:?}");
+    assert!(unanswered.len() <= 4, "at most the 4 requests in flight at the kill: {unanswered:?}");
+}
+
+/// A full spool (uploads failing, `spool_max_bytes` reached) is a 503 within the deadline and
+/// an unready instance; once uploads work, the instance is ready and every answered line is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_spool_is_503_and_unready_until_uploads_work_again() {
+    const DEADLINE: Duration = Duration::from_millis(2000);
+    const SLACK: Duration = Duration::from_millis(1500);
+    let moto = Moto::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(
+        dir.path(),
+        &format!("shutdown_grace_seconds = {GRACE_S}\nrequest_timeout_ms = {}", DEADLINE.as_millis()),
+        &format!(
+            "sink = \"object_store\"\ndirectory = \"{}\"\nstall_ms = 500\nbuffer_requests = 4\n\n\
+             [prediction_log.object_store]\nurl = \"s3://inferd-full/f\"\nupload_interval_s = 1\npart_bytes = 4096\n\
+             spool_max_bytes = 65536\n",
+            dir.path().join("spool").display()
+        ),
+    );
+    let mut server = SinkServer::start(&config, &moto.env());
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().unwrap();
+    let load = Load::start(&server.base, 8, "full", None);
+    let refused = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let response = client.get(server.url("/ready")).send().await.unwrap();
+            if response.status() == 503 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let answers = load.finish().await;
+    let text = metrics(&server).await;
+    let state: Vec<&str> = text.lines().filter(|l| l.contains("prediction_log") && !l.starts_with('#')).collect();
+    println!("bucket missing: {:?}; {state:#?}", statuses(&answers));
+    assert!(refused.is_ok(), "/ready still 200 after 60 s of a full spool: {:?}\n{state:#?}", statuses(&answers));
+    for answer in &answers {
+        assert!([200, 503].contains(&answer.status), "200 or 503 with the spool full: {answer:?}");
+        assert!(answer.took < DEADLINE + SLACK, "an answer past its deadline: {answer:?}");
+    }
+    assert!(answers.iter().any(|a| a.status == 503), "refused once the spool is full: {:?}", statuses(&answers));
+    let spooled = metric(&text, "inferd_prediction_log_spool_bytes", &[]).unwrap();
+    assert!(spooled <= 65536.0 + 4096.0, "the spool is bounded: {spooled} bytes");
+
+    moto.create_bucket("inferd-full").await;
+    eventually(Duration::from_secs(60), "/ready answers 200 once uploads work", || async {
+        client.get(server.url("/ready")).send().await.unwrap().status() == 200
+    })
+    .await;
+    let answered = ok_ids(&answers);
+    eventually(Duration::from_secs(60), "every answered line uploaded", || async {
+        uploaded(&moto, "inferd-full", "f").await.1.len() >= answered.len()
+    })
+    .await;
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(GRACE_S + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let (_, lines) = uploaded(&moto, "inferd-full", "f").await;
+    assert_same_ids(ids(&lines), &answered, "lines after the spool drained");
 }

@@ -306,6 +306,21 @@ async fn replay_reads_the_rows_back_from_postgres() {
     let report =
         replay(&[&url, "--table", "replayed", "--model", "house_price", "--since", "2000-01-01T00:00:00Z"], &[]);
     assert_eq!(report["replayed"], 64, "{report}");
+
+    // Past replay's page of 10,000 rows (it reads by id, page by page): the same rows 200 times.
+    let mut conn = cluster.connect().await;
+    sqlx::query(
+        "insert into replayed (ts, request_id, principal, model, version, instance, inputs, outputs, batch_size, \
+         queue_ms, inference_ms) select ts, request_id || '-' || n, principal, model, version, instance, inputs, \
+         outputs, batch_size, queue_ms, inference_ms from replayed, generate_series(1, 199) as n",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+    let report = replay(&[&url, "--table", "replayed"], &[]);
+    assert_eq!(report["lines"], 64 * 200, "every row once, across pages: {report}");
+    assert_eq!(report["identical"], 64 * 200, "{report}");
 }
 
 /// Lines PostgreSQL could not take before exit are kept in `directory` and sent by the next
