@@ -196,12 +196,16 @@ pub(crate) struct Answer {
     pub id: String,
     /// 0 when no answer came (the connection failed or the client's own timeout passed).
     pub status: u16,
+    // Without `external-tools`, no test here looks at the time an answer took, nor stops a
+    // load that runs until stopped, nor starts a server of its own.
+    #[cfg_attr(not(feature = "external-tools"), allow(dead_code))]
     pub took: Duration,
 }
 
 /// Concurrent clients, each sending 1-row `/predict` requests one after the other (a reference
 /// row each, a unique `x-request-id` each) until stopped or until `total` have been sent.
 pub(crate) struct Load {
+    #[cfg_attr(not(feature = "external-tools"), allow(dead_code))]
     stop: Arc<AtomicBool>,
     tasks: Vec<JoinHandle<Vec<Answer>>>,
 }
@@ -253,6 +257,7 @@ impl Load {
     }
 
     /// Stops the clients (each finishes the request it is in) and returns every answer.
+    #[cfg_attr(not(feature = "external-tools"), allow(dead_code))]
     pub async fn finish(self) -> Vec<Answer> {
         self.stop.store(true, Ordering::Relaxed);
         let mut answers = Vec::new();
@@ -311,6 +316,7 @@ pub(crate) fn assert_same_ids(mut held: Vec<String>, answered: &[String], what: 
 }
 
 /// A TCP port free on the loopback at the time of asking.
+#[cfg_attr(not(feature = "external-tools"), allow(dead_code))]
 pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }

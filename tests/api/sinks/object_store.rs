@@ -49,12 +49,18 @@ fn name_parts<'a>(key: &'a str, prefix: &str, host: &str) -> (&'a str, &'a str, 
     let (day, file) = rest.split_once('/').unwrap_or_else(|| bad("no day folder"));
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
     let day_ok = day.len() == 10 && day.split('-').map(str::len).eq([4, 2, 2]) && digits(&day.replace('-', ""));
-    day_ok.then_some(()).unwrap_or_else(|| bad("day"));
+    if !day_ok {
+        bad("day");
+    }
     let stem = file.strip_suffix(".jsonl.gz").unwrap_or_else(|| bad("suffix"));
     let stamp = stem.get(..19).unwrap_or_else(|| bad("stamp"));
     let stamp_ok = digits(&stamp[..8]) && &stamp[8..9] == "T" && digits(&stamp[9..18]) && &stamp[18..] == "Z";
-    stamp_ok.then_some(()).unwrap_or_else(|| bad("stamp"));
-    (stamp[..8] == day.replace('-', "")).then_some(()).unwrap_or_else(|| bad("the stamp's day is the folder's"));
+    if !stamp_ok {
+        bad("stamp");
+    }
+    if stamp[..8] != day.replace('-', "") {
+        bad("the stamp's day is the folder's");
+    }
     // The host as it is, or with what is not a letter or digit made a `-` (the name stays a
     // plain path segment).
     let plain: String = host.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
@@ -63,7 +69,9 @@ fn name_parts<'a>(key: &'a str, prefix: &str, host: &str) -> (&'a str, &'a str, 
         .find_map(|h| stem[19..].strip_prefix(&format!("-{h}-")))
         .unwrap_or_else(|| bad(&format!("host {host:?}")));
     let (instance, seq) = tail.rsplit_once('-').unwrap_or_else(|| bad("instance id and seq"));
-    (!instance.is_empty() && digits(seq)).then_some(()).unwrap_or_else(|| bad("instance id and seq"));
+    if instance.is_empty() || !digits(seq) {
+        bad("instance id and seq");
+    }
     (day, stamp, instance, seq)
 }
 
