@@ -75,3 +75,52 @@ async fn the_object_store_sink_uploads_to_a_file_url_at_sigterm() {
     assert_eq!(report["replayed"], 100, "{report}");
     assert_eq!(report["different"], 0, "{report}");
 }
+
+/// A part is closed and uploaded at `part_bytes`, whatever its age: objects appear while the
+/// server runs, each of about that size before gzip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parts_are_uploaded_at_part_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).unwrap();
+    let url = format!("file://{}/sized", store.display());
+    let config = config(
+        dir.path(),
+        "shutdown_grace_seconds = 10",
+        &format!(
+            "sink = \"object_store\"\ndirectory = \"{}\"\n\n[prediction_log.object_store]\nurl = \"{url}\"\n\
+             upload_interval_s = 3600\npart_bytes = 4096\n",
+            dir.path().join("spool").display()
+        ),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let answers = Load::start(&server.base, 4, "sized", Some(100)).done().await;
+    let answered = ok_ids(&answers);
+    assert_eq!(answered.len(), 100, "{:?}", statuses(&answers));
+    // 100 lines of about 450 bytes: ten parts or so, all but the last uploaded by size.
+    crate::helpers::eventually(Duration::from_secs(30), "parts uploaded by size while serving", || async {
+        objects(&store).len() >= 5
+    })
+    .await;
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let mut held = Vec::new();
+    let mut largest = 0;
+    let names = objects(&store);
+    for (i, name) in names.iter().enumerate() {
+        let mut text = String::new();
+        let gz = std::fs::read(store.join(name)).unwrap();
+        flate2::read::MultiGzDecoder::new(&gz[..]).read_to_string(&mut text).unwrap();
+        largest = largest.max(text.len());
+        // Closed once it reaches part_bytes (the write that crosses it goes in whole), not
+        // before; the last one at SIGTERM.
+        if i + 1 < names.len() {
+            assert!(text.len() >= 4096, "{name:?}: closed at {} bytes, below part_bytes = 4096", text.len());
+        }
+        for line in text.lines() {
+            held.push(serde_json::from_str::<Value>(line).unwrap()["request_id"].as_str().unwrap().to_owned());
+        }
+    }
+    println!("{} objects, the largest {largest} bytes before gzip", objects(&store).len());
+    assert_same_ids(held, &answered, "lines in the parts cut by size");
+}

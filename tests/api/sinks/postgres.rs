@@ -278,9 +278,10 @@ async fn replay_reads_the_rows_back_from_postgres() {
     let answers = Load::start(&server.base, 4, "replay", Some(64)).done().await;
     let answered = ok_ids(&answers);
     assert_eq!(answered.len(), 64, "{:?}", statuses(&answers));
-    wait_for_rows(&cluster, "replayed", 64, Duration::from_secs(30)).await;
-    assert_same_ids(request_ids(&cluster, "replayed").await, &answered, "rows in the table named by `table`");
+    // SIGTERM at once: the graceful stop inserts whatever is still queued before the exit.
     let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(rows(&cluster.url(), "replayed").await, Some(64), "every row in by the exit");
+    assert_same_ids(request_ids(&cluster, "replayed").await, &answered, "rows in the table named by `table`");
     let stderr = server.stderr();
     assert_eq!(code, Some(0), "{stderr}");
     let leaks: Vec<String> = server
@@ -434,4 +435,35 @@ async fn lossy_with_postgres_down_answers_and_counts_every_line_it_drops() {
     assert!(ids.iter().all(|id| answered.binary_search(id).is_ok()), "a row for a request not answered 200");
     let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
     assert_eq!(code, Some(0), "{}", server.stderr());
+}
+
+/// `INFERD_PREDICTION_LOG_SINK` and `INFERD_PREDICTION_LOG_URL` override the file and
+/// `DATABASE_URL` (both naming a database that is not there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_environment_overrides_the_sink_and_its_url() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let nowhere = format!("postgres://postgres@127.0.0.1:{}/postgres", super::free_port());
+    let config = config(
+        dir.path(),
+        "shutdown_grace_seconds = 10",
+        &format!(
+            "sink = \"files\"\ndirectory = \"{}\"\n\n[prediction_log.postgres]\nurl = \"{nowhere}\"\n",
+            dir.path().join("logs").display()
+        ),
+    );
+    let env = [
+        ("INFERD_PREDICTION_LOG_SINK".to_owned(), "postgres".to_owned()),
+        ("INFERD_PREDICTION_LOG_URL".to_owned(), cluster.url()),
+        ("DATABASE_URL".to_owned(), nowhere.clone()),
+    ];
+    let mut server = SinkServer::start(&config, &env);
+    let answers = Load::start(&server.base, 2, "env", Some(10)).done().await;
+    assert_eq!(ok_ids(&answers).len(), 10, "{:?}", statuses(&answers));
+    wait_for_rows(&cluster, "inferd_predictions", 10, Duration::from_secs(30)).await;
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let files: Vec<_> =
+        std::fs::read_dir(dir.path().join("logs")).into_iter().flatten().flatten().map(|e| e.path()).collect();
+    assert!(files.iter().all(|f| !f.to_string_lossy().contains("predictions.")), "no prediction files: {files:?}");
 }
