@@ -467,3 +467,60 @@ async fn the_environment_overrides_the_sink_and_its_url() {
         std::fs::read_dir(dir.path().join("logs")).into_iter().flatten().flatten().map(|e| e.path()).collect();
     assert!(files.iter().all(|f| !f.to_string_lossy().contains("predictions.")), "no prediction files: {files:?}");
 }
+
+/// The principal an API key names is in its rows' `principal` column.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_principal_is_in_its_rows() {
+    use sha2::Digest;
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        postgres_config(dir.path(), "shutdown_grace_seconds = 10", "", &format!("url = \"{}\"\n", cluster.url()));
+    let digest = hex::encode(sha2::Sha256::digest(b"key-of-alice"));
+    let env = [("INFERD_API_KEYS".to_owned(), format!("alice:predict:{digest}"))];
+    let mut server = SinkServer::start(&config, &env);
+    let client = reqwest::Client::new();
+    for i in 0..3 {
+        let response = client
+            .post(server.url("/predict"))
+            .header("x-api-key", "key-of-alice")
+            .header("x-request-id", format!("alice-{i}"))
+            .json(&serde_json::json!({"instances": [schema_example("house_price")]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    wait_for_rows(&cluster, "inferd_predictions", 3, Duration::from_secs(30)).await;
+    let mut conn = cluster.connect().await;
+    let principals: Vec<Option<String>> =
+        sqlx::query_scalar("select principal from inferd_predictions").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(principals, vec![Some("alice".to_owned()); 3]);
+    drop(conn);
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+}
+
+/// `sslmode=require` in the URL is honoured: the throwaway cluster has no TLS, so no row may
+/// arrive by a plain connection, and the failures are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sslmode_require_is_honoured() {
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(
+        dir.path(),
+        "shutdown_grace_seconds = 3",
+        "",
+        &format!("url = \"{}?sslmode=require\"\ntimeout_ms = 1000\n", cluster.url()),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let answers = Load::start(&server.base, 2, "tls", Some(10)).done().await;
+    println!("sslmode=require on a server without TLS: {:?}", statuses(&answers));
+    eventually(Duration::from_secs(10), "failed connects counted", || async {
+        metric(&metrics(&server).await, "inferd_prediction_log_sink_errors_total", &[]).is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    assert_eq!(rows(&cluster.url(), "inferd_predictions").await, None, "no table made over a plain connection");
+    let (_, took) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(3 + 2)));
+    println!("exit {took:?} after SIGTERM with PostgreSQL refusing TLS");
+}
