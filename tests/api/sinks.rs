@@ -315,10 +315,23 @@ pub(crate) fn assert_same_ids(mut held: Vec<String>, answered: &[String], what: 
     );
 }
 
-/// A TCP port free on the loopback at the time of asking.
+/// A TCP port free on the loopback at the time of asking, for a server that binds it itself
+/// later (PostgreSQL, moto). Taken below the kernel's ephemeral range: a port from there (what
+/// binding port 0 gives) may be taken meanwhile as the local port of any outgoing connection,
+/// and the tests make thousands.
 #[cfg_attr(not(feature = "external-tools"), allow(dead_code))]
 pub(crate) fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let low: u16 = range.split_whitespace().next().and_then(|p| p.parse().ok()).unwrap_or(32768);
+    if low <= 11000 {
+        return std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    }
+    loop {
+        let port = fastrand::u16(10000..low);
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs `inferd replay <args>` with `env` added and returns its JSON report (asserting exit

@@ -53,26 +53,40 @@ impl PgCluster {
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
-        let cluster = Self { dir, bin, port: super::free_port(), owner };
+        let mut cluster = Self { dir, bin, port: 0, owner };
         let data = cluster.data();
         cluster.run(
             "initdb",
             &["-D", data.to_str().unwrap(), "-A", "trust", "-U", "postgres", "--no-locale", "-E", "UTF8", "--no-sync"],
         );
-        // Loopback TCP only; the socket in the cluster's own folder (not /var/run/postgresql,
-        // which nobody may not write). fsync off: a test cluster need not survive a power cut,
-        // and a fast restart is a clean shutdown anyway.
-        let conf = format!(
-            "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n\
-             synchronous_commit = off\nlog_min_messages = warning\n",
-            cluster.port,
-            cluster.dir.path().display()
-        );
         let path = data.join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&path).unwrap();
-        text.push_str(&conf);
-        std::fs::write(&path, text).unwrap();
-        cluster.pg_ctl(&["start"]);
+        let base = std::fs::read_to_string(&path).unwrap();
+        // Another process may bind the port first: then again on another.
+        for attempt in 1.. {
+            cluster.port = super::free_port();
+            // Loopback TCP only; the socket in the cluster's own folder (not
+            // /var/run/postgresql, which nobody may not write). fsync off: a test cluster need
+            // not survive a power cut, and a fast restart is a clean shutdown anyway.
+            let conf = format!(
+                "\nlisten_addresses = '127.0.0.1'\nport = {}\nunix_socket_directories = '{}'\nfsync = off\n\
+                 synchronous_commit = off\nlog_min_messages = warning\n",
+                cluster.port,
+                cluster.dir.path().display()
+            );
+            std::fs::write(&path, format!("{base}{conf}")).unwrap();
+            let out = cluster.pg_ctl_output(&["start"]);
+            if out.status.success() {
+                break;
+            }
+            let log = cluster.log();
+            assert!(
+                attempt < 5 && log.contains("could not bind"),
+                "pg_ctl start failed ({}):\n{}{}\nserver log:\n{log}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr),
+            );
+        }
         cluster
     }
 
@@ -116,10 +130,22 @@ impl PgCluster {
     }
 
     fn pg_ctl(&self, args: &[&str]) {
+        let out = self.pg_ctl_output(args);
+        assert!(
+            out.status.success(),
+            "pg_ctl {args:?} failed ({}):\n{}{}\nserver log:\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+            self.log()
+        );
+    }
+
+    fn pg_ctl_output(&self, args: &[&str]) -> Output {
         let (data, log) = (self.data(), self.log_file());
         let mut all = vec!["-D", data.to_str().unwrap(), "-l", log.to_str().unwrap(), "-w", "-t", "60"];
         all.extend_from_slice(args);
-        self.run("pg_ctl", &all);
+        self.command("pg_ctl").args(&all).output().unwrap_or_else(|e| panic!("cannot run pg_ctl: {e}"))
     }
 
     fn command(&self, program: &str) -> Command {

@@ -396,7 +396,25 @@ async fn lossy_with_postgres_down_answers_and_counts_every_line_it_drops() {
     );
     let mut server = SinkServer::start(&config, &[]);
     let mut answers = Load::start(&server.base, 2, "up", Some(10)).done().await;
-    wait_for_rows(&cluster, "inferd_predictions", 10, Duration::from_secs(30)).await;
+    // Lossy, a full buffer drops even while the database is up: rows and drops, then, as below.
+    let url = cluster.url();
+    let mut seen = (None, None);
+    let settled = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let text = metrics(&server).await;
+            seen = (
+                rows(&url, "inferd_predictions").await,
+                metric(&text, "inferd_prediction_log_dropped_total", &[("reason", "buffer_full")]),
+            );
+            if seen.0.unwrap_or(0) as f64 + seen.1.unwrap_or(0.0) >= 10.0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(settled.is_ok(), "10 answers: (rows, dropped for a full buffer) {seen:?}");
+    println!("lossy, PostgreSQL up: (rows, dropped) {seen:?} of 10");
     tokio::task::block_in_place(|| cluster.stop());
     let down = Load::start(&server.base, 8, "down", Some(1000)).done().await;
     assert_eq!(ok_ids(&down).len(), 1000, "lossy: answered whatever the log does: {:?}", statuses(&down));
@@ -406,7 +424,7 @@ async fn lossy_with_postgres_down_answers_and_counts_every_line_it_drops() {
     tokio::task::block_in_place(|| cluster.start_again());
 
     let answered = ok_ids(&answers);
-    let (url, mut last) = (cluster.url(), (0, 0.0));
+    let mut last = (0, 0.0);
     let settled = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             let text = metrics(&server).await;
