@@ -16,7 +16,11 @@
 #   off  bench/observability_off.toml: the same, with the three of them off.
 # Prints a markdown table: per case, on, off and the share of "on" that observability costs.
 #
-# Usage: bench/instructions.sh [requests per case, default 400]
+# With SINK=URL arguments (`postgres=postgres://...`, `object_store=s3://...`, `stdout=`), one
+# more "on" server per argument with its prediction log on that sink; the table gains a column
+# each, the instructions per request against the files sink's.
+#
+# Usage: bench/instructions.sh [requests per case, default 400] [SINK=URL ...]
 # BENCH_PORT (default 18471) is the first of the two ports used. Needs valgrind (Debian package
 # `valgrind`; installed with apt-get when missing and running as root), curl and python3.
 # Everything the servers write goes to a temporary folder removed at exit; only the processes
@@ -24,6 +28,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n="${1:-400}"
+shift || true
+sinks=("$@")
 base_port="${BENCH_PORT:-18471}"
 [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "usage: bench/instructions.sh [requests per case >= 1]" >&2; exit 2; }
 if ! command -v callgrind_control >/dev/null; then
@@ -52,15 +58,17 @@ stop() {
 trap 'stop; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
-# name config port: runs the cases against one server under callgrind; appends to $tmp/results
+# name config port [sink url]: runs the cases against one server under callgrind; appends to
+# $tmp/results
 measure() {
-  local name=$1 config=$2 port=$3
+  local name=$1 config=$2 port=$3 sink=${4:-files} url=${5:-}
   if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
     echo "bench: something already answers on port $port; set BENCH_PORT to a free pair" >&2
     exit 1
   fi
   # valgrind runs the server in its own process, so $! is the pid callgrind_control takes.
-  INFERD_PREDICTION_LOG_DIR="$tmp/predictions-$name" valgrind --tool=callgrind --instr-atstart=no \
+  INFERD_PREDICTION_LOG_SINK="$sink" INFERD_PREDICTION_LOG_URL="$url" \
+    INFERD_PREDICTION_LOG_DIR="$tmp/predictions-$name" valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$tmp/callgrind-$name.out" \
     ./target/release/inferd serve --config "$config" --host 127.0.0.1 --port "$port" >"$tmp/$name.log" 2>&1 &
   server=$!
@@ -135,6 +143,11 @@ PY
 : >"$tmp/results"
 measure on runtime.toml "$base_port"
 measure off bench/observability_off.toml "$((base_port + 1))"
+port=$((base_port + 2))
+for spec in "${sinks[@]}"; do
+  measure "${spec%%=*}" runtime.toml "$port" "${spec%%=*}" "${spec#*=}"
+  port=$((port + 1))
+done
 
 python3 - "$tmp/results" "$n" <<'PY'
 import json, sys
@@ -142,12 +155,20 @@ import json, sys
 results = [json.loads(line) for line in open(sys.argv[1])]
 count = {(r["server"], r["case"]): r["instructions"] for r in results}
 cases = list(dict.fromkeys(r["case"] for r in results))
+sinks = [s for s in dict.fromkeys(r["server"] for r in results) if s not in ("on", "off")]
 print(f"\n### Instructions per request (callgrind, {sys.argv[2]} keep-alive requests per case, all threads)\n")
 print("| case | observability on | off | observability's share |")
 print("| --- | ---: | ---: | ---: |")
 for case in cases:
     on, off = count[("on", case)], count[("off", case)]
     print(f"| {case} | {on:,.0f} | {off:,.0f} | {100 * (on - off) / on:.1f}% |")
+if sinks:
+    print("\n| case | files (on) | " + " | ".join(sinks) + " |")
+    print("| --- | ---: |" + " ---: |" * len(sinks))
+    for case in cases:
+        on = count[("on", case)]
+        cells = [f"{count[(s, case)]:,.0f} ({count[(s, case)] / on:.2f}x)" for s in sinks]
+        print(f"| {case} | {on:,.0f} | " + " | ".join(cells) + " |")
 health = "GET /health"
 linear = "POST house_price_linear, 1 row"
 for server in ("on", "off"):

@@ -113,10 +113,13 @@ def lines():
     text = urllib.request.urlopen("http://127.0.0.1:18203/metrics").read().decode()
     return next(float(l.split()[1]) for l in text.splitlines() if l.startswith("inferd_prediction_log_lines_total "))
 start = float(sys.argv[1]); t0 = time.time(); last = start; samples = []
+# Until the writer has reconnected (after its backoff, 5 s at most) and then made no progress
+# for a second.
 while True:
     time.sleep(0.25)
     now = lines(); samples.append((time.time(), now))
-    if now == last and len(samples) > 4: break
+    if now == last and now > start and samples[-4][1] == now if len(samples) >= 4 else False: break
+    if time.time() - t0 > 60: sys.exit("bench: the backlog did not drain within 60 s")
     last = now
 rows = last - start
 # From the sample before the first rows arrived (the writer reconnects after its backoff) to
