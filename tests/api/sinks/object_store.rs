@@ -281,6 +281,10 @@ async fn replay_reads_every_object_under_the_prefix() {
     assert_eq!(report["replayed"], 64, "{report}");
     assert_eq!(report["identical"], 64, "{report}");
     assert_eq!(report["different"], 0, "{report}");
+    let report = replay(&["--model", "house_price_linear", "s3://inferd-replay/r"], &moto.env());
+    assert_eq!(report["lines"], 0, "--model: {report}");
+    let report = replay(&["--since", "2999-01-01T00:00:00Z", "s3://inferd-replay/r"], &moto.env());
+    assert_eq!(report["lines"], 0, "--since: {report}");
 }
 
 /// A server killed (SIGKILL) mid-load leaves its open part in the spool: the next start cuts it
