@@ -542,3 +542,49 @@ async fn sslmode_require_is_honoured() {
     let (_, took) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(3 + 2)));
     println!("exit {took:?} after SIGTERM with PostgreSQL refusing TLS");
 }
+
+/// `acknowledge = "written"`: an answer waits for its row's commit, so with PostgreSQL down no
+/// request is answered 200; each is refused by its deadline, and every 200 has its row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn acknowledge_written_answers_no_200_while_postgres_is_down() {
+    const DEADLINE: Duration = Duration::from_millis(2000);
+    const SLACK: Duration = Duration::from_millis(1500);
+    let cluster = PgCluster::start();
+    let dir = tempfile::tempdir().unwrap();
+    let config = postgres_config(
+        dir.path(),
+        &format!("shutdown_grace_seconds = 10\nrequest_timeout_ms = {}", DEADLINE.as_millis()),
+        "acknowledge = \"written\"\nstall_ms = 500",
+        &format!("url = \"{}\"\ntimeout_ms = 1000\n", cluster.url()),
+    );
+    let mut server = SinkServer::start(&config, &[]);
+    let mut answers = Load::start(&server.base, 2, "up", Some(10)).done().await;
+    assert_eq!(ok_ids(&answers).len(), 10, "{:?}", statuses(&answers));
+    assert_eq!(rows(&cluster.url(), "inferd_predictions").await, Some(10), "committed before the answers");
+    tokio::task::block_in_place(|| cluster.stop());
+    let down = Load::start(&server.base, 4, "down", Some(12)).done().await;
+    println!("acknowledge = written, PostgreSQL down: {:?}", statuses(&down));
+    for answer in &down {
+        assert_ne!(answer.status, 200, "answered 200 with its row not committed: {answer:?}");
+        assert!(answer.took < DEADLINE + SLACK, "an answer past its deadline: {answer:?}");
+    }
+    answers.extend(down);
+    tokio::task::block_in_place(|| cluster.start_again());
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(60), "/ready answers 200 once PostgreSQL is back", || async {
+        client.get(server.url("/ready")).send().await.unwrap().status() == 200
+    })
+    .await;
+    let after = Load::start(&server.base, 2, "again", Some(10)).done().await;
+    assert_eq!(ok_ids(&after).len(), 10, "{:?}", statuses(&after));
+    answers.extend(after);
+    let mut held = request_ids(&cluster, "inferd_predictions").await;
+    held.sort();
+    let count = held.len();
+    held.dedup();
+    assert_eq!(held.len(), count, "a row written twice");
+    let missing: Vec<String> = ok_ids(&answers).into_iter().filter(|id| held.binary_search(id).is_err()).collect();
+    assert!(missing.is_empty(), "answered 200 without a row: {missing:?}");
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+}
