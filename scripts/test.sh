@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh clone to a passing test suite: fetches the ONNX Runtime library,
-# installs the standard Open Inference Protocol client (tritonclient), PyJWT and schemathesis
-# into .venv and Prometheus' promtool and Chromium (Debian packages), then runs the unit and
+# installs the standard Open Inference Protocol client (tritonclient), PyJWT, schemathesis and
+# moto (an S3-compatible server) into .venv and Prometheus' promtool, Chromium and PostgreSQL
+# (Debian packages; the tests make throwaway clusters of their own), then runs the unit and
 # integration tests (which start the real server on port 0) with the `external-tools` feature,
 # and the deployment checks under deploy/. Plain `cargo test` needs none of those tools: it
 # runs everything but the tests behind that feature.
@@ -11,13 +12,17 @@ cd "$(dirname "$0")/.."
 # Every time (a no-op when satisfied): the checks below add their own tools to the same venv.
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/oip/requirements.txt -r tests/auth/requirements.txt \
-  -r tests/openapi/requirements.txt
-# Debian packages: Prometheus' promtool (metrics tests) and Chromium (the CORS browser tests).
+  -r tests/openapi/requirements.txt -r tests/sinks/requirements.txt
+# Debian packages: Prometheus' promtool (metrics tests), Chromium (the CORS browser tests) and
+# PostgreSQL's server (the prediction log's postgres sink: initdb and pg_ctl, which Debian keeps
+# in /usr/lib/postgresql/<major>/bin, off the PATH).
 sudo=""
 if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
 missing=()
 command -v promtool >/dev/null || missing+=(prometheus)
 command -v "${CHROMIUM:-chromium}" >/dev/null || missing+=(chromium)
+have_initdb() { compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; }
+have_initdb || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
@@ -26,8 +31,9 @@ fi
 need() { echo "scripts/test.sh: $1 is missing: $2" >&2; exit 1; }
 command -v promtool >/dev/null || need promtool "apt-get install prometheus"
 command -v "${CHROMIUM:-chromium}" >/dev/null || need chromium "apt-get install chromium, or set CHROMIUM to its path"
-for tool in python schemathesis; do
-  [ -x ".venv/bin/$tool" ] || need ".venv/bin/$tool" "pip install -r tests/{oip,auth,openapi}/requirements.txt"
+have_initdb || need "PostgreSQL's initdb (/usr/lib/postgresql/*/bin/initdb)" "apt-get install postgresql"
+for tool in python schemathesis moto_server; do
+  [ -x ".venv/bin/$tool" ] || need ".venv/bin/$tool" "pip install -r tests/{oip,auth,openapi,sinks}/requirements.txt"
 done
 # A tmpfs mount fills a disk in the prediction-log tests: that takes root (CI runs as root).
 [ "$(id -u)" = 0 ] || need root "the tmpfs test mounts a filesystem; run as root (CI does)"

@@ -28,4 +28,5 @@ mod registry;
 mod reload;
 mod rollout;
 mod shapes;
+mod sinks;
 mod v1;
