@@ -928,8 +928,9 @@ def run_object_store(binary, tmp, servers):
                    for d, _, files in os.walk(bucket) for f in files]
         if not objects:
             return "nothing uploaded"
-        host = re.escape(socket.gethostname())
-        name = re.compile(r"(.*/)?(\d{4}-\d{2}-\d{2})/(\d{8})T\d{9}Z-%s-[^/]+-[^/]+\.jsonl\.gz" % host)
+        # The host name as inferd writes it: letters, digits and `-`, at most 63.
+        host = re.escape(re.sub(r"[^A-Za-z0-9]", "-", socket.gethostname())[:63] or "host")
+        name = re.compile(r"(.*/)?(\d{4}-\d{2}-\d{2})/(\d{8})T\d{9}Z-%s-[0-9a-f]{8}-\d{6}\.jsonl\.gz" % host)
         lines = []
         for o in objects:
             m = name.fullmatch(o)
@@ -937,10 +938,13 @@ def run_object_store(binary, tmp, servers):
                 return f"{o} is not <prefix>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSSmmmZ>-<host>-<id>-<seq>.jsonl.gz"
             with gzip.open(os.path.join(bucket, o), "rt") as f:
                 lines += [json.loads(line) for line in f]
-        return None if len(lines) == 2 and all("request_id" in l and "inputs" in l for l in lines) else \
-            f"{len(lines)} records in {objects}, expected 2 (example.json's instances)"
+        if len(lines) != 2 or not all("request_id" in l and "inputs" in l for l in lines):
+            return f"{len(lines)} records in {objects}, expected 2 (example.json's instances)"
+        spool = env["INFERD_PREDICTION_LOG_DIR"]
+        left = [f for f in os.listdir(spool) if f.endswith((".jsonl", ".jsonl.open"))]
+        return f"parts left in the spool after exit: {left}" if left else None
     check("the records are in the bucket: gzipped JSON Lines, named by day, time, host, instance "
-          "and sequence", uploaded)
+          "and sequence; the spool is empty", uploaded)
 
 
 def run_kserve(binary, tmp, servers):
