@@ -22,6 +22,57 @@ if ! .venv/bin/honcho --version >/dev/null 2>&1; then
   .venv/bin/python -m pip install --quiet honcho==2.0.0
 fi
 honcho="$repo/.venv/bin/honcho"
+if ! .venv/bin/python -c 'import yaml' 2>/dev/null; then
+  .venv/bin/python -m pip install --quiet PyYAML==6.0.4
+fi
+
+# The app's manifests, statically: app.json (read by app-setup and the Deploy button) and
+# heroku.yml's setup (read by `heroku create --manifest`) provision Heroku Postgres and send the
+# prediction log there; DATABASE_URL is left to the add-on and runtime.toml names no other
+# database; every config var is documented. One `ok`/`not ok` line each.
+manifest_checks="$(.venv/bin/python - <<'PY'
+import json, re, tomllib, yaml
+
+def line(ok, what, why=""):
+    print(f"ok - {what}" if ok else f"not ok - {what}: {why}")
+
+try:
+    app = json.load(open("app.json"))
+    line(True, "app.json parses as JSON")
+except ValueError as e:
+    line(False, "app.json parses as JSON", e)
+    raise SystemExit
+plans = [a["plan"] if isinstance(a, dict) else a for a in app.get("addons", [])]
+pg = [p for p in plans if p.split(":")[0] == "heroku-postgresql"]
+line(len(pg) == 1 and re.fullmatch(r"heroku-postgresql:essential-\d", pg[0]) is not None,
+     "app.json addons: one Heroku Postgres on an essential plan (it sets DATABASE_URL)", plans)
+env = app.get("env", {})
+sink = env.get("INFERD_PREDICTION_LOG_SINK", {}).get("value")
+line(sink == "postgres", "app.json env: INFERD_PREDICTION_LOG_SINK is postgres", sink)
+owned = [k for k in ("DATABASE_URL", "INFERD_PREDICTION_LOG_URL") if k in env]
+line(not owned, "app.json env leaves DATABASE_URL to the add-on (and sets no other URL)", owned)
+vague = [k for k, v in env.items() if not isinstance(v, dict) or not v.get("description")
+         or ("value" not in v and v.get("required") is not False)]
+line(not vague, "app.json env: every var has a description and a value or required: false", vague)
+cfg = tomllib.load(open("runtime.toml", "rb"))
+url = cfg.get("prediction_log", {}).get("postgres", {}).get("url", "")
+line(url == "", "runtime.toml sets no prediction_log.postgres.url, so DATABASE_URL is used", url)
+setup = (yaml.safe_load(open("heroku.yml")) or {}).get("setup", {})
+hplans = [a["plan"] if isinstance(a, dict) else a for a in setup.get("addons", [])]
+line(hplans == pg and setup.get("config", {}).get("INFERD_PREDICTION_LOG_SINK") == sink,
+     "heroku.yml setup: the same add-on and sink as app.json", (hplans, setup.get("config")))
+readme = open("deploy/heroku/README.md").read()
+undocumented = [k for k in list(env) + ["DATABASE_URL"] if f"`{k}`" not in readme]
+line(not undocumented, "every app.json config var (and DATABASE_URL) is in deploy/heroku/README.md",
+     undocumented)
+PY
+)" || manifest_checks="not ok - the manifest checks ran to the end: python exited early"
+while IFS= read -r l; do
+  case "$l" in
+    "ok - "*) ok "${l#ok - }" ;;
+    "not ok - "*) not_ok "${l#not ok - }" ;;
+  esac
+done <<<"$manifest_checks"
 
 scratch="$(mktemp -d)"
 runner=""

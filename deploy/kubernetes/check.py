@@ -8,6 +8,7 @@ command. Prints `ok - ...` / `not ok - ...: why` and a closing count line.
 
 import copy
 import fnmatch
+import gzip
 import ipaddress
 import json
 import os
@@ -148,6 +149,13 @@ def selector_matches(selector, labels):
 # --- schema validation -----------------------------------------------------------------------
 
 CORE_FILES = ["deployment.yaml", "service.yaml", "hpa.yaml", "pdb.yaml"]
+OBJECT_STORE = "optional/prediction-log-object-store"
+OBJECT_STORE_PATCH = f"{OBJECT_STORE}/deployment-patch.yaml"
+# prediction_log.object_store.spool_max_bytes when runtime.toml does not set it.
+SPOOL_MAX_BYTES_DEFAULT = 1 << 30
+# The least time the last part's upload gets at SIGTERM: shutdown_grace_seconds less the longest
+# a request may still take (request_timeout_ms). A floor chosen here, not a measurement.
+UPLOAD_BUDGET_S = 10
 CRD_FILES = {
     "servicemonitor.yaml": "servicemonitor.v1.json",
     "kserve/servingruntime.yaml": "servingruntime.v1alpha1.json",
@@ -204,6 +212,11 @@ def schema_checks():
         return k8s_validate(merged, K8S_VERSIONS[-1])
     check("deployment.yaml with optional/prediction-log-shipper merged in is valid (strict)",
           merged_ok)
+
+    for v in K8S_VERSIONS:
+        check(f"deployment.yaml with optional/prediction-log-object-store merged in is valid for "
+              f"Kubernetes {v} (strict)",
+              lambda v=v: k8s_validate(strategic_merge(load("deployment.yaml"), load(OBJECT_STORE_PATCH)), v))
 
     # The validator must reject what the API server would: prove strictness on a typo.
     def strict_bites():
@@ -397,6 +410,75 @@ def static_checks():
         tgps = pod["terminationGracePeriodSeconds"]
         return None if tgps >= need else f"{tgps} < {need}"
     check("terminationGracePeriodSeconds also covers the log shipper's flush grace", drain_with_shipper)
+
+    os_comp = load(f"{OBJECT_STORE}/kustomization.yaml")
+    os_patch = load(OBJECT_STORE_PATCH)
+    os_dep = strategic_merge(dep, os_patch)
+    os_pod = os_dep["spec"]["template"]["spec"]
+    os_c = by_name(os_pod["containers"], "inferd")
+    os_env = {e["name"]: e for e in os_c.get("env", [])}
+
+    def object_store_component():
+        base = os.path.join(HERE, OBJECT_STORE)
+        missing = [p["path"] for p in os_comp["patches"]
+                   if not os.path.exists(os.path.join(base, p["path"]))]
+        if missing:
+            return f"missing {missing}"
+        if os_comp["kind"] != "Component":
+            return "not a kustomize Component"
+        if (os_patch["kind"], os_patch["metadata"]["name"]) != ("Deployment", dep["metadata"]["name"]):
+            return "the patch does not target the Deployment"
+        both = {"optional/prediction-log-shipper", OBJECT_STORE} <= set(kust.get("components") or [])
+        return "kustomization.yaml enables both the shipper and the object store" if both else None
+    check(f"{OBJECT_STORE} component: files exist, patch targets the Deployment, not combined "
+          "with the shipper", object_store_component)
+
+    def object_store_env():
+        sink = os_env.get("INFERD_PREDICTION_LOG_SINK", {}).get("value")
+        if sink != "object_store":
+            return f"INFERD_PREDICTION_LOG_SINK is {sink!r}"
+        url = os_env.get("INFERD_PREDICTION_LOG_URL", {}).get("value", "")
+        if not re.fullmatch(r"(s3|gs|az)://[a-z0-9][a-z0-9.-]*/[^\s]+", url):
+            return f"INFERD_PREDICTION_LOG_URL {url!r} is not <scheme>://bucket/prefix"
+        if url.startswith("s3://") and not (os_env.get("AWS_REGION") or os_env.get("AWS_DEFAULT_REGION")):
+            return "no AWS_REGION for an s3:// URL"
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            ref = os_env.get(key, {}).get("valueFrom", {}).get("secretKeyRef", {})
+            if "value" in os_env.get(key, {}) or not ref.get("name") or ref.get("key") != key:
+                return f"{key} must come from a Secret (secretKeyRef with key {key}), not a literal"
+        literal = [k for k, e in os_env.items() if "SECRET" in k and "value" in e]
+        return f"secrets given as literal values: {literal}" if literal else None
+    check(f"{OBJECT_STORE}: sink object_store, URL bucket/prefix, region, AWS credentials "
+          "from a Secret (secretKeyRef)", object_store_env)
+
+    def object_store_spool():
+        d = cfg["prediction_log"]["directory"]
+        vols = {v["name"]: v for v in os_pod["volumes"]}
+        mnts = {m["name"]: m for m in os_c["volumeMounts"]}
+        dir_env = os_env.get("INFERD_PREDICTION_LOG_DIR", {}).get("value")
+        if not (d == dir_env == mnts["predictions"]["mountPath"]):
+            return "the spool (prediction_log.directory), INFERD_PREDICTION_LOG_DIR and the mount disagree"
+        if "emptyDir" not in vols["predictions"]:
+            return "the spool is not on the pod's emptyDir"
+        limit = vols["predictions"]["emptyDir"]["sizeLimit"]
+        m = re.fullmatch(r"(\d+)(Mi|Gi)", limit)
+        size = int(m.group(1)) * (2**20 if m.group(2) == "Mi" else 2**30)
+        spool = cfg["prediction_log"].get("object_store", {}).get("spool_max_bytes", SPOOL_MAX_BYTES_DEFAULT)
+        return None if spool < size else f"spool_max_bytes {spool} does not fit sizeLimit {limit}"
+    check(f"{OBJECT_STORE}: the spool is the emptyDir at prediction_log.directory, and "
+          "spool_max_bytes < its sizeLimit", object_store_spool)
+
+    def object_store_drain():
+        sleep = os_c["lifecycle"]["preStop"]["sleep"]["seconds"]
+        grace = cfg["server"].get("shutdown_grace_seconds", 25)
+        tgps = os_pod["terminationGracePeriodSeconds"]
+        if tgps < sleep + grace + DRAIN_MARGIN_S:
+            return f"terminationGracePeriodSeconds {tgps} < preStop {sleep} + grace {grace} + {DRAIN_MARGIN_S}"
+        left = grace - cfg["server"].get("request_timeout_ms", 10000) / 1000
+        return None if left >= UPLOAD_BUDGET_S else \
+            f"shutdown_grace_seconds leaves {left:.0f} s after the longest request, under {UPLOAD_BUDGET_S} s"
+    check(f"{OBJECT_STORE}: terminationGracePeriodSeconds covers inferd's whole grace, which leaves "
+          f"at least {UPLOAD_BUDGET_S} s for the last upload after the longest request", object_store_drain)
 
     def kserve_drain():
         # ServingRuntimes cannot set the grace period: Kubernetes' default 30 s applies.
@@ -714,12 +796,9 @@ def run_guarded(what, fn, binary):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def run_deployment(binary, tmp, servers):
-    dep = load("deployment.yaml")
-    c = by_name(dep["spec"]["template"]["spec"]["containers"], "inferd")
-    with open(os.path.join(HERE, "optional/prediction-log-shipper/fluent-bit.yaml")) as f:
-        tail_glob = yaml.safe_load(f)["pipeline"]["inputs"][0]["path"]
-    cfg = load_toml("runtime.toml")
+def pod_env(tmp, c, cfg):
+    """The pod's file system rooted in tmp, and the container's env pointed at it; returns
+    (env for the run, env as in the manifest). Secret-sourced variables are left out."""
     # The pod's file system, rooted in tmp: /models (the model image's /models folder),
     # /etc/inferd/runtime.toml (the ConfigMap), /var/log/inferd (the emptyDir).
     root = lambda p: os.path.join(tmp, "pod", p.lstrip("/"))
@@ -739,11 +818,21 @@ def run_deployment(binary, tmp, servers):
     os.makedirs(root(env_manifest["INFERD_PREDICTION_LOG_DIR"]))
 
     env = clean_env()
-    env.update(env_manifest)
+    env.update({k: v for k, v in env_manifest.items() if v is not None})
     env["INFERD_CONFIG"] = root(env_manifest["INFERD_CONFIG"])
     env["INFERD_PREDICTION_LOG_DIR"] = root(env_manifest["INFERD_PREDICTION_LOG_DIR"])
     env["PORT"] = "0"                 # a free port here; 8080 in the pod
     env["INFERD_HOST"] = "127.0.0.1"  # loopback only here; 0.0.0.0 in the pod
+    return env, env_manifest
+
+
+def run_deployment(binary, tmp, servers):
+    dep = load("deployment.yaml")
+    c = by_name(dep["spec"]["template"]["spec"]["containers"], "inferd")
+    with open(os.path.join(HERE, "optional/prediction-log-shipper/fluent-bit.yaml")) as f:
+        tail_glob = yaml.safe_load(f)["pipeline"]["inputs"][0]["path"]
+    cfg = load_toml("runtime.toml")
+    env, env_manifest = pod_env(tmp, c, cfg)
     argv = [binary] + c["command"][1:] + c.get("args", [])
     srv = Server(argv, env, os.path.join(tmp, "deployment.log"))
     servers.append(srv)
@@ -798,6 +887,66 @@ def run_deployment(binary, tmp, servers):
           shipped)
 
 
+def supports_sinks(binary):
+    """Whether this inferd has the prediction log sinks (issue 20): `serve --help` lists the flag."""
+    r = subprocess.run([binary, "serve", "--help"], capture_output=True, text=True, timeout=60)
+    return "--prediction-log-sink" in r.stdout
+
+
+def run_object_store(binary, tmp, servers):
+    """The Deployment with optional/prediction-log-object-store merged in, its bucket replaced
+    by a local folder (file://): the records of a prediction are uploaded by SIGTERM, gzipped,
+    named <prefix>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSSmmmZ>-<host>-<instance id>-<seq>.jsonl.gz."""
+    if not supports_sinks(binary):
+        print(f"skip - {OBJECT_STORE} run: {binary} has no --prediction-log-sink", flush=True)
+        return
+    dep = strategic_merge(load("deployment.yaml"), load(OBJECT_STORE_PATCH))
+    c = by_name(dep["spec"]["template"]["spec"]["containers"], "inferd")
+    cfg = load_toml("runtime.toml")
+    env, env_manifest = pod_env(tmp, c, cfg)
+    bucket = os.path.join(tmp, "bucket")
+    os.makedirs(bucket)
+    env["INFERD_PREDICTION_LOG_URL"] = "file://" + bucket
+    argv = [binary] + c["command"][1:] + c.get("args", [])
+    srv = Server(argv, env, os.path.join(tmp, "object-store.log"))
+    servers.append(srv)
+    why = srv.wait_ready()
+    report(not why, f"inferd starts and gets ready with {OBJECT_STORE} merged in (bucket: a local "
+           "folder)", why)
+    if why:
+        return
+    with open(os.path.join(REPO, "example.json"), "rb") as f:
+        status, body = http("POST", srv.port, "/predict", f.read())
+    report(status == 200, "POST /predict with example.json answers 200", f"{status} {body[:200]!r}")
+    grace = cfg["server"]["shutdown_grace_seconds"]
+    rc, took = srv.stop(grace)
+    report(rc == 0 and took <= grace, f"SIGTERM: exit 0 within shutdown_grace_seconds ({grace} s), "
+           "the last part uploaded", f"exit {rc} after {took:.1f} s")
+
+    def uploaded():
+        objects = [os.path.relpath(os.path.join(d, f), bucket)
+                   for d, _, files in os.walk(bucket) for f in files]
+        if not objects:
+            return "nothing uploaded"
+        # The host name as inferd writes it: letters, digits and `-`, at most 63.
+        host = re.escape(re.sub(r"[^A-Za-z0-9]", "-", socket.gethostname())[:63] or "host")
+        name = re.compile(r"(.*/)?(\d{4}-\d{2}-\d{2})/(\d{8})T\d{9}Z-%s-[0-9a-f]{8}-\d{6}\.jsonl\.gz" % host)
+        lines = []
+        for o in objects:
+            m = name.fullmatch(o)
+            if not m or m.group(2).replace("-", "") != m.group(3):
+                return f"{o} is not <prefix>/<YYYY-MM-DD>/<YYYYMMDDTHHMMSSmmmZ>-<host>-<id>-<seq>.jsonl.gz"
+            with gzip.open(os.path.join(bucket, o), "rt") as f:
+                lines += [json.loads(line) for line in f]
+        if len(lines) != 2 or not all("request_id" in l and "inputs" in l for l in lines):
+            return f"{len(lines)} records in {objects}, expected 2 (example.json's instances)"
+        spool = env["INFERD_PREDICTION_LOG_DIR"]
+        left = [f for f in os.listdir(spool) if f.endswith((".jsonl", ".jsonl.open"))]
+        return f"parts left in the spool after exit: {left}" if left else None
+    check("the records are in the bucket: gzipped JSON Lines, named by day, time, host, instance "
+          "and sequence; the spool is empty", uploaded)
+
+
 def run_kserve(binary, tmp, servers):
     # KServe: a model folder as the storage initializer leaves it in /mnt/models.
     sr = load("kserve/servingruntime.yaml")
@@ -850,6 +999,7 @@ def main():
     report(not blocked_attempts, "validation ran offline (non-loopback connections blocked, none tried)",
            f"tried {blocked_attempts}")
     run_guarded("running inferd with the Deployment's settings", run_deployment, binary)
+    run_guarded(f"running inferd with {OBJECT_STORE} merged in", run_object_store, binary)
     run_guarded("running inferd as the ServingRuntime on a KServe model folder", run_kserve, binary)
     print(f"kubernetes: {passed} passed, {failed} failed")
     return 1 if failed else 0

@@ -79,7 +79,8 @@ def expect(cond, what, why):
 
 compose = yaml.safe_load(open("docker-compose.yml"))
 svcs = compose.get("services", {})
-expect(set(svcs) >= {"inferd", "prometheus", "grafana"}, "compose has inferd, prometheus and grafana", sorted(svcs))
+expect(set(svcs) >= {"inferd", "postgres", "prometheus", "grafana"}, "compose has inferd, postgres, prometheus and grafana",
+       sorted(svcs))
 missing = []
 for name, svc in svcs.items():
     for vol in svc.get("volumes", []):
@@ -91,9 +92,32 @@ inferd = svcs.get("inferd", {})
 expect(inferd.get("build") == "." and os.path.exists("Dockerfile"), "inferd builds from the repo Dockerfile", inferd.get("build"))
 test = inferd.get("healthcheck", {}).get("test", [])
 expect("probe" in test and "--ready" in test, "inferd healthcheck runs `inferd probe --ready`", test)
+# PostgreSQL's releases are major.minor (17.6); the others' are x.y.z.
+release_tag = {"postgres": r"postgres:\d+\.\d+(-[a-z]+)?"}
 unpinned = [f"{n}: {s.get('image')}" for n, s in svcs.items() if n != "inferd"
-            and not re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", s.get("image", ""))]
-expect(not unpinned, "prometheus and grafana images pinned to a release tag", unpinned)
+            and not re.fullmatch(release_tag.get(n, r"[\w./-]+:v?\d+\.\d+\.\d+"), s.get("image", ""))]
+expect(not unpinned, "postgres, prometheus and grafana images pinned to a release tag", unpinned)
+
+# The prediction log goes to the postgres service: sink by environment, DATABASE_URL naming the
+# service, its user, password variable and database, without TLS on the compose network; inferd
+# starts once PostgreSQL answers over TCP; the data is on a named volume.
+pg = svcs.get("postgres", {})
+pg_env = pg.get("environment", {})
+env = inferd.get("environment", {})
+expect(env.get("INFERD_PREDICTION_LOG_SINK") == "postgres", "inferd's prediction log sink is postgres (environment)",
+       env.get("INFERD_PREDICTION_LOG_SINK"))
+url = env.get("DATABASE_URL", "")
+m = re.fullmatch(r"postgres://([^:@/]+):([^@/]+)@postgres:5432/([^?]+)\?sslmode=disable", url)
+expect(m is not None and m.group(1) == pg_env.get("POSTGRES_USER") and m.group(2) == pg_env.get("POSTGRES_PASSWORD")
+       and m.group(3) == pg_env.get("POSTGRES_DB"),
+       "DATABASE_URL names the postgres service with its user, password and database, sslmode=disable", url)
+expect(inferd.get("depends_on", {}).get("postgres", {}).get("condition") == "service_healthy",
+       "inferd depends on postgres being healthy", inferd.get("depends_on"))
+pg_test = pg.get("healthcheck", {}).get("test", [])
+expect("pg_isready" in pg_test and "127.0.0.1" in pg_test, "postgres healthcheck is pg_isready over TCP", pg_test)
+pg_vols = [v.split(":") for v in pg.get("volumes", [])]
+expect(any(src in compose.get("volumes", {}) and dst == "/var/lib/postgresql/data" for src, dst, *_ in pg_vols),
+       "postgres data on a named volume", pg.get("volumes"))
 mounts = {v.split(":")[1]: v.split(":")[0] for s in svcs.values() for v in s.get("volumes", []) if v.startswith(".")}
 
 prom = yaml.safe_load(open("deploy/prometheus/prometheus.yml"))
