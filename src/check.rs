@@ -44,17 +44,17 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     let config = match Config::load(args) {
         Ok(config) => config,
         Err(e) => {
-            println!("inferd check: {e}");
+            crate::stdout::print(&format!("inferd check: {e}\n"));
             return ExitCode::from(2);
         }
     };
     let (problems, checked) = problems(&config);
-    checked.iter().for_each(|line| println!("{line}"));
+    checked.iter().for_each(|line| crate::stdout::print(&format!("{line}\n")));
     if problems.is_empty() {
-        println!("inferd check: {} model version(s) ready to serve", config.models.len());
+        crate::stdout::print(&format!("inferd check: {} model version(s) ready to serve\n", config.models.len()));
         return ExitCode::SUCCESS;
     }
-    problems.iter().for_each(|line| println!("problem: {line}"));
-    println!("inferd check: {} problem(s)", problems.len());
+    problems.iter().for_each(|line| crate::stdout::print(&format!("problem: {line}\n")));
+    crate::stdout::print(&format!("inferd check: {} problem(s)\n", problems.len()));
     ExitCode::FAILURE
 }

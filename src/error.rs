@@ -69,6 +69,22 @@ pub struct FieldError {
 /// fields cannot make its answer (and the work of building it) many times its own size.
 pub const MAX_FIELD_ERRORS: usize = 100;
 
+/// Field errors found in a schema's `examples` (checked as instances, so their paths start
+/// `/instances/N`) as one line of plain text: `examples[0].bedrooms: must be <= 10, got 14;
+/// examples[0].prefarea: is required`, for start-up and `inferd check` messages.
+pub fn examples_text(errors: &[FieldError]) -> String {
+    let named = |error: &FieldError| {
+        let path = error.path.strip_prefix("/instances/").unwrap_or(&error.path);
+        let (index, field) = path.split_once('/').unwrap_or((path, ""));
+        let field = field.replace('/', ".");
+        match field.is_empty() {
+            true => format!("examples[{index}]: {}", error.message),
+            false => format!("examples[{index}].{field}: {}", error.message),
+        }
+    };
+    errors.iter().map(named).collect::<Vec<_>>().join("; ")
+}
+
 pub fn validation_message(details: &[FieldError], truncated: bool) -> String {
     if truncated {
         format!("more than {MAX_FIELD_ERRORS} invalid fields in the request; the first {MAX_FIELD_ERRORS} are listed")
@@ -80,6 +96,17 @@ pub fn validation_message(details: &[FieldError], truncated: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn examples_errors_read_as_plain_text() {
+        let error = |path: &str, message: &str| FieldError { path: path.into(), message: message.into() };
+        let errors =
+            [error("/instances/0/bedrooms", "must be <= 10, got 14"), error("/instances/2", "must be an object")];
+        assert_eq!(
+            examples_text(&errors),
+            "examples[0].bedrooms: must be <= 10, got 14; examples[2]: must be an object"
+        );
+    }
 
     #[test]
     fn quoted_values_are_cut_to_100_characters() {

@@ -20,6 +20,7 @@ pub mod schema;
 pub mod serve;
 pub mod service;
 pub mod startup;
+pub mod stdout;
 pub mod telemetry;
 pub mod tensor;
 

@@ -42,7 +42,7 @@ async fn run() -> ExitCode {
         Command::Key(KeyCommand::New { name, scopes }) => {
             return match inferd::auth::keys::new_key(&name, &scopes) {
                 Ok(text) => {
-                    print!("{text}");
+                    inferd::stdout::print(&text);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
@@ -62,7 +62,7 @@ async fn run() -> ExitCode {
     if !serve {
         return match inferd::openapi::for_config(&config) {
             Ok(doc) => {
-                println!("{}", serde_json::to_string_pretty(&doc).expect("JSON"));
+                inferd::stdout::print(&format!("{}\n", serde_json::to_string_pretty(&doc).expect("JSON")));
                 ExitCode::SUCCESS
             }
             Err(e) => {

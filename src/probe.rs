@@ -46,7 +46,7 @@ pub async fn run(args: &ProbeArgs) -> std::process::ExitCode {
     let addr = target(&config);
     match get(addr, path, Duration::from_millis(args.timeout_ms)).await {
         Ok(answer) if answer.status == 200 => {
-            println!("inferd probe: {addr}{path}: 200 {}", answer.body);
+            crate::stdout::print(&format!("inferd probe: {addr}{path}: 200 {}\n", answer.body));
             ExitCode::SUCCESS
         }
         Ok(answer) => {

@@ -19,6 +19,8 @@ pub const CONFIG_ENV: &str = "INFERD_CONFIG";
 #[derive(Debug, Clone)]
 pub struct ServeArgs {
     pub config: PathBuf,
+    /// Whether the file was named (`--config` or `INFERD_CONFIG`) rather than the default.
+    pub config_named: bool,
     pub overrides: Overrides,
     pub models: Vec<String>,
 }
@@ -26,38 +28,39 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The file, with the overrides from the environment only: for the subcommands that load
     /// the configuration without serving (their `--help` lists their own flags, not serve's).
-    pub fn from_env(config: PathBuf) -> Self {
-        Self { config, overrides: Overrides::from_env(), models: Vec::new() }
+    pub fn from_env(config: Option<PathBuf>) -> Self {
+        Self::new(config, Overrides::from_env(), Vec::new())
     }
 
-    /// Whether the file was named (`--config` or `INFERD_CONFIG`), not the default.
-    pub fn config_named(&self) -> bool {
-        self.config != std::path::Path::new(DEFAULT_CONFIG) || std::env::var_os(CONFIG_ENV).is_some()
+    /// The named file, else the default one.
+    pub fn new(config: Option<PathBuf>, overrides: Overrides, models: Vec<String>) -> Self {
+        let config_named = config.is_some();
+        Self { config: config.unwrap_or_else(|| DEFAULT_CONFIG.into()), config_named, overrides, models }
     }
 }
 
 /// `serve`'s flags: the config file and every value that overrides it.
 #[derive(Debug, Clone, Args)]
 pub struct ServeFlags {
-    /// Configuration file.
-    #[arg(long, env = CONFIG_ENV, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// Configuration file [default: runtime.toml].
+    #[arg(long, env = CONFIG_ENV)]
+    pub config: Option<PathBuf>,
     #[command(flatten)]
     pub overrides: Overrides,
 }
 
 impl ServeFlags {
     pub fn with_models(self, models: Vec<String>) -> ServeArgs {
-        ServeArgs { config: self.config, overrides: self.overrides, models }
+        ServeArgs::new(self.config, self.overrides, models)
     }
 }
 
 /// `--config` alone (the overrides still come from their environment variables).
 #[derive(Debug, Clone, Args)]
 pub struct ConfigFile {
-    /// Configuration file.
-    #[arg(long, env = CONFIG_ENV, default_value = DEFAULT_CONFIG)]
-    pub config: PathBuf,
+    /// Configuration file [default: runtime.toml].
+    #[arg(long, env = CONFIG_ENV)]
+    pub config: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -147,9 +150,7 @@ impl Overrides {
             overrides: Overrides,
         }
         let matches = OnlyEnv::command().no_binary_name(true).try_get_matches_from(Vec::<String>::new());
-        matches
-            .and_then(|m| Overrides::from_arg_matches(&m))
-            .unwrap_or_else(|e| e.exit())
+        matches.and_then(|m| Overrides::from_arg_matches(&m)).unwrap_or_else(|e| e.exit())
     }
 }
 

@@ -294,13 +294,15 @@ pub struct ModelConfig {
     /// `classlabels_*` attributes of its `ai.onnx.ml` nodes). `/v2` keeps tensors.
     #[serde(default)]
     pub probabilities_by_class: bool,
-    /// Class names in column order of the probabilities; they win over the graph's. 1 to 4096
-    /// labels of 1 to 256 characters, all different; only with `probabilities_by_class`.
+    /// Class names in column order of the probabilities; they win over the graph's, and the
+    /// predicted class (the `label` output) is answered by them too. 1 to 4096 labels of 1 to
+    /// 256 characters, all different; only with `probabilities_by_class`.
     #[validate(custom(function = "validate_labels"))]
     pub labels: Option<Vec<String>>,
     /// A golden file: answers the version must give before it serves, checked at start, before
-    /// every swap and by `inferd check`. When unset, the schema's `.golden.json` twin is used
-    /// if it exists (`schemas/x.json` -> `schemas/x.golden.json`).
+    /// every swap and by `inferd check`. When unset, the first that exists of the schema's
+    /// `.golden.json` twin (`schemas/x.json` -> `schemas/x.golden.json`) and
+    /// `<model name>.golden.json` beside the schema is used.
     pub golden: Option<PathBuf>,
     /// A canary split of the model's unversioned requests between its versions, by weight:
     /// `{ "1" = 90, "2" = 10 }` (weights 0 to 1000000, not all 0). Sticky per `x-request-id`;
@@ -430,7 +432,7 @@ impl Config {
         let named = !args.models.is_empty();
         let text = match std::fs::read_to_string(&args.config) {
             Ok(text) => text,
-            Err(e) if named && !args.config_named() && e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) if named && !args.config_named && e.kind() == std::io::ErrorKind::NotFound => String::new(),
             Err(source) => return Err(ConfigError::Read { path: args.config.clone(), source }),
         };
         let mut config: Config = toml::from_str(&text)
@@ -438,7 +440,7 @@ impl Config {
         let base = args.config.parent().map(Path::to_path_buf).unwrap_or_default();
         config.resolve_paths(&base);
         if named {
-            if args.config_named() && !config.models.is_empty() {
+            if args.config_named && !config.models.is_empty() {
                 return Err(ConfigError::Invalid(format!(
                     "{} names [[models]] and models were named on the command line: name them in one place",
                     args.config.display()

@@ -16,12 +16,15 @@ pub fn models(arguments: &[String]) -> Result<Vec<ModelConfig>, String> {
     for (i, argument) in arguments.iter().enumerate() {
         let (name, path) = split(argument);
         if path.contains("://") {
-            return Err(format!("{argument}: models are read from local files and folders (URLs are not supported yet)"));
+            return Err(format!(
+                "{argument}: models are read from local files and folders (URLs are not supported yet)"
+            ));
         }
         let path = PathBuf::from(path);
         let name = match name {
             Some(name) => name.to_owned(),
-            None => default_name(&path).ok_or_else(|| format!("{argument}: cannot name a model after this path; use NAME={argument}"))?,
+            None => default_name(&path)
+                .ok_or_else(|| format!("{argument}: cannot name a model after this path; use NAME={argument}"))?,
         };
         let versions = versions(&path).map_err(|e| format!("{argument}: {e}"))?;
         let newest = versions.len() - 1;
@@ -55,7 +58,8 @@ fn split(argument: &str) -> (Option<&str>, &str) {
 
 /// The file's stem, or the folder's name, reduced to the characters a model name may hold.
 fn default_name(path: &Path) -> Option<String> {
-    let base = if path.is_dir() { path.canonicalize().ok()?.file_name()?.to_owned() } else { path.file_stem()?.to_owned() };
+    let base =
+        if path.is_dir() { path.canonicalize().ok()?.file_name()?.to_owned() } else { path.file_stem()?.to_owned() };
     let name: String = base
         .to_string_lossy()
         .chars()

@@ -40,7 +40,7 @@ pub fn markdown() -> Result<String, String> {
 pub fn run(file: Option<&Path>) -> ExitCode {
     let result = markdown().and_then(|text| match file {
         None => {
-            print!("{text}");
+            crate::stdout::print(&text);
             Ok(())
         }
         Some(path) => {

@@ -81,7 +81,8 @@ pub async fn call<I: Input, E: From<PredictError> + IntoResponse>(
 pub struct Body {
     unread: Option<Unread>,
     state: AppState,
-    /// Refuse a content type other than JSON (`/predict`); `/v1` and `/v2` read any.
+    /// Refuse a content type other than JSON (see [`super::extract::json_or_unsaid`]): true but
+    /// for `/v2`'s binary bodies, which carry tensors after their JSON header.
     json_only: bool,
     pub bytes: Bytes,
 }

@@ -45,8 +45,8 @@ pub enum ApiError {
     MalformedJson(String),
     #[error("{0}")]
     InvalidPath(String),
-    #[error("expected a request with `content-type: application/json`")]
-    UnsupportedMediaType,
+    #[error("{}", crate::service::media_type_message(.got))]
+    UnsupportedMediaType { got: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("{0}")]
@@ -118,7 +118,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::InvalidRequest { .. } | Self::Validation { .. } | Self::ModelRejected(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
@@ -147,7 +147,7 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidPath(_) => "invalid_path",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::InvalidHeader(_) => "invalid_header",
             Self::UnreadableBody(_) => "unreadable_body",
@@ -208,7 +208,7 @@ impl From<DecodeError> for ApiError {
 impl From<BodyError> for ApiError {
     fn from(e: BodyError) -> Self {
         match e {
-            BodyError::UnsupportedMediaType => Self::UnsupportedMediaType,
+            BodyError::UnsupportedMediaType { got } => Self::UnsupportedMediaType { got },
             BodyError::TooLarge { limit } => Self::PayloadTooLarge { limit },
             BodyError::Unreadable(message) => Self::UnreadableBody(message),
             BodyError::Timeout { ms } => Self::BodyTimeout { ms },
@@ -261,7 +261,7 @@ impl ApiError {
     pub fn leaves_body_unread(&self) -> bool {
         matches!(
             self,
-            Self::UnsupportedMediaType
+            Self::UnsupportedMediaType { .. }
                 | Self::PayloadTooLarge { .. }
                 | Self::UnreadableBody(_)
                 | Self::BodyTimeout { .. }
@@ -411,7 +411,7 @@ mod tests {
             PredictError::NotReady,
             RouteError::ModelNotFound("m".into()).into(),
             RouteError::ModelUnloaded("m".into()).into(),
-            BodyError::UnsupportedMediaType.into(),
+            BodyError::UnsupportedMediaType { got: "text/plain".into() }.into(),
             BodyError::TooLarge { limit: 1 }.into(),
             BodyError::Unreadable("x".into()).into(),
             BodyError::Timeout { ms: 1 }.into(),

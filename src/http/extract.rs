@@ -69,10 +69,10 @@ impl Unread {
     }
 
     /// Reads the body whole before `deadline` (see [`read_body`]); `json_only` refuses a
-    /// content type other than JSON.
+    /// content type other than JSON (see [`json_or_unsaid`]).
     pub async fn receive(self, state: &AppState, deadline: Deadline, json_only: bool) -> Result<Bytes, BodyError> {
-        if json_only && !json_content_type(self.0.headers()) {
-            return Err(BodyError::UnsupportedMediaType);
+        if json_only {
+            json_or_unsaid(self.0.headers())?;
         }
         receive(self.0, state, deadline).await
     }
@@ -89,12 +89,26 @@ impl FromRequest<AppState> for AnyBytes {
     }
 }
 
-/// `application/json`, or any `application/*+json`, as axum's own JSON extractor accepts.
-fn json_content_type(headers: &axum::http::HeaderMap) -> bool {
-    let mime = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()?.parse::<mime::Mime>().ok());
-    mime.is_some_and(|m| {
-        m.type_() == "application" && (m.subtype() == "json" || m.suffix().is_some_and(|s| s == "json"))
-    })
+/// The one rule of every JSON predict route: the body is read as JSON when it has no
+/// `content-type` (tritonclient sends none), `application/json` (any parameters, such as a
+/// charset), any `application/*+json` (as axum's own JSON extractor accepts), or
+/// `application/x-www-form-urlencoded`, which `curl -d` sends unless told otherwise: the
+/// examples of TensorFlow Serving and KServe post JSON that way, and a predict body is never a
+/// form. Anything else is refused, naming what was received, rather than guessed at.
+pub fn json_or_unsaid(headers: &axum::http::HeaderMap) -> Result<(), BodyError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else { return Ok(()) };
+    let mime = value.to_str().ok().and_then(|v| v.parse::<mime::Mime>().ok());
+    let json = mime.is_some_and(|m| {
+        m.type_() == "application"
+            && (m.subtype() == "json"
+                || m.suffix().is_some_and(|s| s == "json")
+                || m.subtype() == "x-www-form-urlencoded")
+    });
+    if json {
+        return Ok(());
+    }
+    let got = String::from_utf8_lossy(value.as_bytes());
+    Err(BodyError::UnsupportedMediaType { got: clip(&got).into_owned() })
 }
 
 /// The body length a request's `Content-Length` declares, if it declares a readable one.

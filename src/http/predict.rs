@@ -58,7 +58,7 @@ enum PredictResponses {
     /// Body over the configured limit
     #[response(status = 413)]
     TooLarge(ErrorBody),
-    /// Content type is not application/json
+    /// A content type other than JSON: send `application/json` (or `application/*+json`), or none
     #[response(status = 415)]
     MediaType(ErrorBody),
     /// Envelope, instance count, schema violations, or the model refused the rows

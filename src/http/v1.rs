@@ -77,6 +77,7 @@ const BAD_REQUEST: &str = "Body is not JSON or could not be read, the path is no
 const BODY_TIMEOUT: &str = "The body did not arrive before the request's deadline";
 const TOO_LARGE: &str = "Body over the configured limit";
 const INVALID: &str = "Envelope, instance count, schema violations, or the model refused the rows";
+const MEDIA_TYPE: &str = "A content type other than JSON: send `application/json` (or `application/*+json`), or none";
 const INTERNAL: &str = "Internal fault, logged with the request id";
 const UNAVAILABLE: &str = "Models still loading, the model unloaded (repository API), no working session, queue \
                            full, too many bodies being received, the prediction log not keeping up \
@@ -97,6 +98,7 @@ const STATUS_UNAVAILABLE: &str = "Models still loading, or the model unloaded (r
         (status = 404, description = "Unknown model, a verb other than `:predict`, or `x-inferd-version` names a version the model does not have", body = ErrorBody),
         (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
         (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 415, description = MEDIA_TYPE, body = ErrorBody),
         (status = 422, description = INVALID, body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
         (status = 503, description = UNAVAILABLE, body = ErrorBody),
@@ -126,6 +128,7 @@ pub async fn predict(
         (status = 404, description = "Unknown model or version, or a verb other than `:predict`", body = ErrorBody),
         (status = 408, description = BODY_TIMEOUT, body = ErrorBody),
         (status = 413, description = TOO_LARGE, body = ErrorBody),
+        (status = 415, description = MEDIA_TYPE, body = ErrorBody),
         (status = 422, description = INVALID, body = ErrorBody),
         (status = 500, description = INTERNAL, body = ErrorBody),
         (status = 503, description = UNAVAILABLE, body = ErrorBody),
@@ -197,7 +200,7 @@ fn model_status(state: &AppState, name: String, only: Option<&str>) -> Result<Js
 }
 
 async fn respond(state: &AppState, target: Target<'_>, asker: &Asker, deadline: Deadline, body: Unread) -> Response {
-    let input = Instances::new(Body::new(body, state, false), Envelope::V1);
+    let input = Instances::new(Body::new(body, state, true), Envelope::V1);
     call::<_, ApiError>(state, target, asker, deadline, input, |by, answered| {
         Json(Answer { spec: &by.spec, inferred: &answered.inferred, form: answered.input.form }).into_response()
     })

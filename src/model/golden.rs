@@ -67,15 +67,68 @@ pub struct Case {
     pub outputs: serde_json::Map<String, Value>,
 }
 
-/// The golden file of a model: the config's `golden`, else `<schema>.golden.json` beside its
-/// schema (`schemas/house_price.json` -> `schemas/house_price.golden.json`) when that exists.
+/// The golden file of a model: the config's `golden`, else the first that exists of
+/// `<schema stem>.golden.json` and `<model name>.golden.json` beside its schema
+/// (`schemas/house_price.json` -> `schemas/house_price.golden.json`). The schema's twin comes
+/// first: it is the more specific when versions of one model have schemas of their own.
 pub fn path_for(model: &ModelConfig) -> Option<PathBuf> {
     if let Some(path) = &model.golden {
         return Some(path.clone());
     }
-    let schema = model.schema.as_ref()?;
-    let stem = schema.file_stem()?.to_str()?;
-    Some(schema.with_file_name(format!("{stem}.golden.json"))).filter(|p| p.is_file())
+    default_paths(model).into_iter().find(|p| p.is_file())
+}
+
+/// The files [`path_for`] looks for when the config names none, in order.
+fn default_paths(model: &ModelConfig) -> Vec<PathBuf> {
+    let Some(schema) = model.schema.as_ref() else { return Vec::new() };
+    let mut paths: Vec<PathBuf> = schema
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(|stem| schema.with_file_name(format!("{stem}.golden.json")))
+        .into_iter()
+        .collect();
+    let named = schema.with_file_name(format!("{}.golden.json", model.name));
+    if !paths.contains(&named) {
+        paths.push(named);
+    }
+    paths
+}
+
+/// `*.golden.json` files beside the schema that look meant for the model (named, up to case
+/// and `-` for `_`, like the model, its schema or its ONNX file) but are not the one read: a
+/// check someone wrote and that silently never runs, which start-up warns about.
+pub fn unread(model: &ModelConfig) -> Vec<PathBuf> {
+    let Some(dir) = model.schema.as_ref().and_then(|s| s.parent()) else { return Vec::new() };
+    let read = path_for(model);
+    let normal = |s: &str| s.to_lowercase().replace('-', "_");
+    let stem = |p: &Path| p.file_stem().and_then(|s| s.to_str()).map(normal);
+    let mut meant = vec![normal(&model.name)];
+    meant.extend(model.schema.as_deref().and_then(stem));
+    meant.extend(stem(&model.path));
+    let Ok(entries) = std::fs::read_dir(if dir.as_os_str().is_empty() { Path::new(".") } else { dir }) else {
+        return Vec::new();
+    };
+    let mut found: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_owned();
+            let base = name.len().checked_sub(".golden.json".len()).filter(|&n| n > 0)?;
+            let looks_meant = name.is_char_boundary(base)
+                && name[base..].eq_ignore_ascii_case(".golden.json")
+                && meant.contains(&normal(&name[..base]));
+            looks_meant.then(|| dir.join(&name))
+        })
+        .filter(|p| read.as_ref().is_none_or(|r| !same_file(r, p)))
+        .collect();
+    found.sort();
+    found
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 pub fn read(path: &Path) -> Result<GoldenFile, String> {
@@ -217,6 +270,57 @@ pub fn numeric_pairs(expected: &Value, got: &Value) -> Option<Vec<(f64, f64)>> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn entry(name: &str, schema: &Path) -> ModelConfig {
+        ModelConfig {
+            name: name.into(),
+            path: schema.with_file_name("model.onnx"),
+            schema: Some(schema.to_owned()),
+            version: "1".into(),
+            default: false,
+            default_version: false,
+            probabilities_by_class: false,
+            labels: None,
+            golden: None,
+            traffic: None,
+            shadow: None,
+        }
+    }
+
+    #[test]
+    fn the_golden_file_is_found_by_schema_stem_then_model_name_and_the_others_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = dir.path().join("features.json");
+        let model = entry("house_gbr", &schema);
+        assert_eq!(path_for(&model), None);
+        assert!(unread(&model).is_empty());
+
+        // Named after the model, as the README says.
+        std::fs::write(dir.path().join("house_gbr.golden.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("other_model.golden.json"), "{}").unwrap();
+        assert_eq!(path_for(&model), Some(dir.path().join("house_gbr.golden.json")));
+        assert!(unread(&model).is_empty(), "the one read, and another model's, are not warned about");
+
+        // The schema's twin wins; the model's name is then named as not read.
+        std::fs::write(dir.path().join("features.golden.json"), "{}").unwrap();
+        assert_eq!(path_for(&model), Some(dir.path().join("features.golden.json")));
+        assert_eq!(unread(&model), vec![dir.path().join("house_gbr.golden.json")]);
+
+        // Spelled differently, or named after the ONNX file: never read, so warned about.
+        std::fs::remove_file(dir.path().join("features.golden.json")).unwrap();
+        std::fs::write(dir.path().join("House-GBR.golden.json"), "{}").unwrap();
+        std::fs::write(dir.path().join("model.golden.json"), "{}").unwrap();
+        assert_eq!(path_for(&model), Some(dir.path().join("house_gbr.golden.json")));
+        assert_eq!(
+            unread(&model),
+            vec![dir.path().join("House-GBR.golden.json"), dir.path().join("model.golden.json")]
+        );
+
+        // The config's `golden` wins over them all.
+        let chosen = ModelConfig { golden: Some(dir.path().join("other_model.golden.json")), ..model };
+        assert_eq!(path_for(&chosen), chosen.golden);
+        assert_eq!(unread(&chosen).len(), 3);
+    }
 
     #[test]
     fn numbers_compare_within_tolerance_and_labels_exactly() {

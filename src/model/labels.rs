@@ -31,6 +31,8 @@ pub const ML_DOMAIN: &str = "ai.onnx.ml";
 pub const LABEL_ATTRIBUTES: [&str; 3] = ["classlabels_strings", "classlabels_ints", "classlabels_int64s"];
 /// The output that holds the probabilities when a graph has one by this name.
 pub const PROBABILITIES_OUTPUT: &str = "probabilities";
+/// The output that holds the predicted class when a graph has one by this name.
+pub const LABEL_OUTPUT: &str = "label";
 
 /// Only the parts of `onnx.proto` needed here; prost skips every other field.
 mod proto {
@@ -259,6 +261,46 @@ fn preview(labels: &[String]) -> String {
     parts.join(", ")
 }
 
+/// The output that holds a classifier's predicted class, for naming it by the config's
+/// `labels`: the one named `label` (skl2onnx's name), else the only integer or string output of
+/// shape `[N]` or `[N, 1]` besides the probabilities. `None` when there is no such output.
+pub fn label_output(outputs: &[TensorInfo], probabilities: usize) -> Option<usize> {
+    let fits = |o: &TensorInfo| {
+        let kind = matches!(
+            o.elem,
+            ElemType::I8
+                | ElemType::I16
+                | ElemType::I32
+                | ElemType::I64
+                | ElemType::U8
+                | ElemType::U16
+                | ElemType::U32
+                | ElemType::U64
+                | ElemType::String
+        );
+        kind && matches!(o.shape.as_slice(), [_] | [_, 1])
+    };
+    let candidates = || outputs.iter().enumerate().filter(|(i, o)| *i != probabilities && fits(o));
+    if let Some((i, _)) = candidates().find(|(_, o)| o.name == LABEL_OUTPUT) {
+        return Some(i);
+    }
+    let mut all = candidates();
+    match (all.next(), all.next()) {
+        (Some((i, _)), None) => Some(i),
+        _ => None,
+    }
+}
+
+/// The values the label output takes, in column order of the probabilities, as text: the
+/// graph's class names when it has them (`"setosa"`, `"7"`), else the column numbers, since a
+/// classifier whose classes are 0 to K-1 predicts its column's number.
+pub fn label_values(graph: Option<&[String]>, classes: usize) -> Vec<String> {
+    match graph {
+        Some(names) if names.len() == classes => names.to_vec(),
+        _ => (0..classes).map(|k| k.to_string()).collect(),
+    }
+}
+
 /// Everything needed to key a classifier's probabilities by class.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClassProbabilities {
@@ -266,23 +308,35 @@ pub struct ClassProbabilities {
     /// `labels[k]` names column `k` of the output.
     pub labels: Vec<String>,
     pub source: LabelSource,
+    /// With the config's `labels`: the label output ([`label_output`]) and the value it gives
+    /// for each column ([`label_values`]), so that it answers the config's name too.
+    pub label: Option<(usize, Vec<String>)>,
 }
 
 /// For a model with `probabilities_by_class = true`: picks the output ([`probability_output`])
-/// and its class names ([`resolve_labels`]), reading the graph at `path` only when the config
-/// lists no `labels`.
+/// and its class names ([`resolve_labels`]); with the config's `labels`, also the label output
+/// and the values it takes, from the graph's class names when it has them.
 pub fn class_probabilities(
     path: &Path,
     config_labels: Option<&[String]>,
     outputs: &[TensorInfo],
 ) -> Result<ClassProbabilities, String> {
     let output = probability_output(outputs)?;
-    let graph = match config_labels {
-        Some(_) => None,
-        None => graph_class_labels(path)?,
+    let label = label_output(outputs, output.index);
+    // The graph is read when its names are used: for the probabilities without config labels,
+    // or to tell which config label a predicted class is. One that cannot be read then is
+    // taken as naming none (its labels are not needed to key the probabilities).
+    let graph = match (config_labels, label) {
+        (None, _) => graph_class_labels(path)?,
+        (Some(_), Some(_)) => graph_class_labels(path).ok().flatten(),
+        (Some(_), None) => None,
     };
     let ClassLabels { labels, source } = resolve_labels(config_labels, graph.as_deref(), output.classes, &output.name)?;
-    Ok(ClassProbabilities { output, labels, source })
+    let label = match source {
+        LabelSource::Config => label.map(|i| (i, label_values(graph.as_deref(), output.classes))),
+        LabelSource::Graph => None,
+    };
+    Ok(ClassProbabilities { output, labels, source, label })
 }
 
 #[cfg(test)]
@@ -422,6 +476,30 @@ mod tests {
     }
 
     #[test]
+    fn the_label_output_is_named_or_the_only_integer_or_string_column() {
+        let iris = [output("label", ElemType::String, &[-1]), output("probabilities", ElemType::F32, &[-1, 3])];
+        assert_eq!(label_output(&iris, 1), Some(0));
+        let unnamed = [output("probs", ElemType::F32, &[-1, 2]), output("class", ElemType::I64, &[-1, 1])];
+        assert_eq!(label_output(&unnamed, 0), Some(1));
+        let two = [
+            output("p", ElemType::F32, &[-1, 2]),
+            output("a", ElemType::I64, &[-1]),
+            output("b", ElemType::I32, &[-1]),
+        ];
+        assert_eq!(label_output(&two, 0), None, "which one cannot be told");
+        let named = [
+            output("p", ElemType::F32, &[-1, 2]),
+            output("a", ElemType::I64, &[-1]),
+            output("label", ElemType::I32, &[-1]),
+        ];
+        assert_eq!(label_output(&named, 0), Some(2));
+        let wide = [output("p", ElemType::F32, &[-1, 2]), output("label", ElemType::I64, &[-1, 2])];
+        assert_eq!(label_output(&wide, 0), None, "one class per row");
+        assert_eq!(label_values(Some(&strings(&["-1", "0", "7"])), 3), strings(&["-1", "0", "7"]));
+        assert_eq!(label_values(None, 3), strings(&["0", "1", "2"]), "an integer label is its column");
+    }
+
+    #[test]
     fn config_labels_win_and_must_fit_the_output() {
         let graph = strings(&["0", "1", "2"]);
         let config = strings(&["cat", "dog", "bird"]);
@@ -463,10 +541,13 @@ mod tests {
         let iris = repo("models/iris.onnx");
         let got = class_probabilities(&iris, None, &outputs).unwrap();
         assert_eq!(got.labels, strings(&["setosa", "versicolor", "virginica"]));
-        assert_eq!((got.source, got.output.index), (LabelSource::Graph, 1));
+        assert_eq!((got.source, got.output.index, got.label), (LabelSource::Graph, 1, None));
         let mine = strings(&["s", "ve", "vi"]);
+        let got = class_probabilities(&iris, Some(&mine), &outputs).unwrap();
+        assert_eq!(got.label, Some((0, strings(&["setosa", "versicolor", "virginica"]))), "the graph's names map");
         let got = class_probabilities(&repo("models/absent.onnx"), Some(&mine), &outputs).unwrap();
         assert_eq!((got.labels, got.source), (mine, LabelSource::Config));
+        assert_eq!(got.label, Some((0, strings(&["0", "1", "2"]))), "no graph: columns by number");
         let err = class_probabilities(&repo("models/house_price.onnx"), None, &outputs).unwrap_err();
         assert!(err.contains("nothing names them"), "{err}");
     }

@@ -37,6 +37,16 @@ pub enum LoadError {
 
 /// Runs the model's golden file, if it has one, on `session`.
 pub fn check_golden(spec: &ModelSpec, model: &ModelConfig, session: &mut Session) -> Result<(), LoadError> {
+    for unread in golden::unread(model) {
+        tracing::warn!(
+            model = %spec.name,
+            version = %spec.version,
+            file = %unread.display(),
+            read = %golden::path_for(model).map_or_else(|| "none".to_owned(), |p| p.display().to_string()),
+            "a golden file named like the model is not read: only the entry's `golden`, else the first of \
+             <schema stem>.golden.json and <model name>.golden.json beside the schema, is"
+        );
+    }
     let Some(file) = golden::path_for(model) else { return Ok(()) };
     let fail = |problems: Vec<String>| LoadError::Golden {
         model: spec.name.clone(),
@@ -167,7 +177,7 @@ fn classes(model: &ModelConfig, outputs: &[signature::TensorInfo]) -> Result<Opt
     }
     let found = labels::class_probabilities(&model.path, model.labels.as_deref(), outputs)?;
     tracing::info!(model = %model.name, output = %found.output.name, classes = found.labels.len(), source = ?found.source, "probabilities keyed by class");
-    Ok(Some(views::Classes { output: found.output.index, labels: found.labels }))
+    Ok(Some(views::Classes { output: found.output.index, labels: found.labels, label: found.label }))
 }
 
 fn example_prediction(spec: &ModelSpec, session: &mut Session) -> Option<serde_json::Value> {
@@ -225,7 +235,7 @@ impl SessionFactory {
 pub fn warm_up(spec: &ModelSpec, sessions: &mut [Session]) -> Result<(), LoadError> {
     let fail = |message: String| LoadError::Model { model: spec.name.clone(), message };
     let rows = Rows::encode(&spec.plan, spec.schema.examples(), 0)
-        .map_err(|e| fail(format!("the schema's examples cannot be encoded: {e:?}")))?;
+        .map_err(|e| fail(format!("the schema's examples cannot be encoded: {}", crate::error::examples_text(&e))))?;
     for session in sessions {
         match run(spec, session, &rows) {
             Ok(_) => {}

@@ -14,6 +14,22 @@ pub struct Classes {
     /// The output that holds one probability per class.
     pub output: usize,
     pub labels: Vec<String>,
+    /// With the config's `labels`: the output holding the predicted class, and the value it
+    /// gives for each column; such a value is written as that column's label instead.
+    pub label: Option<(usize, Vec<String>)>,
+}
+
+impl Classes {
+    /// The label naming the class the label output gave as `value`; `None` for a value that
+    /// names no column (it is then written as given).
+    fn name_of(&self, values: &[String], value: &serde_json::Value) -> Option<&str> {
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            _ => return None,
+        };
+        values.iter().position(|v| *v == text).and_then(|k| self.labels.get(k)).map(String::as_str)
+    }
 }
 
 /// Written in place of a redacted value.
@@ -74,6 +90,15 @@ impl Serialize for OutputCell<'_> {
                 }
                 map.end()
             }
+            Some(Classes { label: Some((output, values)), .. })
+                if *output == self.output && outputs.per_row[*output] == 1 =>
+            {
+                let value = outputs.columns[*output].value_at(self.row);
+                match self.spec.classes.as_ref().and_then(|c| c.name_of(values, &value)) {
+                    Some(name) => s.serialize_str(name),
+                    None => value.serialize(s),
+                }
+            }
             _ => outputs.serialize_cell(self.output, self.row, s),
         }
     }
@@ -111,5 +136,24 @@ impl Serialize for RowInputs<'_> {
             }
         }
         map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_predicted_class_is_named_by_its_column_whether_a_number_or_text() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let classes = Classes { output: 1, labels: names(&["cat", "dog", "bird"]), label: None };
+        let numbers = names(&["0", "1", "2"]);
+        assert_eq!(classes.name_of(&numbers, &json!(1)), Some("dog"));
+        assert_eq!(classes.name_of(&numbers, &json!(3)), None, "no such column: written as given");
+        let graph = names(&["-1", "0", "7"]);
+        assert_eq!(classes.name_of(&graph, &json!(7)), Some("bird"));
+        assert_eq!(classes.name_of(&graph, &json!("-1")), Some("cat"));
+        assert_eq!(classes.name_of(&graph, &json!(true)), None);
     }
 }

@@ -17,8 +17,8 @@ use crate::cli::{ReplayArgs, ReportFormat};
 use crate::config::Config;
 use crate::model::golden::{numeric_pairs, Tolerance};
 
-/// Unreadable lines (and instances refused before they run) reported one by one on stderr;
-/// beyond, they are only counted.
+/// Unreadable lines reported one by one on stderr, and refused instances listed in the report
+/// (with why); beyond, they are only counted.
 const MAX_REPORTED: u64 = 100;
 
 /// A logged output whose text is longer than this many times the whole replayed answer's (and
@@ -32,6 +32,14 @@ pub struct Origin {
     pub line: u64,
     pub request_id: String,
     pub instance: u64,
+}
+
+/// An instance the target refused, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Refusal {
+    #[serde(flatten)]
+    pub origin: Origin,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -75,6 +83,8 @@ pub struct Report {
     /// target refused.
     pub unreadable: u64,
     pub refused: u64,
+    /// The first [`MAX_REPORTED`] refused instances, in input order, with why.
+    pub refusals: Vec<Refusal>,
     pub outputs: BTreeMap<String, OutputDiff>,
     /// The largest differences, worst first.
     pub worst: Vec<Difference>,
@@ -99,8 +109,10 @@ pub async fn run(args: &ReplayArgs) -> ExitCode {
     match replay(args).await {
         Ok(report) => {
             match args.format {
-                ReportFormat::Json => println!("{}", serde_json::to_string_pretty(&report).expect("JSON")),
-                ReportFormat::Table => print!("{}", table(&report)),
+                ReportFormat::Json => {
+                    crate::stdout::print(&format!("{}\n", serde_json::to_string_pretty(&report).expect("JSON")))
+                }
+                ReportFormat::Table => crate::stdout::print(&table(&report)),
             }
             if report.different > 0 || report.refused > 0 {
                 ExitCode::FAILURE
@@ -180,19 +192,16 @@ pub async fn replay(args: &ReplayArgs) -> Result<Report, String> {
                     continue;
                 }
                 report.lines += 1;
-                if let Some(why) = nested(entry.inputs.get().as_bytes()) {
-                    report.refused += 1;
-                    if report.refused <= MAX_REPORTED {
-                        eprintln!("{file_name}:{number}: refused: {why}");
-                    }
-                    continue;
-                }
                 let origin = Origin {
                     file: file_name.clone(),
                     line: number,
                     request_id: entry.request_id.into_owned(),
                     instance: entry.instance,
                 };
+                if let Some(why) = nested(entry.inputs.get().as_bytes()) {
+                    refuse(&mut report, origin, why);
+                    continue;
+                }
                 // A line without outputs is replayed too: its answer is then missing, not skipped.
                 let logged = entry.outputs.map_or("", |o| o.get());
                 chunk.add(entry.inputs.get().to_owned(), logged.len());
@@ -227,6 +236,14 @@ fn unreadable(report: &mut Report, file: &str, line: u64, why: &str) {
     }
 }
 
+/// Counts an instance the target refused, and keeps the first [`MAX_REPORTED`] with why.
+fn refuse(report: &mut Report, origin: Origin, reason: String) {
+    report.refused += 1;
+    if report.refusals.len() < MAX_REPORTED as usize {
+        report.refusals.push(Refusal { origin, reason });
+    }
+}
+
 /// Instances sent and not yet answered, with the answer logged for each (its JSON text).
 type Pending = std::collections::VecDeque<(Origin, String)>;
 
@@ -253,9 +270,16 @@ fn worst_first(d: &Difference) -> f64 {
 }
 
 fn judge(report: &mut Report, origin: Origin, logged: &str, scored: Scored, tolerance: Tolerance, keep: usize) {
-    let Scored::Outputs(replayed) = scored else {
-        report.refused += 1;
-        return;
+    let replayed = match scored {
+        Scored::Outputs(replayed) => replayed,
+        Scored::Refused(errors) => {
+            let reasons: Vec<String> = errors
+                .iter()
+                .map(|e| if e.path.is_empty() { e.message.clone() } else { format!("{}: {}", e.path, e.message) })
+                .collect();
+            refuse(report, origin, reasons.join("; "));
+            return;
+        }
     };
     report.replayed += 1;
     // Both written by the same code: the same answer is the same text.
@@ -384,6 +408,18 @@ fn table(r: &Report) -> String {
         r.rows_per_second,
         r.seconds
     );
+    if !r.refusals.is_empty() {
+        out += "refused:\n";
+    }
+    for f in &r.refusals {
+        out += &format!(
+            "  {}:{} request {} instance {}: {}\n",
+            f.origin.file, f.origin.line, f.origin.request_id, f.origin.instance, f.reason
+        );
+    }
+    if r.refused > r.refusals.len() as u64 {
+        out += &format!("  ... {} more refused, counted, not listed\n", r.refused - r.refusals.len() as u64);
+    }
     for (name, d) in &r.outputs {
         out += &format!(
             "output {name}: {} different, max absolute difference {}, max relative {}\n",

@@ -11,7 +11,7 @@ mod plan;
 
 pub use plan::{FieldPlan, InstancePlan};
 
-use crate::error::{clip, shown, FieldError};
+use crate::error::{clip, examples_text, shown, FieldError};
 use crate::tensor::signature::{ElemType, Signature};
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +67,7 @@ impl InstanceSchema {
             }
         } else {
             for input in &signature.inputs {
-                add(input.name.clone(), input.elem, format!("ONNX input '{}' ({:?})", input.name, input.elem));
+                add(input.name.clone(), input.elem, format!("ONNX input '{}' ({})", input.name, input.elem));
             }
         }
         let required: Vec<&String> = properties.keys().collect();
@@ -114,7 +114,7 @@ impl InstanceSchema {
             let mut errors = Vec::new();
             schema.check(i, example, &mut errors);
             if !errors.is_empty() {
-                return Err(shape(format!("examples[{i}] does not satisfy the schema: {:?}", errors)));
+                return Err(shape(format!("examples[{i}] does not satisfy the schema: {}", examples_text(&errors))));
             }
         }
         Ok(schema)
@@ -179,7 +179,7 @@ fn describe(base: &str, error: &ValidationError<'_>, out: &mut Vec<FieldError>) 
         ValidationErrorKind::Type { kind } => {
             let expected = match kind {
                 TypeKind::Single(t) => t.to_string(),
-                TypeKind::Multiple(set) => format!("{set:?}"),
+                TypeKind::Multiple(set) => set.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(" or "),
             };
             // `got string "5000"` says what was sent; `got null null` would say it twice.
             let got = match error.instance.as_ref() {
@@ -306,7 +306,8 @@ mod tests {
         let doc =
             json!({"type": "object", "properties": {"a": {"type": "integer", "maximum": 1}}, "examples": [{"a": 2}]});
         let err = InstanceSchema::from_document(doc, "t").unwrap_err().to_string();
-        assert!(err.contains("examples[0] does not satisfy"), "{err}");
+        // Plain text, never the Rust debug form (`[FieldError { path: ... }]`).
+        assert!(err.ends_with("examples[0] does not satisfy the schema: examples[0].a: must be <= 1, got 2"), "{err}");
     }
 
     #[test]

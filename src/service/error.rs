@@ -8,8 +8,8 @@ use crate::registry::RouteError;
 /// Why a request's payload could not be received.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    #[error("expected a request with `content-type: application/json`")]
-    UnsupportedMediaType,
+    #[error("{}", media_type_message(.got))]
+    UnsupportedMediaType { got: String },
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
     #[error("the request body could not be read: {0}")]
@@ -19,6 +19,15 @@ pub enum BodyError {
     /// The budget of bytes in flight stayed full until the deadline.
     #[error("too many request bodies are being received; retry shortly")]
     BudgetFull,
+}
+
+/// What a client sent the wrong content type reads: what to send instead, and how with curl,
+/// whose `-d` sends a form encoding unless told otherwise.
+pub fn media_type_message(got: &str) -> String {
+    format!(
+        "the body must be JSON, but its content-type is `{got}`: send `content-type: application/json` \
+         (with curl: -H 'content-type: application/json'), or no content-type"
+    )
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 pub use crate::registry::Target;
 pub use deadline::Deadline;
-pub use error::{BodyError, PredictError};
+pub use error::{media_type_message, BodyError, PredictError};
 
 use crate::batch::{Batcher, InferError, Inferred};
 use crate::config::ReadyWhen;

@@ -22,6 +22,27 @@ pub enum ElemType {
     String,
 }
 
+/// The ONNX name (`float32`, `int64`, `bool`, `string`), for messages people read.
+impl std::fmt::Display for ElemType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::F16 => "float16",
+            Self::F32 => "float32",
+            Self::F64 => "float64",
+            Self::I8 => "int8",
+            Self::I16 => "int16",
+            Self::I32 => "int32",
+            Self::I64 => "int64",
+            Self::U8 => "uint8",
+            Self::U16 => "uint16",
+            Self::U32 => "uint32",
+            Self::U64 => "uint64",
+            Self::Bool => "bool",
+            Self::String => "string",
+        })
+    }
+}
+
 impl ElemType {
     pub fn from_ort(ty: TensorElementType) -> Option<Self> {
         Some(match ty {
@@ -98,12 +119,12 @@ impl Signature {
         let convert = |role: &str, (name, ty): (&str, &ValueType)| -> Result<TensorInfo, SignatureError> {
             let (Some(elem_ty), Some(shape)) = (ty.tensor_type(), ty.tensor_shape()) else {
                 return Err(SignatureError(format!(
-                    "{role} '{name}' is not a tensor ({ty:?}); export classifiers without ZipMap \
+                    "{role} '{name}' is not a tensor ({ty}); export classifiers without ZipMap \
                      (skl2onnx: options={{'zipmap': False}})"
                 )));
             };
             let elem = ElemType::from_ort(elem_ty)
-                .ok_or_else(|| SignatureError(format!("{role} '{name}' has unsupported element type {elem_ty:?}")))?;
+                .ok_or_else(|| SignatureError(format!("{role} '{name}' has unsupported element type {elem_ty}")))?;
             Ok(TensorInfo { name: name.to_owned(), elem, shape: shape.to_vec() })
         };
         Ok(Self {
@@ -194,7 +215,7 @@ fn check_type(field: &str, json_type: &str, elem: ElemType) -> Result<(), Signat
         Ok(())
     } else {
         Err(SignatureError(format!(
-            "schema property '{field}' has type '{json_type}' but the model takes {elem:?} (schema type '{}')",
+            "schema property '{field}' has type '{json_type}' but the model takes {elem} (schema type '{}')",
             elem.json_type()
         )))
     }
@@ -237,7 +258,7 @@ mod tests {
     fn mismatches_are_load_errors() {
         let sig = Signature { inputs: vec![info("a", ElemType::I64, &[-1, 1])], outputs: vec![] };
         let err = FeedPlan::new(&sig, &fields(&[("a", "number")])).unwrap_err();
-        assert!(err.0.contains("has type 'number' but the model takes I64"), "{err}");
+        assert!(err.0.contains("has type 'number' but the model takes int64"), "{err}");
         let err = FeedPlan::new(&sig, &fields(&[("a", "integer"), ("z", "integer")])).unwrap_err();
         assert!(err.0.contains("'z' is not an input"), "{err}");
         let err = FeedPlan::new(&sig, &fields(&[])).unwrap_err();

@@ -53,6 +53,13 @@ async fn config_labels_win_and_must_match_the_class_count() {
     let answer: Value = app.post_json("/models/iris/predict", &body).await.json().await.unwrap();
     let keys: Vec<&String> = answer["predictions"][0]["probabilities"].as_object().unwrap().keys().collect();
     assert_eq!(keys, ["a", "b", "c"]);
+    // The predicted class is named by the same labels (the graph says "setosa", column 0).
+    assert_eq!(answer["predictions"][0]["label"], "a", "{answer}");
+    let v1: Value = app.post_json("/v1/models/iris:predict", &body).await.json().await.unwrap();
+    assert_eq!(v1["predictions"][0]["label"], "a", "{v1}");
+    let virginica = json!({"instances": [[6.3, 3.3, 6.0, 2.5]]});
+    let answer: Value = app.post_json("/models/iris/predict", &virginica).await.json().await.unwrap();
+    assert_eq!(answer["predictions"][0]["label"], "c", "{answer}");
     app.stop().await;
 
     let config = iris(names(&["a", "b"]));

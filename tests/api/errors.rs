@@ -23,12 +23,57 @@ async fn malformed_json_is_400() {
     app.stop().await;
 }
 
+/// One rule on every JSON predict route: no content type, or a JSON one, is read as JSON;
+/// so is `curl -d`'s form encoding; anything else is refused in the route's error shape with
+/// a message that says which header to send.
 #[tokio::test]
-async fn wrong_content_type_is_415() {
+async fn every_predict_route_reads_the_same_content_types() {
     let app = TestApp::spawn().await;
-    let response =
-        app.client.post(app.url("/predict")).header("content-type", "text/plain").body("{}").send().await.unwrap();
-    assert_error(response, 415, "unsupported_media_type").await;
+    let rows = json!({"instances": [schema_example("house_price")]}).to_string();
+    let linear = json!({"instances": [[5850, 3, 1, 2, 1]]}).to_string();
+    let tensors = crate::helpers::house_tensors(&[schema_example("house_price")]).to_string();
+    let routes = [
+        ("/predict", &rows),
+        ("/models/house_price/predict", &rows),
+        ("/models/house_price/versions/1/predict", &rows),
+        ("/v1/models/house_price_linear:predict", &linear),
+        ("/v1/models/house_price_linear/versions/1:predict", &linear),
+        ("/v2/models/house_price/infer", &tensors),
+        ("/v2/models/house_price/versions/1/infer", &tensors),
+    ];
+    let read = [
+        None,
+        Some("application/json"),
+        Some("application/json; charset=utf-8"),
+        Some("application/vnd.api+json"),
+        Some("application/x-www-form-urlencoded"),
+    ];
+    let refused = ["text/plain", "application/octet-stream", "multipart/form-data; boundary=x"];
+    for (path, body) in routes {
+        let send = |content_type: Option<&str>| {
+            let mut request = app.client.post(app.url(path)).body(body.to_string());
+            if let Some(content_type) = content_type {
+                request = request.header("content-type", content_type);
+            }
+            request.send()
+        };
+        for content_type in read {
+            assert_eq!(send(content_type).await.unwrap().status(), 200, "{path} with {content_type:?}");
+        }
+        for content_type in refused {
+            let response = send(Some(content_type)).await.unwrap();
+            let error = if path.starts_with("/v2/") {
+                // The protocol's shape: `{"error"}`, and 400 for whatever the request did wrong.
+                assert_eq!(response.status(), 400, "{path} with {content_type}");
+                response.json::<Value>().await.unwrap()["error"].as_str().unwrap().to_owned()
+            } else {
+                let body = assert_error(response, 415, "unsupported_media_type").await;
+                body["error"].as_str().unwrap().to_owned()
+            };
+            assert!(error.contains(&format!("`{content_type}`")), "{path}: names what was sent: {error}");
+            assert!(error.contains("-H 'content-type: application/json'"), "{path}: says what to send: {error}");
+        }
+    }
     app.stop().await;
 }
 

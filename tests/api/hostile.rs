@@ -258,10 +258,9 @@ async fn a_keep_alive_client_is_told_when_its_unread_body_ends_the_connection() 
             2 => ("/predict", good.to_string()),
             _ => ("/models/house_price/versions/9/predict", good.to_string()),
         };
-        let mut request = client.post(app.url(path)).body(body);
-        if i % 4 != 2 || i % 8 == 2 {
-            request = request.header("content-type", "application/json");
-        }
+        let json = i % 4 != 2 || i % 8 == 2;
+        let request = client.post(app.url(path)).body(body);
+        let request = request.header("content-type", if json { "application/json" } else { "text/plain" });
         let response = request.send().await.unwrap_or_else(|e| panic!("request {i} to {path} failed: {e}"));
         let status = response.status().as_u16();
         let close = response.headers().get("connection").is_some_and(|v| v == "close");

@@ -48,11 +48,18 @@ async fn a_kserve_folder_of_versions_is_served_with_the_newest_by_default() {
     let server = serve_in(root.path(), &[format!("price={}", models.display())]);
     let client = reqwest::Client::new();
     let info: Value = client.get(format!("{}/models/price", server.base)).send().await.unwrap().json().await.unwrap();
-    assert_eq!(info["default_version"], "2", "{info}");
-    let body = json!({"instances": [schema_example("house_price_linear")]});
+    assert_eq!((&info["version"], &info["default_version"]), (&json!("2"), &json!(true)), "{info}");
+    // Version 1 (one [N, 5] input) has the derived schema: columns `features_0` to `features_4`.
+    let row: Value = (0..5)
+        .map(|i| (format!("features_{i}"), json!([5850, 3, 1, 2, 1][i])))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let body = json!({"instances": [row]});
     let old = client.post(format!("{}/models/price/versions/1/predict", server.base)).json(&body).send().await.unwrap();
     assert_eq!(old.status(), 200);
-    assert_eq!(old.json::<Value>().await.unwrap()["version"], "1");
+    let old: Value = old.json().await.unwrap();
+    assert_eq!(old["version"], "1", "{old}");
+    assert!(old["predictions"][0]["variable"].as_f64().unwrap() > 0.0, "{old}");
     stop(server).await;
 }
 

@@ -383,3 +383,120 @@ async fn replay_never_calls_an_answer_it_cannot_compare_identical() {
     assert!(note(1).contains("number out of range"), "{report}");
     assert!(note(7).contains("far more than the replayed answer"), "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_lists_each_refused_instance_with_file_line_and_reason() {
+    let logs = logged_reference_traffic().await;
+    let file = std::fs::read_dir(logs.path()).unwrap().next().unwrap().unwrap().path();
+    let mut lines: Vec<Value> =
+        std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    // Lines 2 and 5 hold what the target refuses.
+    lines[1]["inputs"]["bedrooms"] = json!(99);
+    lines[4]["inputs"].as_object_mut().unwrap().remove("bathrms");
+    let dir = tempfile::tempdir().unwrap();
+    let edited = dir.path().join("edited.jsonl");
+    std::fs::write(&edited, lines.iter().map(|l| l.to_string() + "\n").collect::<String>()).unwrap();
+
+    let out = inferd().args(["replay", "--format", "json"]).arg(&edited).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "refused instances fail the run: {stdout}{stderr}");
+    let report: Value = serde_json::from_str(&stdout).expect("a JSON report");
+    assert_eq!((report["replayed"].as_u64(), report["refused"].as_u64()), (Some(30), Some(2)), "{report}");
+    let refusals = report["refusals"].as_array().expect("refusals listed");
+    assert_eq!(refusals.len(), 2, "{report}");
+    assert_eq!(refusals[0]["file"], edited.display().to_string(), "{report}");
+    assert_eq!((refusals[0]["line"].as_u64(), refusals[1]["line"].as_u64()), (Some(2), Some(5)), "{report}");
+    assert_eq!(refusals[0]["request_id"], lines[1]["request_id"]);
+    assert!(refusals[0]["reason"].as_str().unwrap().contains("/bedrooms: must be <= 10, got 99"), "{report}");
+    assert!(refusals[1]["reason"].as_str().unwrap().contains("/bathrms: is required"), "{report}");
+
+    let out = inferd().arg("replay").arg(&edited).output().unwrap();
+    let (stdout, _) = text(&out);
+    assert!(stdout.contains("refused           2"), "{stdout}");
+    // One request's instances, one per line: line 2 holds its instance 1.
+    let id = lines[1]["request_id"].as_str().unwrap();
+    let listed = format!("  {}:2 request {id} instance 1: /bedrooms: must be <= 10, got 99", edited.display());
+    assert!(stdout.contains(&listed), "{stdout}");
+}
+
+/// The first rows of house_price's reference as CSV, with an `id` column first.
+fn csv_with_ids(rows: usize) -> String {
+    let reference = reference("house_price.reference.json", "onnxruntime_price");
+    let fields: Vec<String> = reference.instances[0].as_object().unwrap().keys().cloned().collect();
+    let mut csv = format!("id,{}\n", fields.join(","));
+    for (i, row) in reference.instances[..rows].iter().enumerate() {
+        let cells: Vec<String> = fields
+            .iter()
+            .map(|f| match &row[f] {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            })
+            .collect();
+        csv += &format!("r{i},{}\n", cells.join(","));
+    }
+    csv
+}
+
+#[test]
+fn score_keeps_the_columns_the_model_does_not_take() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("rows.csv");
+    std::fs::write(&input, csv_with_ids(3)).unwrap();
+
+    // CSV out: line, the kept id, the outputs.
+    let output = dir.path().join("out.csv");
+    let out = inferd().arg("score").arg("--input").arg(&input).arg("--output").arg(&output).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "an extra column refuses no row: {}", text(&out).1);
+    let written = std::fs::read_to_string(&output).unwrap();
+    let rows: Vec<&str> = written.lines().collect();
+    assert_eq!(rows[0], "line,id,price", "{written}");
+    assert!(rows[1].starts_with("2,r0,") && rows[3].starts_with("4,r2,"), "{written}");
+
+    // JSON Lines out: the id beside the outputs.
+    let out = inferd().arg("score").arg("--input").arg(&input).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let answers: Vec<Value> = stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(answers.len(), 3, "{stdout}");
+    assert_eq!((answers[0]["line"].as_u64(), &answers[0]["id"]), (Some(2), &json!("r0")), "{stdout}");
+    assert!(answers[2]["outputs"]["price"].is_number(), "{stdout}");
+
+    // JSON Lines in: members that are not fields are kept as they were, even named `line`.
+    let reference = reference("house_price.reference.json", "onnxruntime_price");
+    let mut row = reference.instances[0].clone();
+    row["id"] = json!(17);
+    row["line"] = json!("mine");
+    let mut bad = reference.instances[1].clone();
+    bad["id"] = json!(18);
+    bad["bedrooms"] = json!(99);
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, format!("{row}\n{bad}\n")).unwrap();
+    let out = inferd().arg("score").arg("--input").arg(&input).output().unwrap();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    let answer: Value = serde_json::from_str(stdout.lines().next().unwrap()).unwrap();
+    assert_eq!((&answer["line"], &answer["id"], &answer["input.line"]), (&json!(1), &json!(17), &json!("mine")));
+    let want = reference.expected[0];
+    assert!((answer["outputs"]["price"].as_f64().unwrap() - want).abs() <= want.abs() * 1e-5, "{answer}");
+    // A refused row says why, by line.
+    assert!(stderr.contains("line 2: /bedrooms: must be <= 10, got 99"), "{stderr}");
+}
+
+#[test]
+fn score_refuses_a_csv_without_a_header_with_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let with_header = csv_with_ids(2);
+    // Without its header: one row (once taken as a header and "0 rows scored"), then two.
+    for rows in [1, 2] {
+        let headerless: String = with_header.lines().skip(1).take(rows).map(|l| format!("{l}\n")).collect();
+        let input = dir.path().join(format!("headerless{rows}.csv"));
+        std::fs::write(&input, headerless).unwrap();
+        let out = inferd().arg("score").arg("--input").arg(&input).output().unwrap();
+        let (stdout, stderr) = text(&out);
+        assert_eq!(out.status.code(), Some(2), "{stdout}{stderr}");
+        assert_eq!(stdout, "", "nothing scored");
+        assert_eq!(stderr.lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains("the first line names no field of model 'house_price'"), "{stderr}");
+        assert!(stderr.contains("lotsize"), "names the fields: {stderr}");
+    }
+}

@@ -34,7 +34,7 @@ fn write_config(dir: &Path, versions: &[(&str, &str)]) -> PathBuf {
 }
 
 async fn spawn_from(path: &Path) -> TestApp {
-    let args = ServeArgs { config: path.to_owned(), overrides: Overrides::default(), models: Vec::new() };
+    let args = ServeArgs::new(Some(path.to_owned()), Overrides::default(), Vec::new());
     TestApp::spawn_with(Config::load(&args).expect("the test config loads")).await
 }
 

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use crate::helpers::{assert_close, assert_error, reference, schema_example, TestApp};
 
 async fn post(app: &TestApp, path: &str, body: &str) -> reqwest::Response {
-    // As `curl -d` sends it: no JSON content type.
+    // As `curl -d` sends it: a form encoding, read as JSON.
     app.client
         .post(app.url(path))
         .header("content-type", "application/x-www-form-urlencoded")

@@ -163,7 +163,7 @@ pub async fn model_version_ready(
 enum InferResponses {
     #[response(status = 200)]
     Ok(InferResponse),
-    /// Malformed body, unknown or missing input, wrong datatype, shape and data disagree, values outside the schema, the path is not valid UTF-8, or `x-request-timeout-ms` is not a whole number of milliseconds above 0
+    /// Malformed body, a content type other than JSON (`application/json`, `application/*+json` or none) without `Inference-Header-Content-Length`, unknown or missing input, wrong datatype, shape and data disagree, values outside the schema, the path is not valid UTF-8, or `x-request-timeout-ms` is not a whole number of milliseconds above 0
     #[response(status = 400)]
     BadRequest(V2Error),
     /// Body over the configured limit
@@ -183,7 +183,8 @@ enum InferResponses {
     Timeout(V2Error),
 }
 
-/// Inference on named tensors (default version). Any content type is read as JSON.
+/// Inference on named tensors (default version). A JSON body, or one with
+/// `Inference-Header-Content-Length` (binary tensors) of any content type.
 #[utoipa::path(post, path = "/v2/models/{model}/infer", tag = "open inference protocol v2",
     params(("model" = String, Path), PinnedHeaders),
     request_body = InferRequest,
@@ -200,7 +201,8 @@ pub async fn infer(
     respond(&state, target, &asker, deadline, body).await
 }
 
-/// Inference on named tensors (one version). Any content type is read as JSON.
+/// Inference on named tensors (one version). A JSON body, or one with
+/// `Inference-Header-Content-Length` (binary tensors) of any content type.
 #[utoipa::path(post, path = "/v2/models/{model}/versions/{version}/infer", tag = "open inference protocol v2",
     params(("model" = String, Path), ("version" = String, Path), TimeoutHeader),
     request_body = InferRequest,
@@ -216,8 +218,11 @@ pub async fn infer_version(
 }
 
 async fn respond(state: &AppState, target: Target<'_>, asker: &Asker, deadline: Deadline, body: Unread) -> Response {
-    let header_length = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
-    let input = Tensors { body: Body::new(body, state, false), header_length, request: None, binary_at: 0 };
+    let header_length: Vec<HeaderValue> = body.headers().get_all(HEADER_LENGTH).iter().cloned().collect();
+    // A binary body is JSON and then tensors, sent as `application/octet-stream` or as anything
+    // else: its header length says where the JSON ends, so its content type is not read.
+    let json_only = header_length.is_empty();
+    let input = Tensors { body: Body::new(body, state, json_only), header_length, request: None, binary_at: 0 };
     call::<_, V2Error>(state, target, asker, deadline, input, |by, answered| {
         let request = answered.input.request.expect("decoded").expect("decoded without error");
         answer(&by.spec, request, &answered.inferred)
