@@ -76,6 +76,12 @@ pub struct ProbeArgs {
     /// Give up after this many milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     pub timeout_ms: u64,
+    /// The address `serve` binds, as `serve --host` sets it [env: INFERD_HOST; file: server.host].
+    #[arg(long)]
+    pub host: Option<std::net::IpAddr>,
+    /// The port `serve` binds, as `serve --port` sets it [env: PORT; file: server.port].
+    #[arg(long)]
+    pub port: Option<u16>,
     #[command(flatten)]
     pub serve: ServeArgs,
 }

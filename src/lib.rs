@@ -10,6 +10,7 @@ pub mod error;
 pub mod http;
 pub mod lifecycle;
 pub mod model;
+pub mod objects;
 pub mod observe;
 pub mod offline;
 pub mod predlog;

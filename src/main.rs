@@ -85,7 +85,7 @@ async fn run() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "inferd stopped");
             inferd::telemetry::say_on_stderr(format!("inferd: {e}\n"));
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     };
     if let Some(logging) = logging {

@@ -35,7 +35,10 @@ pub struct Answer {
 /// health checks read: 0 on 200, 1 on any other answer or none, 2 for a config that cannot load.
 pub async fn run(args: &ProbeArgs) -> std::process::ExitCode {
     use std::process::ExitCode;
-    let config = match Config::load(&args.serve) {
+    let mut serve = args.serve.clone();
+    serve.overrides.host = args.host.or(serve.overrides.host);
+    serve.overrides.port = args.port.or(serve.overrides.port);
+    let config = match Config::load(&serve) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("inferd probe: {e}");

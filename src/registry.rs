@@ -43,6 +43,30 @@ impl Fingerprint {
     }
 }
 
+/// The entry as it loads: a model named by URL replaced by its local copy (fetched into the
+/// cache if need be, within `reload.timeout_ms`), and what it is made from, its `sha256` pin
+/// checked.
+pub fn prepare(entry: &ModelConfig, config: &Config) -> Result<(ModelConfig, Fingerprint), LoadError> {
+    let refused =
+        |message: String| LoadError::Source { model: entry.name.clone(), version: entry.version.clone(), message };
+    let mut local = entry.clone();
+    if let Some(url) = crate::config::url_of(&entry.path) {
+        let within = std::time::Duration::from_millis(config.reload.timeout_ms);
+        local.path =
+            model::source::local_copy(url, entry.sha256.as_deref(), &config.model_store, within).map_err(refused)?;
+    }
+    let fingerprint = Fingerprint::of(&local, config).map_err(|e| unreadable(entry, e))?;
+    if let Some(pin) = entry.sha256.as_deref().filter(|pin| !pin.eq_ignore_ascii_case(&fingerprint.model_sha256)) {
+        let got = &fingerprint.model_sha256;
+        return Err(refused(format!(
+            "{}: sha256 mismatch: expected {}, got {got}",
+            entry.path.display(),
+            pin.to_ascii_lowercase()
+        )));
+    }
+    Ok((local, fingerprint))
+}
+
 fn sha256_file(path: &Path) -> std::io::Result<String> {
     let mut hasher = Sha256::new();
     crate::reading::note(path);
@@ -203,8 +227,8 @@ impl Registry {
         let env = model::init_runtime(&config.inference)?;
         let mut loaded = Vec::new();
         for entry in &config.models {
-            let fingerprint = Fingerprint::of(entry, config).map_err(|e| unreadable(entry, e))?;
-            loaded.push((entry, Arc::new(load_version(&env, entry, config, metrics, fingerprint)?)));
+            let (local, fingerprint) = prepare(entry, config)?;
+            loaded.push((entry, Arc::new(load_version(&env, &local, config, metrics, fingerprint)?)));
             metrics.model_loaded(&entry.name, &entry.version, "ok");
         }
         Ok(Self::assemble(config, env, loaded, BTreeSet::new()))
@@ -226,15 +250,17 @@ impl Registry {
         for entry in config.models.iter().filter(|m| !unloaded.contains(&m.name)) {
             let change =
                 |result, error| Change { model: entry.name.clone(), version: entry.version.clone(), result, error };
-            let fingerprint = Fingerprint::of(entry, config).map_err(|e| unreadable(entry, e));
-            if let (Some(current), Ok(fingerprint)) = (self.version(&entry.name, &entry.version), &fingerprint) {
+            let prepared = prepare(entry, config);
+            if let (Some(current), Ok((_, fingerprint))) = (self.version(&entry.name, &entry.version), &prepared) {
                 if current.fingerprint == *fingerprint {
                     loaded.push((entry, current.clone()));
                     changes.push(change("unchanged", None));
                     continue;
                 }
             }
-            match fingerprint.and_then(|fingerprint| load_version(&self.env, entry, config, metrics, fingerprint)) {
+            match prepared
+                .and_then(|(local, fingerprint)| load_version(&self.env, &local, config, metrics, fingerprint))
+            {
                 Ok(version) => {
                     metrics.model_loaded(&entry.name, &entry.version, "ok");
                     loaded.push((entry, Arc::new(version)));

@@ -53,6 +53,18 @@ pub enum StartupError {
     Serve(std::io::Error),
 }
 
+impl StartupError {
+    /// 2 when the configuration names something that cannot be served as it is (a model
+    /// that cannot be fetched, or is not the file its `sha256` pins), as for an invalid
+    /// configuration; 1 for the rest.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Load(LoadError::Source { .. }) => 2,
+            _ => 1,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Readiness {
     Loading,

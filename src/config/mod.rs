@@ -6,6 +6,7 @@ mod named;
 mod observe;
 pub mod reference;
 mod sinks;
+mod store;
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub use auth::{
 };
 pub use observe::{LogFormat, LoggingConfig, MetricsConfig, PredictionLogConfig, Rotation, Secret};
 pub use sinks::{is_sql_name, Acknowledge, ObjectStoreSinkConfig, PostgresSinkConfig, SinkKind, DATABASE_URL_ENV};
+pub use store::{url_of, ModelStoreConfig};
 
 /// Where the `/metrics` bearer token comes from; never the file.
 pub const METRICS_TOKEN_ENV: &str = "INFERD_METRICS_TOKEN";
@@ -61,6 +63,9 @@ pub struct Config {
     #[serde(default)]
     #[validate(nested)]
     pub reload: ReloadConfig,
+    #[serde(default)]
+    #[validate(nested)]
+    pub model_store: ModelStoreConfig,
     #[serde(default)]
     #[validate(nested)]
     pub models: Vec<ModelConfig>,
@@ -270,8 +275,18 @@ pub struct ModelConfig {
     /// Name used in URLs (`/models/{name}/predict`): ASCII letters, digits, `_`, `-` and `.`.
     #[validate(length(min = 1, max = 128), custom(function = "validate_model_name"))]
     pub name: String,
-    /// The `.onnx` file; relative paths are resolved against the config file's folder.
+    /// The `.onnx` file, relative to the config file's folder; or its URL: `s3://bucket/key`,
+    /// `gs://`, `az://` (credentials, region and endpoint from the provider's environment
+    /// variables, as for the prediction log's object store) or `https://` (a plain GET; a
+    /// private CA through `SSL_CERT_FILE`). A URL is fetched into `[model_store] cache_dir`
+    /// and fetched again only when its object changes (ETag, size and time), checked at start
+    /// and on each reload.
     pub path: PathBuf,
+    /// The SHA-256 the model file must have (hex): a file or fetched object that differs is
+    /// refused, naming both hashes (exit 2 at start, 409 on reload). With a URL it also pins
+    /// the content: a cached file of that hash is used without asking the store.
+    #[validate(custom(function = "store::validate_sha256"))]
+    pub sha256: Option<String>,
     /// JSON Schema of one instance; when absent it is derived from the ONNX inputs (types
     /// only, no ranges or enums).
     pub schema: Option<PathBuf>,
@@ -344,11 +359,12 @@ fn default_relative() -> f64 {
 }
 
 impl ModelConfig {
-    /// A model with every optional setting at its default (name, path and version to be set).
-    fn named_defaults() -> Self {
+    /// Version 1 of a model with every optional setting at its default.
+    pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         Self {
-            name: String::new(),
-            path: PathBuf::new(),
+            name: name.into(),
+            path: path.into(),
+            sha256: None,
             schema: None,
             version: default_version(),
             default: false,
@@ -471,8 +487,11 @@ impl Config {
     }
 
     fn resolve_paths(&mut self, base: &Path) {
+        self.model_store.cache_dir = base.join(&self.model_store.cache_dir);
         for model in &mut self.models {
-            model.path = base.join(&model.path);
+            if url_of(&model.path).is_none() {
+                model.path = base.join(&model.path);
+            }
             model.schema = model.schema.as_ref().map(|s| base.join(s));
             model.golden = model.golden.as_ref().map(|g| base.join(g));
         }
@@ -609,7 +628,17 @@ impl Config {
             return Err(ConfigError::Invalid("metrics.port must differ from server.port".into()));
         }
         for model in &self.models {
-            if !model.path.is_file() {
+            if let Some(url) = url_of(&model.path) {
+                let parsed = url::Url::parse(url)
+                    .map_err(|e| e.to_string())
+                    .and_then(|u| object_store::ObjectStoreScheme::parse(&u).map(|_| ()).map_err(|e| e.to_string()));
+                if let Err(e) = parsed {
+                    return Err(ConfigError::Invalid(format!(
+                        "model '{}': path {url:?} is neither a file nor an s3://, gs://, az:// or https:// URL: {e}",
+                        model.name
+                    )));
+                }
+            } else if !model.path.is_file() {
                 return Err(ConfigError::Invalid(format!(
                     "model '{}': file {} does not exist",
                     model.name,

@@ -16,9 +16,11 @@ pub fn models(arguments: &[String]) -> Result<Vec<ModelConfig>, String> {
     for (i, argument) in arguments.iter().enumerate() {
         let (name, path) = split(argument);
         if path.contains("://") {
-            return Err(format!(
-                "{argument}: models are read from local files and folders (URLs are not supported yet)"
-            ));
+            let (url, stem) = url_model(path)
+                .ok_or_else(|| format!("{argument}: cannot name a model after this URL; use NAME={argument}"))?;
+            let name = name.map_or_else(|| clean(stem), str::to_owned);
+            models.push(ModelConfig { default: i == 0 && arguments.len() > 1, ..ModelConfig::new(name, url) });
+            continue;
         }
         let path = PathBuf::from(path);
         let name = match name {
@@ -30,13 +32,11 @@ pub fn models(arguments: &[String]) -> Result<Vec<ModelConfig>, String> {
         let newest = versions.len() - 1;
         for (v, (version, file, schema)) in versions.into_iter().enumerate() {
             models.push(ModelConfig {
-                name: name.clone(),
-                path: file,
                 schema,
                 version,
                 default: i == 0 && arguments.len() > 1,
                 default_version: v == newest && newest > 0,
-                ..ModelConfig::named_defaults()
+                ..ModelConfig::new(name.clone(), file)
             });
         }
     }
@@ -60,13 +60,28 @@ fn split(argument: &str) -> (Option<&str>, &str) {
 fn default_name(path: &Path) -> Option<String> {
     let base =
         if path.is_dir() { path.canonicalize().ok()?.file_name()?.to_owned() } else { path.file_stem()?.to_owned() };
-    let name: String = base
-        .to_string_lossy()
-        .chars()
+    let name = clean(&base.to_string_lossy());
+    (!name.is_empty()).then_some(name)
+}
+
+fn clean(text: &str) -> String {
+    text.chars()
         .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') { c } else { '_' })
         .take(128)
-        .collect();
-    (!name.is_empty()).then_some(name)
+        .collect()
+}
+
+/// The object a URL names, and the name it gives the model: `s3://b/m/house.onnx` is
+/// `house`; a URL ending in `/` names a KServe-style prefix, whose `model.onnx` is served
+/// under the prefix's last part (`s3://b/models/house/` is `house`).
+fn url_model(url: &str) -> Option<(String, &str)> {
+    let (_, rest) = url.split_once("://")?;
+    if let Some(prefix) = rest.strip_suffix('/') {
+        let last = prefix.rsplit('/').next().filter(|l| !l.is_empty() && prefix.contains('/'))?;
+        return Some((format!("{url}{MODEL_FILE}"), last));
+    }
+    let last = rest.rsplit('/').next().filter(|l| !l.is_empty() && rest.contains('/'))?;
+    Some((url.to_owned(), last.strip_suffix(".onnx").unwrap_or(last)))
 }
 
 /// (version, model file, schema file) for a file (version 1), a folder holding `model.onnx`
@@ -131,6 +146,18 @@ mod tests {
         let empty = tempfile::tempdir().unwrap();
         let err = super::models(&[empty.path().display().to_string()]).unwrap_err();
         assert!(err.contains("holds no model.onnx"), "{err}");
-        assert!(super::models(&["s3://b/m.onnx".into()]).unwrap_err().contains("URLs are not supported yet"));
+    }
+
+    #[test]
+    fn a_url_is_named_after_its_object_or_its_prefix() {
+        let model =
+            |arg: &str| super::models(&[arg.to_owned()]).map(|m| (m[0].name.clone(), m[0].path.display().to_string()));
+        assert_eq!(model("s3://b/m/house.onnx").unwrap(), ("house".into(), "s3://b/m/house.onnx".into()));
+        assert_eq!(
+            model("https://h/models/house/").unwrap(),
+            ("house".into(), "https://h/models/house/model.onnx".into())
+        );
+        assert_eq!(model("p=gs://b/x.onnx").unwrap(), ("p".into(), "gs://b/x.onnx".into()));
+        assert!(model("s3://b").unwrap_err().contains("cannot name a model"));
     }
 }

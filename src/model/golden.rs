@@ -272,19 +272,7 @@ mod tests {
     use serde_json::json;
 
     fn entry(name: &str, schema: &Path) -> ModelConfig {
-        ModelConfig {
-            name: name.into(),
-            path: schema.with_file_name("model.onnx"),
-            schema: Some(schema.to_owned()),
-            version: "1".into(),
-            default: false,
-            default_version: false,
-            probabilities_by_class: false,
-            labels: None,
-            golden: None,
-            traffic: None,
-            shadow: None,
-        }
+        ModelConfig { schema: Some(schema.to_owned()), ..ModelConfig::new(name, schema.with_file_name("model.onnx")) }
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod golden;
 pub mod labels;
+pub mod source;
 pub mod views;
 
 use std::path::{Path, PathBuf};
@@ -31,6 +32,9 @@ pub enum LoadError {
     Library { path: PathBuf, message: String },
     #[error("model '{model}': {message}")]
     Model { model: String, message: String },
+    /// The model file could not be fetched, or is not the one its `sha256` pins.
+    #[error("model '{model}' version '{version}': {message}")]
+    Source { model: String, version: String, message: String },
     #[error("model '{model}' version '{version}' failed its golden check ({}): {}", .file.display(), .problems.join("; "))]
     Golden { model: String, version: String, file: PathBuf, problems: Vec<String> },
 }

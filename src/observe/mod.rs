@@ -42,6 +42,7 @@ pub const PREDICTION_LOG_STALLS_TOTAL: &str = "inferd_prediction_log_stalls_tota
 pub const PREDICTION_LOG_SINK_ERRORS_TOTAL: &str = "inferd_prediction_log_sink_errors_total";
 pub const PREDICTION_LOG_SPOOL_BYTES: &str = "inferd_prediction_log_spool_bytes";
 pub const PREDICTION_LOG_UPLOADS_TOTAL: &str = "inferd_prediction_log_uploads_total";
+pub const MODEL_FETCHED_BYTES_TOTAL: &str = "inferd_model_fetched_bytes_total";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "inferd_log_lines_dropped_total";
 pub const AUTH_FAILURES_TOTAL: &str = "inferd_auth_failures_total";
 pub const MODEL_LOADS_TOTAL: &str = "inferd_model_loads_total";
@@ -261,7 +262,7 @@ fn describe() {
     describe_counter!(
         PREDICTION_LOG_SINK_ERRORS_TOTAL,
         Unit::Count,
-        "Failed attempts to connect to or write into the prediction log's PostgreSQL (its lines are kept and retried)."
+        "Failed attempts of the prediction log's sink: PostgreSQL connects and statements, object-storage uploads (their lines are kept and retried)."
     );
     describe_gauge!(
         PREDICTION_LOG_SPOOL_BYTES,
@@ -272,6 +273,11 @@ fn describe() {
         PREDICTION_LOG_UPLOADS_TOTAL,
         Unit::Count,
         "Uploads of prediction log parts to object storage, by outcome (ok, error; failed ones are retried)."
+    );
+    describe_counter!(
+        MODEL_FETCHED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of model files fetched from object storage or https (0 while every model named by URL is in the cache)."
     );
     describe_counter!(
         AUTH_FAILURES_TOTAL,

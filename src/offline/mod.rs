@@ -83,17 +83,9 @@ pub fn load_target(
 ) -> Result<Arc<Version>, String> {
     let entry = match onnx {
         Some((path, schema)) => ModelConfig {
-            name: model.to_owned(),
-            path,
             schema: Some(schema),
             version: version.unwrap_or("candidate").to_owned(),
-            default: false,
-            default_version: false,
-            probabilities_by_class: false,
-            labels: None,
-            golden: None,
-            traffic: None,
-            shadow: None,
+            ..ModelConfig::new(model, path)
         },
         None => {
             let configured = config.models.iter().filter(|m| m.name == model);
@@ -113,8 +105,8 @@ pub fn load_target(
     let mut metrics_config = config.metrics.clone();
     metrics_config.enabled = false;
     let metrics = Metrics::new(&metrics_config).map_err(|e| e.to_string())?;
-    let fingerprint = registry::Fingerprint::of(&entry, config).map_err(|e| format!("cannot read its files: {e}"))?;
-    registry::load_version(&env, &entry, config, &metrics, fingerprint).map(Arc::new).map_err(|e| e.to_string())
+    let (local, fingerprint) = registry::prepare(&entry, config).map_err(|e| e.to_string())?;
+    registry::load_version(&env, &local, config, &metrics, fingerprint).map(Arc::new).map_err(|e| e.to_string())
 }
 
 /// Closes the version's queue and waits for its inference threads, before the command returns

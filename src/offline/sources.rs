@@ -60,7 +60,8 @@ impl Sources {
             if argument.starts_with("postgres://") || argument.starts_with("postgresql://") {
                 queue.push_back(table(argument, filter).await?);
             } else if argument.contains("://") {
-                let (store, prefix) = crate::predlog::connect_object_store(argument).map_err(|e| e.to_string())?;
+                let (store, prefix) =
+                    crate::objects::connect(argument, crate::objects::Access::Bucket).map_err(|e| e.to_string())?;
                 let mut objects: Vec<ObjectPath> = store
                     .list(Some(&prefix))
                     .map_ok(|meta| meta.location)

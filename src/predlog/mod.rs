@@ -35,7 +35,6 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use self::health::Check;
 use self::health::Health;
-pub use self::object_store::connect as connect_object_store;
 use self::writer::Writer;
 use crate::batch::{Inferred, Part};
 use crate::config::{Acknowledge, PredictionLogConfig, SinkKind};

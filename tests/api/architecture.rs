@@ -45,7 +45,7 @@ fn graph() -> (BTreeMap<ModPath, String>, BTreeMap<String, BTreeMap<String, Impo
 
 /// The layers of docs/architecture.md, bottom first, by the top-level module (or file) of src/.
 const LAYERS: [&[&str]; 6] = [
-    &["error", "reading", "stdout", "config", "auth", "tensor", "observe", "telemetry"],
+    &["error", "reading", "stdout", "objects", "config", "auth", "tensor", "observe", "telemetry"],
     &["schema", "model"],
     &["batch", "predlog", "decode", "registry"],
     &["service", "lifecycle"],

@@ -35,17 +35,9 @@ pub fn test_config() -> Config {
 pub fn config_with_model(name: &str, file: &str, version: &str, default_version: bool) -> Config {
     let mut config = test_config();
     config.models.push(ModelConfig {
-        name: name.into(),
-        path: repo().join("models").join(file),
-        schema: None,
         version: version.into(),
-        default: false,
         default_version,
-        probabilities_by_class: false,
-        labels: None,
-        golden: None,
-        traffic: None,
-        shadow: None,
+        ..ModelConfig::new(name, repo().join("models").join(file))
     });
     config.check().expect("valid config");
     config

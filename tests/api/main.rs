@@ -16,6 +16,7 @@ mod fuzz;
 mod helpers;
 mod hostile;
 mod metrics;
+mod model_sources;
 mod named;
 mod offline;
 mod oip;

@@ -23,7 +23,7 @@ use crate::process::inferd;
 
 mod file_url;
 #[cfg(feature = "external-tools")]
-mod moto;
+pub(crate) mod moto;
 #[cfg(feature = "external-tools")]
 mod object_store;
 #[cfg(feature = "external-tools")]

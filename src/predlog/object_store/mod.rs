@@ -13,14 +13,12 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use metrics::{counter, gauge};
-use object_store::path::Path as ObjectPath;
-use object_store::{DynObjectStore, ObjectStoreScheme};
 use time::OffsetDateTime;
 
 use self::spool::Spool;
 use super::sink::{OnFailure, Sink, Written};
 use crate::config::PredictionLogConfig;
-use crate::observe::{PREDICTION_LOG_SPOOL_BYTES, PREDICTION_LOG_UPLOADS_TOTAL};
+use crate::observe::{PREDICTION_LOG_SINK_ERRORS_TOTAL, PREDICTION_LOG_SPOOL_BYTES, PREDICTION_LOG_UPLOADS_TOTAL};
 
 /// Lines the writer keeps in memory while the spool is full (or its disk failing).
 const HOLD_BYTES: usize = 8 << 20;
@@ -54,7 +52,7 @@ impl Shared {
 impl ObjectStore {
     pub fn open(config: &PredictionLogConfig) -> io::Result<Self> {
         let os = &config.object_store;
-        let (store, prefix) = connect(&os.url)?;
+        let (store, prefix) = crate::objects::connect(&os.url, crate::objects::Access::Bucket)?;
         let spool = Spool::open(
             &config.directory,
             os.part_bytes,
@@ -69,6 +67,7 @@ impl ObjectStore {
             prefix,
             ok: counter!(PREDICTION_LOG_UPLOADS_TOTAL, "outcome" => "ok"),
             failed: counter!(PREDICTION_LOG_UPLOADS_TOTAL, "outcome" => "error"),
+            errors: counter!(PREDICTION_LOG_SINK_ERRORS_TOTAL),
         };
         let uploader =
             std::thread::Builder::new().name("prediction-log-upload".into()).spawn(move || uploader.run())?;
@@ -107,26 +106,4 @@ impl Sink for ObjectStore {
             }
         }
     }
-}
-
-/// The store and the prefix inside it that `url` names; credentials, region and endpoint from
-/// the provider's environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`).
-pub fn connect(url: &str) -> io::Result<(Arc<DynObjectStore>, ObjectPath)> {
-    let invalid = |e: &dyn std::fmt::Display| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {e}"));
-    let parsed = url::Url::parse(url).map_err(|e| invalid(&e))?;
-    let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|e| invalid(&e))?;
-    let store: Arc<DynObjectStore> = match scheme {
-        ObjectStoreScheme::AmazonS3 => {
-            Arc::new(object_store::aws::AmazonS3Builder::from_env().with_url(url).build().map_err(|e| invalid(&e))?)
-        }
-        ObjectStoreScheme::GoogleCloudStorage => Arc::new(
-            object_store::gcp::GoogleCloudStorageBuilder::from_env().with_url(url).build().map_err(|e| invalid(&e))?,
-        ),
-        ObjectStoreScheme::MicrosoftAzure => Arc::new(
-            object_store::azure::MicrosoftAzureBuilder::from_env().with_url(url).build().map_err(|e| invalid(&e))?,
-        ),
-        ObjectStoreScheme::Local => Arc::new(object_store::local::LocalFileSystem::new()),
-        _ => return Err(invalid(&"expected an s3://, gs://, az:// or file:// URL")),
-    };
-    Ok((store, prefix))
 }

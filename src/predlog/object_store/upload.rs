@@ -28,6 +28,8 @@ pub(super) struct Uploader {
     pub prefix: ObjectPath,
     pub ok: Counter,
     pub failed: Counter,
+    /// `inferd_prediction_log_sink_errors_total`, which counts every sink's failures.
+    pub errors: Counter,
 }
 
 impl Uploader {
@@ -63,6 +65,7 @@ impl Uploader {
                     }
                     Err(error) => {
                         self.failed.increment(1);
+                        self.errors.increment(1);
                         if let Some(suppressed) = errors.check() {
                             tracing::error!(%error, part = %part.display(), suppressed, "cannot upload a prediction log part; retrying");
                         }

@@ -374,6 +374,9 @@ async fn a_full_spool_is_503_and_unready_until_uploads_work_again() {
         }
     })
     .await;
+    // /ready turns 503 as the spool fills; requests are refused once the writer has held its
+    // lines for stall_ms: the load goes on past that, on a busy machine too.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     let answers = load.finish().await;
     let text = metrics(&server).await;
     let state: Vec<&str> = text.lines().filter(|l| l.contains("prediction_log") && !l.starts_with('#')).collect();
