@@ -2,7 +2,7 @@
 
 pub mod args;
 mod auth;
-mod named;
+pub mod named;
 mod observe;
 pub mod reference;
 mod sinks;

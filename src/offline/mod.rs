@@ -2,9 +2,11 @@
 //! version) and `inferd score` (batch scoring of a file). Both load the model as `serve` does
 //! (sessions, warm-up, golden check, inference threads) and feed its batcher from many
 //! concurrent chunks, so that batches stay full and every inference thread stays busy.
+//! `inferd schema` (schema.rs) loads an .onnx file alone, to write its instance schema.
 
 pub mod lines;
 pub mod replay;
+pub mod schema;
 pub mod score;
 pub mod sources;
 
