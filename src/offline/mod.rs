@@ -96,6 +96,10 @@ pub fn load_target(
             golden: None,
             traffic: None,
             shadow: None,
+            // The log holds the answers under the configured model's public names: the file
+            // is compared under the same ones.
+            outputs: config.default_version(model).map(|m| m.outputs.clone()).unwrap_or_default(),
+            rename_v2: false,
         },
         None => {
             let configured = config.models.iter().filter(|m| m.name == model);

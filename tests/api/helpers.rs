@@ -46,6 +46,8 @@ pub fn config_with_model(name: &str, file: &str, version: &str, default_version:
         golden: None,
         traffic: None,
         shadow: None,
+        outputs: Default::default(),
+        rename_v2: false,
     });
     config.check().expect("valid config");
     config
