@@ -157,3 +157,43 @@ fn log_lines(dir: &Path) -> Vec<Value> {
     }
     lines
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn score_writes_and_replay_compares_under_the_public_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("renames.toml");
+    std::fs::write(&file, linear_config(dir.path(), "")).unwrap();
+    let app = TestApp::spawn_with(linear(dir.path(), "")).await;
+    let rows = crate::helpers::reference("house_price_linear.reference.json", "onnxruntime_variable").instances;
+    assert_eq!(app.post_json("/predict", &json!({"instances": rows})).await.status(), 200);
+    let logs = app.prediction_log_dir.clone();
+    app.stop().await;
+
+    let out = inferd().args(["replay", "--format", "json", "--config"]).arg(&file).arg(&logs).output().unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(0), "{report}");
+    assert_eq!((report["replayed"].as_u64(), report["identical"].as_u64()), (Some(rows.len() as u64), Some(rows.len() as u64)), "{report}");
+    // An .onnx file replayed for the model is compared under the model's public names too (and
+    // checked against the golden file beside its schema, named `<model>.golden.json`).
+    let schema = dir.path().join("schema.json");
+    std::fs::copy(repo().join("schemas/house_price_linear.json"), &schema).unwrap();
+    let out = inferd()
+        .args(["replay", "--format", "json", "--config"])
+        .arg(&file)
+        .args(["--onnx", "models/house_price_linear.onnx", "--schema"])
+        .arg(&schema)
+        .arg(&logs)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["identical"], json!(rows.len()), "{report}");
+
+    let input = dir.path().join("rows.jsonl");
+    std::fs::write(&input, rows.iter().map(|r| format!("{r}\n")).collect::<String>()).unwrap();
+    let out = inferd().args(["score", "--config"]).arg(&file).arg("--input").arg(&input).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let first: Value = serde_json::from_str(std::str::from_utf8(&out.stdout).unwrap().lines().next().unwrap()).unwrap();
+    assert!(first["outputs"]["price"].as_f64().unwrap() > 0.0, "{first}");
+    assert!(first["outputs"].get("variable").is_none(), "{first}");
+}
