@@ -51,7 +51,8 @@ async fn a_renamed_output_is_answered_and_logged_by_its_public_name_and_v2_keeps
     // /v1 writes a lone output bare in rows; its column form names it.
     let v1: Value = app.post_json("/v1/models/linear:predict", &body).await.json().await.unwrap();
     assert_eq!(v1["predictions"][0].as_f64(), Some(price), "{v1}");
-    let columns = json!({"inputs": {"lotsize": [5850], "bedrooms": [3], "bathrms": [1], "stories": [2], "garagepl": [1]}});
+    let columns =
+        json!({"inputs": {"lotsize": [5850], "bedrooms": [3], "bathrms": [1], "stories": [2], "garagepl": [1]}});
     let v1: Value = app.post_json("/v1/models/linear:predict", &columns).await.json().await.unwrap();
     assert_eq!(v1["outputs"][0].as_f64(), Some(price), "{v1}");
 
@@ -129,10 +130,7 @@ fn an_unknown_or_colliding_output_name_is_refused_at_load_naming_the_real_ones()
     let out = inferd().args(["check", "--config"]).arg(&file).output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{stdout}");
-    assert!(
-        stdout.contains("outputs: 'varible' is not an output of the graph; its outputs are: variable"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("outputs: 'varible' is not an output of the graph; its outputs are: variable"), "{stdout}");
 
     std::fs::write(&file, linear_config(dir.path(), "").replace("\"price\"", "\"a price\"")).unwrap();
     let out = inferd().args(["check", "--config"]).arg(&file).output().unwrap();
@@ -142,7 +140,8 @@ fn an_unknown_or_colliding_output_name_is_refused_at_load_naming_the_real_ones()
 
     // A golden file still naming the graph's output is told what the answers call it.
     std::fs::write(&file, linear_config(dir.path(), "")).unwrap();
-    std::fs::copy(repo().join("schemas/house_price_linear.golden.json"), dir.path().join("linear.golden.json")).unwrap();
+    std::fs::copy(repo().join("schemas/house_price_linear.golden.json"), dir.path().join("linear.golden.json"))
+        .unwrap();
     let out = inferd().args(["check", "--config"]).arg(&file).output().unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(1), "{stdout}");
@@ -172,7 +171,11 @@ async fn score_writes_and_replay_compares_under_the_public_names() {
     let out = inferd().args(["replay", "--format", "json", "--config"]).arg(&file).arg(&logs).output().unwrap();
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(out.status.code(), Some(0), "{report}");
-    assert_eq!((report["replayed"].as_u64(), report["identical"].as_u64()), (Some(rows.len() as u64), Some(rows.len() as u64)), "{report}");
+    assert_eq!(
+        (report["replayed"].as_u64(), report["identical"].as_u64()),
+        (Some(rows.len() as u64), Some(rows.len() as u64)),
+        "{report}"
+    );
     // An .onnx file replayed for the model is compared under the model's public names too (and
     // checked against the golden file beside its schema, named `<model>.golden.json`).
     let schema = dir.path().join("schema.json");

@@ -311,8 +311,7 @@ fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b 
 /// Writes the answer from the output columns: JSON, or a JSON header followed by the binary
 /// outputs (in the order the header lists them) when any output is asked for in binary.
 fn answer(spec: &ModelSpec, request: InferRequest, inferred: &Inferred) -> Response {
-    let outputs =
-        oip::selected_outputs(&spec.v2_outputs, request.outputs.as_deref()).expect("checked by decode");
+    let outputs = oip::selected_outputs(&spec.v2_outputs, request.outputs.as_deref()).expect("checked by decode");
     let binary_default = oip::flag(request.parameters.as_ref(), "binary_data_output").ok().flatten().unwrap_or(false);
     let id = request.id.clone();
     // One tensor per output, from the request's rows of the batches it ran in.
