@@ -89,6 +89,7 @@ pub fn starter(args: &SchemaArgs) -> Result<Starter, String> {
              ranges, enums and real examples, then name this file as the model's `schema`.",
             entry.name
         ),
+        true,
     );
     // What serving will do with it: a schema that does not load back is a bug here.
     InstanceSchema::from_document(document.clone(), "<generated>").map_err(|e| e.to_string())?;

@@ -58,6 +58,7 @@ impl InstanceSchema {
             signature,
             &format!("{model} instance"),
             "Derived from the model's ONNX inputs (no schema file configured).",
+            false,
         );
         let mut schema = Self::from_document(document, &format!("<derived for {model}>"))?;
         schema.derived = true;
@@ -130,15 +131,17 @@ impl InstanceSchema {
 
 /// The instance schema of a graph's inputs, as a derived schema serves it and `inferd schema`
 /// prints it: one required property per input (or per column `<input>_<i>` of a single
-/// `[N, F]` input), typed by element type, integers bounded by theirs, no other property, and
-/// one example of zeros, `false` and empty strings.
-pub fn document_for(signature: &Signature, title: &str, description: &str) -> Value {
+/// `[N, F]` input), typed by element type, no other property, and one example of zeros,
+/// `false` and empty strings. With `bounded`, integers get their element type's range as
+/// `minimum` and `maximum`, for a person to narrow; a derived schema goes without, since the
+/// decoder checks that range anyway and says it better (`must be an integer between 0 and 255`).
+pub fn document_for(signature: &Signature, title: &str, description: &str, bounded: bool) -> Value {
     let mut properties = Map::new();
     let mut example = Map::new();
     let mut add = |name: String, elem: ElemType, description: String| {
         example.insert(name.clone(), example_value(elem));
         let mut property = json!({"type": elem.json_type(), "description": description});
-        if let Some((min, max)) = integer_range(elem) {
+        if let Some((min, max)) = integer_range(elem).filter(|_| bounded) {
             property["minimum"] = json!(min);
             if let Some(max) = max {
                 property["maximum"] = json!(max);
