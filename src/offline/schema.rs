@@ -81,7 +81,7 @@ pub fn starter(args: &SchemaArgs) -> Result<Starter, String> {
         model::LoadError::Model { message, .. } => format!("{shown}: {}", first_line(&message)),
         other => other.to_string(),
     })?;
-    let document = schema::document_for(
+    let mut document = schema::document_for(
         &spec.signature,
         &format!("{} instance", entry.name),
         &format!(
@@ -91,6 +91,17 @@ pub fn starter(args: &SchemaArgs) -> Result<Starter, String> {
         ),
         true,
     );
+    // Categories the graph's encoders know, in place of the empty strings they would refuse;
+    // only for inputs fed as themselves (the columns of an [N, F] input are numbers).
+    if spec.signature.matrix_width().is_none() {
+        let known = model::labels::input_categories(&entry.path).unwrap_or_default();
+        for (input, value) in known {
+            let kind = if value.is_string() { "string" } else { "integer" };
+            if document["properties"][&input]["type"] == kind {
+                document["examples"][0][&input] = value;
+            }
+        }
+    }
     // What serving will do with it: a schema that does not load back is a bug here.
     InstanceSchema::from_document(document.clone(), "<generated>").map_err(|e| e.to_string())?;
     let examples = document["examples"].as_array().map(Vec::as_slice).unwrap_or_default();
