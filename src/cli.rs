@@ -4,6 +4,7 @@
 use clap::{Args, Parser, Subcommand};
 
 pub use crate::config::args::{ConfigFile, Overrides, ServeArgs, ServeFlags};
+pub use crate::offline::schema::SchemaArgs;
 
 #[derive(Debug, Parser)]
 #[command(name = "inferd", version, about = "Serve ONNX models over HTTP with typed JSON and dynamic batching")]
@@ -33,6 +34,9 @@ pub enum Command {
     Replay(ReplayArgs),
     /// Score a CSV or JSON Lines file (or stdin) in batches; JSON Lines (or CSV) out.
     Score(ScoreArgs),
+    /// Print the instance JSON Schema of an .onnx file's inputs, with an example the model
+    /// accepts: a start for `schemas/<name>.json` (`inferd schema models/m.onnx > schemas/m.json`).
+    Schema(SchemaArgs),
     /// API keys: `inferd key new --name NAME --scopes predict,read`.
     #[command(subcommand)]
     Key(KeyCommand),

@@ -38,6 +38,7 @@ async fn run() -> ExitCode {
         Command::Check(args) => return inferd::check::run(&args),
         Command::Replay(args) => return inferd::offline::replay::run(&args).await,
         Command::Score(args) => return inferd::offline::score::run(&args).await,
+        Command::Schema(args) => return inferd::offline::schema::run(&args),
         Command::ConfigReference { file } => return inferd::config::reference::run(file.as_deref()),
         Command::Key(KeyCommand::New { name, scopes }) => {
             return match inferd::auth::keys::new_key(&name, &scopes) {

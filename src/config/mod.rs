@@ -2,7 +2,7 @@
 
 pub mod args;
 mod auth;
-mod named;
+pub mod named;
 mod observe;
 pub mod reference;
 mod sinks;
@@ -328,6 +328,20 @@ pub struct ModelConfig {
     /// answer, and counts and logs the answers that differ. Set on one entry of the model.
     #[validate(nested)]
     pub shadow: Option<ShadowConfig>,
+    /// Public names for the graph's outputs, graph name -> public name: `{ variable = "price" }`.
+    /// Answers of `/predict`, `/models/...` and `/v1`, the prediction log, `inferd score` and
+    /// `inferd replay`, golden files, the model's listing and its OpenAPI document all use the
+    /// public name. Each key must be an output of the graph; public names are 1 to 128 of
+    /// A-Z a-z 0-9 `_` `.` `:` `-`, all different, and not the name of another output. `/v2`
+    /// keeps the graph's names unless `rename_v2` is set.
+    #[serde(default)]
+    #[validate(custom(function = "validate_output_names"))]
+    pub outputs: std::collections::BTreeMap<String, String>,
+    /// Apply `outputs` to `/v2` too: its model metadata, its infer answers and the names its
+    /// requests select outputs by. Off by default, since Open Inference Protocol clients
+    /// address tensors by the names the model metadata gives, usually the graph's.
+    #[serde(default)]
+    pub rename_v2: bool,
 }
 
 /// A shadow version: it runs a sample of the requests another version answers.
@@ -374,6 +388,8 @@ impl ModelConfig {
             golden: None,
             traffic: None,
             shadow: None,
+            outputs: Default::default(),
+            rename_v2: false,
         }
     }
 }
@@ -425,6 +441,37 @@ fn validate_model_name(name: &str) -> Result<(), validator::ValidationError> {
         Err(validator::ValidationError::new("model_name")
             .with_message("may only hold ASCII letters, digits, '_', '-' and '.'".into()))
     }
+}
+
+fn validate_output_names(
+    outputs: &std::collections::BTreeMap<String, String>,
+) -> Result<(), validator::ValidationError> {
+    check_output_names(outputs)
+        .map_err(|message| validator::ValidationError::new("outputs").with_message(message.into()))
+}
+
+/// Longest public output name, in characters.
+pub const MAX_OUTPUT_NAME_CHARS: usize = 128;
+
+/// Checks a config's `outputs` as far as the config alone allows (the graph's outputs are
+/// checked at load): each public name 1 to [`MAX_OUTPUT_NAME_CHARS`] of A-Z a-z 0-9 `_` `.` `:`
+/// `-`, no two the same. The message names the first fault.
+pub fn check_output_names(outputs: &std::collections::BTreeMap<String, String>) -> Result<(), String> {
+    for (graph, public) in outputs {
+        let ok = (1..=MAX_OUTPUT_NAME_CHARS).contains(&public.chars().count())
+            && public.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
+        if !ok {
+            return Err(format!(
+                "'{graph}' = '{}': a public name is 1 to {MAX_OUTPUT_NAME_CHARS} of A-Z a-z 0-9 _ . : -",
+                crate::error::clip(public)
+            ));
+        }
+    }
+    let publics: Vec<String> = outputs.values().cloned().collect();
+    if let Some(name) = first_duplicate(&publics) {
+        return Err(format!("two outputs are renamed '{name}'"));
+    }
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -146,7 +146,8 @@ pub struct PredictionLogConfig {
     /// `inferd_prediction_log_dropped_total{reason="sampled_out"}`.
     #[validate(range(min = 0.0, max = 1.0))]
     pub sample_rate: f64,
-    /// Input and output fields whose values are written as `"[redacted]"`.
+    /// Input fields and outputs whose values are written as `"[redacted]"`; outputs by the names
+    /// answers give them (a model's `outputs` renames).
     pub redact: Vec<String>,
     /// When false (the default), a request whose lines do not fit in the buffer waits for the
     /// writer, so no line is lost. When true, it drops them and counts them instead.

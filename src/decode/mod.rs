@@ -54,12 +54,12 @@ pub struct Model<'a> {
     pub plan: &'a InstancePlan,
     pub feed: &'a FeedPlan,
     pub schema: &'a InstanceSchema,
-    /// The model's outputs, which a request may choose among (`/v2`).
+    /// The model's outputs, which a request may choose among (`/v2`), by `/v2`'s names.
     pub outputs: &'a [TensorInfo],
 }
 
 impl<'a> Model<'a> {
     pub fn of(spec: &'a ModelSpec) -> Self {
-        Self { plan: &spec.decoder, feed: &spec.plan, schema: &spec.schema, outputs: &spec.signature.outputs }
+        Self { plan: &spec.decoder, feed: &spec.plan, schema: &spec.schema, outputs: &spec.v2_outputs }
     }
 }

@@ -136,7 +136,7 @@ fn describe(state: &AppState, registry: &Registry, version: &Version) -> ModelIn
         default: registry.is_default(&spec.name, &spec.version),
         default_version,
         inputs: spec.signature.inputs.clone(),
-        outputs: spec.signature.outputs.clone(),
+        outputs: spec.outputs.clone(),
         schema: spec.schema.document().clone(),
         example: spec.schema.examples().first().cloned().unwrap_or(Value::Null),
         batching: BatchingInfo {

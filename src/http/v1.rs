@@ -218,7 +218,7 @@ struct Answer<'a> {
 impl Serialize for Answer<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(1))?;
-        let outputs = &self.spec.signature.outputs;
+        let outputs = &self.spec.outputs;
         match self.form {
             Form::Rows => map.serialize_entry("predictions", &Rows(self))?,
             Form::Columns if outputs.len() == 1 => map.serialize_entry("outputs", &OneColumn(self, 0))?,
@@ -245,7 +245,7 @@ struct RowValue<'a> {
 
 impl Serialize for RowValue<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let outputs = &self.spec.signature.outputs;
+        let outputs = &self.spec.outputs;
         let cell = |output| OutputCell { spec: self.spec, batch: self.batch, output, row: self.row };
         if outputs.len() == 1 {
             return cell(0).serialize(s);
@@ -272,7 +272,7 @@ struct Columns<'a>(&'a Answer<'a>);
 
 impl Serialize for Columns<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let outputs = &self.0.spec.signature.outputs;
+        let outputs = &self.0.spec.outputs;
         let mut map = s.serialize_map(Some(outputs.len()))?;
         for (i, info) in outputs.iter().enumerate() {
             map.serialize_entry(&info.name, &OneColumn(self.0, i))?;

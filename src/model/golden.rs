@@ -154,7 +154,10 @@ pub fn read(path: &Path) -> Result<GoldenFile, String> {
 pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Result<(), Vec<String>> {
     let mut problems = Vec::new();
     for name in golden.tolerance.keys().filter(|n| output_elem(spec, n).is_none()) {
-        problems.push(format!("tolerance for output '{name}', which the model does not have"));
+        problems.push(match renamed(spec, name) {
+            Some(public) => format!("tolerance for output '{name}', which {}", answered_as(name, public)),
+            None => format!("tolerance for output '{name}', which the model does not have"),
+        });
     }
     let instances: Vec<Value> = golden.cases.iter().map(|c| c.instance.clone()).collect();
     let mut invalid = Vec::new();
@@ -183,7 +186,10 @@ pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Re
         let got = views::row_outputs_json(spec, &batch, row);
         for (name, expected) in &case.outputs {
             let Some(elem) = output_elem(spec, name) else {
-                problems.push(format!("case {row}: the model has no output '{name}'"));
+                problems.push(match renamed(spec, name) {
+                    Some(public) => format!("case {row}: output '{name}' {}", answered_as(name, public)),
+                    None => format!("case {row}: the model has no output '{name}'"),
+                });
                 continue;
             };
             let tolerance = matches!(elem, ElemType::F16 | ElemType::F32 | ElemType::F64)
@@ -211,8 +217,19 @@ pub fn check(spec: &ModelSpec, session: &mut Session, golden: &GoldenFile) -> Re
     }
 }
 
+/// The element type of the output answered as `name`.
 fn output_elem(spec: &ModelSpec, name: &str) -> Option<ElemType> {
-    spec.signature.outputs.iter().find(|o| o.name == name).map(|o| o.elem)
+    spec.outputs.iter().find(|o| o.name == name).map(|o| o.elem)
+}
+
+fn answered_as(name: &str, public: &str) -> String {
+    format!("is answered as '{public}' (the model's `outputs`); golden files name outputs as answers do, not '{name}'")
+}
+
+/// The public name of graph output `name`, when the config renames it.
+fn renamed<'a>(spec: &'a ModelSpec, name: &str) -> Option<&'a str> {
+    let i = spec.signature.outputs.iter().position(|o| o.name == name)?;
+    Some(spec.outputs[i].name.as_str()).filter(|public| *public != name)
 }
 
 /// `/instances/3/bedrooms` -> `3`.

@@ -50,9 +50,11 @@ mod proto {
         pub node: Vec<NodeProto>,
     }
 
-    /// `NodeProto`; `name = 3`, `op_type = 4`, `attribute = 5`, `domain = 7`.
+    /// `NodeProto`; `input = 1`, `name = 3`, `op_type = 4`, `attribute = 5`, `domain = 7`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct NodeProto {
+        #[prost(string, repeated, tag = "1")]
+        pub input: Vec<String>,
         #[prost(string, tag = "3")]
         pub name: String,
         #[prost(string, tag = "4")]
@@ -118,6 +120,37 @@ pub fn graph_class_labels_from_bytes(bytes: &[u8]) -> Result<Option<Vec<String>>
         }
     }
     Ok(found.map(|(labels, _)| labels))
+}
+
+/// A value each graph input takes that the graph knows: the first category of the
+/// `ai.onnx.ml` OneHotEncoder or LabelEncoder fed by the input itself (`cats_strings`,
+/// `cats_int64s`, `keys_strings`, `keys_int64s`), by input name. An encoder refuses a category
+/// it does not know, so an example made of these runs where zeros and empty strings may not.
+pub fn input_categories(path: &Path) -> Result<std::collections::BTreeMap<String, serde_json::Value>, String> {
+    use prost::Message;
+    crate::reading::note(path);
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let model = proto::ModelProto::decode(bytes.as_slice()).map_err(|e| format!("not an ONNX model: {e}"))?;
+    let mut found = std::collections::BTreeMap::new();
+    for node in model.graph.iter().flat_map(|g| &g.node) {
+        if node.domain != ML_DOMAIN || !matches!(node.op_type.as_str(), "OneHotEncoder" | "LabelEncoder") {
+            continue;
+        }
+        let Some(input) = node.input.first() else { continue };
+        for attribute in &node.attribute {
+            let value = match attribute.name.as_str() {
+                "cats_strings" | "keys_strings" => {
+                    attribute.strings.first().map(|s| serde_json::json!(String::from_utf8_lossy(s)))
+                }
+                "cats_int64s" | "keys_int64s" => attribute.ints.first().map(|i| serde_json::json!(i)),
+                _ => None,
+            };
+            if let Some(value) = value {
+                found.entry(input.clone()).or_insert(value);
+            }
+        }
+    }
+    Ok(found)
 }
 
 fn node_labels(node: &proto::NodeProto) -> Result<Option<Vec<String>>, String> {
@@ -354,7 +387,13 @@ mod tests {
     }
 
     fn node(op: &str, domain: &str, attribute: Vec<AttributeProto>) -> NodeProto {
-        NodeProto { name: format!("{op}1"), op_type: op.into(), attribute, domain: domain.into() }
+        NodeProto {
+            input: vec!["x".into()],
+            name: format!("{op}1"),
+            op_type: op.into(),
+            attribute,
+            domain: domain.into(),
+        }
     }
 
     fn text_attr(name: &str, values: &[&str]) -> AttributeProto {
@@ -387,6 +426,27 @@ mod tests {
     fn regressors_name_no_classes() {
         assert_eq!(graph_class_labels(&repo("models/house_price.onnx")).unwrap(), None);
         assert_eq!(graph_class_labels(&repo("models/house_price_linear.onnx")).unwrap(), None);
+    }
+
+    #[test]
+    fn inputs_fed_to_encoders_take_their_first_category() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("encoders.onnx");
+        let fed = |input: &str, mut node: NodeProto| {
+            node.input = vec![input.into()];
+            node
+        };
+        let nodes = vec![
+            fed("colour", node("OneHotEncoder", ML_DOMAIN, vec![text_attr("cats_strings", &["red", "blue"])])),
+            fed("size", node("LabelEncoder", ML_DOMAIN, vec![int_attr("keys_int64s", &[3, 5])])),
+            fed("other", node("OneHotEncoder", "", vec![text_attr("cats_strings", &["not ml"])])),
+            fed("tree", node("TreeEnsembleClassifier", ML_DOMAIN, vec![int_attr("classlabels_int64s", &[1])])),
+        ];
+        std::fs::write(&path, model(nodes)).unwrap();
+        let found = input_categories(&path).unwrap();
+        let want: std::collections::BTreeMap<String, serde_json::Value> =
+            [("colour".into(), serde_json::json!("red")), ("size".into(), serde_json::json!(3))].into();
+        assert_eq!(found, want);
     }
 
     #[test]

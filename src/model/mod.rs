@@ -16,7 +16,7 @@ use crate::schema::InstancePlan;
 use crate::schema::InstanceSchema;
 use crate::tensor;
 use crate::tensor::rows::{Outputs, Rows};
-use crate::tensor::signature::{self, FeedPlan, Signature};
+use crate::tensor::signature::{self, FeedPlan, Signature, TensorInfo};
 
 const ORT_LIBRARY: &str = "libonnxruntime.so.1.31.1";
 
@@ -117,7 +117,13 @@ fn build_runtime(config: &InferenceConfig) -> Result<Environment, LoadError> {
 pub struct ModelSpec {
     pub name: String,
     pub version: String,
+    /// The graph's inputs and outputs, by the graph's names (what sessions are fed and read by).
     pub signature: Signature,
+    /// The outputs as clients see them: the graph's, renamed by the config's `outputs`; in
+    /// the graph's order. Every encoder but `/v2`'s names outputs by these.
+    pub outputs: Vec<TensorInfo>,
+    /// The outputs as `/v2` names them: `outputs` with the config's `rename_v2`, else the graph's.
+    pub v2_outputs: Vec<TensorInfo>,
     pub schema: InstanceSchema,
     pub plan: FeedPlan,
     /// The schema compiled: each field's type, range and rules, as the decoders check them.
@@ -152,6 +158,8 @@ pub fn load(
     .map_err(|e| fail(e.to_string()))?;
     let plan = FeedPlan::new(&signature, schema.fields()).map_err(|e| fail(e.to_string()))?;
     let signature_outputs = signature.outputs.clone();
+    let outputs = views::public_outputs(&signature.outputs, &model.outputs).map_err(fail)?;
+    let v2_outputs = if model.rename_v2 { outputs.clone() } else { signature.outputs.clone() };
     let decoder = InstancePlan::compile(schema.document(), &plan, signature.matrix_width().is_some());
     if !decoder.fallback.is_empty() {
         tracing::info!(
@@ -164,6 +172,8 @@ pub fn load(
         name: model.name.clone(),
         version: model.version.clone(),
         signature,
+        outputs,
+        v2_outputs,
         schema,
         plan,
         decoder,

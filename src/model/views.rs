@@ -7,6 +7,37 @@ use serde::{Serialize, Serializer};
 use super::ModelSpec;
 use crate::tensor::columns::Column;
 use crate::tensor::rows::{Batch, Cell};
+use crate::tensor::signature::TensorInfo;
+
+/// The outputs under their public names: each graph output renamed by `renames` (graph name ->
+/// public name, from the config's `outputs`), the others as the graph names them. Every key
+/// must name an output, and the names that result must all differ.
+pub fn public_outputs(
+    graph: &[TensorInfo],
+    renames: &std::collections::BTreeMap<String, String>,
+) -> Result<Vec<TensorInfo>, String> {
+    let names = || graph.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ");
+    if let Some(unknown) = renames.keys().find(|k| !graph.iter().any(|o| o.name == **k)) {
+        return Err(format!(
+            "outputs: '{}' is not an output of the graph; its outputs are: {}",
+            crate::error::clip(unknown),
+            names()
+        ));
+    }
+    let public: Vec<TensorInfo> = graph
+        .iter()
+        .map(|o| TensorInfo { name: renames.get(&o.name).unwrap_or(&o.name).clone(), ..o.clone() })
+        .collect();
+    for (i, output) in public.iter().enumerate() {
+        if let Some(other) = public[..i].iter().position(|o| o.name == output.name) {
+            return Err(format!(
+                "outputs: outputs '{}' and '{}' would both be answered as '{}'",
+                graph[other].name, graph[i].name, output.name
+            ));
+        }
+    }
+    Ok(public)
+}
 
 /// Probabilities keyed by class name, for one output (opt-in per model).
 #[derive(Debug, Clone)]
@@ -46,7 +77,7 @@ pub struct RowOutputs<'a> {
 
 impl Serialize for RowOutputs<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let infos = &self.spec.signature.outputs;
+        let infos = &self.spec.outputs;
         let mut map = s.serialize_map(Some(infos.len()))?;
         for (i, info) in infos.iter().enumerate() {
             if self.redact.contains(&info.name) {
@@ -142,7 +173,24 @@ impl Serialize for RowInputs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tensor::signature::ElemType;
     use serde_json::json;
+
+    #[test]
+    fn outputs_are_renamed_when_every_key_is_an_output_and_the_names_stay_distinct() {
+        let info = |name: &str| TensorInfo { name: name.into(), elem: ElemType::F32, shape: vec![-1, 1] };
+        let graph = [info("label"), info("probabilities")];
+        let renames = |pairs: &[(&str, &str)]| pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let names = |outputs: Vec<TensorInfo>| outputs.into_iter().map(|o| o.name).collect::<Vec<_>>();
+        assert_eq!(names(public_outputs(&graph, &renames(&[])).unwrap()), ["label", "probabilities"]);
+        assert_eq!(names(public_outputs(&graph, &renames(&[("probabilities", "p")])).unwrap()), ["label", "p"]);
+        let swapped = renames(&[("label", "probabilities"), ("probabilities", "label")]);
+        assert_eq!(names(public_outputs(&graph, &swapped).unwrap()), ["probabilities", "label"]);
+        let err = public_outputs(&graph, &renames(&[("variable", "price")])).unwrap_err();
+        assert_eq!(err, "outputs: 'variable' is not an output of the graph; its outputs are: label, probabilities");
+        let err = public_outputs(&graph, &renames(&[("label", "probabilities")])).unwrap_err();
+        assert_eq!(err, "outputs: outputs 'label' and 'probabilities' would both be answered as 'probabilities'");
+    }
 
     #[test]
     fn a_predicted_class_is_named_by_its_column_whether_a_number_or_text() {

@@ -2,9 +2,11 @@
 //! version) and `inferd score` (batch scoring of a file). Both load the model as `serve` does
 //! (sessions, warm-up, golden check, inference threads) and feed its batcher from many
 //! concurrent chunks, so that batches stay full and every inference thread stays busy.
+//! `inferd schema` (schema.rs) loads an .onnx file alone, to write its instance schema.
 
 pub mod lines;
 pub mod replay;
+pub mod schema;
 pub mod score;
 pub mod sources;
 
@@ -85,6 +87,9 @@ pub fn load_target(
         Some((path, schema)) => ModelConfig {
             schema: Some(schema),
             version: version.unwrap_or("candidate").to_owned(),
+            // The log holds the answers under the configured model's public names: the file
+            // is compared under the same ones.
+            outputs: config.default_version(model).map(|m| m.outputs.clone()).unwrap_or_default(),
             ..ModelConfig::new(model, path)
         },
         None => {

@@ -438,7 +438,7 @@ enum Out {
 
 impl<'a> Writer<'a> {
     fn new(out: Box<dyn Write>, format: RowFormat, spec: &'a ModelSpec, kept: Option<Vec<String>>) -> Self {
-        let outputs = spec.signature.outputs.iter().map(|o| o.name.as_str()).collect();
+        let outputs = spec.outputs.iter().map(|o| o.name.as_str()).collect();
         let out = match format {
             RowFormat::Jsonl => Out::Jsonl(BufWriter::with_capacity(1 << 16, out)),
             RowFormat::Csv => Out::Csv(Box::new(csv::Writer::from_writer(out))),

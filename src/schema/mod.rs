@@ -54,39 +54,20 @@ impl InstanceSchema {
     /// Builds the schema a model without a schema file gets: one required property per input
     /// (or per column `<input>_<i>` of a single `[N, F]` input), typed by element type.
     pub fn derive(signature: &Signature, model: &str) -> Result<Self, SchemaError> {
-        let mut properties = Map::new();
-        let mut example = Map::new();
-        let mut add = |name: String, elem: ElemType, description: String| {
-            example.insert(name.clone(), example_value(elem));
-            properties.insert(name, json!({"type": elem.json_type(), "description": description}));
-        };
-        if let Some(width) = signature.matrix_width() {
-            let input = &signature.inputs[0];
-            for i in 0..width {
-                add(format!("{}_{i}", input.name), input.elem, format!("Column {i} of ONNX input '{}'", input.name));
-            }
-        } else {
-            for input in &signature.inputs {
-                add(input.name.clone(), input.elem, format!("ONNX input '{}' ({})", input.name, input.elem));
-            }
-        }
-        let required: Vec<&String> = properties.keys().collect();
-        let document = json!({
-            "$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": format!("{model} instance"),
-            "description": "Derived from the model's ONNX inputs (no schema file configured).",
-            "type": "object",
-            "properties": properties,
-            "required": required,
-            "additionalProperties": false,
-            "examples": [example],
-        });
+        let document = document_for(
+            signature,
+            &format!("{model} instance"),
+            "Derived from the model's ONNX inputs (no schema file configured).",
+            false,
+        );
         let mut schema = Self::from_document(document, &format!("<derived for {model}>"))?;
         schema.derived = true;
         Ok(schema)
     }
 
-    fn from_document(document: Value, shown: &str) -> Result<Self, SchemaError> {
+    /// Checks a document as a schema file is checked at load (draft 2020-12, an object with
+    /// typed properties, valid examples); `shown` names it in errors.
+    pub fn from_document(document: Value, shown: &str) -> Result<Self, SchemaError> {
         let shape = |message: String| SchemaError::Shape { path: shown.to_owned(), message };
         let validator = jsonschema::options()
             .with_draft(Draft::Draft202012)
@@ -146,6 +127,68 @@ impl InstanceSchema {
             describe(&base, &error, errors);
         }
     }
+}
+
+/// The instance schema of a graph's inputs, as a derived schema serves it and `inferd schema`
+/// prints it: one required property per input (or per column `<input>_<i>` of a single
+/// `[N, F]` input), typed by element type, no other property, and one example of zeros,
+/// `false` and empty strings. With `bounded`, integers get their element type's range as
+/// `minimum` and `maximum`, for a person to narrow; a derived schema goes without, since the
+/// decoder checks that range anyway and says it better (`must be an integer between 0 and 255`).
+pub fn document_for(signature: &Signature, title: &str, description: &str, bounded: bool) -> Value {
+    let mut properties = Map::new();
+    let mut example = Map::new();
+    let mut add = |name: String, elem: ElemType, description: String| {
+        example.insert(name.clone(), example_value(elem));
+        let mut property = json!({"type": elem.json_type(), "description": description});
+        if let Some((min, max)) = integer_range(elem).filter(|_| bounded) {
+            property["minimum"] = json!(min);
+            if let Some(max) = max {
+                property["maximum"] = json!(max);
+            }
+        }
+        properties.insert(name, property);
+    };
+    if let Some(width) = signature.matrix_width() {
+        let input = &signature.inputs[0];
+        for i in 0..width {
+            add(
+                format!("{}_{i}", input.name),
+                input.elem,
+                format!("Column {i} of ONNX input '{}' ({})", input.name, input.elem),
+            );
+        }
+    } else {
+        for input in &signature.inputs {
+            add(input.name.clone(), input.elem, format!("ONNX input '{}' ({})", input.name, input.elem));
+        }
+    }
+    let required: Vec<&String> = properties.keys().collect();
+    json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": title,
+        "description": description,
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": false,
+        "examples": [example],
+    })
+}
+
+/// The values an integer element type holds, as JSON Schema bounds: (minimum, maximum). None
+/// for 64-bit signed integers, whose bounds JSON numbers do not hold exactly and no one sends.
+fn integer_range(elem: ElemType) -> Option<(i64, Option<u64>)> {
+    Some(match elem {
+        ElemType::I8 => (i8::MIN.into(), Some(i8::MAX as u64)),
+        ElemType::I16 => (i16::MIN.into(), Some(i16::MAX as u64)),
+        ElemType::I32 => (i32::MIN.into(), Some(i32::MAX as u64)),
+        ElemType::U8 => (0, Some(u8::MAX.into())),
+        ElemType::U16 => (0, Some(u16::MAX.into())),
+        ElemType::U32 => (0, Some(u32::MAX.into())),
+        ElemType::U64 => (0, None),
+        _ => return None,
+    })
 }
 
 fn example_value(elem: ElemType) -> Value {

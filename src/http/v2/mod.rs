@@ -104,7 +104,7 @@ fn model_metadata(registry: &Registry, batcher: &Batcher, all_versions: bool) ->
         versions,
         platform: "onnx_onnxv1".into(),
         inputs: spec.signature.inputs.iter().map(metadata).collect(),
-        outputs: spec.signature.outputs.iter().map(metadata).collect(),
+        outputs: spec.v2_outputs.iter().map(metadata).collect(),
     }
 }
 
@@ -311,8 +311,7 @@ fn split_body<'b>(body: &'b [u8], header_length: &[HeaderValue]) -> Result<(&'b 
 /// Writes the answer from the output columns: JSON, or a JSON header followed by the binary
 /// outputs (in the order the header lists them) when any output is asked for in binary.
 fn answer(spec: &ModelSpec, request: InferRequest, inferred: &Inferred) -> Response {
-    let outputs =
-        oip::selected_outputs(&spec.signature.outputs, request.outputs.as_deref()).expect("checked by decode");
+    let outputs = oip::selected_outputs(&spec.v2_outputs, request.outputs.as_deref()).expect("checked by decode");
     let binary_default = oip::flag(request.parameters.as_ref(), "binary_data_output").ok().flatten().unwrap_or(false);
     let id = request.id.clone();
     // One tensor per output, from the request's rows of the batches it ran in.
@@ -321,7 +320,7 @@ fn answer(spec: &ModelSpec, request: InferRequest, inferred: &Inferred) -> Respo
     let mut binary = Vec::new();
     let mut tensors = Vec::with_capacity(outputs.len());
     for (info, requested) in outputs {
-        let index = spec.signature.outputs.iter().position(|o| o.name == info.name).expect("a known output");
+        let index = spec.v2_outputs.iter().position(|o| o.name == info.name).expect("a known output");
         let column = &joined.columns[index];
         let wants_binary = requested.and_then(|r| r.parameters.as_ref()).and_then(|p| p.get("binary_data"));
         let wants_binary = wants_binary.and_then(Value::as_bool).unwrap_or(binary_default);
