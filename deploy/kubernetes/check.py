@@ -1129,7 +1129,7 @@ def run_kserve_versions(binary, tmp, servers):
         inp = meta["inputs"][0]
         width = inp["shape"][1]
         req = {"inputs": [{"name": inp["name"], "shape": [1, width], "datatype": inp["datatype"],
-                           "data": [5850, 3, 1, 2, 1][:width] + [0] * (width - 5)]}]}
+                           "data": [5850, 3, 1, 2, 1][:width] + [0] * (width - 5)}]}
         status, body = http("POST", ksrv.port, f"/v2/models/{name}/versions/1/infer",
                             json.dumps(req).encode())
         if status != 200 or json.loads(body).get("model_version") != "1":
