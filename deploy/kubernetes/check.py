@@ -1013,18 +1013,18 @@ def kserve_pod(binary, tmp, folder):
     k = by_name(sr["spec"]["containers"], "kserve-container")
     root = lambda p: os.path.join(tmp, "pod", p.lstrip("/"))
     env_manifest = env_of(k)
-    config = root(env_manifest["INFERD_CONFIG"])
-    os.makedirs(os.path.dirname(config), exist_ok=True)
-    shutil.copy(os.path.join(HERE, "kserve/runtime.toml"), config)
-    logs = root(env_manifest["INFERD_PREDICTION_LOG_DIR"])
-    os.makedirs(logs, exist_ok=True)
     env = clean_env()
     # The image's ENV (its INFERD_CONFIG names a runtime.toml with [[models]]), then the
     # runtime's, as Kubernetes layers them.
     env["INFERD_CONFIG"] = os.path.join(REPO, "runtime.toml")
+    env["INFERD_PREDICTION_LOG_DIR"] = "/app/logs"
     env.update({key: v for key, v in env_manifest.items() if v is not None})
-    env["INFERD_CONFIG"] = config
-    env["INFERD_PREDICTION_LOG_DIR"] = logs
+    if "INFERD_CONFIG" in env_manifest:  # the ConfigMap's file, moved into tmp
+        env["INFERD_CONFIG"] = root(env_manifest["INFERD_CONFIG"])
+        os.makedirs(os.path.dirname(env["INFERD_CONFIG"]), exist_ok=True)
+        shutil.copy(os.path.join(HERE, "kserve/runtime.toml"), env["INFERD_CONFIG"])
+    env["INFERD_PREDICTION_LOG_DIR"] = root(env["INFERD_PREDICTION_LOG_DIR"])
+    os.makedirs(env["INFERD_PREDICTION_LOG_DIR"], exist_ok=True)
     env["PORT"] = "0"
     env["INFERD_HOST"] = "127.0.0.1"
     name = isvc["metadata"]["name"]
