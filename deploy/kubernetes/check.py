@@ -1,9 +1,9 @@
 """Offline checks of deploy/kubernetes, run by check.sh with the repo's .venv.
 
 Schema validation (kubernetes-validate for core kinds, committed JSON schemas for the CRDs),
-cross-references between the manifests, and two real starts of inferd: one with the
-Deployment's runtime.toml and env, one with a KServe model folder and the ServingRuntime's
-command. Prints `ok - ...` / `not ok - ...: why` and a closing count line.
+cross-references between the manifests, and real starts of inferd: with the Deployment's
+runtime.toml and env, and with the ServingRuntime's command, args, env and settings ConfigMap on
+KServe model folders (model.onnx + schema.json; version folders). Prints `ok - ...` / `not ok - ...: why` and a closing count line.
 """
 
 import copy
@@ -156,6 +156,9 @@ SPOOL_MAX_BYTES_DEFAULT = 1 << 30
 # The least time the last part's upload gets at SIGTERM: shutdown_grace_seconds less the longest
 # a request may still take (request_timeout_ms). A floor chosen here, not a measurement.
 UPLOAD_BUDGET_S = 10
+# The ServingRuntime's one argument: KServe's model folder, named like the InferenceService
+# (KServe replaces {{.Name}} with its name).
+KSERVE_MODEL_ARG = "{{.Name}}=/mnt/models"
 CRD_FILES = {
     "servicemonitor.yaml": "servicemonitor.v1.json",
     "kserve/servingruntime.yaml": "servingruntime.v1alpha1.json",
@@ -285,6 +288,8 @@ def static_checks():
     isvc = load("kserve/inferenceservice.yaml")
     cfg = load_toml("runtime.toml")
     kcfg = load_toml("kserve/runtime.toml")
+    kkust = load("kserve/kustomization.yaml")
+    kkconf = load("kserve/kustomizeconfig.yaml")
     with open(os.path.join(REPO, "openapi.json")) as f:
         openapi = json.load(f)
 
@@ -574,14 +579,20 @@ def static_checks():
                 inside = "/" + sub + "/" + os.path.relpath(m[key], mounts["models"]["mountPath"])
                 if inside not in copied:
                     return f"{m[key]} would be {inside} in the model image, which has no such file"
-        for m in kcfg["models"]:
-            for key in ("path", "schema"):
-                if "/models/" + m[key] not in copied:
-                    return f"KServe runtime.toml needs /models/{m[key]} in the model image"
-        if "/models/runtime.toml" not in copied:
-            return "the model image lacks /models/runtime.toml for KServe"
+        # KServe (modelcars: /models is /mnt/models) serves /models/model.onnx, with
+        # /models/schema.json as its schema when there is one; no runtime.toml.
+        onnx = copied.get("/models/model.onnx")
+        if not onnx or not onnx.endswith(".onnx"):
+            return "the model image lacks /models/model.onnx, which KServe's runtime serves"
+        schema = copied.get("/models/schema.json")
+        if schema and os.path.splitext(os.path.basename(schema))[0] != \
+                os.path.splitext(os.path.basename(onnx))[0]:
+            return f"/models/schema.json ({schema}) is not the schema of /models/model.onnx ({onnx})"
+        if "/models/runtime.toml" in copied:
+            return "the model image still carries /models/runtime.toml, which nothing reads"
         return None
-    check("model-image/Dockerfile copies every file both runtime.toml files name", model_image)
+    check("model-image/Dockerfile copies every file runtime.toml names, and model.onnx "
+          "(+ its schema.json) for KServe", model_image)
 
     def service_wiring():
         if not selector_matches(svc["spec"]["selector"], pod_labels):
@@ -664,19 +675,66 @@ def static_checks():
         if m["protocolVersion"] not in sr["spec"]["protocolVersions"]:
             return "protocolVersion not among the runtime's"
         k = by_name(sr["spec"]["containers"], "kserve-container")
-        args = k["args"]
-        cfg_path = args[args.index("--config") + 1]
-        if not cfg_path.startswith("/mnt/models/"):
-            return f"--config {cfg_path} is not in KServe's model folder /mnt/models"
-        names = {x["name"] for x in kcfg["models"]}
-        if isvc["metadata"]["name"] not in names:
-            return f"kserve/runtime.toml names {names}, not the InferenceService {isvc['metadata']['name']}"
+        if k["command"][-1] != "serve" or k.get("args") != [KSERVE_MODEL_ARG]:
+            return (f"command {k['command']} args {k.get('args')}: want `serve` with the one "
+                    f"argument {KSERVE_MODEL_ARG} (the folder under the InferenceService's name)")
+        name = isvc["metadata"]["name"]
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name):
+            return f"the InferenceService name {name} is not a valid inferd model name"
         logdir = env_of(k).get("INFERD_PREDICTION_LOG_DIR", "")
-        if logdir.startswith("/mnt/models") or logdir not in [v["mountPath"] for v in k["volumeMounts"]]:
-            return "the prediction log must go to a writable volume, not /mnt/models"
+        kvols = {v["name"]: v for v in sr["spec"]["volumes"]}
+        kmounts = {m["mountPath"]: m for m in k["volumeMounts"]}
+        if logdir.startswith("/mnt/models") or "emptyDir" not in kvols[kmounts[logdir]["name"]]:
+            return "the prediction log must go to a writable emptyDir, not /mnt/models"
+        if kcfg["prediction_log"].get("directory") not in (None, logdir):
+            return "kserve/runtime.toml's prediction_log.directory is not INFERD_PREDICTION_LOG_DIR"
         return None
-    check("InferenceService -> ServingRuntime: runtime, format, protocol, model name, "
-          "config in /mnt/models, writable log dir", kserve_wiring)
+    check("InferenceService -> ServingRuntime: runtime, format, protocol; serve "
+          f"{KSERVE_MODEL_ARG} (the InferenceService's name); log on a writable emptyDir",
+          kserve_wiring)
+
+    def kserve_config():
+        k = by_name(sr["spec"]["containers"], "kserve-container")
+        if kcfg.get("models"):
+            return "kserve/runtime.toml names [[models]]: inferd refuses them beside models on the command line"
+        path = env_of(k).get("INFERD_CONFIG") or ""
+        mount = next((m for m in k["volumeMounts"]
+                      if path.startswith(m["mountPath"].rstrip("/") + "/")), None)
+        if not mount:
+            return f"INFERD_CONFIG {path!r} is on no volume of the container"
+        vol = by_name(sr["spec"]["volumes"], mount["name"])
+        gen = by_name(kkust["configMapGenerator"], vol.get("configMap", {}).get("name"))
+        if gen["files"] != [os.path.basename(path)] or not mount.get("readOnly"):
+            return f"INFERD_CONFIG {path} is not the generated ConfigMap's file, mounted read-only"
+        if kkust["resources"] != ["servingruntime.yaml"] or "kustomizeconfig.yaml" not in kkust["configurations"]:
+            return "kserve/kustomization.yaml must apply servingruntime.yaml with kustomizeconfig.yaml"
+        refs = [(f["kind"], f["group"], f["path"]) for r in kkconf["nameReference"]
+                if r["kind"] == "ConfigMap" for f in r["fieldSpecs"]]
+        if ("ServingRuntime", "serving.kserve.io", "spec/volumes/configMap/name") not in refs:
+            return "kustomizeconfig.yaml does not carry the ConfigMap's hashed name into the ServingRuntime"
+        # The image sets INFERD_CONFIG to its own runtime.toml, which names models: the
+        # ServingRuntime must name another file, or `serve NAME=/mnt/models` exits 2.
+        with open(os.path.join(REPO, "Dockerfile")) as f:
+            image_cfg = re.search(r"INFERD_CONFIG=(\S+)", f.read()).group(1)
+        if path == image_cfg:
+            return f"INFERD_CONFIG is the image's {image_cfg}, which names [[models]]"
+        limit = kvols_size(sr)
+        if kcfg["prediction_log"]["max_bytes"] >= limit:
+            return f"prediction_log.max_bytes {kcfg['prediction_log']['max_bytes']} does not fit the emptyDir"
+        return None
+    check("ServingRuntime settings: kserve/runtime.toml names no models, is the ConfigMap "
+          "(kserve/kustomization.yaml) INFERD_CONFIG names, overriding the image's; max_bytes "
+          "< the emptyDir's sizeLimit", kserve_config)
+
+
+def kvols_size(sr):
+    """The sizeLimit of the ServingRuntime's prediction log emptyDir, in bytes."""
+    k = by_name(sr["spec"]["containers"], "kserve-container")
+    logdir = env_of(k)["INFERD_PREDICTION_LOG_DIR"]
+    name = next(m["name"] for m in k["volumeMounts"] if m["mountPath"] == logdir)
+    limit = by_name(sr["spec"]["volumes"], name)["emptyDir"]["sizeLimit"]
+    m = re.fullmatch(r"(\d+)(Mi|Gi)", limit)
+    return int(m.group(1)) * (2**20 if m.group(2) == "Mi" else 2**30)
 
 
 # --- running inferd with the manifests' settings -------------------------------------------------
@@ -947,39 +1005,72 @@ def run_object_store(binary, tmp, servers):
           "and sequence; the spool is empty", uploaded)
 
 
-def run_kserve(binary, tmp, servers):
-    # KServe: a model folder as the storage initializer leaves it in /mnt/models.
+def kserve_pod(binary, tmp, folder):
+    """The ServingRuntime's argv and env on this machine: its ConfigMap written to tmp, the
+    given folder in place of /mnt/models, the image's env underneath the runtime's."""
     sr = load("kserve/servingruntime.yaml")
     isvc = load("kserve/inferenceservice.yaml")
     k = by_name(sr["spec"]["containers"], "kserve-container")
+    root = lambda p: os.path.join(tmp, "pod", p.lstrip("/"))
+    env_manifest = env_of(k)
+    env = clean_env()
+    # The image's ENV (its INFERD_CONFIG names a runtime.toml with [[models]]), then the
+    # runtime's, as Kubernetes layers them.
+    env["INFERD_CONFIG"] = os.path.join(REPO, "runtime.toml")
+    env["INFERD_PREDICTION_LOG_DIR"] = "/app/logs"
+    env.update({key: v for key, v in env_manifest.items() if v is not None})
+    if "INFERD_CONFIG" in env_manifest:  # the ConfigMap's file, moved into tmp
+        env["INFERD_CONFIG"] = root(env_manifest["INFERD_CONFIG"])
+        os.makedirs(os.path.dirname(env["INFERD_CONFIG"]), exist_ok=True)
+        shutil.copy(os.path.join(HERE, "kserve/runtime.toml"), env["INFERD_CONFIG"])
+    env["INFERD_PREDICTION_LOG_DIR"] = root(env["INFERD_PREDICTION_LOG_DIR"])
+    os.makedirs(env["INFERD_PREDICTION_LOG_DIR"], exist_ok=True)
+    env["PORT"] = "0"
+    env["INFERD_HOST"] = "127.0.0.1"
+    name = isvc["metadata"]["name"]
+    args = [a.replace("{{.Name}}", name).replace("/mnt/models", folder) for a in k["args"]]
+    return [binary] + k["command"][1:] + args, env, k, name
+
+
+def model_info(port, name, version=None):
+    path = f"/models/{name}" + (f"/versions/{version}" if version else "")
+    status, body = http("GET", port, path)
+    if status != 200:
+        raise RuntimeError(f"GET {path}: {status}")
+    return json.loads(body)
+
+
+def run_kserve(binary, tmp, servers):
+    # KServe: the model folder as the storage initializer leaves it in /mnt/models: model.onnx
+    # with its schema.json beside it, and no runtime.toml.
     kcfg = load_toml("kserve/runtime.toml")
     mnt = os.path.join(tmp, "mnt-models")
     os.makedirs(mnt)
-    shutil.copy(os.path.join(HERE, "kserve/runtime.toml"), mnt)
-    for m in kcfg["models"]:
-        shutil.copy(os.path.join(REPO, "models", m["path"]), mnt)
-        shutil.copy(os.path.join(REPO, "schemas", m["schema"]), mnt)
-    kenv = clean_env()
-    kenv.update(env_of(k))
-    kenv["PORT"] = "0"
-    kenv["INFERD_HOST"] = "127.0.0.1"
-    kenv["INFERD_PREDICTION_LOG_DIR"] = os.path.join(tmp, "kserve-logs")
-    argv = [binary] + k["command"][1:] + [a.replace("/mnt/models", mnt) for a in k["args"]]
+    shutil.copy(os.path.join(REPO, "models/house_price.onnx"), os.path.join(mnt, "model.onnx"))
+    schema = os.path.join(REPO, "schemas/house_price.json")
+    shutil.copy(schema, os.path.join(mnt, "schema.json"))
+    argv, kenv, k, name = kserve_pod(binary, tmp, mnt)
     ksrv = Server(argv, kenv, os.path.join(tmp, "kserve.log"))
     servers.append(ksrv)
     why = ksrv.wait_ready()
-    report(not why, "inferd starts with the ServingRuntime's command and args on a KServe model "
-           "folder (runtime.toml + .onnx + schema)", why)
+    report(not why, "inferd starts with the ServingRuntime's command, args, env and ConfigMap on "
+           "a KServe model folder (model.onnx + schema.json, no runtime.toml)", why)
     if why:
         return
     for probe in ("readinessProbe", "livenessProbe"):
         path = k[probe]["httpGet"]["path"]
         check(f"ServingRuntime {probe} GET {path} answers 200",
               lambda path=path: None if http("GET", ksrv.port, path)[0] == 200 else "not 200")
-    name = isvc["metadata"]["name"]
+
+    def schema_used():
+        info = model_info(ksrv.port, name)
+        want = json.load(open(schema))["title"]
+        got = info["schema"].get("title")
+        return None if got == want and info["version"] == "1" else \
+            f"version {info['version']}, schema {got!r}, want version 1 with {want!r} (schema.json)"
+    check(f"the folder's model.onnx is {name} version 1, schema.json its schema", schema_used)
 
     def infer():
-        schema = os.path.join(mnt, by_name(kcfg["models"], name)["schema"])
         status, body = http("POST", ksrv.port, f"/v2/models/{name}/infer",
                             v2_request(ksrv.port, name, schema))
         if status != 200:
@@ -990,6 +1081,78 @@ def run_kserve(binary, tmp, servers):
           infer)
     rc, _ = ksrv.stop(kcfg["server"]["shutdown_grace_seconds"])
     report(rc == 0, "KServe-configured inferd exits 0 on SIGTERM", f"exit {rc}")
+    logs = kenv["INFERD_PREDICTION_LOG_DIR"]
+    report(any(f.endswith(".jsonl") for f in os.listdir(logs)),
+           "the prediction log went to the ServingRuntime's emptyDir folder", f"nothing in {logs}")
+
+
+def run_kserve_versions(binary, tmp, servers):
+    # A folder of version folders: 1/model.onnx without a schema (derived from the graph),
+    # 2/model.onnx with schema.json; both served, 2 the default.
+    mnt = os.path.join(tmp, "mnt-models")
+    for version, model, schema in (("1", "house_price_linear.onnx", None),
+                                   ("2", "house_price.onnx", "house_price.json")):
+        os.makedirs(os.path.join(mnt, version))
+        shutil.copy(os.path.join(REPO, "models", model), os.path.join(mnt, version, "model.onnx"))
+        if schema:
+            shutil.copy(os.path.join(REPO, "schemas", schema), os.path.join(mnt, version, "schema.json"))
+    argv, kenv, k, name = kserve_pod(binary, tmp, mnt)
+    ksrv = Server(argv, kenv, os.path.join(tmp, "kserve-versions.log"))
+    servers.append(ksrv)
+    why = ksrv.wait_ready()
+    report(not why, "inferd starts as the ServingRuntime on a KServe folder of version folders "
+           "(1/model.onnx, 2/model.onnx + schema.json)", why)
+    if why:
+        return
+
+    def versions():
+        status, body = http("GET", ksrv.port, f"/v2/models/{name}")
+        meta = json.loads(body)
+        if status != 200 or meta.get("versions") != ["1", "2"]:
+            return f"GET /v2/models/{name}: {status} versions {meta.get('versions')}, want ['1', '2']"
+        newest, oldest = model_info(ksrv.port, name), model_info(ksrv.port, name, "1")
+        if newest["version"] != "2" or newest["schema"].get("title") != "house_price instance":
+            return f"default version {newest['version']} with schema {newest['schema'].get('title')!r}"
+        if "Derived" not in oldest["schema"].get("description", ""):
+            return f"version 1's schema is not derived from the graph: {oldest['schema'].get('description')!r}"
+        return None
+    check(f"{name} serves versions 1 and 2, the newest the default with its schema.json, "
+          "version 1's schema derived", versions)
+
+    def infer_each():
+        schema = os.path.join(REPO, "schemas/house_price.json")
+        status, body = http("POST", ksrv.port, f"/v2/models/{name}/infer",
+                            v2_request(ksrv.port, name, schema))
+        if status != 200 or json.loads(body).get("model_version") != "2":
+            return f"default: {status} {body[:200]!r}"
+        meta = json.loads(http("GET", ksrv.port, f"/v2/models/{name}/versions/1")[1])
+        inp = meta["inputs"][0]
+        width = inp["shape"][1]
+        req = {"inputs": [{"name": inp["name"], "shape": [1, width], "datatype": inp["datatype"],
+                           "data": [5850, 3, 1, 2, 1][:width] + [0] * (width - 5)}]}
+        status, body = http("POST", ksrv.port, f"/v2/models/{name}/versions/1/infer",
+                            json.dumps(req).encode())
+        if status != 200 or json.loads(body).get("model_version") != "1":
+            return f"version 1: {status} {body[:200]!r}"
+        return None
+    check(f"POST /v2/models/{name}/infer answers from version 2, .../versions/1/infer from "
+          "version 1", infer_each)
+    rc, _ = ksrv.stop(load_toml("kserve/runtime.toml")["server"]["shutdown_grace_seconds"])
+    report(rc == 0, "exits 0 on SIGTERM", f"exit {rc}")
+
+
+def run_kserve_image_config(binary, tmp, servers):
+    # Why the ServingRuntime sets INFERD_CONFIG: with the image's (a runtime.toml naming
+    # models) the same argv stops at start.
+    mnt = os.path.join(tmp, "mnt-models")
+    os.makedirs(mnt)
+    shutil.copy(os.path.join(REPO, "models/house_price.onnx"), os.path.join(mnt, "model.onnx"))
+    argv, kenv, _, _ = kserve_pod(binary, tmp, mnt)
+    kenv["INFERD_CONFIG"] = os.path.join(REPO, "runtime.toml")
+    r = subprocess.run(argv, env=kenv, cwd=REPO, capture_output=True, text=True, timeout=60)
+    report(r.returncode == 2 and "[[models]]" in r.stderr,
+           "without the ServingRuntime's INFERD_CONFIG (the image's runtime.toml names models), "
+           "the same argv exits 2", f"exit {r.returncode}: {r.stderr[-300:]!r}")
 
 
 def main():
@@ -1001,6 +1164,10 @@ def main():
     run_guarded("running inferd with the Deployment's settings", run_deployment, binary)
     run_guarded(f"running inferd with {OBJECT_STORE} merged in", run_object_store, binary)
     run_guarded("running inferd as the ServingRuntime on a KServe model folder", run_kserve, binary)
+    run_guarded("running inferd as the ServingRuntime on a KServe folder of versions",
+                run_kserve_versions, binary)
+    run_guarded("running the ServingRuntime's argv with the image's INFERD_CONFIG",
+                run_kserve_image_config, binary)
     print(f"kubernetes: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

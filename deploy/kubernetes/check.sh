@@ -3,7 +3,8 @@
 #  - core kinds against Kubernetes' schemas (PyPI kubernetes-validate, pinned; strict mode);
 #  - ServiceMonitor, ServingRuntime, InferenceService against schemas/*.json;
 #  - cross-references (selectors, ports, probes vs inferd's routes, drain timing, volumes);
-#  - inferd started with the Deployment's runtime.toml/env and with a KServe model folder.
+#  - inferd started with the Deployment's runtime.toml/env, and as the ServingRuntime on KServe
+#    model folders (model.onnx + schema.json; version folders) with its settings ConfigMap.
 # Usage: deploy/kubernetes/check.sh   (INFERD_BIN picks the binary; default target/debug/inferd)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
