@@ -20,9 +20,11 @@ pub fn problems(config: &Config) -> (Vec<String>, Vec<String>) {
     let (mut problems, mut checked) = (Vec::new(), Vec::new());
     for entry in &config.models {
         let label = format!("model '{}' version '{}'", entry.name, entry.version);
-        let outcome = model::load(&env, entry, &inference).and_then(|(spec, mut sessions)| {
+        // A model named by URL is fetched (or found in the cache) and its pin checked, as at start.
+        let outcome = crate::registry::prepare(entry, config).and_then(|(local, _)| {
+            let (spec, mut sessions) = model::load(&env, &local, &inference)?;
             model::warm_up(&spec, &mut sessions)?;
-            model::check_golden(&spec, entry, &mut sessions[0])
+            model::check_golden(&spec, &local, &mut sessions[0])
         });
         match outcome {
             Ok(()) => {

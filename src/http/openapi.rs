@@ -260,7 +260,10 @@ pub fn for_config(config: &Config) -> Result<Value, LoadError> {
     let specs = config
         .models
         .iter()
-        .map(|entry| model::load(&env, entry, &inference).map(|(spec, _)| (entry, spec)))
+        .map(|entry| {
+            let (local, _) = crate::registry::prepare(entry, config)?;
+            model::load(&env, &local, &inference).map(|(spec, _)| (entry, spec))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let default = config.default_model();
     let documented: Vec<Documented<'_>> = specs
