@@ -26,6 +26,8 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider, Span, SpanData, SpanExporter, SpanProcessor};
 use opentelemetry_sdk::Resource;
 
+use super::RateLimited;
+
 /// The tracer, set once per process when tracing is on (like the service log's subscriber).
 static TRACER: OnceLock<SdkTracer> = OnceLock::new();
 
@@ -138,10 +140,7 @@ impl ServerSpan {
         let span = tracer
             .span_builder(method)
             .with_kind(SpanKind::Server)
-            .with_attributes([
-                KeyValue::new("http.request.method", method),
-                KeyValue::new("url.path", path.to_owned()),
-            ])
+            .with_attributes([KeyValue::new("http.request.method", method), KeyValue::new("url.path", path.to_owned())])
             .start_with_context(tracer, &parent);
         Some(Self { cx: parent.with_span(span) })
     }
@@ -197,11 +196,13 @@ pub struct Answer<'a> {
 
 /// A child span of the current request's, ended when dropped; nothing when tracing is off or
 /// no request span is current.
-pub struct Child(Option<Span>);
+pub struct Child(Option<Box<Span>>);
 
 impl Child {
     pub fn start(name: &'static str) -> Self {
-        Self(current().map(|(tracer, cx)| tracer.start_with_context(name, &cx)))
+        // Boxed: the span lives across awaits, and an unboxed `Option<Span>` would grow the
+        // request's future by its size whether traces are on or off.
+        Self(current().map(|(tracer, cx)| Box::new(tracer.start_with_context(name, &cx))))
     }
 
     /// A span for something already measured (the batcher's queue wait and inference).
@@ -311,12 +312,21 @@ fn export_loop<E: SpanExporter>(
 ) {
     let mut batch = Vec::with_capacity(settings.batch);
     let mut next = Instant::now() + settings.delay;
+    let failures = std::cell::RefCell::new(RateLimited::new(Duration::from_secs(10)));
     let export = |exporter: &E, batch: &mut Vec<SpanData>| -> OTelSdkResult {
         if batch.is_empty() {
             return Ok(());
         }
         let spans = std::mem::replace(batch, Vec::with_capacity(settings.batch));
-        futures::executor::block_on(exporter.export(spans))
+        let (n, result) = (spans.len(), futures::executor::block_on(exporter.export(spans)));
+        if let Err(e) = &result {
+            // The SDK's own logs are off (its `internal-logs` feature): a collector that is
+            // down is said here, at most every 10 s.
+            if let Some(suppressed) = failures.borrow_mut().check() {
+                tracing::warn!(error = %e, spans = n, suppressed, "trace spans not exported");
+            }
+        }
+        result
     };
     loop {
         let wait = next.saturating_duration_since(Instant::now()).min(TICK);
@@ -330,8 +340,8 @@ fn export_loop<E: SpanExporter>(
             }
         }
         if batch.len() >= settings.batch || Instant::now() >= next {
-            // A failed export is the exporter's to report (it logs through the SDK); the spans
-            // are not retried, so that a collector that is down cannot grow the queue.
+            // A failed export is not retried, so that a collector that is down cannot grow
+            // the queue.
             let _ = export(&exporter, &mut batch);
             next = Instant::now() + settings.delay;
         }
@@ -366,4 +376,59 @@ fn drain(
         }
     }
     result.and(export(batch))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+
+    use super::*;
+
+    /// Counts what it exports; its first export waits until the test lets it go.
+    #[derive(Debug)]
+    struct Held {
+        exported: Arc<AtomicUsize>,
+        started: Mutex<Option<mpsc::Sender<()>>>,
+        release: Mutex<Option<mpsc::Receiver<()>>>,
+    }
+
+    impl SpanExporter for Held {
+        async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
+            if let Some(started) = self.started.lock().unwrap().take() {
+                started.send(()).unwrap();
+                let release = self.release.lock().unwrap().take().unwrap();
+                release.recv().unwrap();
+            }
+            self.exported.fetch_add(batch.len(), Ordering::SeqCst);
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_full_queue_drops_and_counts_spans_without_waiting() {
+        let exported = Arc::new(AtomicUsize::new(0));
+        let (started_tx, started) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel();
+        let exporter = Held {
+            exported: exported.clone(),
+            started: Mutex::new(Some(started_tx)),
+            release: Mutex::new(Some(release_rx)),
+        };
+        let settings = BatchSettings { queue: 2, batch: 1, delay: Duration::from_secs(3600) };
+        let provider =
+            SdkTracerProvider::builder().with_span_processor(Batch::start(exporter, settings).unwrap()).build();
+        let tracer = provider.tracer("test");
+        tracer.start("first").end();
+        // The export thread is now held in its first export, with the queue empty.
+        started.recv_timeout(Duration::from_secs(10)).unwrap();
+        let before = dropped_spans();
+        for _ in 0..4 {
+            tracer.start("more").end();
+        }
+        assert_eq!(dropped_spans() - before, 2, "two queued, two dropped");
+        release.send(()).unwrap();
+        assert!(provider.shutdown_with_timeout(Duration::from_secs(10)).is_ok());
+        assert_eq!(exported.load(Ordering::SeqCst), 3, "the first and the two queued, flushed at shutdown");
+    }
 }

@@ -266,7 +266,9 @@ impl Predictor {
             let trace_id = trace::current_trace_id();
             let request = Request { id: origin.request_id, principal: origin.principal, trace_id: trace_id.as_deref() };
             // What is answered is logged: a prediction the log cannot take is not answered.
-            log.record(request, spec, &inferred, deadline.at()).await.map_err(|_| PredictError::PredictionLogUnavailable)?;
+            log.record(request, spec, &inferred, deadline.at())
+                .await
+                .map_err(|_| PredictError::PredictionLogUnavailable)?;
         }
         if let Some((shadow, rows)) = shadowed {
             let answered: Vec<Map<String, Value>> =

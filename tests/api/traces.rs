@@ -75,10 +75,8 @@ fn string(span: &Span, key: &str) -> Option<String> {
 /// Starts inferd exporting to `endpoint`, with `env` besides. The batch delay is long, so that
 /// spans leave only when the shutdown flushes them.
 fn serve(endpoint: &str, env: &[(&str, &str)]) -> Server {
-    let mut vars: Vec<(&str, &OsStr)> = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT", OsStr::new(endpoint)),
-        ("OTEL_BSP_SCHEDULE_DELAY", OsStr::new("600000")),
-    ];
+    let mut vars: Vec<(&str, &OsStr)> =
+        vec![("OTEL_EXPORTER_OTLP_ENDPOINT", OsStr::new(endpoint)), ("OTEL_BSP_SCHEDULE_DELAY", OsStr::new("600000"))];
     vars.extend(env.iter().map(|(k, v)| (*k, OsStr::new(*v))));
     start_with(&[], &vars)
 }
