@@ -86,8 +86,10 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let id: Arc<str> = id_header.to_str().unwrap_or_default().into();
     let shape = request.extensions().get::<MatchedPath>().map_or(Shape::Json, |route| shape_of(route.as_str()));
     let scope = RequestScope::new(method, request.uri().clone(), id_header.clone());
-    // Off (the default), tracing costs this one check: no span, no header parsed.
+    // Off (the default), tracing costs this one check: no span, no header parsed. On, probes
+    // and scrapes from untraced watchers (every few seconds) make no trace either.
     let span = match trace::enabled() {
+        true if PROBE_ROUTES.contains(&scope.path()) && !request.headers().contains_key("traceparent") => None,
         true => ServerSpan::start(method, scope.path(), request.headers()),
         false => None,
     };

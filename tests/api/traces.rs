@@ -116,6 +116,8 @@ async fn a_request_is_a_server_span_in_the_callers_trace_with_its_steps() {
     let (endpoint, spans) = receiver().await;
     let server = serve(&endpoint, &[]);
     predict(&server, "traced", Some(&format!("00-{TRACE_ID}-{PARENT_ID}-01"))).await;
+    let probe = reqwest::get(format!("{}/health", server.base)).await.unwrap();
+    assert_eq!(probe.status(), 200);
     // Exported at shutdown, within the grace period: the batch delay has not come round.
     let (logs, predictions) = stop(server);
     let spans: Vec<Exported> = spans.try_iter().collect();
@@ -129,6 +131,7 @@ async fn a_request_is_a_server_span_in_the_callers_trace_with_its_steps() {
     assert_eq!(server_span.service, "inferd");
     let span = &server_span.span;
     assert_eq!(span.name, "POST /predict");
+    assert!(names.iter().all(|n| !n.contains("/health")), "an untraced probe makes no span: {names:?}");
     assert_eq!(span.trace_id, trace_id, "the caller's trace");
     assert_eq!(span.parent_span_id, hex::decode(PARENT_ID).unwrap(), "a child of the caller's span");
     assert_eq!(span.trace_state, "vendor=opaque");
