@@ -29,6 +29,9 @@ fn main() -> ExitCode {
 /// How long the exit waits for the service log to be flushed, within the grace period (see
 /// `startup::EXIT_RESERVE`).
 const LOG_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+/// How long the exit waits for the trace spans still queued to be exported, within the same
+/// reserve and before the log's flush.
+const TRACE_FLUSH_WAIT: std::time::Duration = std::time::Duration::from_millis(400);
 
 async fn run() -> ExitCode {
     let (args, serve) = match Cli::parse().into_command() {
@@ -74,7 +77,14 @@ async fn run() -> ExitCode {
     }
     let open_files = inferd::startup::raise_open_files_limit();
     let logging = inferd::telemetry::init(&config.logging);
-    tracing::info!(open_files_limit = open_files, "starting");
+    let traces = match inferd::observe::trace::init() {
+        Ok(traces) => traces,
+        Err(e) => {
+            eprintln!("inferd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    tracing::info!(open_files_limit = open_files, traces = traces.is_some(), "starting");
     // Before the models load, so that a SIGHUP or SIGTERM during loading is handled too.
     let signal = shutdown_signal();
     let result = match Application::build(config).await {
@@ -89,6 +99,12 @@ async fn run() -> ExitCode {
             ExitCode::from(e.exit_code())
         }
     };
+    // Before the log's flush, so that what the exporter says about a failure is in the log.
+    if let Some(traces) = traces {
+        if !traces.finish(TRACE_FLUSH_WAIT) {
+            tracing::warn!(wait_ms = TRACE_FLUSH_WAIT.as_millis() as u64, "trace spans not exported before exit");
+        }
+    }
     if let Some(logging) = logging {
         logging.finish(LOG_FLUSH_WAIT);
     }

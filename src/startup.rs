@@ -325,6 +325,9 @@ async fn watch_logs(state: AppState) {
         for (log, total) in crate::telemetry::dropped_lines() {
             state.metrics().log_lines_dropped(log, total);
         }
+        if crate::observe::trace::enabled() {
+            state.metrics().trace_spans_dropped(crate::observe::trace::dropped_spans());
+        }
         let Some(log) = state.prediction_log() else { continue };
         let check = log.watch();
         state.metrics().prediction_log_stalled(check.stalled, check.changed);

@@ -10,12 +10,14 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
+use opentelemetry::context::FutureExt as _;
 use tower_http::request_id::RequestId;
 
 use super::error::Shape;
 use super::{usable_request_id, AppState, REQUEST_ID};
 use crate::auth::Caller;
 use crate::observe::access::AccessLine;
+use crate::observe::trace::{self, ServerSpan};
 use crate::observe::{millis, RequestScope};
 use crate::service::ServedBy;
 
@@ -84,7 +86,17 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let id: Arc<str> = id_header.to_str().unwrap_or_default().into();
     let shape = request.extensions().get::<MatchedPath>().map_or(Shape::Json, |route| shape_of(route.as_str()));
     let scope = RequestScope::new(method, request.uri().clone(), id_header.clone());
-    let mut response = scope.clone().run(next.run(request)).await;
+    // Off (the default), tracing costs this one check: no span, no header parsed. On, probes
+    // and scrapes from untraced watchers (every few seconds) make no trace either.
+    let span = match trace::enabled() {
+        true if PROBE_ROUTES.contains(&scope.path()) && !request.headers().contains_key("traceparent") => None,
+        true => ServerSpan::start(method, scope.path(), request.headers()),
+        false => None,
+    };
+    let mut response = match &span {
+        Some(span) => scope.clone().run(next.run(request).with_context(span.context())).await,
+        None => scope.clone().run(next.run(request)).await,
+    };
     super::error::stamp(&mut response, &id, shape);
     response.headers_mut().insert(REQUEST_ID, id_header);
     let elapsed = started.elapsed();
@@ -100,9 +112,15 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let (model, version, rows) = served
         .map_or((None, None, None), |s| (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows)));
     let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
+    let status = status.as_u16();
+    let trace_id = span.as_ref().and_then(ServerSpan::trace_id);
+    if let Some(span) = span {
+        span.end(trace::Answer { method, route, status, model, version, rows });
+    }
     if !quiet {
-        let status = status.as_u16();
-        AccessLine { scope: &scope, route, status, latency_ms, model, version, rows, principal, auth }.write();
+        let trace_id = trace_id.as_deref();
+        AccessLine { scope: &scope, route, status, latency_ms, model, version, rows, principal, auth, trace_id }
+            .write();
     }
     response
 }

@@ -33,6 +33,8 @@ pub struct AccessLine<'a> {
     pub rows: Option<usize>,
     pub principal: Option<&'a str>,
     pub auth: Option<&'static str>,
+    /// The request's trace id, when traces are on (see [`super::trace`]).
+    pub trace_id: Option<&'a str>,
 }
 
 struct Sink {
@@ -102,7 +104,9 @@ impl AccessLine<'_> {
             out.extend_from_slice(br#","rows":"#);
             uint(out, rows as u64);
         }
-        for (key, value) in [(r#","principal":"#, self.principal), (r#","auth":"#, self.auth)] {
+        for (key, value) in
+            [(r#","principal":"#, self.principal), (r#","auth":"#, self.auth), (r#","trace_id":"#, self.trace_id)]
+        {
             if let Some(value) = value {
                 out.extend_from_slice(key.as_bytes());
                 json_str(out, value);
@@ -132,7 +136,7 @@ impl AccessLine<'_> {
         if let Some(rows) = self.rows {
             let _ = write!(out, " rows={rows}");
         }
-        for (key, value) in [("principal", self.principal), ("auth", self.auth)] {
+        for (key, value) in [("principal", self.principal), ("auth", self.auth), ("trace_id", self.trace_id)] {
             if let Some(value) = value {
                 let _ = write!(out, " {key}={value:?}");
             }
@@ -169,6 +173,7 @@ mod tests {
             rows: Some(1),
             principal: None,
             auth: None,
+            trace_id: None,
         }
     }
 
@@ -196,10 +201,11 @@ mod tests {
             rows: None,
             principal: Some("app \"ops\""),
             auth: Some("key"),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736"),
             ..line(&scope)
         };
         let text = json(&unmatched);
-        let tail = r#""status":404,"latency_ms":0.0,"principal":"app \"ops\"","auth":"key"}"#;
+        let tail = r#""status":404,"latency_ms":0.0,"principal":"app \"ops\"","auth":"key","trace_id":"4bf92f3577b34da6a3ce929d0e0e4736"}"#;
         assert!(text.ends_with(&format!("{tail}\n")), "{text}");
         let value: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(value["principal"], "app \"ops\"");

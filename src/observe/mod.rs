@@ -10,6 +10,7 @@ mod http;
 mod model;
 mod ratelimit;
 pub mod scope;
+pub mod trace;
 
 use std::sync::Arc;
 
@@ -44,6 +45,7 @@ pub const PREDICTION_LOG_SPOOL_BYTES: &str = "inferd_prediction_log_spool_bytes"
 pub const PREDICTION_LOG_UPLOADS_TOTAL: &str = "inferd_prediction_log_uploads_total";
 pub const MODEL_FETCHED_BYTES_TOTAL: &str = "inferd_model_fetched_bytes_total";
 pub const LOG_LINES_DROPPED_TOTAL: &str = "inferd_log_lines_dropped_total";
+pub const TRACE_SPANS_DROPPED_TOTAL: &str = "inferd_trace_spans_dropped_total";
 pub const AUTH_FAILURES_TOTAL: &str = "inferd_auth_failures_total";
 pub const MODEL_LOADS_TOTAL: &str = "inferd_model_loads_total";
 pub const RELOADS_TOTAL: &str = "inferd_reloads_total";
@@ -146,6 +148,12 @@ impl Metrics {
     /// kept by the log writers.
     pub fn log_lines_dropped(&self, log: &'static str, total: u64) {
         self.with(|| counter!(LOG_LINES_DROPPED_TOTAL, "log" => log).absolute(total));
+    }
+
+    /// Trace spans dropped so far because the export queue was full: a process-wide total,
+    /// kept by the trace exporter (see [`trace::dropped_spans`]).
+    pub fn trace_spans_dropped(&self, total: u64) {
+        self.with(|| counter!(TRACE_SPANS_DROPPED_TOTAL).absolute(total));
     }
 
     /// The prediction log's writer is stalled or not; `changed` counts a new stall.
@@ -302,5 +310,10 @@ fn describe() {
         LOG_LINES_DROPPED_TOTAL,
         Unit::Count,
         "Service log lines dropped because stdout was not read fast enough, by log (access, service)."
+    );
+    describe_counter!(
+        TRACE_SPANS_DROPPED_TOTAL,
+        Unit::Count,
+        "Trace spans dropped because the OTLP export queue was full (tracing on only)."
     );
 }

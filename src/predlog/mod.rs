@@ -43,12 +43,25 @@ use crate::observe::{Metrics, PREDICTION_LOG_DROPPED_TOTAL, PREDICTION_LOG_LINES
 use crate::tensor::rows::Slice;
 
 pub use crate::model::views::REDACTED;
+/// The request a prediction answered, as its log lines say.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// `x-request-id`, or the id generated for the request.
+    pub id: &'a str,
+    /// The principal access control accepted, when it is on.
+    pub principal: Option<&'a Arc<str>>,
+    /// The request's trace id (32 hex digits), when traces are on.
+    pub trace_id: Option<&'a str>,
+}
+
 /// One request's predictions, on their way to the writer.
 struct Record {
     at: SystemTime,
     request_id: String,
     /// Who asked, when access control is on.
     principal: Option<Arc<str>>,
+    /// The request's trace id, when traces are on.
+    trace_id: Option<String>,
     spec: Arc<ModelSpec>,
     /// The request's slices of the batches it ran in (shared, not copied), with how each ran.
     slices: Vec<(Slice, Part)>,
@@ -147,8 +160,7 @@ impl PredictionLog {
     /// until `deadline` at most (at once when the writer is stalled); lossy, it drops them.
     pub async fn record(
         &self,
-        request_id: &str,
-        principal: Option<&Arc<str>>,
+        request: Request<'_>,
         spec: &Arc<ModelSpec>,
         inferred: &Inferred,
         deadline: Instant,
@@ -172,8 +184,9 @@ impl PredictionLog {
         };
         let record = Message::Record(Record {
             at: SystemTime::now(),
-            request_id: request_id.to_owned(),
-            principal: principal.cloned(),
+            request_id: request.id.to_owned(),
+            principal: request.principal.cloned(),
+            trace_id: request.trace_id.map(str::to_owned),
             spec: spec.clone(),
             slices: inferred.slices.iter().cloned().zip(inferred.parts.iter().copied()).collect(),
             sampled,

@@ -206,8 +206,9 @@ impl Writer {
     }
 
     /// The fields every line of `record` shares, written once into `head`. The line's fields
-    /// and their order: `ts`, `request_id`, `principal` (when known), `model`, `version`,
-    /// `instance`, `inputs`, `outputs`, `batch_size`, `queue_ms`, `inference_ms`.
+    /// and their order: `ts`, `request_id`, `principal` (when known), `trace_id` (when traced),
+    /// `model`, `version`, `instance`, `inputs`, `outputs`, `batch_size`, `queue_ms`,
+    /// `inference_ms`.
     fn start_record(&mut self, record: &Record) {
         let head = &mut self.head;
         head.clear();
@@ -219,6 +220,10 @@ impl Writer {
         if let Some(principal) = &record.principal {
             head.extend_from_slice(br#","principal":"#);
             json_str(head, principal);
+        }
+        if let Some(trace_id) = &record.trace_id {
+            head.extend_from_slice(br#","trace_id":"#);
+            json_str(head, trace_id);
         }
         head.extend_from_slice(br#","model":"#);
         json_str(head, &record.spec.name);

@@ -13,7 +13,7 @@ mod shadow;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 pub use crate::registry::Target;
 pub use deadline::Deadline;
@@ -25,8 +25,8 @@ use crate::decode::{self, DecodeError};
 use crate::error::clip_chars;
 use crate::model::views::row_outputs_json;
 use crate::model::ModelSpec;
-use crate::observe::{millis, Metrics, Outcome, RateLimited};
-use crate::predlog::PredictionLog;
+use crate::observe::{millis, trace, Metrics, Outcome, RateLimited};
+use crate::predlog::{PredictionLog, Request};
 use crate::registry::{Current, Route};
 use crate::tensor::rows::Rows;
 use serde_json::{Map, Value};
@@ -204,9 +204,12 @@ impl Predictor {
     ) -> (usize, Result<Inferred, PredictError>) {
         let batcher = route.batcher();
         let spec = batcher.spec();
+        let mut receiving = trace::Child::start("receive");
         if let Err(e) = input.receive(deadline).await {
+            receiving.fail(|| e.to_string());
             return (0, Err(e.into()));
         }
+        drop(receiving);
         if batcher.crowded() {
             if let Some(n) = input.count() {
                 if let Err(e) = batcher.has_room(n) {
@@ -214,10 +217,15 @@ impl Predictor {
                 }
             }
         }
+        let mut decoding = trace::Child::start("decode");
         let decoded = match input.decode(decode::Model::of(spec), self.0.max_rows) {
             Ok(decoded) => decoded,
-            Err(e) => return (0, Err(e.into())),
+            Err(e) => {
+                decoding.fail(|| e.to_string());
+                return (0, Err(e.into()));
+            }
         };
+        drop(decoding);
         if let Some(timeout) = decoded.timeout {
             deadline = deadline.shorten(timeout);
         }
@@ -244,10 +252,21 @@ impl Predictor {
         let admission = batcher.admit(n).map_err(fail)?;
         let shadowed =
             route.shadow.as_ref().filter(|s| fastrand::f64() < s.sample_rate).map(|s| (s.clone(), rows.clone()));
+        let admitted = trace::enabled().then(SystemTime::now);
         let inferred = admission.infer(rows, deadline.at()).await.map_err(fail)?;
+        if let Some(admitted) = admitted {
+            // Measured by the batcher: the longest wait of the request's jobs, then their
+            // inference time, summed.
+            let queued = admitted + inferred.queue();
+            trace::Child::between("queue", admitted, queued);
+            trace::Child::between("inference", queued, queued + inferred.inference());
+        }
         if let Some(log) = &self.0.log {
+            let _logging = trace::Child::start("prediction_log");
+            let trace_id = trace::current_trace_id();
+            let request = Request { id: origin.request_id, principal: origin.principal, trace_id: trace_id.as_deref() };
             // What is answered is logged: a prediction the log cannot take is not answered.
-            log.record(origin.request_id, origin.principal, spec, &inferred, deadline.at())
+            log.record(request, spec, &inferred, deadline.at())
                 .await
                 .map_err(|_| PredictError::PredictionLogUnavailable)?;
         }

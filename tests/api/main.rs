@@ -32,4 +32,5 @@ mod rollout;
 mod schema_command;
 mod shapes;
 mod sinks;
+mod traces;
 mod v1;

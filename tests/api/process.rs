@@ -53,7 +53,7 @@ pub(crate) struct Server {
     pub child: Child,
     pub base: String,
     pub logs: std::sync::mpsc::Receiver<Value>,
-    prediction_log: tempfile::TempDir,
+    pub prediction_log: tempfile::TempDir,
 }
 
 /// Starts the binary on an ephemeral port and waits for its "ready" log line.
