@@ -1,0 +1,130 @@
+//! The Open Inference Protocol over gRPC on the HTTP port: HTTP/1.1 and HTTP/2 cleartext (by
+//! prior knowledge, as gRPC clients connect) on the same listener, gRPC told apart by its
+//! content type. NVIDIA's tritonclient.grpc drives the service itself (`tritonclient_grpc`).
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http2;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use inferd::grpc::proto;
+use prost::Message;
+
+use crate::helpers::TestApp;
+
+/// An HTTP/2 connection opened by prior knowledge.
+async fn h2(app: &TestApp) -> http2::SendRequest<Full<Bytes>> {
+    let addr = app.base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let (sender, connection) =
+        http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2c handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// A unary gRPC call: the answer's message bytes (without the frame) and its `grpc-status`.
+async fn unary(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    message: &impl Message,
+) -> (Vec<u8>, String, String) {
+    let body = message.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend((body.len() as u32).to_be_bytes());
+    framed.extend(body);
+    let request = Request::post(format!("http://localhost/inference.GRPCInferenceService/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed)))
+        .unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.status(), 200, "gRPC answers 200, its status in the trailers");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("body");
+    let status_of = |map: &hyper::HeaderMap| {
+        map.get("grpc-status").map(|v| (v.to_str().unwrap().to_owned(), map.get("grpc-message").map(|m| m.to_str().unwrap().to_owned()).unwrap_or_default()))
+    };
+    // A call that fails before any message is "trailers only": its status is in the headers.
+    let (status, message) =
+        status_of(&parts.headers).or_else(|| collected.trailers().and_then(status_of)).expect("a grpc-status");
+    let bytes = collected.to_bytes();
+    let payload = if bytes.len() >= 5 { bytes[5..].to_vec() } else { vec![] };
+    (payload, status, message)
+}
+
+#[tokio::test]
+async fn http1_and_h2c_share_the_port() {
+    let app = TestApp::spawn().await;
+    // HTTP/1.1, as before.
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.version(), reqwest::Version::HTTP_11);
+
+    // REST over HTTP/2 by prior knowledge, then gRPC on the same connection.
+    let mut sender = h2(&app).await;
+    let request = Request::get("http://localhost/v2/health/live").body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"live":true}"#);
+
+    let (live, status, _) = unary(&mut sender, "ServerLive", &proto::ServerLiveRequest {}).await;
+    assert_eq!(status, "0");
+    assert!(proto::ServerLiveResponse::decode(&live[..]).unwrap().live);
+    let (ready, status, _) = unary(&mut sender, "ServerReady", &proto::ServerReadyRequest {}).await;
+    assert_eq!(status, "0");
+    assert!(proto::ServerReadyResponse::decode(&ready[..]).unwrap().ready);
+
+    let unknown = proto::ModelMetadataRequest { name: "no_such_model".into(), version: String::new() };
+    let (_, status, message) = unary(&mut sender, "ModelMetadata", &unknown).await;
+    assert_eq!(status, "5", "NOT_FOUND: {message}");
+    assert!(message.contains("no_such_model"), "{message}");
+
+    // And HTTP/1.1 still works alongside the open HTTP/2 connection.
+    let health = app.client.get(app.url("/v2/health/ready")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_grpc_message_over_the_body_limit_is_refused_before_it_is_read() {
+    let mut config = crate::helpers::test_config();
+    config.server.body_limit_bytes = 1024;
+    config.server.max_body_bytes_in_flight = 1024;
+    let app = TestApp::spawn_with(config).await;
+    let mut sender = h2(&app).await;
+    let request = proto::ModelInferRequest {
+        model_name: "house_price_linear".into(),
+        raw_input_contents: vec![vec![0u8; 4096]],
+        ..Default::default()
+    };
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &request).await;
+    // tonic refuses it from the length prefix, before reading it, with its own status
+    // (OUT_OF_RANGE; grpc-go and gRPC C++ say RESOURCE_EXHAUSTED).
+    assert_eq!(status, "11", "OUT_OF_RANGE: {message}");
+    assert!(message.contains("1024"), "names the limit: {message}");
+    app.stop().await;
+}
+
+#[cfg(feature = "external-tools")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_grpc_works_unchanged() {
+    use crate::helpers::repo;
+    let python = repo().join(".venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/test.sh", python.display());
+    let app = TestApp::spawn().await;
+    let host = app.base.trim_start_matches("http://").to_owned();
+    let script = repo().join("tests/oip/triton_grpc_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).arg(script).arg(host).arg(repo()).output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tritonclient.grpc checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("checks ok"), "{stdout}");
+    app.stop().await;
+}
