@@ -395,7 +395,12 @@ impl Future for Connection {
 /// Serves `connection` until it ends; once the server stops, lets it finish what it was sent
 /// and closes it. With `idle`, it is also closed (gracefully) once its client has sent
 /// nothing for that long.
-async fn run(mut connection: Connection, activity: &Activity, stopping: &mut watch::Receiver<bool>, idle: Option<Duration>) {
+async fn run(
+    mut connection: Connection,
+    activity: &Activity,
+    stopping: &mut watch::Receiver<bool>,
+    idle: Option<Duration>,
+) {
     let idle_out = async {
         let Some(idle) = idle else { return std::future::pending().await };
         loop {

@@ -186,7 +186,10 @@ mod tests {
     #[test]
     fn typed_contents_are_written_as_raw_contents_would_be() {
         let fp32 = InferTensorContents { fp32_contents: vec![1.5, -2.0], ..Default::default() };
-        assert_eq!(typed_bytes(&input("FP32", fp32)).unwrap(), [1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat());
+        assert_eq!(
+            typed_bytes(&input("FP32", fp32)).unwrap(),
+            [1.5f32.to_le_bytes(), (-2.0f32).to_le_bytes()].concat()
+        );
         let bytes = InferTensorContents { bytes_contents: vec![b"ab".to_vec()], ..Default::default() };
         assert_eq!(typed_bytes(&input("BYTES", bytes)).unwrap(), [&2u32.to_le_bytes()[..], b"ab"].concat());
         let wide = InferTensorContents { int_contents: vec![300], ..Default::default() };

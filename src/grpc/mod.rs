@@ -16,9 +16,9 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
 use axum::response::Response;
 use axum::Router;
 use tonic::Status;
-use tracing::Instrument;
 use tower::ServiceExt;
 use tower_http::request_id::RequestId;
+use tracing::Instrument;
 
 use crate::auth::{Caller, Scope};
 use crate::http::call::{id_of, PIN_VERSION};
@@ -72,12 +72,10 @@ struct Started(Instant);
 /// response's metadata), access control, then the service.
 async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response {
     let started = Started(Instant::now());
-    let id = request
-        .headers()
-        .get(REQUEST_ID)
-        .filter(|id| usable_request_id(id))
-        .cloned()
-        .unwrap_or_else(|| HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value"));
+    let id =
+        request.headers().get(REQUEST_ID).filter(|id| usable_request_id(id)).cloned().unwrap_or_else(|| {
+            HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value")
+        });
     let span = tracing::info_span!(
         "grpc",
         method = %request.uri().path(),
@@ -179,7 +177,10 @@ impl GrpcInferenceService for Inference {
         Ok(tonic::Response::new(proto::ServerReadyResponse { ready }))
     }
 
-    async fn model_ready(&self, request: tonic::Request<proto::ModelReadyRequest>) -> Answer<proto::ModelReadyResponse> {
+    async fn model_ready(
+        &self,
+        request: tonic::Request<proto::ModelReadyRequest>,
+    ) -> Answer<proto::ModelReadyResponse> {
         let request = request.into_inner();
         let ready = (|| -> Result<bool, Failed> {
             let registry = self.state.registry()?;
@@ -225,7 +226,10 @@ impl GrpcInferenceService for Inference {
         }))
     }
 
-    async fn model_infer(&self, request: tonic::Request<proto::ModelInferRequest>) -> Answer<proto::ModelInferResponse> {
+    async fn model_infer(
+        &self,
+        request: tonic::Request<proto::ModelInferRequest>,
+    ) -> Answer<proto::ModelInferResponse> {
         let deadline = self.deadline(&request)?;
         let request_id = request.extensions().get::<RequestId>().cloned();
         let caller = request.extensions().get::<Caller>().cloned();
@@ -246,8 +250,7 @@ impl GrpcInferenceService for Inference {
             Served::Routed { result: Err(e), .. } => return Err(Failed::from(e).0),
             Served::Routed { by, result: Ok(answered) } => (by, answered),
         };
-        let mut response =
-            tonic::Response::new(infer::answer(&by.spec, &answered.input.0, &answered.inferred));
+        let mut response = tonic::Response::new(infer::answer(&by.spec, &answered.input.0, &answered.inferred));
         if let Ok(version) = by.spec.version.parse() {
             response.metadata_mut().insert("x-inferd-version", version);
         }

@@ -42,7 +42,12 @@ async fn unary(
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.expect("body");
     let status_of = |map: &hyper::HeaderMap| {
-        map.get("grpc-status").map(|v| (v.to_str().unwrap().to_owned(), map.get("grpc-message").map(|m| m.to_str().unwrap().to_owned()).unwrap_or_default()))
+        map.get("grpc-status").map(|v| {
+            (
+                v.to_str().unwrap().to_owned(),
+                map.get("grpc-message").map(|m| m.to_str().unwrap().to_owned()).unwrap_or_default(),
+            )
+        })
     };
     // A call that fails before any message is "trailers only": its status is in the headers.
     let (status, message) =
