@@ -393,7 +393,7 @@ impl Future for Connection {
 }
 
 /// Serves `connection` until it ends; once the server stops, lets it finish what it was sent
-/// and closes it. With `idle`, it is also closed (gracefully) once its client has sent
+/// and closes it (HTTP/1.1 once its client is quiet, HTTP/2 at once with GOAWAY). With `idle`, it is also closed (gracefully) once its client has sent
 /// nothing for that long.
 async fn run(
     mut connection: Connection,
@@ -419,7 +419,11 @@ async fn run(
         }
         () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
             let stopped = tokio::time::Instant::now();
-            let finished = loop {
+            // HTTP/2's GOAWAY (hyper sends it twice, a round trip apart) tells the client which
+            // of its calls will be answered, so nothing is lost by sending it at once; waiting
+            // for a quiet moment would wait for ever on a busy connection.
+            let http1 = matches!(connection, Connection::Http1(_));
+            let finished = http1 && loop {
                 let settled = match activity.quiet_for() {
                     Some(quiet) => quiet >= QUIET_BEFORE_CLOSE,
                     None => stopped.elapsed() >= FIRST_REQUEST_GRACE,

@@ -2,18 +2,24 @@
 //! prior knowledge, as gRPC clients connect) on the same listener, gRPC told apart by its
 //! content type. NVIDIA's tritonclient.grpc drives the service itself (`tritonclient_grpc`).
 
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
 use hyper::client::conn::http2;
 use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use inferd::grpc::proto;
 use prost::Message;
 
-use crate::helpers::TestApp;
+use crate::helpers::{eventually, TestApp};
 
 /// An HTTP/2 connection opened by prior knowledge.
-async fn h2(app: &TestApp) -> http2::SendRequest<Full<Bytes>> {
+async fn h2<B>(app: &TestApp) -> http2::SendRequest<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let addr = app.base.trim_start_matches("http://");
     let stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
     let (sender, connection) =
@@ -28,16 +34,30 @@ async fn unary(
     method: &str,
     message: &impl Message,
 ) -> (Vec<u8>, String, String) {
+    let request = call_of(method, Full::new(Bytes::from(framed(message))));
+    let response = sender.send_request(request).await.expect("answered");
+    answer_of(response).await
+}
+
+/// A message as gRPC frames it: uncompressed, its length, its bytes.
+fn framed(message: &impl Message) -> Vec<u8> {
     let body = message.encode_to_vec();
     let mut framed = vec![0u8];
     framed.extend((body.len() as u32).to_be_bytes());
     framed.extend(body);
-    let request = Request::post(format!("http://localhost/inference.GRPCInferenceService/{method}"))
+    framed
+}
+
+fn call_of<B>(method: &str, body: B) -> Request<B> {
+    Request::post(format!("http://localhost/inference.GRPCInferenceService/{method}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
-        .body(Full::new(Bytes::from(framed)))
-        .unwrap();
-    let response = sender.send_request(request).await.expect("answered");
+        .body(body)
+        .unwrap()
+}
+
+/// The answer's message bytes (without the frame), its `grpc-status` and `grpc-message`.
+async fn answer_of(response: hyper::Response<hyper::body::Incoming>) -> (Vec<u8>, String, String) {
     assert_eq!(response.status(), 200, "gRPC answers 200, its status in the trailers");
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.expect("body");
@@ -90,6 +110,52 @@ async fn http1_and_h2c_share_the_port() {
     let health = app.client.get(app.url("/v2/health/ready")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     app.stop().await;
+}
+
+/// One row for `house_price_linear`, raw, as tritonclient.grpc sends it.
+fn linear_row() -> proto::ModelInferRequest {
+    let features: Vec<u8> = [5850f32, 3.0, 1.0, 2.0, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    proto::ModelInferRequest {
+        model_name: "house_price_linear".into(),
+        inputs: vec![proto::model_infer_request::InferInputTensor {
+            name: "features".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 5],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![features],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn at_shutdown_an_http2_connection_gets_goaway_and_its_call_in_progress_finishes() {
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    // A call whose message is still arriving when the server stops.
+    let message = framed(&linear_row());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let body = StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
+    })))
+    .boxed();
+    tx.send(Bytes::copy_from_slice(&message[..10])).await.unwrap();
+    let call = tokio::spawn(sender.send_request(call_of("ModelInfer", body)));
+    let stopped = tokio::spawn(app.stop());
+    // Once the server has sent GOAWAY, a new call on the connection is refused.
+    eventually(Duration::from_secs(5), "GOAWAY: the connection takes no new calls", async || {
+        let live = call_of("ServerLive", Full::new(Bytes::from(framed(&proto::ServerLiveRequest {}))).boxed());
+        sender.send_request(live).await.is_err()
+    })
+    .await;
+    tx.send(Bytes::copy_from_slice(&message[10..])).await.unwrap();
+    drop(tx);
+    let response = call.await.unwrap().expect("the call in progress is answered");
+    let (answer, status, message) = answer_of(response).await;
+    assert_eq!(status, "0", "{message}");
+    let answer = proto::ModelInferResponse::decode(&answer[..]).unwrap();
+    assert_eq!(answer.raw_output_contents.len(), 1);
+    stopped.await.unwrap();
 }
 
 #[tokio::test]
