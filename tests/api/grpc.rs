@@ -34,7 +34,33 @@ async fn unary(
     method: &str,
     message: &impl Message,
 ) -> (Vec<u8>, String, String) {
-    let request = call_of(method, Full::new(Bytes::from(framed(message))));
+    unary_with(sender, method, message, None).await
+}
+
+/// [`unary`] with an `x-api-key`.
+async fn unary_with(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    message: &impl Message,
+    api_key: Option<&str>,
+) -> (Vec<u8>, String, String) {
+    let metadata: Vec<(&str, &str)> = api_key.map(|key| ("x-api-key", key)).into_iter().collect();
+    unary_metadata(sender, method, message, &metadata).await
+}
+
+/// [`unary`] with metadata.
+async fn unary_metadata(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    message: &impl Message,
+    metadata: &[(&str, &str)],
+) -> (Vec<u8>, String, String) {
+    let mut request = call_of(method, Full::new(Bytes::from(framed(message))));
+    for (name, value) in metadata {
+        request
+            .headers_mut()
+            .insert(hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+    }
     let response = sender.send_request(request).await.expect("answered");
     answer_of(response).await
 }
@@ -156,6 +182,59 @@ async fn at_shutdown_an_http2_connection_gets_goaway_and_its_call_in_progress_fi
     let answer = proto::ModelInferResponse::decode(&answer[..]).unwrap();
     assert_eq!(answer.raw_output_contents.len(), 1);
     stopped.await.unwrap();
+}
+
+#[tokio::test]
+async fn grpc_timeout_shortens_the_deadline_and_errors_get_their_codes() {
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    let (_, status, message) =
+        unary_metadata(&mut sender, "ModelInfer", &linear_row(), &[("grpc-timeout", "1n")]).await;
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+    let (_, status, message) =
+        unary_metadata(&mut sender, "ModelInfer", &linear_row(), &[("grpc-timeout", "soon")]).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    let mut narrow = linear_row();
+    narrow.inputs[0].shape = vec![1, 4];
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &narrow).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    let mut unknown = linear_row();
+    unknown.model_name = "no_such_model".into();
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &unknown).await;
+    assert_eq!(status, "5", "NOT_FOUND: {message}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn access_control_checks_the_same_scopes_as_rest() {
+    use inferd::config::ApiKeyConfig;
+    use sha2::Digest;
+    let key = |name: &str, secret: &str, scopes: &[&str]| ApiKeyConfig {
+        name: name.into(),
+        sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        rate_limit: None,
+    };
+    let mut config = crate::helpers::test_config();
+    config.auth.api_keys.push(key("reader", "inferd_test_reader_key_0123456789", &["read"]));
+    config.auth.api_keys.push(key("predictor", "inferd_test_predictor_key_0123456789", &["predict"]));
+    let app = TestApp::spawn_with(config).await;
+    let mut sender = h2(&app).await;
+    let (_, status, _) = unary(&mut sender, "ServerLive", &proto::ServerLiveRequest {}).await;
+    assert_eq!(status, "0", "liveness is open, as /v2/health/live");
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "16", "UNAUTHENTICATED without a key: {message}");
+    let reader = Some("inferd_test_reader_key_0123456789");
+    let (_, status, message) = unary_with(&mut sender, "ModelInfer", &linear_row(), reader).await;
+    assert_eq!(status, "7", "PERMISSION_DENIED without the predict scope: {message}");
+    let metadata = proto::ModelMetadataRequest { name: "house_price_linear".into(), version: String::new() };
+    let (_, status, message) = unary_with(&mut sender, "ModelMetadata", &metadata, reader).await;
+    assert_eq!(status, "0", "read scope reads metadata: {message}");
+    let predictor = Some("inferd_test_predictor_key_0123456789");
+    let (answer, status, message) = unary_with(&mut sender, "ModelInfer", &linear_row(), predictor).await;
+    assert_eq!(status, "0", "{message}");
+    assert_eq!(proto::ModelInferResponse::decode(&answer[..]).unwrap().outputs[0].shape, vec![1, 1]);
+    app.stop().await;
 }
 
 #[tokio::test]
