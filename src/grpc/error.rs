@@ -66,6 +66,30 @@ impl From<RouteError> for Failed {
     }
 }
 
+/// gRPC's name for a status code (as `grpc-status` carries it), for the metrics' `code` label.
+pub fn code_name(code: u16) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    NAMES.get(usize::from(code)).copied().unwrap_or("UNKNOWN")
+}
+
 /// A status made by [`status`], so that `?` on any of the service's errors goes through the
 /// table.
 pub struct Failed(pub Status);
@@ -86,5 +110,8 @@ mod tests {
         let internal = status(ApiError::Internal("secret cause".into()));
         assert_eq!(internal.code(), Code::Internal);
         assert!(!internal.message().contains("secret"), "{}", internal.message());
+        assert_eq!(code_name(Code::NotFound as u16), "NOT_FOUND");
+        assert_eq!(code_name(Code::Unauthenticated as u16), "UNAUTHENTICATED");
+        assert_eq!(code_name(99), "UNKNOWN");
     }
 }

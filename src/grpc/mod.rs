@@ -18,13 +18,15 @@ use axum::Router;
 use tonic::Status;
 use tower::ServiceExt;
 use tower_http::request_id::RequestId;
-use tracing::Instrument;
 
 use crate::auth::{Caller, Scope};
 use crate::http::call::{id_of, PIN_VERSION};
+use crate::http::track::method_label;
 use crate::http::v2::model_metadata;
 use crate::http::{authorize, usable_request_id, AppState, REQUEST_ID};
-use crate::service::{Deadline, Origin, Served, Target};
+use crate::observe::access::AccessLine;
+use crate::observe::{millis, RequestScope};
+use crate::service::{Deadline, Origin, Served, ServedBy, Target};
 use error::Failed;
 
 /// The code build.rs generated from proto/grpc_predict_v2.proto.
@@ -68,32 +70,63 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 #[derive(Clone, Copy)]
 struct Started(Instant);
 
+/// The service's methods, for the metrics' `method` label and the access log's route.
+const METHODS: [&str; 6] = ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"];
+
 /// One gRPC call: its id (the client's `x-request-id` if usable, else a UUID, echoed in the
-/// response's metadata), access control, then the service.
+/// response's metadata) and scope, access control, the service, then the HTTP and gRPC
+/// metrics and the access-log line.
 async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response {
-    let started = Started(Instant::now());
+    let started = Instant::now();
     let id =
         request.headers().get(REQUEST_ID).filter(|id| usable_request_id(id)).cloned().unwrap_or_else(|| {
             HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).expect("a UUID is a header value")
         });
-    let span = tracing::info_span!(
-        "grpc",
-        method = %request.uri().path(),
-        request_id = %id.to_str().unwrap_or_default()
-    );
-    let mut response = match span.in_scope(|| authorize(state, &request)) {
-        Err(status) => status.into_http(),
+    let http_method = method_label(request.method());
+    let path = request.uri().path();
+    let method = path.strip_prefix(SERVICE).and_then(|m| METHODS.iter().find(|known| **known == m)).copied();
+    let route = method.map_or("unmatched", |_| path).to_owned();
+    let scope = RequestScope::new(http_method, request.uri().clone(), id.clone());
+    let (mut response, caller) = match authorize(state, &request) {
+        Err(status) => (status.into_http(), None),
         Ok(caller) => {
             let extensions = request.extensions_mut();
-            extensions.insert(started);
+            extensions.insert(Started(started));
             extensions.insert(RequestId::new(id.clone()));
-            if let Some(caller) = caller {
-                extensions.insert(caller);
+            if let Some(caller) = &caller {
+                extensions.insert(caller.clone());
             }
-            grpc.oneshot(request).instrument(span).await.unwrap_or_else(|never| match never {})
+            let response = scope.clone().run(grpc.oneshot(request)).await;
+            (response.unwrap_or_else(|never| match never {}), caller)
         }
     };
     response.headers_mut().insert(REQUEST_ID, id);
+    let elapsed = started.elapsed();
+    // A call that failed is answered "trailers only", its status in the headers; one that
+    // succeeded has it in the trailers, which are not waited for here.
+    let code = response.headers().get("grpc-status").and_then(|v| v.to_str().ok()?.parse::<u16>().ok()).unwrap_or(0);
+    let status = response.status().as_u16();
+    state.metrics().http_request(http_method, &route, status, elapsed);
+    state.metrics().grpc_request(method.unwrap_or("unknown"), error::code_name(code));
+    let probe = matches!(method, Some("ServerLive" | "ServerReady"));
+    if !(probe && code == 0 && !state.config.logging.log_probes) {
+        let served = response.extensions().get::<ServedBy>();
+        let (model, version, rows) = served
+            .map_or((None, None, None), |s| (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows)));
+        AccessLine {
+            scope: &scope,
+            route: &route,
+            status,
+            grpc_status: Some(code),
+            latency_ms: millis(elapsed),
+            model,
+            version,
+            rows,
+            principal: caller.as_ref().map(|c| &*c.name),
+            auth: caller.as_ref().map(|c| c.kind),
+        }
+        .write();
+    }
     response
 }
 
@@ -254,6 +287,8 @@ impl GrpcInferenceService for Inference {
         if let Ok(version) = by.spec.version.parse() {
             response.metadata_mut().insert("x-inferd-version", version);
         }
+        // For the access log (see `call`).
+        response.extensions_mut().insert(by);
         Ok(response)
     }
 }

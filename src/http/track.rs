@@ -102,7 +102,19 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
     if !quiet {
         let status = status.as_u16();
-        AccessLine { scope: &scope, route, status, latency_ms, model, version, rows, principal, auth }.write();
+        AccessLine {
+            scope: &scope,
+            route,
+            status,
+            grpc_status: None,
+            latency_ms,
+            model,
+            version,
+            rows,
+            principal,
+            auth,
+        }
+        .write();
     }
     response
 }

@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use inferd::grpc::proto;
 use prost::Message;
 
-use crate::helpers::{eventually, TestApp};
+use crate::helpers::{eventually, metric, TestApp};
 
 /// An HTTP/2 connection opened by prior knowledge.
 async fn h2<B>(app: &TestApp) -> http2::SendRequest<B>
@@ -202,6 +202,18 @@ async fn grpc_timeout_shortens_the_deadline_and_errors_get_their_codes() {
     unknown.model_name = "no_such_model".into();
     let (_, status, message) = unary(&mut sender, "ModelInfer", &unknown).await;
     assert_eq!(status, "5", "NOT_FOUND: {message}");
+    let (_, status, _) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "0");
+
+    // Counted by method and code, and as HTTP requests on the method's route.
+    let text = app.metrics().await;
+    let grpc = |code: &str| metric(&text, "inferd_grpc_requests_total", &[("method", "ModelInfer"), ("code", code)]);
+    assert_eq!(grpc("INVALID_ARGUMENT"), Some(2.0), "{text}");
+    assert_eq!(grpc("NOT_FOUND"), Some(1.0));
+    assert_eq!(grpc("DEADLINE_EXCEEDED"), Some(1.0));
+    assert_eq!(grpc("OK"), Some(1.0));
+    let route = [("method", "POST"), ("route", "/inference.GRPCInferenceService/ModelInfer"), ("status", "200")];
+    assert_eq!(metric(&text, "inferd_http_requests_total", &route), Some(5.0));
     app.stop().await;
 }
 
