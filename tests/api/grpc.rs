@@ -250,6 +250,19 @@ async fn access_control_checks_the_same_scopes_as_rest() {
 }
 
 #[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout() {
+    let mut config = crate::helpers::test_config();
+    config.server.header_read_timeout_ms = 300;
+    let app = TestApp::spawn_with(config).await;
+    let mut sender = h2::<Full<Bytes>>(&app).await;
+    let (_, status, _) = unary(&mut sender, "ServerLive", &proto::ServerLiveRequest {}).await;
+    assert_eq!(status, "0");
+    // As an idle HTTP/1.1 keep-alive connection is: its slot is not held for ever.
+    eventually(Duration::from_secs(5), "the idle connection closed", async || sender.is_closed()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_grpc_message_over_the_body_limit_is_refused_before_it_is_read() {
     let mut config = crate::helpers::test_config();
     config.server.body_limit_bytes = 1024;
