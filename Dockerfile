@@ -27,7 +27,9 @@ RUN bash scripts/fetch-onnxruntime.sh
 # ---- Release binary ---------------------------------------------------------------------
 FROM rust:1.95-slim-bookworm@sha256:d7482085ff5b415f84dba5647ae71606650bdef00db7aeb69f4b3d170c3e4082 AS build
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
+# The gRPC service's definition, compiled by build.rs (with a protoc of its own).
+COPY proto ./proto
 COPY src ./src
 # target/ lives in a cache mount, which is not part of the layer: the binary is copied out
 # in the same step.

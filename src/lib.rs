@@ -7,6 +7,7 @@ pub mod cli;
 pub mod config;
 pub mod decode;
 pub mod error;
+pub mod grpc;
 pub mod http;
 pub mod lifecycle;
 pub mod model;

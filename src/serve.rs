@@ -1,4 +1,5 @@
-//! The HTTP/1.1 accept loop, in place of `axum::serve`, for what a public port needs and axum's
+//! The HTTP accept loop (HTTP/1.1, and HTTP/2 cleartext by prior knowledge on the same port,
+//! told apart by the connection's first bytes), in place of `axum::serve`, for what a public port needs and axum's
 //! loop does not offer: a cap on open connections and on what each holds in its read buffer, a
 //! header-read (and keep-alive idle) timeout, accept errors that are survived and logged at most
 //! once a second, and a shutdown that first answers the connections already waiting in the
@@ -13,16 +14,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use axum::body::Body;
+use std::convert::Infallible;
+
 use axum::extract::{ConnectInfo, Request};
+use axum::routing::future::RouteFuture;
 use axum::Router;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
+use hyper::server::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
-use tower::ServiceExt;
 
 use crate::config::DrainGate;
 use crate::observe::RateLimited;
@@ -42,6 +44,8 @@ pub struct Limits {
     /// lets the buffer grow to 400 KiB while a large body streams through and keeps it for the
     /// connection's life: 800 keep-alive uploaders then held 160 MB outside the body budget.
     pub max_header_bytes: usize,
+    /// `server.body_limit_bytes`: an HTTP/2 stream's flow-control window is no larger.
+    pub body_limit_bytes: usize,
     /// How the listener stops new handshakes at shutdown, before its accept queue is drained.
     pub drain_gate: DrainGate,
 }
@@ -87,14 +91,22 @@ pub async fn serve(
 }
 
 struct Server {
-    router: Router,
-    http: hyper::server::conn::http1::Builder,
+    protocols: Arc<Protocols>,
     slots: Arc<Semaphore>,
     write_timeout: Duration,
+    /// How long a client has to send its first bytes, and an HTTP/2 connection may stay idle.
+    header_read_timeout: Duration,
     /// Turns true when the server stops: each connection then finishes its request and closes.
     stopping: watch::Sender<bool>,
     /// Connections being served, those drained at shutdown included, and a wake-up as each ends.
     open: Arc<(AtomicUsize, Notify)>,
+}
+
+/// What serves a connection once its protocol is known.
+struct Protocols {
+    router: Router,
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
 }
 
 /// Once stopping, a connection is closed when its client has been quiet this long (responses
@@ -116,18 +128,49 @@ const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 /// hyper refuses a smaller read buffer.
 const MIN_READ_BUFFER: usize = 8192;
 
+/// The HTTP/2 connection preface (RFC 9113, section 3.4), with which a client that speaks
+/// HTTP/2 from its first byte (prior knowledge, as gRPC clients do over cleartext) opens.
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Requests one HTTP/2 connection may have in flight: each holds a stream window of unread
+/// body and a request's memory, so a connection holds at most this many of them.
+const H2_MAX_STREAMS: u32 = 32;
+/// The protocol's default and least frame size, stated: a larger one only lets a client make
+/// the server buffer more before it can check anything.
+const H2_MAX_FRAME: u32 = 16 * 1024;
+/// A stream's flow-control window, at most: what a client may send on one request before the
+/// server has read it. Never more than the body limit, never less than the protocol's default.
+const H2_MAX_STREAM_WINDOW: u32 = 1024 * 1024;
+const H2_MIN_WINDOW: u32 = 65_535;
+/// Streams reset by the client before the server saw them, allowed at once: hyper's own
+/// default, stated (the "rapid reset" attack opens and cancels streams without end).
+const H2_PENDING_RESETS: usize = 20;
+
 impl Server {
     fn new(router: Router, limits: Limits) -> Self {
-        let mut http = hyper::server::conn::http1::Builder::new();
-        http.timer(TokioTimer::new())
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
             .header_read_timeout(limits.header_read_timeout)
             .keep_alive(true)
             .max_buf_size(limits.max_header_bytes.max(MIN_READ_BUFFER));
+        let stream_window =
+            u32::try_from(limits.body_limit_bytes).unwrap_or(u32::MAX).clamp(H2_MIN_WINDOW, H2_MAX_STREAM_WINDOW);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(H2_MAX_STREAMS)
+            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            .max_frame_size(H2_MAX_FRAME)
+            .initial_stream_window_size(stream_window)
+            // Room for a few streams' bodies at once: the connection's whole unread input.
+            .initial_connection_window_size(stream_window.saturating_mul(4))
+            .max_send_buf_size(stream_window as usize)
+            .max_pending_accept_reset_streams(H2_PENDING_RESETS);
         Self {
-            router,
-            http,
+            protocols: Arc::new(Protocols { router, http1, http2 }),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             write_timeout: limits.write_timeout,
+            header_read_timeout: limits.header_read_timeout,
             stopping: watch::channel(false).0,
             open: Arc::default(),
         }
@@ -135,44 +178,34 @@ impl Server {
 
     fn spawn(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched::new(stream, activity.clone(), self.write_timeout));
-        // The peer, for routes that only a local client may call (see `http::admin`).
-        let service = self.router.clone().map_request(move |request: Request<Incoming>| {
-            let mut request = request.map(Body::new);
-            request.extensions_mut().insert(ConnectInfo(peer));
-            request
-        });
-        let connection = self.http.serve_connection(io, TowerToHyperService::new(service));
+        let (protocols, write_timeout, header_read_timeout) =
+            (self.protocols.clone(), self.write_timeout, self.header_read_timeout);
         let mut stopping = self.stopping.subscribe();
         let open = self.open.clone();
         open.0.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
-            tokio::pin!(connection);
-            // A client that resets or times out is routine on a public port: not worth a line.
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
-                    let stopped = tokio::time::Instant::now();
-                    let finished = loop {
-                        let settled = match activity.quiet_for() {
-                            Some(quiet) => quiet >= QUIET_BEFORE_CLOSE,
-                            None => stopped.elapsed() >= FIRST_REQUEST_GRACE,
-                        };
-                        if settled {
-                            break false;
-                        }
-                        tokio::select! {
-                            _ = connection.as_mut() => break true,
-                            () = tokio::time::sleep(Duration::from_millis(10)) => {}
-                        }
-                    };
-                    if !finished {
-                        // Closes at once if idle, else after the request in progress.
-                        connection.as_mut().graceful_shutdown();
-                        let _ = connection.await;
-                    }
-                }
+            // A client that sends nothing in time is dropped, as hyper drops one that sends no
+            // complete request head: the header-read timeout counts from the first byte.
+            let protocol = tokio::select! {
+                protocol = sniff(&stream, header_read_timeout) => protocol,
+                () = async {
+                    drop(stopping.wait_for(|stop| *stop).await);
+                    tokio::time::sleep(FIRST_REQUEST_GRACE).await;
+                } => None,
+            };
+            if let Some(protocol) = protocol {
+                let activity = Arc::new(Activity::new());
+                let io = TokioIo::new(Watched::new(stream, activity.clone(), write_timeout));
+                // The peer, for routes that only a local client may call (see `http::admin`).
+                let service = WithPeer { router: protocols.router.clone(), peer };
+                let connection = match protocol {
+                    Protocol::Http1 => Connection::Http1(Box::pin(protocols.http1.serve_connection(io, service))),
+                    Protocol::Http2 => Connection::Http2(Box::pin(protocols.http2.serve_connection(io, service))),
+                };
+                // HTTP/1.1's idle keep-alive connection is closed by hyper's header-read timeout;
+                // an HTTP/2 one, which has no such timeout, here.
+                let idle = (protocol == Protocol::Http2).then_some(header_read_timeout);
+                run(connection, &activity, &mut stopping, idle).await;
             }
             drop(permit);
             open.0.fetch_sub(1, Ordering::SeqCst);
@@ -278,6 +311,135 @@ impl Activity {
         match self.last_read_ms.load(Ordering::Relaxed) {
             u64::MAX => None,
             ms => Some(self.opened.elapsed().saturating_sub(Duration::from_millis(ms))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    /// Cleartext, by prior knowledge (RFC 9113, section 3.3).
+    Http2,
+}
+
+/// Which protocol a connection speaks, from its first bytes, peeked (not consumed) within
+/// `timeout`; `None` when the client closed or sent too little in time.
+async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut first = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = tokio::time::timeout_at(deadline, stream.peek(&mut first)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        if first[..n] != H2_PREFACE[..n] {
+            return Some(Protocol::Http1);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(Protocol::Http2);
+        }
+        // A preface cut short: a peek answers the same bytes at once until more arrive.
+        tokio::time::timeout_at(deadline, tokio::time::sleep(Duration::from_millis(10))).await.ok()?;
+    }
+}
+
+/// The router as hyper's service for one connection, with the peer's address.
+#[derive(Clone)]
+struct WithPeer {
+    router: Router,
+    peer: SocketAddr,
+}
+
+impl hyper::service::Service<Request<Incoming>> for WithPeer {
+    type Response = axum::response::Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        tower::Service::call(&mut self.router.clone(), request)
+    }
+}
+
+type Io = TokioIo<Watched>;
+
+/// A connection being served, in either protocol.
+enum Connection {
+    Http1(Pin<Box<http1::Connection<Io, WithPeer>>>),
+    Http2(Pin<Box<http2::Connection<Io, WithPeer, TokioExecutor>>>),
+}
+
+impl Connection {
+    /// HTTP/1.1: closes at once if idle, else after the request in progress. HTTP/2: sends
+    /// GOAWAY, takes no new streams, and closes once the streams in progress are answered.
+    fn graceful_shutdown(&mut self) {
+        match self {
+            Self::Http1(c) => c.as_mut().graceful_shutdown(),
+            Self::Http2(c) => c.as_mut().graceful_shutdown(),
+        }
+    }
+}
+
+impl Future for Connection {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // A client that resets or times out is routine on a public port: not worth a line.
+        match self.get_mut() {
+            Self::Http1(c) => c.as_mut().poll(cx).map(drop),
+            Self::Http2(c) => c.as_mut().poll(cx).map(drop),
+        }
+    }
+}
+
+/// Serves `connection` until it ends; once the server stops, lets it finish what it was sent
+/// and closes it (HTTP/1.1 once its client is quiet, HTTP/2 at once with GOAWAY). With `idle`, it is also closed (gracefully) once its client has sent
+/// nothing for that long.
+async fn run(
+    mut connection: Connection,
+    activity: &Activity,
+    stopping: &mut watch::Receiver<bool>,
+    idle: Option<Duration>,
+) {
+    let idle_out = async {
+        let Some(idle) = idle else { return std::future::pending().await };
+        loop {
+            let quiet = activity.quiet_for().unwrap_or_else(|| activity.opened.elapsed());
+            if quiet >= idle {
+                return;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    tokio::select! {
+        () = &mut connection => {}
+        () = idle_out => {
+            connection.graceful_shutdown();
+            connection.await;
+        }
+        () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
+            let stopped = tokio::time::Instant::now();
+            // HTTP/2's GOAWAY (hyper sends it twice, a round trip apart) tells the client which
+            // of its calls will be answered, so nothing is lost by sending it at once; waiting
+            // for a quiet moment would wait for ever on a busy connection.
+            let http1 = matches!(connection, Connection::Http1(_));
+            let finished = http1 && loop {
+                let settled = match activity.quiet_for() {
+                    Some(quiet) => quiet >= QUIET_BEFORE_CLOSE,
+                    None => stopped.elapsed() >= FIRST_REQUEST_GRACE,
+                };
+                if settled {
+                    break false;
+                }
+                tokio::select! {
+                    () = &mut connection => break true,
+                    () = tokio::time::sleep(Duration::from_millis(10)) => {}
+                }
+            };
+            if !finished {
+                connection.graceful_shutdown();
+                connection.await;
+            }
         }
     }
 }

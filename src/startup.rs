@@ -151,7 +151,8 @@ impl Application {
         // Connections get the grace period less what draining the queue and the log may need
         // after them, so that the whole shutdown stays within it.
         let connections_grace = grace.saturating_sub(SHUTDOWN_RESERVE).max(grace / 2);
-        let router = http::router(state.clone());
+        // gRPC on the same port: one listener, told apart by content type (see `grpc`).
+        let router = crate::grpc::alongside(http::router(state.clone()), state.clone());
         let server = tokio::spawn(serve::serve(listener, router, limits, draining, connections_grace));
         tracing::info!(%addr, max_connections = limits.max_connections, "listening");
         match state.auth() {
@@ -285,6 +286,7 @@ fn connection_limits(server: &crate::config::ServerConfig) -> serve::Limits {
     serve::Limits {
         header_read_timeout: server.header_read_timeout(),
         max_connections: server.max_connections.min(allowed),
+        body_limit_bytes: server.body_limit_bytes,
         write_timeout: Duration::from_millis(server.write_timeout_ms),
         max_header_bytes: server.max_header_bytes,
         drain_gate: server.drain_gate,

@@ -41,7 +41,7 @@ pub async fn authorize(State(needs): State<Needs>, mut request: Request, next: N
 }
 
 /// The caller, or why not (with who it was, once known).
-fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<Caller>)> {
+pub fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<Caller>)> {
     // `INFERD_METRICS_TOKEN` keeps working for scrapers when auth is on.
     if needs.scope == Scope::Metrics && super::scrape::token_sent(&needs.state, headers) {
         return Ok(Caller { name: "metrics-token".into(), kind: "metrics_token" });
@@ -55,7 +55,7 @@ fn check(needs: &Needs, headers: &HeaderMap) -> Result<Caller, (Failure, Option<
     Ok(caller)
 }
 
-fn to_error(failure: Failure) -> ApiError {
+pub fn to_error(failure: Failure) -> ApiError {
     match failure {
         Failure::Forbidden(scope) => ApiError::Forbidden(scope.as_str()),
         Failure::RateLimited { principal, retry_after } => ApiError::RateLimited {

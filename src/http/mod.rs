@@ -256,18 +256,23 @@ pub fn usable_request_id(id: &HeaderValue) -> bool {
 /// does an answer given before the body was read (see [`crate::http::error::BodyUnread`]).
 async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let limit = state.config.server.body_limit_bytes;
+    // HTTP/2 has no `connection` header (hyper would strip it): a draining server's GOAWAY
+    // says it (see `serve`), and a refused stream leaves its connection usable.
+    let http1 = request.version() < axum::http::Version::HTTP_2;
     let declared = extract::declared_length(request.headers());
     let has_body =
         declared.is_some_and(|length| length > 0) || request.headers().contains_key(header::TRANSFER_ENCODING);
     let mut response = if declared.is_some_and(|length| length > limit as u64) {
         let mut response = ApiError::PayloadTooLarge { limit }.into_response();
-        response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if http1 {
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response
     } else {
         next.run(request).await
     };
     let body_unread = has_body && response.extensions().get::<crate::http::error::BodyUnread>().is_some();
-    if body_unread || state.is_draining() {
+    if http1 && (body_unread || state.is_draining()) {
         response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
     response

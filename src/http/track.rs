@@ -119,8 +119,20 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
     }
     if !quiet {
         let trace_id = trace_id.as_deref();
-        AccessLine { scope: &scope, route, status, latency_ms, model, version, rows, principal, auth, trace_id }
-            .write();
+        AccessLine {
+            scope: &scope,
+            route,
+            status,
+            grpc_status: None,
+            latency_ms,
+            model,
+            version,
+            rows,
+            principal,
+            auth,
+            trace_id,
+        }
+        .write();
     }
     response
 }

@@ -27,6 +27,8 @@ pub struct AccessLine<'a> {
     /// The matched route template, or `unmatched`.
     pub route: &'a str,
     pub status: u16,
+    /// A gRPC call's status code (`grpc-status`); `None` for every other request.
+    pub grpc_status: Option<u16>,
     pub latency_ms: f64,
     pub model: Option<&'a str>,
     pub version: Option<&'a str>,
@@ -92,6 +94,10 @@ impl AccessLine<'_> {
         json_str(out, self.route);
         out.extend_from_slice(br#","status":"#);
         uint(out, self.status.into());
+        if let Some(code) = self.grpc_status {
+            out.extend_from_slice(br#","grpc_status":"#);
+            uint(out, code.into());
+        }
         out.extend_from_slice(br#","latency_ms":"#);
         float(out, self.latency_ms);
         for (key, value) in [(r#","model":"#, self.model), (r#","version":"#, self.version)] {
@@ -123,11 +129,11 @@ impl AccessLine<'_> {
         let mut prefix = String::with_capacity(128);
         self.scope.write_text_prefix(&mut prefix);
         out.extend_from_slice(prefix.as_bytes());
-        let _ = write!(
-            out,
-            "{TARGET}: request route={:?} status={} latency_ms={:?}",
-            self.route, self.status, self.latency_ms
-        );
+        let _ = write!(out, "{TARGET}: request route={:?} status={}", self.route, self.status);
+        if let Some(code) = self.grpc_status {
+            let _ = write!(out, " grpc_status={code}");
+        }
+        let _ = write!(out, " latency_ms={:?}", self.latency_ms);
         for (key, value) in [("model", self.model), ("version", self.version)] {
             if let Some(value) = value {
                 let _ = write!(out, " {key}={value:?}");
@@ -167,6 +173,7 @@ mod tests {
             scope,
             route: "/predict",
             status: 200,
+            grpc_status: None,
             latency_ms: 1.019,
             model: Some("house_price"),
             version: Some("1"),

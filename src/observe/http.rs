@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use metrics::{counter, histogram, Counter, Histogram};
 
-use super::{Metrics, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
+use super::{Metrics, GRPC_REQUESTS_TOTAL, HTTP_REQUESTS_TOTAL, HTTP_REQUEST_DURATION_SECONDS};
 
 type ByRoute = HashMap<String, HashMap<(&'static str, u16), (Histogram, Counter)>>;
 
@@ -37,5 +37,11 @@ impl Metrics {
         });
         duration.record(elapsed);
         requests.increment(1);
+    }
+
+    /// One gRPC call's status: `method` and `code` are names from fixed sets (the service's
+    /// methods, gRPC's codes). Counted besides [`Metrics::http_request`], which has its latency.
+    pub fn grpc_request(&self, method: &'static str, code: &'static str) {
+        self.with(|| counter!(GRPC_REQUESTS_TOTAL, "method" => method, "code" => code)).increment(1);
     }
 }

@@ -36,6 +36,7 @@ pub const SESSION_RESTARTS_TOTAL: &str = "inferd_session_restarts_total";
 pub const READY: &str = "inferd_ready";
 pub const HTTP_REQUESTS_TOTAL: &str = "inferd_http_requests_total";
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "inferd_http_request_duration_seconds";
+pub const GRPC_REQUESTS_TOTAL: &str = "inferd_grpc_requests_total";
 pub const PREDICTION_LOG_LINES_TOTAL: &str = "inferd_prediction_log_lines_total";
 pub const PREDICTION_LOG_DROPPED_TOTAL: &str = "inferd_prediction_log_dropped_total";
 pub const PREDICTION_LOG_STALLED: &str = "inferd_prediction_log_stalled";
@@ -256,6 +257,11 @@ fn describe() {
     describe_counter!(RELOADS_TOTAL, Unit::Count, "Reloads of the configuration, by result (ok, unchanged, failed).");
     describe_gauge!(READY, Unit::Count, "1 while every model is loaded and the server takes predictions, else 0.");
     describe_counter!(HTTP_REQUESTS_TOTAL, Unit::Count, "HTTP requests by method, route template and status.");
+    describe_counter!(
+        GRPC_REQUESTS_TOTAL,
+        Unit::Count,
+        "gRPC calls by method and status code (each is also an HTTP request, status 200, route the method's path)."
+    );
     describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,
         Unit::Seconds,

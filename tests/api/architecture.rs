@@ -49,7 +49,7 @@ const LAYERS: [&[&str]; 6] = [
     &["schema", "model"],
     &["batch", "predlog", "decode", "registry"],
     &["service", "lifecycle"],
-    &["http"],
+    &["http", "grpc"],
     &["startup", "serve", "cli", "check", "probe", "offline", "lib"],
 ];
 

@@ -13,6 +13,7 @@ mod environment;
 mod errors;
 mod faults;
 mod fuzz;
+mod grpc;
 mod helpers;
 mod hostile;
 mod metrics;

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-pub use tensors::{selected_outputs, to_rows};
+pub use tensors::{selected_outputs, to_rows, to_rows_from_parts};
 
 use super::DecodeError;
 

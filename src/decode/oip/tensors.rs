@@ -53,7 +53,26 @@ pub fn to_rows(
     binary: &[u8],
     max_rows: usize,
 ) -> Result<Rows, DecodeError> {
+    let parts = binary_parts(inputs, binary)?;
+    to_rows_from_parts(model, inputs, &parts, max_rows)
+}
+
+/// [`to_rows`] with each input's binary data already apart, by position (`None`: it has
+/// `data`), as gRPC's `raw_input_contents` sends it; a length must still match its shape.
+pub fn to_rows_from_parts(
+    model: decode::Model<'_>,
+    inputs: &[InferInput],
+    binary_parts: &[Option<&[u8]>],
+    max_rows: usize,
+) -> Result<Rows, DecodeError> {
     let plan = &model.feed.inputs;
+    if binary_parts.len() != inputs.len() {
+        return Err(DecodeError::invalid(format!(
+            "{} inputs, but binary data for {}",
+            inputs.len(),
+            binary_parts.len()
+        )));
+    }
     if let Some(unknown) = inputs.iter().find(|i| !plan.iter().any(|p| p.name == i.name)) {
         return Err(DecodeError::invalid(format!("unknown input '{}'", clip(&unknown.name))));
     }
@@ -61,7 +80,6 @@ pub fn to_rows(
     if let Some(twice) = first_duplicate(inputs.iter().map(|i| i.name.as_str())) {
         return Err(DecodeError::invalid(format!("input '{twice}' is given more than once")));
     }
-    let binary_parts = binary_parts(inputs, binary)?;
     let mut rows: Option<usize> = None;
     let mut found = Vec::with_capacity(plan.len());
     for (index, expected) in plan.iter().enumerate() {

@@ -28,6 +28,7 @@ use crate::tensor::columns::Column;
 use crate::tensor::rows::Outputs;
 use crate::tensor::signature::TensorInfo;
 pub use repository::{index as repository_index, load as repository_load, unload as repository_unload};
+pub use tensors::output_shape;
 use tensors::TensorOut;
 pub use types::*;
 
@@ -93,7 +94,7 @@ pub async fn server_metadata() -> Json<ServerMetadata> {
     })
 }
 
-fn model_metadata(registry: &Registry, batcher: &Batcher, all_versions: bool) -> ModelMetadata {
+pub fn model_metadata(registry: &Registry, batcher: &Batcher, all_versions: bool) -> ModelMetadata {
     let spec = batcher.spec();
     let versions = match registry.models().get(&spec.name) {
         Some(model) if all_versions => model.versions.keys().cloned().collect(),
@@ -351,7 +352,7 @@ fn answer(spec: &ModelSpec, request: InferRequest, inferred: &Inferred) -> Respo
 
 /// The request's outputs as one run of rows: borrowed from its batch when the batch was the
 /// request's alone, otherwise copied out of its batches, only its own rows.
-fn joined_outputs<'a>(spec: &ModelSpec, inferred: &'a Inferred) -> std::borrow::Cow<'a, Outputs> {
+pub fn joined_outputs<'a>(spec: &ModelSpec, inferred: &'a Inferred) -> std::borrow::Cow<'a, Outputs> {
     if let [slice] = inferred.slices.as_slice() {
         let outputs = &slice.batch.outputs;
         if slice.rows.start == 0 && slice.rows.end == outputs.rows {

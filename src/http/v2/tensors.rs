@@ -19,20 +19,25 @@ pub(super) struct TensorOut<'a> {
 
 impl TensorOut<'_> {
     fn shape(&self) -> Vec<i64> {
-        let (rows, per_row) = (self.rows as i64, self.per_row as i64);
-        match self.info.shape.len() {
-            0 | 1 => vec![rows],
-            2 => vec![rows, per_row],
-            _ => {
-                // Fill the one dynamic non-batch dimension, if any, from the element count.
-                let known: i64 = self.info.shape[1..].iter().filter(|d| **d > 0).product();
-                let mut shape: Vec<i64> = self.info.shape.clone();
-                shape[0] = rows;
-                for d in shape[1..].iter_mut().filter(|d| **d < 0) {
-                    *d = if known > 0 { per_row / known } else { per_row };
-                }
-                shape
+        output_shape(self.info, self.rows, self.per_row)
+    }
+}
+
+/// An output's shape for `rows` rows of `per_row` elements each (REST and gRPC answers).
+pub fn output_shape(info: &TensorInfo, rows: usize, per_row: usize) -> Vec<i64> {
+    let (rows, per_row) = (rows as i64, per_row as i64);
+    match info.shape.len() {
+        0 | 1 => vec![rows],
+        2 => vec![rows, per_row],
+        _ => {
+            // Fill the one dynamic non-batch dimension, if any, from the element count.
+            let known: i64 = info.shape[1..].iter().filter(|d| **d > 0).product();
+            let mut shape: Vec<i64> = info.shape.clone();
+            shape[0] = rows;
+            for d in shape[1..].iter_mut().filter(|d| **d < 0) {
+                *d = if known > 0 { per_row / known } else { per_row };
             }
+            shape
         }
     }
 }

@@ -1,0 +1,15 @@
+//! Generates the server side of the Open Inference Protocol's gRPC service
+//! (proto/grpc_predict_v2.proto) for src/grpc/, with the protoc that `protoc-bin-vendored`
+//! ships, so that a machine without one builds as well.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // prost-build reads PROTOC; a build script's environment is its own process's.
+    std::env::set_var("PROTOC", protoc);
+    println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
+    tonic_prost_build::configure()
+        .build_client(false)
+        .build_transport(false)
+        .compile_protos(&["proto/grpc_predict_v2.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,305 @@
+//! The Open Inference Protocol over gRPC on the HTTP port: HTTP/1.1 and HTTP/2 cleartext (by
+//! prior knowledge, as gRPC clients connect) on the same listener, gRPC told apart by its
+//! content type. NVIDIA's tritonclient.grpc drives the service itself (`tritonclient_grpc`).
+
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Bytes, Frame};
+use hyper::client::conn::http2;
+use hyper::Request;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use inferd::grpc::proto;
+use prost::Message;
+
+use crate::helpers::{eventually, metric, TestApp};
+
+/// An HTTP/2 connection opened by prior knowledge.
+async fn h2<B>(app: &TestApp) -> http2::SendRequest<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let addr = app.base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connects");
+    let (sender, connection) =
+        http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.expect("h2c handshake");
+    tokio::spawn(connection);
+    sender
+}
+
+/// A unary gRPC call: the answer's message bytes (without the frame) and its `grpc-status`.
+async fn unary(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    message: &impl Message,
+) -> (Vec<u8>, String, String) {
+    unary_with(sender, method, message, None).await
+}
+
+/// [`unary`] with an `x-api-key`.
+async fn unary_with(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    message: &impl Message,
+    api_key: Option<&str>,
+) -> (Vec<u8>, String, String) {
+    let metadata: Vec<(&str, &str)> = api_key.map(|key| ("x-api-key", key)).into_iter().collect();
+    unary_metadata(sender, method, message, &metadata).await
+}
+
+/// [`unary`] with metadata.
+async fn unary_metadata(
+    sender: &mut http2::SendRequest<Full<Bytes>>,
+    method: &str,
+    message: &impl Message,
+    metadata: &[(&str, &str)],
+) -> (Vec<u8>, String, String) {
+    let mut request = call_of(method, Full::new(Bytes::from(framed(message))));
+    for (name, value) in metadata {
+        request
+            .headers_mut()
+            .insert(hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(), value.parse().unwrap());
+    }
+    let response = sender.send_request(request).await.expect("answered");
+    answer_of(response).await
+}
+
+/// A message as gRPC frames it: uncompressed, its length, its bytes.
+fn framed(message: &impl Message) -> Vec<u8> {
+    let body = message.encode_to_vec();
+    let mut framed = vec![0u8];
+    framed.extend((body.len() as u32).to_be_bytes());
+    framed.extend(body);
+    framed
+}
+
+fn call_of<B>(method: &str, body: B) -> Request<B> {
+    Request::post(format!("http://localhost/inference.GRPCInferenceService/{method}"))
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body)
+        .unwrap()
+}
+
+/// The answer's message bytes (without the frame), its `grpc-status` and `grpc-message`.
+async fn answer_of(response: hyper::Response<hyper::body::Incoming>) -> (Vec<u8>, String, String) {
+    assert_eq!(response.status(), 200, "gRPC answers 200, its status in the trailers");
+    let (parts, body) = response.into_parts();
+    let collected = body.collect().await.expect("body");
+    let status_of = |map: &hyper::HeaderMap| {
+        map.get("grpc-status").map(|v| {
+            (
+                v.to_str().unwrap().to_owned(),
+                map.get("grpc-message").map(|m| m.to_str().unwrap().to_owned()).unwrap_or_default(),
+            )
+        })
+    };
+    // A call that fails before any message is "trailers only": its status is in the headers.
+    let (status, message) =
+        status_of(&parts.headers).or_else(|| collected.trailers().and_then(status_of)).expect("a grpc-status");
+    let bytes = collected.to_bytes();
+    let payload = if bytes.len() >= 5 { bytes[5..].to_vec() } else { vec![] };
+    (payload, status, message)
+}
+
+#[tokio::test]
+async fn http1_and_h2c_share_the_port() {
+    let app = TestApp::spawn().await;
+    // HTTP/1.1, as before.
+    let health = app.client.get(app.url("/health")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.version(), reqwest::Version::HTTP_11);
+
+    // REST over HTTP/2 by prior knowledge, then gRPC on the same connection.
+    let mut sender = h2(&app).await;
+    let request = Request::get("http://localhost/v2/health/live").body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(request).await.expect("answered");
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.version(), hyper::Version::HTTP_2);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], br#"{"live":true}"#);
+
+    let (live, status, _) = unary(&mut sender, "ServerLive", &proto::ServerLiveRequest {}).await;
+    assert_eq!(status, "0");
+    assert!(proto::ServerLiveResponse::decode(&live[..]).unwrap().live);
+    let (ready, status, _) = unary(&mut sender, "ServerReady", &proto::ServerReadyRequest {}).await;
+    assert_eq!(status, "0");
+    assert!(proto::ServerReadyResponse::decode(&ready[..]).unwrap().ready);
+
+    let unknown = proto::ModelMetadataRequest { name: "no_such_model".into(), version: String::new() };
+    let (_, status, message) = unary(&mut sender, "ModelMetadata", &unknown).await;
+    assert_eq!(status, "5", "NOT_FOUND: {message}");
+    assert!(message.contains("no_such_model"), "{message}");
+
+    // And HTTP/1.1 still works alongside the open HTTP/2 connection.
+    let health = app.client.get(app.url("/v2/health/ready")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    app.stop().await;
+}
+
+/// One row for `house_price_linear`, raw, as tritonclient.grpc sends it.
+fn linear_row() -> proto::ModelInferRequest {
+    let features: Vec<u8> = [5850f32, 3.0, 1.0, 2.0, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
+    proto::ModelInferRequest {
+        model_name: "house_price_linear".into(),
+        inputs: vec![proto::model_infer_request::InferInputTensor {
+            name: "features".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 5],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![features],
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn at_shutdown_an_http2_connection_gets_goaway_and_its_call_in_progress_finishes() {
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    // A call whose message is still arriving when the server stops.
+    let message = framed(&linear_row());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let body = StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
+    })))
+    .boxed();
+    tx.send(Bytes::copy_from_slice(&message[..10])).await.unwrap();
+    let call = tokio::spawn(sender.send_request(call_of("ModelInfer", body)));
+    let stopped = tokio::spawn(app.stop());
+    // Once the server has sent GOAWAY, a new call on the connection is refused.
+    eventually(Duration::from_secs(5), "GOAWAY: the connection takes no new calls", async || {
+        let live = call_of("ServerLive", Full::new(Bytes::from(framed(&proto::ServerLiveRequest {}))).boxed());
+        sender.send_request(live).await.is_err()
+    })
+    .await;
+    tx.send(Bytes::copy_from_slice(&message[10..])).await.unwrap();
+    drop(tx);
+    let response = call.await.unwrap().expect("the call in progress is answered");
+    let (answer, status, message) = answer_of(response).await;
+    assert_eq!(status, "0", "{message}");
+    let answer = proto::ModelInferResponse::decode(&answer[..]).unwrap();
+    assert_eq!(answer.raw_output_contents.len(), 1);
+    stopped.await.unwrap();
+}
+
+#[tokio::test]
+async fn grpc_timeout_shortens_the_deadline_and_errors_get_their_codes() {
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    let (_, status, message) =
+        unary_metadata(&mut sender, "ModelInfer", &linear_row(), &[("grpc-timeout", "1n")]).await;
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+    let (_, status, message) =
+        unary_metadata(&mut sender, "ModelInfer", &linear_row(), &[("grpc-timeout", "soon")]).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    let mut narrow = linear_row();
+    narrow.inputs[0].shape = vec![1, 4];
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &narrow).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    let mut unknown = linear_row();
+    unknown.model_name = "no_such_model".into();
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &unknown).await;
+    assert_eq!(status, "5", "NOT_FOUND: {message}");
+    let (_, status, _) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "0");
+
+    // Counted by method and code, and as HTTP requests on the method's route.
+    let text = app.metrics().await;
+    let grpc = |code: &str| metric(&text, "inferd_grpc_requests_total", &[("method", "ModelInfer"), ("code", code)]);
+    assert_eq!(grpc("INVALID_ARGUMENT"), Some(2.0), "{text}");
+    assert_eq!(grpc("NOT_FOUND"), Some(1.0));
+    assert_eq!(grpc("DEADLINE_EXCEEDED"), Some(1.0));
+    assert_eq!(grpc("OK"), Some(1.0));
+    let route = [("method", "POST"), ("route", "/inference.GRPCInferenceService/ModelInfer"), ("status", "200")];
+    assert_eq!(metric(&text, "inferd_http_requests_total", &route), Some(5.0));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn access_control_checks_the_same_scopes_as_rest() {
+    use inferd::config::ApiKeyConfig;
+    use sha2::Digest;
+    let key = |name: &str, secret: &str, scopes: &[&str]| ApiKeyConfig {
+        name: name.into(),
+        sha256: hex::encode(sha2::Sha256::digest(secret.as_bytes())),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        rate_limit: None,
+    };
+    let mut config = crate::helpers::test_config();
+    config.auth.api_keys.push(key("reader", "inferd_test_reader_key_0123456789", &["read"]));
+    config.auth.api_keys.push(key("predictor", "inferd_test_predictor_key_0123456789", &["predict"]));
+    let app = TestApp::spawn_with(config).await;
+    let mut sender = h2(&app).await;
+    let (_, status, _) = unary(&mut sender, "ServerLive", &proto::ServerLiveRequest {}).await;
+    assert_eq!(status, "0", "liveness is open, as /v2/health/live");
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "16", "UNAUTHENTICATED without a key: {message}");
+    let reader = Some("inferd_test_reader_key_0123456789");
+    let (_, status, message) = unary_with(&mut sender, "ModelInfer", &linear_row(), reader).await;
+    assert_eq!(status, "7", "PERMISSION_DENIED without the predict scope: {message}");
+    let metadata = proto::ModelMetadataRequest { name: "house_price_linear".into(), version: String::new() };
+    let (_, status, message) = unary_with(&mut sender, "ModelMetadata", &metadata, reader).await;
+    assert_eq!(status, "0", "read scope reads metadata: {message}");
+    let predictor = Some("inferd_test_predictor_key_0123456789");
+    let (answer, status, message) = unary_with(&mut sender, "ModelInfer", &linear_row(), predictor).await;
+    assert_eq!(status, "0", "{message}");
+    assert_eq!(proto::ModelInferResponse::decode(&answer[..]).unwrap().outputs[0].shape, vec![1, 1]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_the_header_read_timeout() {
+    let mut config = crate::helpers::test_config();
+    config.server.header_read_timeout_ms = 300;
+    let app = TestApp::spawn_with(config).await;
+    let mut sender = h2::<Full<Bytes>>(&app).await;
+    let (_, status, _) = unary(&mut sender, "ServerLive", &proto::ServerLiveRequest {}).await;
+    assert_eq!(status, "0");
+    // As an idle HTTP/1.1 keep-alive connection is: its slot is not held for ever.
+    eventually(Duration::from_secs(5), "the idle connection closed", async || sender.is_closed()).await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_grpc_message_over_the_body_limit_is_refused_before_it_is_read() {
+    let mut config = crate::helpers::test_config();
+    config.server.body_limit_bytes = 1024;
+    config.server.max_body_bytes_in_flight = 1024;
+    let app = TestApp::spawn_with(config).await;
+    let mut sender = h2(&app).await;
+    let request = proto::ModelInferRequest {
+        model_name: "house_price_linear".into(),
+        raw_input_contents: vec![vec![0u8; 4096]],
+        ..Default::default()
+    };
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &request).await;
+    // tonic refuses it from the length prefix, before reading it, with its own status
+    // (OUT_OF_RANGE; grpc-go and gRPC C++ say RESOURCE_EXHAUSTED).
+    assert_eq!(status, "11", "OUT_OF_RANGE: {message}");
+    assert!(message.contains("1024"), "names the limit: {message}");
+    app.stop().await;
+}
+
+#[cfg(feature = "external-tools")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tritonclient_grpc_works_unchanged() {
+    use crate::helpers::repo;
+    let python = repo().join(".venv/bin/python");
+    assert!(python.is_file(), "{} is missing: run scripts/test.sh", python.display());
+    let app = TestApp::spawn().await;
+    let host = app.base.trim_start_matches("http://").to_owned();
+    let script = repo().join("tests/oip/triton_grpc_client.py");
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python).arg(script).arg(host).arg(repo()).output()
+    })
+    .await
+    .unwrap()
+    .expect("python runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "tritonclient.grpc checks failed:\n{stdout}\n{stderr}");
+    assert!(stdout.contains("checks ok"), "{stdout}");
+    app.stop().await;
+}
