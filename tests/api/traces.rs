@@ -187,3 +187,46 @@ async fn a_zero_ratio_samples_only_what_the_caller_sampled() {
     // Not exported, the caller's trace id is still in the log, to find the caller's spans.
     assert_eq!(access_line(&logs, "unsampled-parent")["trace_id"], unsampled);
 }
+
+/// A unary gRPC call over h2c with `traceparent` in its metadata: ModelReady on house_price.
+async fn grpc_model_ready(server: &Server, traceparent: &str) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(connection);
+    let message = inferd::grpc::proto::ModelReadyRequest { name: "house_price".into(), version: String::new() };
+    let body = message.encode_to_vec();
+    let framed = [vec![0u8], (body.len() as u32).to_be_bytes().to_vec(), body].concat();
+    let request = hyper::Request::post("http://localhost/inference.GRPCInferenceService/ModelReady")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-request-id", "grpc-traced")
+        .header("traceparent", traceparent)
+        .body(Full::new(axum::body::Bytes::from(framed)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let trailers = response.into_body().collect().await.unwrap().trailers().cloned().unwrap_or_default();
+    assert_eq!(trailers.get("grpc-status").map(|v| v.to_str().unwrap().to_owned()), Some("0".into()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_grpc_call_with_traceparent_metadata_is_a_server_span_in_the_callers_trace() {
+    let (endpoint, spans) = receiver().await;
+    let server = serve(&endpoint, &[]);
+    grpc_model_ready(&server, &format!("00-{TRACE_ID}-{PARENT_ID}-01")).await;
+    let (logs, _) = stop(server);
+    let spans: Vec<Exported> = spans.try_iter().collect();
+    let names: Vec<&str> = spans.iter().map(|s| s.span.name.as_str()).collect();
+    let span = &spans
+        .iter()
+        .find(|s| s.span.kind == SpanKind::Server as i32)
+        .unwrap_or_else(|| panic!("no server span among {names:?}"))
+        .span;
+    assert_eq!(span.name, "POST /inference.GRPCInferenceService/ModelReady");
+    assert_eq!(span.trace_id, hex::decode(TRACE_ID).unwrap(), "the caller's trace");
+    assert_eq!(span.parent_span_id, hex::decode(PARENT_ID).unwrap(), "a child of the caller's span");
+    assert_eq!(access_line(&logs, "grpc-traced")["trace_id"], TRACE_ID);
+}
