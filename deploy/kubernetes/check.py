@@ -392,6 +392,17 @@ def static_checks():
     check("ServingRuntime: one container kserve-container on 8080, probes on /v2/health/*",
           kserve_probes)
 
+    def kserve_grpc():
+        k = by_name(sr["spec"]["containers"], "kserve-container")
+        if set(sr["spec"]["protocolVersions"]) != {"v2", "grpc-v2"}:
+            return f"protocolVersions {sr['spec']['protocolVersions']}, want v2 and grpc-v2"
+        # Knative allows one container port; its name `h2c` (KServe's convention for gRPC)
+        # makes the queue-proxy speak HTTP/2 cleartext to inferd, for REST and gRPC alike.
+        names = [(p.get("name"), p["containerPort"]) for p in k["ports"]]
+        return None if names == [("h2c", 8080)] else f"ports {names}, want one named h2c on 8080"
+    check("ServingRuntime: protocolVersions v2 and grpc-v2, its one port named h2c on 8080 "
+          "(REST and gRPC)", kserve_grpc)
+
     def drain():
         pre = c["lifecycle"]["preStop"]
         if "sleep" not in pre:
@@ -605,6 +616,22 @@ def static_checks():
                 return f"Service targetPort {p['targetPort']} is not a container port name"
         return None
     check("Service selects the pods and targets the named port `http`", service_wiring)
+
+    def service_grpc():
+        sports = svc["spec"]["ports"]
+        if len({p["port"] for p in sports}) != len(sports) or len({p["name"] for p in sports}) != len(sports):
+            return "Service port numbers and names must be unique"
+        http_p = by_name(sports, "http")
+        if http_p.get("appProtocol") != "http" or http_p["targetPort"] != "http":
+            return "port `http` must stay HTTP/1.1 (appProtocol http) to the container port `http`"
+        h2c = [p for p in sports if p.get("appProtocol") == "kubernetes.io/h2c"]
+        if len(h2c) != 1 or h2c[0]["targetPort"] != "http" or h2c[0]["name"] != "grpc":
+            return f"want one port `grpc` with appProtocol kubernetes.io/h2c on targetPort `http`, got {h2c}"
+        if len(c["ports"]) != 1:
+            return "inferd serves HTTP and gRPC on one container port; the container lists more"
+        return None
+    check("Service: port `http` (appProtocol http) and port `grpc` (appProtocol kubernetes.io/h2c), "
+          "both to the one container port `http`", service_grpc)
 
     def smon_wiring():
         if not selector_matches(smon["spec"]["selector"]["matchLabels"], svc["metadata"]["labels"]):
@@ -840,6 +867,73 @@ def v2_request(port, model, schema_path):
     return json.dumps({"id": "check", "inputs": inputs}).encode()
 
 
+def h2c_get(port, path):
+    """GET over HTTP/2 cleartext by prior knowledge (what Knative's queue-proxy and an h2c
+    backend in a mesh send); returns (status, HTTP version) from curl."""
+    r = subprocess.run(["curl", "-s", "-o", "/dev/null", "--http2-prior-knowledge", "--max-time", "5",
+                        "-w", "%{http_code} %{http_version}", f"http://127.0.0.1:{port}{path}"],
+                       capture_output=True, text=True, timeout=20)
+    return r.stdout.strip()
+
+
+def grpc_client():
+    """tritonclient.grpc from .venv (tritonclient[grpc], installed by scripts/test.sh), or None."""
+    try:
+        import tritonclient.grpc as grpcclient
+        return grpcclient
+    except Exception:
+        return None
+
+
+def grpc_checks(port, model, schema_path, label):
+    """The Open Inference Protocol over gRPC on the HTTP port: health, metadata and an infer of
+    the schema's first example with tritonclient.grpc at its defaults (raw input contents)."""
+    if not shutil.which("curl"):
+        print(f"skip - {label}: REST over h2c (no curl)", flush=True)
+    else:
+        check(f"{label}: REST over h2c (prior knowledge, as the h2c port is spoken) GET /v2/health/ready answers 200",
+              lambda: None if h2c_get(port, "/v2/health/ready") == "200 2" else h2c_get(port, "/v2/health/ready"))
+    grpcclient = grpc_client()
+    if grpcclient is None:
+        print(f"skip - {label}: gRPC calls (tritonclient.grpc is not in .venv)", flush=True)
+        return 0
+    import numpy as np
+
+    def call():
+        client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{port}")
+        try:
+            if not (client.is_server_live() and client.is_server_ready()):
+                return "ServerLive/ServerReady not true"
+            if not client.is_model_ready(model):
+                return f"ModelReady({model}) not true"
+            meta = client.get_model_metadata(model, as_json=True)
+            inst = example_instance(schema_path)
+            columns = list(json.load(open(schema_path))["properties"])
+            dtypes = {"FP32": np.float32, "FP64": np.float64, "INT64": np.int64,
+                      "INT32": np.int32, "BYTES": np.object_}
+            inputs = []
+            for i in meta["inputs"]:
+                # One input per column ([N, 1]), or one [N, F] tensor of the schema's columns.
+                row = [inst[i["name"]]] if i["name"] in inst else [inst[col] for col in columns]
+                if i["datatype"] == "BYTES":
+                    row = [str(v).encode() for v in row]
+                x = grpcclient.InferInput(i["name"], [1, len(row)], i["datatype"])
+                x.set_data_from_numpy(np.array([row], dtype=dtypes[i["datatype"]]))
+                inputs.append(x)
+            res = client.infer(model, inputs, request_id="k8s-check")
+            out = res.get_response(as_json=True)
+            if out.get("model_name") != model or not out.get("outputs"):
+                return f"ModelInfer answered {out}"
+            rows.append(1)
+            return None
+        finally:
+            client.close()
+    rows = []
+    check(f"{label}: gRPC on the same port (tritonclient.grpc): ServerLive, ServerReady, "
+          f"ModelReady, ModelMetadata and ModelInfer on {model}", call)
+    return len(rows)
+
+
 def run_guarded(what, fn, binary):
     """One server run; a crash in it is one failure, and its servers and files are cleaned up."""
     tmp = tempfile.mkdtemp(prefix="inferd-k8s-check.")
@@ -909,6 +1003,9 @@ def run_deployment(binary, tmp, servers):
             status, body = http("POST", srv.port, "/predict", f.read())
         return None if status == 200 else f"{status} {body[:200]!r}"
     check("POST /predict with example.json answers 200", predict)
+    m0 = cfg["models"][0]
+    grpc_rows = grpc_checks(srv.port, m0["name"], os.path.join(REPO, "schemas", os.path.basename(m0["schema"])),
+                "Service port `grpc` (h2c)")
 
     def metric():
         status, body = http("GET", srv.port, "/metrics")
@@ -939,8 +1036,9 @@ def run_deployment(binary, tmp, servers):
         if missed:
             return f"{missed} not matched by {tail_glob}"
         lines = [json.loads(l) for f in files for l in open(os.path.join(logdir, f))]
-        return None if len(lines) == 2 and all("request_id" in l for l in lines) else \
-            f"{len(lines)} lines, expected 2 (example.json's instances)"
+        want = 2 + grpc_rows
+        return None if len(lines) == want and all("request_id" in l for l in lines) else \
+            f"{len(lines)} lines, expected {want} (example.json's instances, the gRPC infer's row)"
     check("prediction log written to the emptyDir folder, and Fluent Bit's tail path matches it",
           shipped)
 
@@ -1079,6 +1177,7 @@ def run_kserve(binary, tmp, servers):
         return None if out.get("outputs") and out.get("model_name") == name else f"{out}"
     check(f"POST /v2/models/{name}/infer (the InferenceService's name) answers 200 with outputs",
           infer)
+    grpc_checks(ksrv.port, name, schema, "ServingRuntime port h2c, protocolVersion grpc-v2")
     rc, _ = ksrv.stop(kcfg["server"]["shutdown_grace_seconds"])
     report(rc == 0, "KServe-configured inferd exits 0 on SIGTERM", f"exit {rc}")
     logs = kenv["INFERD_PREDICTION_LOG_DIR"]

@@ -3,8 +3,9 @@
 # self-signed certificate (and certbot's own options-ssl-nginx.conf and ssl-dhparams.pem, from
 # Debian's certbot packages), the upstream swapped for a running inferd and ports 80/443 for
 # free high ones, under a minimal nginx.conf; `nginx -t`, then nginx started and requests
-# proxied: predictions over HTTPS, request ids, the redirect, body limits, /metrics refused,
-# upstream keep-alive, reload, and nginx's answer once inferd is gone.
+# proxied: predictions over HTTPS, gRPC (grpc_pass) over TLS with tritonclient.grpc, request
+# ids, the redirect, body limits, /metrics refused, upstream keep-alive, reload, and nginx's
+# answer (REST and gRPC) once inferd is gone.
 # Usage: deploy/nginx/check.sh   (INFERD_BIN=path to test another binary, KEEP=1 keeps the temp folder)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -244,6 +245,54 @@ else
   not_ok "upstream keep-alive" "nginx's connections to inferd after 5 requests: '$(tr '\n' ' ' <<<"$first")', after 10: '$(tr '\n' ' ' <<<"$second")'"
 fi
 
+# --- gRPC through nginx (grpc_pass) over TLS, with tritonclient.grpc from .venv ---
+# (after the keep-alive count: nginx keeps this HTTP/2 connection to inferd open too)
+# grpc_call MODE: a Python client trusting the check's self-signed certificate, SNI example.com.
+grpc_call() {
+  .venv/bin/python - "$1" "127.0.0.1:$https_port" "$N/le/live/example.com/fullchain.pem" <<'EOF'
+import json, sys
+import numpy as np
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+mode, url, ca = sys.argv[1:]
+client = grpcclient.InferenceServerClient(
+    url, ssl=True, root_certificates=ca,
+    channel_args=[("grpc.ssl_target_name_override", "example.com")])
+try:
+    if mode == "ok":
+        assert client.is_server_live() and client.is_server_ready(), "not live/ready"
+        meta = client.get_model_metadata("house_price_linear", as_json=True)
+        x = grpcclient.InferInput(meta["inputs"][0]["name"], [2, 5], "FP32")
+        x.set_data_from_numpy(np.array([[5850, 3, 1, 2, 1], [7260, 4, 2, 2, 2]], dtype=np.float32))
+        res = client.infer("house_price_linear", [x], request_id="nginx-grpc.1",
+                           headers={"x-request-id": "nginx-grpc.1",
+                                    "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+        out = res.get_response(as_json=True)
+        print("ok", out["model_name"], res.as_numpy(out["outputs"][0]["name"]).shape)
+    else:
+        client.is_server_live()
+        print("no error")
+except InferenceServerException as e:
+    print("status", e.status(), e.message())
+EOF
+}
+if .venv/bin/python -c 'import tritonclient.grpc' 2>/dev/null; then
+  got=$(grpc_call ok 2>&1 | tail -1)
+  if [[ "$got" == "ok house_price_linear (2, 1)" ]]; then
+    ok "gRPC over TLS through nginx (grpc_pass to inferd's port, h2c): ServerLive, ServerReady, ModelMetadata, ModelInfer of 2 rows"
+  else
+    not_ok "gRPC through nginx" "$got"
+  fi
+  if grep -q '"POST /inference.GRPCInferenceService/ModelInfer HTTP/2.0" 200 .*rid=nginx-grpc.1 ' "$N/logs/inferd.access.log" &&
+    grep -q 'nginx-grpc.1' "$T/inferd.log"; then
+    ok "gRPC: the call's x-request-id metadata in nginx's access log and inferd's log"
+  else
+    not_ok "gRPC request id" "$(grep GRPCInferenceService "$N/logs/inferd.access.log" | tail -1)"
+  fi
+else
+  echo "# skip - gRPC through nginx: tritonclient.grpc is not in .venv (scripts/test.sh installs tritonclient[grpc])"
+fi
+
 # --- reload, as after a certificate renewal (systemctl reload nginx) ---
 kill -HUP "$nginx_pid"
 code=000
@@ -265,6 +314,15 @@ if [ "$rc" = 0 ] && [ "$code" = 503 ] && [ "$(json "$T/b7" error_type)" = upstre
   ok "inferd stopped (exit 0): nginx answers 503 upstream_unavailable as JSON, with Retry-After"
 else
   not_ok "inferd stopped" "inferd exit $rc; nginx $code $(head -c 200 "$T/b7")"
+fi
+
+if .venv/bin/python -c 'import tritonclient.grpc' 2>/dev/null; then
+  got=$(grpc_call gone 2>&1 | tail -1)
+  if [[ "$got" == "status StatusCode.UNAVAILABLE"* ]]; then
+    ok "inferd stopped: a gRPC call through nginx gets UNAVAILABLE (nginx's grpc-status 14), not a JSON page"
+  else
+    not_ok "gRPC with inferd stopped" "$got"
+  fi
 fi
 
 kill -QUIT "$nginx_pid"
