@@ -18,7 +18,9 @@
 #
 # With SINK=URL arguments (`postgres=postgres://...`, `object_store=s3://...`, `stdout=`), one
 # more "on" server per argument with its prediction log on that sink; the table gains a column
-# each, the instructions per request against the files sink's.
+# each, the instructions per request against the files sink's. `traces=` is one more "on"
+# server exporting OpenTelemetry traces (every request sampled, the default sampler) to an
+# OTLP/HTTP receiver the script starts (python3, answering 200 to every export).
 #
 # Usage: bench/instructions.sh [requests per case, default 400] [SINK=URL ...]
 # BENCH_PORT (default 18471) is the first of the two ports used. Needs valgrind (Debian package
@@ -49,25 +51,31 @@ cargo build --release --locked --quiet --bin inferd
 
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/inferd-instructions.XXXXXX")"
 server=""
+receiver=""
+receiver_port=$((${BENCH_PORT:-18471} + 20))
 stop() {
   [[ -n "$server" ]] || return 0
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
   server=""
 }
-trap 'stop; rm -rf "$tmp"' EXIT
+trap 'stop; [[ -z "$receiver" ]] || kill "$receiver" 2>/dev/null; rm -rf "$tmp"' EXIT
 trap 'exit 130' INT TERM
 
 # name config port [sink url]: runs the cases against one server under callgrind; appends to
 # $tmp/results
 measure() {
-  local name=$1 config=$2 port=$3 sink=${4:-files} url=${5:-}
+  local name=$1 config=$2 port=$3 sink=${4:-files} url=${5:-} otel=()
+  if [[ $sink == traces ]]; then
+    sink=files
+    otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$receiver_port")
+  fi
   if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
     echo "bench: something already answers on port $port; set BENCH_PORT to a free pair" >&2
     exit 1
   fi
   # valgrind runs the server in its own process, so $! is the pid callgrind_control takes.
-  INFERD_PREDICTION_LOG_SINK="$sink" INFERD_PREDICTION_LOG_URL="$url" \
+  env "${otel[@]}" INFERD_PREDICTION_LOG_SINK="$sink" INFERD_PREDICTION_LOG_URL="$url" \
     INFERD_PREDICTION_LOG_DIR="$tmp/predictions-$name" valgrind --tool=callgrind --instr-atstart=no \
     --callgrind-out-file="$tmp/callgrind-$name.out" \
     ./target/release/inferd serve --config "$config" --host 127.0.0.1 --port "$port" >"$tmp/$name.log" 2>&1 &
@@ -141,6 +149,22 @@ PY
 }
 
 : >"$tmp/results"
+if printf '%s\n' "${sinks[@]}" | grep -q '^traces='; then
+  python3 -c '
+import http.server, sys
+class Receiver(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", "0")
+        self.end_headers()
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Receiver).serve_forever()
+' "$receiver_port" &
+  receiver=$!
+fi
 measure on runtime.toml "$base_port"
 measure off bench/observability_off.toml "$((base_port + 1))"
 port=$((base_port + 2))
