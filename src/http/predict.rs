@@ -75,7 +75,8 @@ enum PredictResponses {
     Timeout(ErrorBody),
 }
 
-/// The header every predict operation reads (documentation: see [`super::deadline`]).
+/// The header every predict operation reads (documentation: see [`super::extract`], which
+/// reads it into the request's deadline).
 #[derive(utoipa::IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
