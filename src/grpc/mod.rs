@@ -100,11 +100,25 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
             }
             // W3C trace context arrives as gRPC metadata, which is HTTP/2 headers.
             let span = trace::enabled().then(|| ServerSpan::start(http_method, &route, request.headers())).flatten();
-            let response = match &span {
-                Some(span) => scope.clone().run(grpc.oneshot(request).with_context(span.context())).await,
-                None => scope.clone().run(grpc.oneshot(request)).await,
+            // tonic reads the whole message before a method runs, so the deadline must bound
+            // that read too: a body that never ends would otherwise hold the stream (and what
+            // it sent) forever. The method itself answers at the deadline; this is its backstop.
+            let limit = call_limit(state, request.headers());
+            let call = async {
+                match &span {
+                    Some(span) => scope.clone().run(grpc.oneshot(request).with_context(span.context())).await,
+                    None => scope.clone().run(grpc.oneshot(request)).await,
+                }
             };
-            (response.unwrap_or_else(|never| match never {}), caller, span)
+            let response = match tokio::time::timeout_at((started + limit + BACKSTOP).into(), call).await {
+                Ok(response) => response.unwrap_or_else(|never| match never {}),
+                Err(_) => Status::deadline_exceeded(format!(
+                    "the request did not arrive whole within its deadline ({} ms)",
+                    limit.as_millis()
+                ))
+                .into_http(),
+            };
+            (response, caller, span)
         }
     };
     response.headers_mut().insert(REQUEST_ID, id);
@@ -160,6 +174,16 @@ fn authorize(state: &AppState, request: &Request) -> Result<Option<Caller>, Stat
         state.metrics().auth_failure(failure.reason());
         error::status(authorize::to_error(failure))
     })
+}
+
+/// How long after its deadline a call still being read or run is cut off.
+const BACKSTOP: Duration = Duration::from_millis(50);
+
+/// The server's request timeout, shortened by a valid `grpc-timeout` (an invalid one is refused
+/// by the method, within the server's).
+fn call_limit(state: &AppState, headers: &HeaderMap) -> Duration {
+    let server = state.config.server.request_timeout();
+    headers.get(GRPC_TIMEOUT).and_then(grpc_timeout).map_or(server, |client| client.min(server))
 }
 
 /// The client's `grpc-timeout`: a positive amount of up to 8 digits and a unit (H, M, S, m,

@@ -303,3 +303,34 @@ async fn tritonclient_grpc_works_unchanged() {
     assert!(stdout.contains("checks ok"), "{stdout}");
     app.stop().await;
 }
+
+/// tonic reads the whole message before the method runs: a body that never ends must still be
+/// answered at the deadline (and its stream let go), not held forever.
+#[tokio::test]
+async fn a_message_that_never_finishes_arriving_is_deadline_exceeded_at_the_deadline() {
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    let message = framed(&linear_row());
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let body = StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
+    })))
+    .boxed();
+    tx.send(Bytes::copy_from_slice(&message[..10])).await.unwrap();
+    let mut request = call_of("ModelInfer", body);
+    request.headers_mut().insert("grpc-timeout", "1S".parse().unwrap());
+    let sent = std::time::Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(10), sender.send_request(request))
+        .await
+        .expect("answered, not held")
+        .expect("a response");
+    let took = sent.elapsed();
+    let (_, status, message) = answer_of(response).await;
+    assert_eq!(status, "4", "DEADLINE_EXCEEDED: {message}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "at the deadline: {took:?}");
+    drop(tx);
+    // The connection still serves.
+    let (_, status, _) = unary(&mut h2(&app).await, "ServerLive", &proto::ServerLiveRequest {}).await;
+    assert_eq!(status, "0");
+    app.stop().await;
+}
