@@ -154,18 +154,27 @@ fn linear_row() -> proto::ModelInferRequest {
     }
 }
 
+/// A body that has sent `first` and goes on with whatever is sent on the returned channel,
+/// ending when the channel is dropped: a message still arriving.
+async fn arriving(
+    first: &[u8],
+) -> (tokio::sync::mpsc::Sender<Bytes>, http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
+    let body = StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
+    })))
+    .boxed();
+    tx.send(Bytes::copy_from_slice(first)).await.unwrap();
+    (tx, body)
+}
+
 #[tokio::test]
 async fn at_shutdown_an_http2_connection_gets_goaway_and_its_call_in_progress_finishes() {
     let app = TestApp::spawn().await;
     let mut sender = h2(&app).await;
     // A call whose message is still arriving when the server stops.
     let message = framed(&linear_row());
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-    let body = StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
-    })))
-    .boxed();
-    tx.send(Bytes::copy_from_slice(&message[..10])).await.unwrap();
+    let (tx, body) = arriving(&message[..10]).await;
     let call = tokio::spawn(sender.send_request(call_of("ModelInfer", body)));
     let stopped = tokio::spawn(app.stop());
     // Once the server has sent GOAWAY, a new call on the connection is refused.
@@ -311,12 +320,7 @@ async fn a_message_that_never_finishes_arriving_is_deadline_exceeded_at_the_dead
     let app = TestApp::spawn().await;
     let mut sender = h2(&app).await;
     let message = framed(&linear_row());
-    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
-    let body = StreamBody::new(Box::pin(futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|bytes| (Ok::<_, std::convert::Infallible>(Frame::data(bytes)), rx))
-    })))
-    .boxed();
-    tx.send(Bytes::copy_from_slice(&message[..10])).await.unwrap();
+    let (tx, body) = arriving(&message[..10]).await;
     let mut request = call_of("ModelInfer", body);
     request.headers_mut().insert("grpc-timeout", "1S".parse().unwrap());
     let sent = std::time::Instant::now();
