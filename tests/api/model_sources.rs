@@ -207,12 +207,7 @@ async fn serve_takes_an_https_url_trusting_the_ca_in_ssl_cert_file() {
     let ca = https.ca.display().to_string();
 
     // A KServe-style prefix: its model.onnx, named after the prefix, schema derived.
-    let mut command = inferd();
-    command
-        .current_dir(dir.path())
-        .args(["serve", "--host", "127.0.0.1", "--port", "0", &url])
-        .env("SSL_CERT_FILE", &ca);
-    let server = crate::process::launch(command);
+    let server = crate::named::serve_in(dir.path(), &[url], &[("SSL_CERT_FILE", &ca)]);
     let client = reqwest::Client::new();
     let models: Value = client.get(format!("{}/models", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["models"][0]["name"], "house", "{models}");
@@ -225,9 +220,7 @@ async fn serve_takes_an_https_url_trusting_the_ca_in_ssl_cert_file() {
     assert_eq!(answer.status(), 200);
     let cached = dir.path().join("model-cache/sha256").join(sha256(&model_bytes("house_price.onnx")));
     assert!(cached.is_file(), "cached under the current folder");
-    let mut server = server;
-    crate::helpers::send_signal(&server.child, libc::SIGTERM);
-    assert!(server.child.wait().unwrap().success());
+    crate::named::stop(server).await;
 
     // Without the CA, the certificate is refused: exit 2, naming the URL.
     let out = inferd()

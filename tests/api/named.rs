@@ -5,13 +5,18 @@ use serde_json::{json, Value};
 use crate::helpers::{repo, schema_example, send_signal};
 use crate::process::{inferd, launch};
 
-fn serve_in(dir: &std::path::Path, models: &[String]) -> crate::process::Server {
+/// `inferd serve MODEL...` run in `dir`, with `env` added; returns once it is ready.
+pub(crate) fn serve_in(dir: &std::path::Path, models: &[String], env: &[(&str, &str)]) -> crate::process::Server {
     let mut command = inferd();
-    command.current_dir(dir).args(["serve", "--host", "127.0.0.1", "--port", "0"]).args(models);
+    command
+        .current_dir(dir)
+        .args(["serve", "--host", "127.0.0.1", "--port", "0"])
+        .args(models)
+        .envs(env.iter().copied());
     launch(command)
 }
 
-async fn stop(mut server: crate::process::Server) {
+pub(crate) async fn stop(mut server: crate::process::Server) {
     send_signal(&server.child, libc::SIGTERM);
     assert!(server.child.wait().unwrap().success());
 }
@@ -20,7 +25,7 @@ async fn stop(mut server: crate::process::Server) {
 async fn a_model_file_is_served_from_a_folder_with_no_config() {
     let empty = tempfile::tempdir().unwrap();
     let model = repo().join("models/house_price.onnx").display().to_string();
-    let server = serve_in(empty.path(), &[model]);
+    let server = serve_in(empty.path(), &[model], &[]);
     let client = reqwest::Client::new();
     let models: Value = client.get(format!("{}/models", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!(models["models"].as_array().unwrap().len(), 1, "{models}");
@@ -45,7 +50,7 @@ async fn a_kserve_folder_of_versions_is_served_with_the_newest_by_default() {
         std::fs::create_dir_all(models.join(version)).unwrap();
         std::fs::copy(repo().join("models").join(file), models.join(version).join("model.onnx")).unwrap();
     }
-    let server = serve_in(root.path(), &[format!("price={}", models.display())]);
+    let server = serve_in(root.path(), &[format!("price={}", models.display())], &[]);
     let client = reqwest::Client::new();
     let info: Value = client.get(format!("{}/models/price", server.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!((&info["version"], &info["default_version"]), (&json!("2"), &json!(true)), "{info}");
@@ -65,7 +70,7 @@ async fn a_kserve_folder_of_versions_is_served_with_the_newest_by_default() {
 
 #[tokio::test]
 async fn models_named_in_the_checkout_replace_its_runtime_toml_models() {
-    let server = serve_in(&repo(), &["models/house_price_linear.onnx".into()]);
+    let server = serve_in(&repo(), &["models/house_price_linear.onnx".into()], &[]);
     let models: Value = reqwest::get(format!("{}/models", server.base)).await.unwrap().json().await.unwrap();
     let names: Vec<&str> = models["models"].as_array().unwrap().iter().map(|m| m["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["house_price_linear"]);
