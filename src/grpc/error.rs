@@ -1,7 +1,11 @@
 //! The one table from an error to a gRPC status: the same [`ApiError`] REST answers with,
 //! read as a status code and the Open Inference Protocol's message.
 
+use std::time::Duration;
+
+use tonic::metadata::{MetadataMap, MetadataValue};
 use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::http::error::{v2_message, ApiError};
 use crate::registry::RouteError;
@@ -42,10 +46,22 @@ pub fn code(e: &ApiError) -> Code {
     }
 }
 
-/// The status for an error; an internal one is logged here, and its cause never sent.
+/// The status for an error; an internal one is logged here, and its cause never sent. One to
+/// retry later (REST's `Retry-After`) says when twice: as `google.rpc.RetryInfo` in the
+/// status details, for applications, and as `grpc-retry-pushback-ms`, which gRPC libraries
+/// with a retry policy wait for before they try again.
 pub fn status(e: ApiError) -> Status {
     e.log_internal();
-    Status::new(code(&e), v2_message(&e.body()))
+    let (code, message) = (code(&e), v2_message(&e.body()));
+    match e.retry_after_seconds() {
+        Some(seconds) if matches!(code, Code::Unavailable | Code::ResourceExhausted) => {
+            let delay = Duration::from_secs(seconds.into());
+            let mut metadata = MetadataMap::new();
+            metadata.insert("grpc-retry-pushback-ms", MetadataValue::from(delay.as_millis() as u64));
+            Status::with_error_details_and_metadata(code, message, ErrorDetails::with_retry_info(Some(delay)), metadata)
+        }
+        _ => Status::new(code, message),
+    }
 }
 
 impl From<PredictError> for Failed {
@@ -110,6 +126,10 @@ mod tests {
         let internal = status(ApiError::Internal("secret cause".into()));
         assert_eq!(internal.code(), Code::Internal);
         assert!(!internal.message().contains("secret"), "{}", internal.message());
+        let busy = status(ApiError::Overloaded { model: "m".into(), queued: 1, capacity: 1 });
+        assert_eq!(busy.get_details_retry_info().and_then(|r| r.retry_delay), Some(Duration::from_secs(1)));
+        assert_eq!(busy.metadata().get("grpc-retry-pushback-ms").unwrap(), "1000");
+        assert!(status(ApiError::Timeout { ms: 5 }).get_details_retry_info().is_none());
         assert_eq!(code_name(Code::NotFound as u16), "NOT_FOUND");
         assert_eq!(code_name(Code::Unauthenticated as u16), "UNAUTHENTICATED");
         assert_eq!(code_name(99), "UNKNOWN");

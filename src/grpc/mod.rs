@@ -3,33 +3,38 @@
 //! type is `application/grpc` goes here, any other to the REST router. Like REST's `/v2`, each
 //! call decodes, calls the one predict service, and encodes; errors go through one table
 //! (`error.rs`). Access control checks the same scopes from the same headers (`authorization`,
-//! `x-api-key` metadata) before the message is read.
+//! `x-api-key` metadata) before the message is read. gRPC's standard health service
+//! (`grpc.health.v1.Health`, `health.rs`) is served beside it.
 
+mod budget;
 mod error;
+mod health;
 mod infer;
+mod methods;
 
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
+use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{header, HeaderMap, HeaderName, HeaderValue};
-use axum::response::Response;
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Version};
+use axum::response::{IntoResponse, Response};
 use axum::Router;
 use opentelemetry::context::FutureExt as _;
 use tonic::Status;
+use tonic_health::pb::health_server::HealthServer;
 use tower::ServiceExt;
 use tower_http::request_id::RequestId;
 
 use crate::auth::{Caller, Scope};
-use crate::http::call::{id_of, PIN_VERSION};
+use crate::http::error::ApiError;
 use crate::http::track::method_label;
-use crate::http::v2::model_metadata;
-use crate::http::{authorize, usable_request_id, AppState, REQUEST_ID};
+use crate::http::{admin, authorize, usable_request_id, AppState, REQUEST_ID};
 use crate::observe::access::AccessLine;
 use crate::observe::trace::{self, ServerSpan};
 use crate::observe::{millis, RequestScope};
-use crate::service::{Deadline, Origin, Served, ServedBy, Target};
-use error::Failed;
+use crate::service::ServedBy;
+use budget::{Charged, Holding};
 
 /// The code build.rs generated from proto/grpc_predict_v2.proto.
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
@@ -37,10 +42,13 @@ pub mod proto {
     tonic::include_proto!("inference");
 }
 
-use proto::grpc_inference_service_server::{GrpcInferenceService, GrpcInferenceServiceServer};
+use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
 
 /// The service's path prefix: `/inference.GRPCInferenceService/<Method>`.
 const SERVICE: &str = "/inference.GRPCInferenceService/";
+
+/// The health service's path prefix.
+const HEALTH: &str = "/grpc.health.v1.Health/";
 
 /// The client's `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit).
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -48,17 +56,23 @@ const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 /// `http`, with gRPC calls on the same port dispatched to the gRPC service.
 pub fn alongside(http: Router, state: AppState) -> Router {
     let limit = state.config.server.body_limit_bytes;
-    let service = GrpcInferenceServiceServer::new(Inference { state: state.clone() })
+    let service = GrpcInferenceServiceServer::new(methods::Inference { state: state.clone() })
         // A message over the body limit is refused from its length prefix, before it is read.
         .max_decoding_message_size(limit);
-    let grpc = tonic::service::Routes::new(service).prepare().into_axum_router();
+    let health = HealthServer::new(health::Probe { state: state.clone() }).max_decoding_message_size(limit);
+    let grpc = tonic::service::Routes::new(service).add_service(health).prepare().into_axum_router();
     Router::new().fallback_service(tower::service_fn(move |request: Request| {
         let (http, grpc, state) = (http.clone(), grpc.clone(), state.clone());
         async move {
-            Ok::<_, Infallible>(if is_grpc(request.headers()) {
-                call(&state, grpc, request).await
-            } else {
-                http.oneshot(request).await.unwrap_or_else(|never| match never {})
+            Ok::<_, Infallible>(match is_grpc(request.headers()) {
+                // gRPC is HTTP/2 only: over HTTP/1.1 its trailers (the call's status) cannot be
+                // sent, so the call is refused in REST's words rather than half answered.
+                true if request.version() != Version::HTTP_2 => ApiError::InvalidHeader(
+                    "gRPC needs HTTP/2: connect with HTTP/2 cleartext (prior knowledge), as gRPC clients do".into(),
+                )
+                .into_response(),
+                true => call(&state, grpc, request).await,
+                false => http.oneshot(request).await.unwrap_or_else(|never| match never {}),
             })
         }
     }))
@@ -73,7 +87,30 @@ fn is_grpc(headers: &HeaderMap) -> bool {
 struct Started(Instant);
 
 /// The service's methods, for the metrics' `method` label and the access log's route.
-const METHODS: [&str; 6] = ["ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer"];
+const METHODS: [&str; 9] = [
+    "ServerLive",
+    "ServerReady",
+    "ModelReady",
+    "ServerMetadata",
+    "ModelMetadata",
+    "ModelInfer",
+    "RepositoryIndex",
+    "RepositoryModelLoad",
+    "RepositoryModelUnload",
+];
+
+/// A known method's label: the inference service's by name, the health service's as
+/// `Health/<Method>`.
+fn method_of(path: &str) -> Option<&'static str> {
+    if let Some(name) = path.strip_prefix(SERVICE) {
+        return METHODS.iter().find(|known| **known == name).copied();
+    }
+    match path.strip_prefix(HEALTH)? {
+        "Check" => Some("Health/Check"),
+        "Watch" => Some("Health/Watch"),
+        _ => None,
+    }
+}
 
 /// One gRPC call: its id (the client's `x-request-id` if usable, else a UUID, echoed in the
 /// response's metadata) and scope, access control, the service, then the HTTP and gRPC
@@ -86,7 +123,7 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
         });
     let http_method = method_label(request.method());
     let path = request.uri().path();
-    let method = path.strip_prefix(SERVICE).and_then(|m| METHODS.iter().find(|known| **known == m)).copied();
+    let method = method_of(path);
     let route = method.map_or("unmatched", |_| path).to_owned();
     let scope = RequestScope::new(http_method, request.uri().clone(), id.clone());
     let (mut response, caller, span) = match authorize(state, &request) {
@@ -104,6 +141,9 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
             // that read too: a body that never ends would otherwise hold the stream (and what
             // it sent) forever. The method itself answers at the deadline; this is its backstop.
             let limit = call_limit(state, request.headers());
+            let holding = Holding::default();
+            let request =
+                request.map(|body| Body::new(Charged::new(body, state.body_budget().clone(), holding.clone())));
             let call = async {
                 match &span {
                     Some(span) => scope.clone().run(grpc.oneshot(request).with_context(span.context())).await,
@@ -112,12 +152,16 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
             };
             let response = match tokio::time::timeout_at((started + limit + BACKSTOP).into(), call).await {
                 Ok(response) => response.unwrap_or_else(|never| match never {}),
+                // Waiting for room in the budget of bodies in flight: this instance is busy.
+                Err(_) if holding.waiting() => error::status(ApiError::BodiesInFlight).into_http(),
                 Err(_) => Status::deadline_exceeded(format!(
                     "the request did not arrive whole within its deadline ({} ms)",
                     limit.as_millis()
                 ))
                 .into_http(),
             };
+            // The message's room in the budget is given back once the call is answered.
+            drop(holding);
             (response, caller, span)
         }
     };
@@ -156,19 +200,31 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
     response
 }
 
-/// The scope a method needs: health is open, as REST's is; inference needs `predict`, the rest
-/// `read`.
+/// The scope a method needs: health is open, as REST's is; inference needs `predict`, loading
+/// and unloading models `admin`, the rest `read`.
 fn scope(path: &str) -> Option<Scope> {
+    if path.starts_with(HEALTH) {
+        return None;
+    }
     match path.strip_prefix(SERVICE) {
         Some("ServerLive" | "ServerReady") => None,
         Some("ModelInfer") => Some(Scope::Predict),
+        Some("RepositoryModelLoad" | "RepositoryModelUnload") => Some(Scope::Admin),
         _ => Some(Scope::Read),
     }
 }
 
-/// The caller, when access control is on, checked as REST's routes are.
+/// The caller, when access control is on, checked as REST's routes are; with it off, the
+/// admin calls answer only a local client, as REST's admin routes do.
 fn authorize(state: &AppState, request: &Request) -> Result<Option<Caller>, Status> {
-    let (Some(auth), Some(scope)) = (state.auth(), scope(request.uri().path())) else { return Ok(None) };
+    let scope = scope(request.uri().path());
+    let Some(auth) = state.auth() else {
+        if scope == Some(Scope::Admin) && !admin::is_local(request) {
+            return Err(error::status(ApiError::AdminNotLocal));
+        }
+        return Ok(None);
+    };
+    let Some(scope) = scope else { return Ok(None) };
     let needs = authorize::Needs { state: state.clone(), scope, auth: auth.clone() };
     authorize::check(&needs, request.headers()).map(Some).map_err(|(failure, _)| {
         state.metrics().auth_failure(failure.reason());
@@ -206,129 +262,6 @@ fn grpc_timeout(value: &HeaderValue) -> Option<Duration> {
     })
 }
 
-struct Inference {
-    state: AppState,
-}
-
-impl Inference {
-    /// The server's deadline, shortened (never lengthened) by the client's `grpc-timeout`.
-    fn deadline<T>(&self, request: &tonic::Request<T>) -> Result<Deadline, Status> {
-        let started = request.extensions().get::<Started>().map_or_else(Instant::now, |s| s.0);
-        let deadline = Deadline::new(started, self.state.config.server.request_timeout());
-        match request.metadata().get(GRPC_TIMEOUT.as_str()) {
-            None => Ok(deadline),
-            Some(value) => {
-                let value = HeaderValue::from_bytes(value.as_bytes()).ok();
-                let timeout = value.as_ref().and_then(grpc_timeout).ok_or_else(|| {
-                    Status::invalid_argument("grpc-timeout must be up to 8 digits and a unit (H, M, S, m, u, n)")
-                })?;
-                Ok(deadline.shorten(timeout))
-            }
-        }
-    }
-}
-
-fn version(version: &str) -> Option<&str> {
-    (!version.is_empty()).then_some(version)
-}
-
-type Answer<T> = Result<tonic::Response<T>, Status>;
-
-#[tonic::async_trait]
-impl GrpcInferenceService for Inference {
-    async fn server_live(&self, _: tonic::Request<proto::ServerLiveRequest>) -> Answer<proto::ServerLiveResponse> {
-        Ok(tonic::Response::new(proto::ServerLiveResponse { live: true }))
-    }
-
-    /// Ready as `/ready` says; not ready is an answer (`ready: false`), as Triton gives it.
-    async fn server_ready(&self, _: tonic::Request<proto::ServerReadyRequest>) -> Answer<proto::ServerReadyResponse> {
-        let ready = self.state.predictor().ready().is_ok();
-        Ok(tonic::Response::new(proto::ServerReadyResponse { ready }))
-    }
-
-    async fn model_ready(
-        &self,
-        request: tonic::Request<proto::ModelReadyRequest>,
-    ) -> Answer<proto::ModelReadyResponse> {
-        let request = request.into_inner();
-        let ready = (|| -> Result<bool, Failed> {
-            let registry = self.state.registry()?;
-            Ok(registry.get(&request.name, version(&request.version))?.is_ready())
-        })()
-        .map_err(|Failed(status)| status)?;
-        Ok(tonic::Response::new(proto::ModelReadyResponse { ready }))
-    }
-
-    async fn server_metadata(
-        &self,
-        _: tonic::Request<proto::ServerMetadataRequest>,
-    ) -> Answer<proto::ServerMetadataResponse> {
-        Ok(tonic::Response::new(proto::ServerMetadataResponse {
-            name: "inferd".into(),
-            version: env!("CARGO_PKG_VERSION").into(),
-            extensions: vec![],
-        }))
-    }
-
-    async fn model_metadata(
-        &self,
-        request: tonic::Request<proto::ModelMetadataRequest>,
-    ) -> Answer<proto::ModelMetadataResponse> {
-        let request = request.into_inner();
-        let metadata = (|| -> Result<_, Failed> {
-            let registry = self.state.registry()?;
-            let batcher = registry.get(&request.name, version(&request.version))?;
-            Ok(model_metadata(&registry, batcher, version(&request.version).is_none()))
-        })()
-        .map_err(|Failed(status)| status)?;
-        let tensor = |t: crate::http::v2::TensorMetadata| proto::model_metadata_response::TensorMetadata {
-            name: t.name,
-            datatype: t.datatype,
-            shape: t.shape,
-        };
-        Ok(tonic::Response::new(proto::ModelMetadataResponse {
-            name: metadata.name,
-            versions: metadata.versions,
-            platform: metadata.platform,
-            inputs: metadata.inputs.into_iter().map(tensor).collect(),
-            outputs: metadata.outputs.into_iter().map(tensor).collect(),
-        }))
-    }
-
-    async fn model_infer(
-        &self,
-        request: tonic::Request<proto::ModelInferRequest>,
-    ) -> Answer<proto::ModelInferResponse> {
-        let deadline = self.deadline(&request)?;
-        let request_id = request.extensions().get::<RequestId>().cloned();
-        let caller = request.extensions().get::<Caller>().cloned();
-        let pin = request.metadata().get(PIN_VERSION.as_str()).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let message = request.into_inner();
-        let (name, model_version) = (message.model_name.clone(), message.model_version.clone());
-        let target = match version(&model_version) {
-            Some(version) => Target::Version { name: &name, version },
-            None => Target::Model { name: &name, pin: pin.as_deref() },
-        };
-        let origin = Origin {
-            request_id: request_id.as_ref().map(id_of).unwrap_or_default(),
-            principal: caller.as_ref().map(|c| &c.name),
-        };
-        let served = self.state.predictor().predict(target, origin, deadline, infer::Message(message)).await;
-        let (by, answered) = match served {
-            Served::Unrouted(e) => return Err(Failed::from(e).0),
-            Served::Routed { result: Err(e), .. } => return Err(Failed::from(e).0),
-            Served::Routed { by, result: Ok(answered) } => (by, answered),
-        };
-        let mut response = tonic::Response::new(infer::answer(&by.spec, &answered.input.0, &answered.inferred));
-        if let Ok(version) = by.spec.version.parse() {
-            response.metadata_mut().insert("x-inferd-version", version);
-        }
-        // For the access log (see `call`).
-        response.extensions_mut().insert(by);
-        Ok(response)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -350,6 +283,9 @@ mod tests {
         assert_eq!(scope("/inference.GRPCInferenceService/ServerLive"), None);
         assert_eq!(scope("/inference.GRPCInferenceService/ModelInfer"), Some(Scope::Predict));
         assert_eq!(scope("/inference.GRPCInferenceService/ModelMetadata"), Some(Scope::Read));
+        assert_eq!(scope("/inference.GRPCInferenceService/RepositoryModelUnload"), Some(Scope::Admin));
+        assert_eq!(scope("/inference.GRPCInferenceService/RepositoryIndex"), Some(Scope::Read));
+        assert_eq!(scope("/grpc.health.v1.Health/Check"), None);
         assert_eq!(scope("/other.Service/Method"), Some(Scope::Read));
     }
 }

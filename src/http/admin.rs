@@ -40,12 +40,17 @@ const PROXY_HEADERS: [&str; 6] =
 /// neither remote nor behind a proxy (which says so with one of [`PROXY_HEADERS`]).
 /// With it on, the `admin` scope is checked instead (see `http::router`).
 pub async fn local_only(request: Request, next: Next) -> Response {
+    if !is_local(&request) {
+        return ApiError::AdminNotLocal.into_response();
+    }
+    next.run(request).await
+}
+
+/// A direct loopback client: not remote, and not behind a proxy.
+pub fn is_local(request: &Request) -> bool {
     let headers = request.headers();
     let proxied = PROXY_HEADERS.iter().any(|h| headers.contains_key(*h));
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
     let loopback = peer.is_some_and(|ConnectInfo(addr)| addr.ip().is_loopback());
-    if proxied || !loopback {
-        return ApiError::AdminNotLocal.into_response();
-    }
-    next.run(request).await
+    loopback && !proxied
 }

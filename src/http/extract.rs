@@ -195,6 +195,11 @@ impl BodyBudget {
         Self { units: Arc::new(Semaphore::new(total as usize)), total }
     }
 
+    /// The whole budget, in bytes.
+    pub fn total_bytes(&self) -> usize {
+        self.total as usize * UNIT
+    }
+
     /// Waits until `bytes` fit, and holds them until the returned guard is dropped. A body
     /// larger than the whole budget waits for all of it.
     pub async fn reserve(&self, bytes: usize) -> OwnedSemaphorePermit {

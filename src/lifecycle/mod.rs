@@ -123,10 +123,46 @@ impl Lifecycle {
         set_loaded(self, name, load).await
     }
 
+    /// Every configured model version and whether it serves (the repository extension's
+    /// index); with `ready_only`, those that serve.
+    pub fn index(&self, ready_only: bool) -> Result<Vec<RepositoryModel>, LifecycleError> {
+        let registry = self.registry()?;
+        let configured = self.configured();
+        let models = configured
+            .models
+            .iter()
+            .map(|entry| {
+                let (state, reason) = match registry.get(&entry.name, Some(&entry.version)) {
+                    Ok(batcher) if batcher.is_ready() => ("READY", None),
+                    Ok(_) => ("UNAVAILABLE", Some("no working inference session")),
+                    Err(_) => ("UNAVAILABLE", Some("unloaded")),
+                };
+                RepositoryModel { name: entry.name.clone(), version: entry.version.clone(), state, reason }
+            })
+            .filter(|m| !ready_only || m.state == "READY")
+            .collect();
+        Ok(models)
+    }
+
     /// Waits until no reload runs (or `within` passes), for a shutdown that closes the models.
     pub async fn quiesce(&self, within: Duration) {
         let _no_reload = tokio::time::timeout(within, self.reloading.lock()).await.ok();
     }
+}
+
+/// Why a load request that brings a model config or files is refused.
+pub const LOADS_ONLY_CONFIGURED: &str =
+    "inferd loads the models its configuration names: a load request cannot bring a model config or files";
+
+/// A configured model version in the repository index.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RepositoryModel {
+    pub name: String,
+    pub version: String,
+    /// `READY`, or `UNAVAILABLE` with a `reason`.
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
 }
 
 /// The last failed load of each model version, by (model, version); cleared when it loads.

@@ -255,6 +255,20 @@ async fn access_control_checks_the_same_scopes_as_rest() {
     let (answer, status, message) = unary_with(&mut sender, "ModelInfer", &linear_row(), predictor).await;
     assert_eq!(status, "0", "{message}");
     assert_eq!(proto::ModelInferResponse::decode(&answer[..]).unwrap().outputs[0].shape, vec![1, 1]);
+    // The repository: its index is read, loading and unloading need the admin scope.
+    let (index, status, message) =
+        unary_with(&mut sender, "RepositoryIndex", &proto::RepositoryIndexRequest::default(), reader).await;
+    assert_eq!(status, "0", "{message}");
+    assert!(!proto::RepositoryIndexResponse::decode(&index[..]).unwrap().models.is_empty());
+    let unload = proto::RepositoryModelUnloadRequest { model_name: "house_price_linear".into(), ..Default::default() };
+    for key in [reader, predictor] {
+        let (_, status, message) = unary_with(&mut sender, "RepositoryModelUnload", &unload, key).await;
+        assert_eq!(status, "7", "PERMISSION_DENIED without the admin scope: {message}");
+    }
+    let (_, status, _) = unary(&mut sender, "RepositoryModelUnload", &unload).await;
+    assert_eq!(status, "16", "UNAUTHENTICATED without a key");
+    let (_, status, _) = unary_with(&mut sender, "ModelReady", &ready_linear(), reader).await;
+    assert_eq!(status, "0", "still served");
     app.stop().await;
 }
 
@@ -337,4 +351,145 @@ async fn a_message_that_never_finishes_arriving_is_deadline_exceeded_at_the_dead
     let (_, status, _) = unary(&mut h2(&app).await, "ServerLive", &proto::ServerLiveRequest {}).await;
     assert_eq!(status, "0");
     app.stop().await;
+}
+
+fn ready_linear() -> proto::ModelReadyRequest {
+    proto::ModelReadyRequest { name: "house_price_linear".into(), version: String::new() }
+}
+
+#[tokio::test]
+async fn grpc_over_http1_is_refused_in_rest_words() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .client
+        .post(app.url("/inference.GRPCInferenceService/ServerLive"))
+        .header("content-type", "application/grpc")
+        .body(framed(&proto::ServerLiveRequest {}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error_type"], "invalid_header", "{body}");
+    assert!(body["error"].as_str().unwrap().contains("HTTP/2"), "{body}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn with_auth_off_the_repository_is_loaded_and_unloaded_by_a_local_client_only() {
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    let unload = proto::RepositoryModelUnloadRequest { model_name: "house_price_linear".into(), ..Default::default() };
+    // Behind a proxy (which says so), as from another machine: refused.
+    let (_, status, message) =
+        unary_metadata(&mut sender, "RepositoryModelUnload", &unload, &[("x-forwarded-for", "203.0.113.9")]).await;
+    assert_eq!(status, "7", "PERMISSION_DENIED: {message}");
+    let (answer, status, _) = unary(&mut sender, "ModelReady", &ready_linear()).await;
+    assert_eq!(status, "0");
+    assert!(proto::ModelReadyResponse::decode(&answer[..]).unwrap().ready, "not unloaded");
+    // Directly from loopback: unloaded, then loaded again.
+    let (_, status, message) = unary(&mut sender, "RepositoryModelUnload", &unload).await;
+    assert_eq!(status, "0", "{message}");
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "14", "UNAVAILABLE once unloaded: {message}");
+    let (answer, status, _) = unary(&mut sender, "ModelReady", &ready_linear()).await;
+    assert_eq!(status, "0");
+    assert!(!proto::ModelReadyResponse::decode(&answer[..]).unwrap().ready, "unloaded is not ready");
+    let load = proto::RepositoryModelLoadRequest { model_name: "house_price_linear".into(), ..Default::default() };
+    let (_, status, message) = unary(&mut sender, "RepositoryModelLoad", &load).await;
+    assert_eq!(status, "0", "{message}");
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "0", "{message}");
+    // Only the parameter tritonclient sends to unload is taken.
+    let mut odd = unload.clone();
+    odd.parameters.insert("cascade".into(), proto::ModelRepositoryParameter::default());
+    let (_, status, message) = unary(&mut sender, "RepositoryModelUnload", &odd).await;
+    assert_eq!(status, "3", "INVALID_ARGUMENT: {message}");
+    assert!(message.contains("cascade"), "{message}");
+    let text = app.metrics().await;
+    let unloads = metric(&text, "inferd_grpc_requests_total", &[("method", "RepositoryModelUnload"), ("code", "OK")]);
+    assert_eq!(unloads, Some(1.0), "{text}");
+    app.stop().await;
+}
+
+/// The whole budget of body bytes in flight held by one message still arriving: another call
+/// waits for room until its deadline and is then told to retry (UNAVAILABLE, with when).
+#[tokio::test]
+async fn a_message_kept_out_of_a_full_body_budget_is_unavailable_with_retry_info() {
+    use tonic_types::StatusExt;
+    let mut config = crate::helpers::test_config();
+    config.server.body_limit_bytes = 4096;
+    config.server.max_body_bytes_in_flight = 4096;
+    let app = TestApp::spawn_with(config).await;
+    let mut holder = h2(&app).await;
+    let mut head = vec![0u8];
+    head.extend(4000u32.to_be_bytes());
+    head.extend([0u8; 3100]);
+    let (tx, body) = arriving(&head).await;
+    let held = tokio::spawn(holder.send_request(call_of("ModelInfer", body)));
+    let mut sender = h2(&app).await;
+    let mut refused = None;
+    eventually(Duration::from_secs(10), "a call refused for want of room", async || {
+        let mut request = call_of("ModelInfer", Full::new(Bytes::from(framed(&linear_row()))));
+        request.headers_mut().insert("grpc-timeout", "200m".parse().unwrap());
+        let response = sender.send_request(request).await.expect("answered");
+        refused = tonic::Status::from_header_map(response.headers()).filter(|s| s.code() == tonic::Code::Unavailable);
+        refused.is_some()
+    })
+    .await;
+    let refused = refused.unwrap();
+    assert!(refused.message().contains("bodies"), "{}", refused.message());
+    let retry = refused.get_details_retry_info().expect("retry info in the status details");
+    assert_eq!(retry.retry_delay, Some(Duration::from_secs(1)));
+    assert_eq!(refused.metadata().get("grpc-retry-pushback-ms").unwrap(), "1000");
+    // The holder gives up; its room comes back.
+    drop(tx);
+    let _ = held.await;
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "0", "{message}");
+    app.stop().await;
+}
+
+/// A health watch is a stream that lasts: at shutdown it says NOT_SERVING and ends, so that it
+/// never holds the server past its grace period.
+#[tokio::test]
+async fn a_health_watch_says_not_serving_and_ends_when_the_server_drains() {
+    use tonic_health::pb::{health_check_response::ServingStatus, HealthCheckRequest, HealthCheckResponse};
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    let mut check = Request::post("http://localhost/grpc.health.v1.Health/Check")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed(&HealthCheckRequest { service: String::new() }))))
+        .unwrap();
+    let (answer, status, _) = answer_of(sender.send_request(check).await.unwrap()).await;
+    assert_eq!(status, "0");
+    assert_eq!(HealthCheckResponse::decode(&answer[..]).unwrap().status(), ServingStatus::Serving);
+    check = Request::post("http://localhost/grpc.health.v1.Health/Watch")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(Full::new(Bytes::from(framed(&HealthCheckRequest { service: String::new() }))))
+        .unwrap();
+    let response = sender.send_request(check).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    // The next message's status; None once the stream has ended (its trailers, or nothing).
+    let next_message = async |body: &mut hyper::body::Incoming| match body.frame().await {
+        Some(Ok(frame)) => frame.into_data().ok().map(|data| HealthCheckResponse::decode(&data[5..]).unwrap().status()),
+        None => None,
+        Some(Err(e)) => panic!("watch stream failed: {e}"),
+    };
+    assert_eq!(next_message(&mut body).await, Some(ServingStatus::Serving));
+    let stopped = tokio::spawn(app.stop());
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut seen = vec![];
+        while let Some(status) = next_message(&mut body).await {
+            seen.push(status);
+        }
+        seen
+    })
+    .await
+    .expect("the watch ends at shutdown");
+    assert_eq!(rest.last(), Some(&ServingStatus::NotServing), "{rest:?}");
+    tokio::time::timeout(Duration::from_secs(10), stopped).await.expect("shutdown not held").unwrap();
 }

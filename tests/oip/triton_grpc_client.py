@@ -1,5 +1,6 @@
 """Drives inferd's gRPC endpoint with NVIDIA's tritonclient.grpc at its defaults (raw tensor
-contents both ways), on the same port as HTTP.
+contents both ways), on the same port as HTTP, and its health service with grpcio's own
+health-checking client.
 
 Usage: triton_grpc_client.py HOST:PORT REPO_ROOT. Exits non-zero on the first failed check.
 """
@@ -8,8 +9,10 @@ import json
 import sys
 from pathlib import Path
 
+import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2
 from tritonclient.utils import InferenceServerException
 
@@ -104,6 +107,44 @@ def main():
     narrow = grpcclient.InferInput(linear_meta.inputs[0].name, [1, 4], "FP32")
     narrow.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
     fails_with(lambda: client.infer("house_price_linear", [narrow]), "INVALID_ARGUMENT", "shape", "wrong shape")
+
+    # The repository extension: index, unload, load (the test server's client is local).
+    index = {(m.name, m.version): m for m in client.get_model_repository_index().models}
+    check(index[("house_price_linear", "1")].state == "READY", f"index {index}")
+    client.unload_model("house_price_linear")
+    check(not client.is_model_ready("house_price_linear"), "unloaded")
+    entry = {(m.name, m.version): m for m in client.get_model_repository_index().models}[("house_price_linear", "1")]
+    check((entry.state, entry.reason) == ("UNAVAILABLE", "unloaded"), f"index after unload: {entry}")
+    # tritonclient has no argument for `ready`: its stub is called directly.
+    ready_only = client._client_stub.RepositoryIndex(service_pb2.RepositoryIndexRequest(ready=True))
+    ready = [m.name for m in ready_only.models]
+    check("house_price_linear" not in ready and "house_price" in ready, f"ready index {ready}")
+    fails_with(
+        lambda: client.infer("house_price_linear", tensor_inputs(linear_meta, linear_ref["instances"])),
+        "UNAVAILABLE",
+        "house_price_linear",
+        "infer on an unloaded model",
+    )
+    client.load_model("house_price_linear")
+    check(client.is_model_ready("house_price_linear"), "loaded again")
+    fails_with(lambda: client.load_model("house_price_linear", config="{}"), "INVALID_ARGUMENT", "config", "load with a config")
+    fails_with(lambda: client.load_model("no_such_model"), "NOT_FOUND", "no_such_model", "load an unknown model")
+
+    # grpc.health.v1, as Kubernetes' gRPC probes and load balancers call it.
+    with grpc.insecure_channel(url) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        serving = health_pb2.HealthCheckResponse.SERVING
+        for service in ["", "inference.GRPCInferenceService"]:
+            status = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+            check(status == serving, f"health of '{service}': {status}")
+        try:
+            health.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+            check(False, "an unknown service should be NOT_FOUND")
+        except grpc.RpcError as e:
+            check(e.code() == grpc.StatusCode.NOT_FOUND, f"unknown service: {e.code()}")
+        watch = health.Watch(health_pb2.HealthCheckRequest(service=""), timeout=5)
+        check(next(watch).status == serving, "watch starts with the status now")
+        watch.cancel()
 
     print(f"tritonclient.grpc: {checks} checks ok against {url}")
 

@@ -5,25 +5,15 @@
 
 use axum::extract::State;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Map, Value};
-use utoipa::ToSchema;
 
 use super::V2Error;
 use crate::http::error::ApiError;
 use crate::http::extract::{AnyBytes, ApiPath};
 use crate::http::AppState;
-use crate::lifecycle::ReloadReport;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RepositoryModel {
-    pub name: String,
-    pub version: String,
-    /// `READY`, or `UNAVAILABLE` with a `reason`.
-    pub state: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<&'static str>,
-}
+pub use crate::lifecycle::RepositoryModel;
+use crate::lifecycle::{ReloadReport, LOADS_ONLY_CONFIGURED};
 
 #[derive(Debug, Default, Deserialize)]
 struct IndexRequest {
@@ -59,33 +49,13 @@ pub async fn index(
     AnyBytes(body): AnyBytes,
 ) -> Result<Json<Vec<RepositoryModel>>, V2Error> {
     let request: IndexRequest = parse(&body)?;
-    let registry = state.registry()?;
-    let configured = state.lifecycle().configured();
-    let models = configured
-        .models
-        .iter()
-        .map(|entry| {
-            let (state, reason) = match registry.get(&entry.name, Some(&entry.version)) {
-                Ok(batcher) if batcher.is_ready() => ("READY", None),
-                Ok(_) => ("UNAVAILABLE", Some("no working inference session")),
-                Err(_) => ("UNAVAILABLE", Some("unloaded")),
-            };
-            RepositoryModel { name: entry.name.clone(), version: entry.version.clone(), state, reason }
-        })
-        .filter(|m| !request.ready || m.state == "READY")
-        .collect();
-    Ok(Json(models))
+    Ok(Json(state.lifecycle().index(request.ready).map_err(ApiError::from)?))
 }
 
 async fn load_or_unload(state: AppState, name: String, body: &[u8], load: bool) -> Result<Json<ReloadReport>, V2Error> {
     let request: LoadRequest = parse(body)?;
     if load && !request.parameters.is_empty() {
-        return Err(V2Error::from(ApiError::InvalidRequest {
-            message: "inferd loads the models its configuration names: a load request cannot bring a model \
-                      config or files"
-                .into(),
-            details: vec![],
-        }));
+        return Err(V2Error::from(ApiError::InvalidRequest { message: LOADS_ONLY_CONFIGURED.into(), details: vec![] }));
     }
     Ok(Json(state.lifecycle().set_loaded(&name, load).await.map_err(ApiError::from)?))
 }
