@@ -268,6 +268,9 @@ try:
                            headers={"x-request-id": "nginx-grpc.1",
                                     "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
         out = res.get_response(as_json=True)
+        from grpc_health.v1 import health_pb2, health_pb2_grpc
+        health = health_pb2_grpc.HealthStub(client._channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING, f"health {health}"
         print("ok", out["model_name"], res.as_numpy(out["outputs"][0]["name"]).shape)
     else:
         client.is_server_live()
@@ -279,7 +282,7 @@ EOF
 if .venv/bin/python -c 'import tritonclient.grpc' 2>/dev/null; then
   got=$(grpc_call ok 2>&1 | tail -1)
   if [[ "$got" == "ok house_price_linear (2, 1)" ]]; then
-    ok "gRPC over TLS through nginx (grpc_pass to inferd's port, h2c): ServerLive, ServerReady, ModelMetadata, ModelInfer of 2 rows"
+    ok "gRPC over TLS through nginx (grpc_pass to inferd's port, h2c): ServerLive, ServerReady, ModelMetadata, ModelInfer of 2 rows, grpc.health.v1 Check SERVING"
   else
     not_ok "gRPC through nginx" "$got"
   fi
