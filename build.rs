@@ -7,9 +7,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // prost-build reads PROTOC; a build script's environment is its own process's.
     std::env::set_var("PROTOC", protoc);
     println!("cargo:rerun-if-changed=proto/grpc_predict_v2.proto");
+    // The descriptors, for the reflection service (grpcurl and other generic clients).
+    let descriptors = std::path::PathBuf::from(std::env::var("OUT_DIR")?).join("inference_descriptor.bin");
     tonic_prost_build::configure()
         .build_client(false)
         .build_transport(false)
+        .file_descriptor_set_path(descriptors)
         .compile_protos(&["proto/grpc_predict_v2.proto"], &["proto"])?;
     Ok(())
 }

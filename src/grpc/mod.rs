@@ -40,6 +40,9 @@ use budget::{Charged, Holding};
 #[allow(clippy::all, clippy::pedantic, missing_docs)]
 pub mod proto {
     tonic::include_proto!("inference");
+
+    /// The service's descriptors, for the reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("inference_descriptor");
 }
 
 use proto::grpc_inference_service_server::GrpcInferenceServiceServer;
@@ -49,6 +52,12 @@ const SERVICE: &str = "/inference.GRPCInferenceService/";
 
 /// The health service's path prefix.
 const HEALTH: &str = "/grpc.health.v1.Health/";
+
+/// The reflection service's one method, in its two versions (`read` scope).
+const REFLECTION: [&str; 2] = [
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
 
 /// The client's `grpc-timeout` (gRPC over HTTP/2: up to 8 digits and a unit).
 const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
@@ -60,7 +69,20 @@ pub fn alongside(http: Router, state: AppState) -> Router {
         // A message over the body limit is refused from its length prefix, before it is read.
         .max_decoding_message_size(limit);
     let health = HealthServer::new(health::Probe { state: state.clone() }).max_decoding_message_size(limit);
-    let grpc = tonic::service::Routes::new(service).add_service(health).prepare().into_axum_router();
+    // Server reflection lets grpcurl and other generic clients call without the proto file.
+    // Both versions: older grpcurl, evans and Postman ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let invalid = "the compiled-in descriptors are valid";
+    let grpc = tonic::service::Routes::new(service)
+        .add_service(health)
+        .add_service(reflection().build_v1().expect(invalid))
+        .add_service(reflection().build_v1alpha().expect(invalid))
+        .prepare()
+        .into_axum_router();
     Router::new().fallback_service(tower::service_fn(move |request: Request| {
         let (http, grpc, state) = (http.clone(), grpc.clone(), state.clone());
         async move {
@@ -104,6 +126,9 @@ const METHODS: [&str; 9] = [
 fn method_of(path: &str) -> Option<&'static str> {
     if let Some(name) = path.strip_prefix(SERVICE) {
         return METHODS.iter().find(|known| **known == name).copied();
+    }
+    if REFLECTION.contains(&path) {
+        return Some("ServerReflectionInfo");
     }
     match path.strip_prefix(HEALTH)? {
         "Check" => Some("Health/Check"),

@@ -493,3 +493,37 @@ async fn a_health_watch_says_not_serving_and_ends_when_the_server_drains() {
     assert_eq!(rest.last(), Some(&ServingStatus::NotServing), "{rest:?}");
     tokio::time::timeout(Duration::from_secs(10), stopped).await.expect("shutdown not held").unwrap();
 }
+
+/// Server reflection, so that grpcurl and other generic clients need no proto file.
+#[tokio::test]
+async fn reflection_lists_the_services_and_describes_them() {
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::{ServerReflectionRequest, ServerReflectionResponse};
+    let app = TestApp::spawn().await;
+    let mut sender = h2(&app).await;
+    let mut ask = async |request: MessageRequest| {
+        let message = ServerReflectionRequest { host: String::new(), message_request: Some(request) };
+        let call = Request::post("http://localhost/grpc.reflection.v1.ServerReflection/ServerReflectionInfo")
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(Full::new(Bytes::from(framed(&message))))
+            .unwrap();
+        let (answer, status, message) = answer_of(sender.send_request(call).await.unwrap()).await;
+        assert_eq!(status, "0", "{message}");
+        ServerReflectionResponse::decode(&answer[..]).unwrap().message_response.unwrap()
+    };
+    let MessageResponse::ListServicesResponse(list) = ask(MessageRequest::ListServices(String::new())).await else {
+        panic!("not a service list")
+    };
+    let names: Vec<_> = list.service.iter().map(|s| s.name.as_str()).collect();
+    for name in ["inference.GRPCInferenceService", "grpc.health.v1.Health"] {
+        assert!(names.contains(&name), "{names:?}");
+    }
+    let symbol = MessageRequest::FileContainingSymbol("inference.GRPCInferenceService".into());
+    let MessageResponse::FileDescriptorResponse(files) = ask(symbol).await else { panic!("not a descriptor") };
+    let file = prost_types::FileDescriptorProto::decode(&files.file_descriptor_proto[0][..]).unwrap();
+    let methods: Vec<_> = file.service[0].method.iter().map(|m| m.name()).collect();
+    assert!(methods.contains(&"ModelInfer") && methods.contains(&"RepositoryIndex"), "{methods:?}");
+    app.stop().await;
+}
