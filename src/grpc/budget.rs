@@ -35,6 +35,11 @@ impl Holding {
         self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Gives the room back, once the call is answered (tonic may still hold the body).
+    pub fn release(&self) {
+        self.lock().room = None;
+    }
+
     /// Whether the message is held up by a full budget (rather than by its client).
     pub fn waiting(&self) -> bool {
         self.lock().waiting
@@ -119,14 +124,16 @@ mod tests {
         assert_eq!(bytes.len(), 2 * UNIT + 1);
         assert_eq!(holding.lock().bytes, 3 * UNIT, "rounded up to whole units");
         assert!(!holding.waiting());
+        let body_alive = holding.clone();
         // One unit is left: a second body of two units waits, and goes once the first lets go.
         let second = Holding::default();
         let read = Charged::new(Body::from(vec![1u8; 2 * UNIT]), budget.clone(), second.clone()).collect();
         let mut read = Box::pin(read);
         assert!(tokio::time::timeout(std::time::Duration::from_millis(20), &mut read).await.is_err());
         assert!(second.waiting(), "held up by the budget");
-        drop(holding);
+        holding.release();
         assert_eq!(read.await.unwrap().to_bytes().len(), 2 * UNIT);
         assert!(!second.waiting());
+        drop(body_alive);
     }
 }

@@ -186,7 +186,7 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
                 .into_http(),
             };
             // The message's room in the budget is given back once the call is answered.
-            drop(holding);
+            holding.release();
             (response, caller, span)
         }
     };
