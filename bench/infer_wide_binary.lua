@@ -2,7 +2,8 @@
 -- binary tensor extension: a JSON header (its length in Inference-Header-Content-Length)
 -- followed by the [32, 64] tensor as 8192 bytes of little-endian float32; the output asked
 -- for as binary data too.
--- The rows and the answer counting: wide_common.lua.
+-- The rows and the answer counting: wide_common.lua (infer_wide1_binary.lua sets ROWS to 1
+-- first).
 dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wide_common.lua")
 
 -- LuaJIT has no string.pack: IEEE 754 single precision, little-endian, by hand (normal numbers

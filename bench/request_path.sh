@@ -8,7 +8,10 @@
 #   - wide_mlp (bench/wide_mlp.toml), 32-row requests at 64 connections: POST /predict
 #     (bench/predict_wide32.lua), POST /v2/models/wide_mlp/infer with JSON data
 #     (bench/infer_wide32.lua) and with the binary tensor extension (bench/infer_wide_binary.lua;
-#     "n/a (status)" where the server does not answer it with 200);
+#     "n/a (status)" where the server does not answer it with 200); ModelInfer over gRPC with the
+#     tensor in raw_input_contents, 64 calls in flight on 4 HTTP/2 connections (bench/grpc_load.rs,
+#     a load generator on tonic's client); then the same three /v2 cases with 1-row requests
+#     (bench/infer_wide1.lua, bench/infer_wide1_binary.lua, grpc_load --rows 1);
 #   - compute_mlp (bench/compute_mlp.toml), 1-row POST /predict at 64 connections, with the
 #     config's max_batch_rows (64) and with INFERD_MAX_BATCH_ROWS=1;
 #   - the default model (./runtime.toml, house_price), on a server started afresh each round:
@@ -18,7 +21,8 @@
 #
 # Usage: bench/request_path.sh [seconds per case, default 5] [rounds, default 3]
 # CEILING_SECS (default 1) is the ceiling's seconds per batch size; BENCH_PORT (default 18461)
-# the first of the four ports used. Needs wrk (Debian package `wrk`), curl and python3; builds
+# the first of the four ports used; GRPC_CONNS and GRPC_STREAMS (default 4 and 16) grpc_load's
+# connections and calls in flight on each. Needs wrk (Debian package `wrk`), curl and python3; builds
 # models/compute_mlp.onnx (git-ignored) when missing, with numpy and onnx from
 # models/requirements.txt (in .venv-models/, made when no python at hand has them).
 # The servers log to, and keep their prediction logs in, a temporary folder removed at exit;
@@ -53,9 +57,12 @@ if ((${#missing[@]})); then
   "$(bench_python)" models/make_bench_models.py "${missing[@]}"
 fi
 ./scripts/fetch-onnxruntime.sh
-cargo build --release --locked --quiet --bin inferd --example ceiling
+cargo build --release --locked --quiet --bin inferd --example ceiling --example grpc_load
 bin=./target/release/inferd
 ceiling=./target/release/examples/ceiling
+grpc_load=./target/release/examples/grpc_load
+grpc_conns="${GRPC_CONNS:-4}"
+grpc_streams="${GRPC_STREAMS:-16}"
 
 # --- servers ---------------------------------------------------------------------------------
 tmp="$(mktemp -d "${TMPDIR:-/tmp}/inferd-request-path.XXXXXX")"
@@ -135,6 +142,16 @@ run_model_wrk() { # label script server model path conns: run_wrk plus rows per 
   read -r r1 b1 < <(batch_stats "$server" "$model")
   echo "BATCH round=$round case=$label rows=$((r1 - r0)) batches=$((b1 - b0))" >>"$results"
 }
+run_model_grpc() { # label rows server model: grpc_load's line as run_model_wrk records wrk's
+  local label=$1 rows=$2 server=$3 model=$4 r0 b0 r1 b1 line
+  read -r r0 b0 < <(batch_stats "$server" "$model")
+  line=$("$grpc_load" "http://127.0.0.1:${port[$server]}" "$model" --rows "$rows" --connections "$grpc_conns" \
+    --streams "$grpc_streams" --secs "$secs" --warmup 1 --timeout 10 2>>"$tmp/grpc_load.log" | grep '^BENCH') ||
+    { echo "bench: grpc_load gave no result for $label:" >&2; tail -n 5 "$tmp/grpc_load.log" >&2; exit 1; }
+  read -r r1 b1 < <(batch_stats "$server" "$model")
+  echo "WRK round=$round case=$label ${line#BENCH }" >>"$results"
+  echo "BATCH round=$round case=$label rows=$((r1 - r0)) batches=$((b1 - b0))" >>"$results"
+}
 run_ceiling() { # label model batches
   "$ceiling" "$2" "$3" "$ceiling_secs" 1 | grep -E '^CEILING ' | sed "s/^CEILING /CEIL round=$round model=$1 /" >>"$results"
 }
@@ -191,13 +208,29 @@ s=$(first_status "$wide_url/predict" "$tmp/body" application/json)
 body_of bench/infer_wide32.lua
 s=$(first_status "$wide_url/v2/models/wide_mlp/infer" "$tmp/body" application/json)
 [[ "$s" == 200 ]] || { echo "bench: wide_mlp /v2 infer answered $s: $(head -c 300 "$tmp/answer")" >&2; exit 1; }
-body_of bench/infer_wide_binary.lua
-hlen=$(python3 -c 'import sys; b=open(sys.argv[1],"rb").read(); print(len(b)-8192)' "$tmp/body")
-binary_status=$(first_status "$wide_url/v2/models/wide_mlp/infer" "$tmp/body" application/octet-stream \
-  "Inference-Header-Content-Length: $hlen")
+body_of bench/infer_wide1.lua
+s=$(first_status "$wide_url/v2/models/wide_mlp/infer" "$tmp/body" application/json)
+[[ "$s" == 200 ]] || { echo "bench: wide_mlp 1-row /v2 infer answered $s: $(head -c 300 "$tmp/answer")" >&2; exit 1; }
+binary_answer() { # lua-file rows: the status of that script's binary body, sent once
+  body_of "$1"
+  local hlen
+  hlen=$(python3 -c 'import sys; b=open(sys.argv[1],"rb").read(); print(len(b)-int(sys.argv[2])*64*4)' "$tmp/body" "$2")
+  first_status "$wide_url/v2/models/wide_mlp/infer" "$tmp/body" application/octet-stream \
+    "Inference-Header-Content-Length: $hlen"
+}
+binary_status=$(binary_answer bench/infer_wide_binary.lua 32)
 echo "bench: the binary infer body gets $binary_status"
 [[ "$binary_status" == 200 ]] || echo "bench:   $(head -c 200 "$tmp/answer")"
+if [[ "$binary_status" == 200 ]]; then
+  s=$(binary_answer bench/infer_wide1_binary.lua 1)
+  [[ "$s" == 200 ]] || { echo "bench: wide_mlp 1-row binary infer answered $s: $(head -c 300 "$tmp/answer")" >&2; exit 1; }
+fi
 echo "BINARY status=$binary_status" >>"$results"
+# gRPC: one call at a time for a second must all be answered OK.
+line=$("$grpc_load" "$wide_url" wide_mlp --rows 32 --connections 1 --streams 1 --secs 1 --warmup 0 2>"$tmp/grpc_load.log" |
+  grep '^BENCH') || { echo "bench: grpc_load failed:" >&2; cat "$tmp/grpc_load.log" >&2; exit 1; }
+[[ "$line" == *" errors=0 "* && "$line" != *" ok_rps=0 "* ]] ||
+  { echo "bench: wide_mlp ModelInfer over gRPC: $line" >&2; cat "$tmp/grpc_load.log" >&2; exit 1; }
 for name in compute compute1; do
   python3 -c 'import json; print(json.dumps({"instances":[{f"features_{i}": (i % 7) / 7 - 0.4 for i in range(64)}]}))' >"$tmp/body"
   s=$(first_status "http://127.0.0.1:${port[$name]}/predict" "$tmp/body" application/json)
@@ -220,6 +253,12 @@ for round in $(seq "$rounds"); do
   if [[ "$binary_status" == 200 ]]; then
     run_model_wrk wide_v2_binary bench/infer_wide_binary.lua wide wide_mlp /v2/models/wide_mlp/infer 64
   fi
+  run_model_grpc wide_grpc 32 wide wide_mlp
+  run_model_wrk wide1_v2_json bench/infer_wide1.lua wide wide_mlp /v2/models/wide_mlp/infer 64
+  if [[ "$binary_status" == 200 ]]; then
+    run_model_wrk wide1_v2_binary bench/infer_wide1_binary.lua wide wide_mlp /v2/models/wide_mlp/infer 64
+  fi
+  run_model_grpc wide1_grpc 1 wide wide_mlp
   run_ceiling compute models/compute_mlp.onnx 1,2,4,8,16,32,64,128,256
   run_model_wrk compute_predict "$tmp/predict_compute1.lua" compute compute_mlp /predict 64
   run_model_wrk compute1_predict "$tmp/predict_compute1.lua" compute1 compute_mlp /predict 64
@@ -235,11 +274,11 @@ for round in $(seq "$rounds"); do
 done
 
 # --- report ----------------------------------------------------------------------------------
-python3 - "$results" "$rounds" "$secs" <<'PY'
+python3 - "$results" "$rounds" "$secs" "$grpc_conns" "$grpc_streams" <<'PY'
 import statistics, sys
 from collections import defaultdict
 
-path, rounds, secs = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+path, rounds, secs, grpc_conns, grpc_streams = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 ceil = defaultdict(dict)      # (model, round) -> {batch: rows/s}
 wrk = defaultdict(dict)       # case -> {round: {key: value}}
 batch = defaultdict(dict)     # case -> {round: rows per batch}
@@ -306,12 +345,26 @@ wide_share = share_row("wide_mlp 32-row POST /predict, c=64", served_rows("wide_
                        wide_label, batch_note("wide_predict"))
 share_row("wide_mlp 32-row /v2 infer JSON, c=64", served_rows("wide_v2_json", 32), wide_ceiling, wide_label,
           batch_note("wide_v2_json"))
-if binary_status == "200":
-    share_row("wide_mlp 32-row /v2 infer binary, c=64", served_rows("wide_v2_binary", 32), wide_ceiling, wide_label,
-              batch_note("wide_v2_binary"))
-else:
-    rows.append(("wide_mlp 32-row /v2 infer binary, c=64", f"n/a ({binary_status})",
-                 f"{fmt(med(wide_ceiling(r) for r in R))} rows/s {wide_label}", "n/a"))
+def binary_row(label, case, rows_per_request):
+    if binary_status == "200":
+        return share_row(label, served_rows(case, rows_per_request), wide_ceiling, wide_label, batch_note(case))
+    rows.append((label, f"n/a ({binary_status})", f"{fmt(med(wide_ceiling(r) for r in R))} rows/s {wide_label}", "n/a"))
+    return None
+grpc_label = f"gRPC ModelInfer raw, {grpc_conns} conn x {grpc_streams} calls"
+binary_row("wide_mlp 32-row /v2 infer binary, c=64", "wide_v2_binary", 32)
+grpc_share = share_row(f"wide_mlp 32-row {grpc_label}", served_rows("wide_grpc", 32), wide_ceiling, wide_label,
+                       batch_note("wide_grpc"))
+share_row("wide_mlp 1-row /v2 infer JSON, c=64", served_rows("wide1_v2_json", 1), wide_ceiling, wide_label,
+          batch_note("wide1_v2_json"))
+binary_row("wide_mlp 1-row /v2 infer binary, c=64", "wide1_v2_binary", 1)
+share_row(f"wide_mlp 1-row {grpc_label}", served_rows("wide1_grpc", 1), wide_ceiling, wide_label,
+          batch_note("wide1_grpc"))
+def p50s(case):
+    v = [wrk[case][r]["p50_ms"] for r in R if r in wrk.get(case, {})]
+    return f"{med(v):.2f}" if v else "n/a"
+rows.append(("wide_mlp p50 ms: 32-row JSON / binary / gRPC; 1-row JSON / binary / gRPC",
+             " / ".join(p50s(c) for c in ("wide_v2_json", "wide_v2_binary", "wide_grpc")) + "; " +
+             " / ".join(p50s(c) for c in ("wide1_v2_json", "wide1_v2_binary", "wide1_grpc")), "", ""))
 rows.append(("wide_mlp ceiling at batch 32 / overall best", "",
              f"{fmt(med(ceil[('wide', r)][32] for r in R))} / "
              f"{fmt(med(ceiling_best('wide', r, 1 << 30)[1] for r in R))} rows/s "
@@ -362,13 +415,23 @@ for row in rows:
     print("| " + " | ".join(row) + " |")
 bad = {c: n for c, n in errors.items() if n}
 if bad:
-    print(f"\nsocket errors or non-200 answers under load: {bad}")
+    print(f"\nsocket errors, non-200 answers or gRPC calls not OK under load: {bad}")
+    for case, by_round in wrk.items():
+        codes = defaultdict(int)
+        for m in by_round.values():
+            for k, v in m.items():
+                if k.startswith("code_"):
+                    codes[k[5:]] += int(v)
+        if codes:
+            print(f"  {case}: gRPC codes {dict(codes)}")
 
 def target(text, ok, value):
     print(f"- {text}: {'met' if ok else 'not met'} ({value})")
 print("\nTargets:")
 target("wide_mlp 32-row /predict >= 80% of the ceiling", wide_share is not None and wide_share >= 0.8,
        pct(wide_share) if wide_share is not None else "n/a")
+target("wide_mlp 32-row gRPC ModelInfer >= 85% of the ceiling", grpc_share is not None and grpc_share >= 0.85,
+       pct(grpc_share) if grpc_share is not None else "n/a")
 target("compute_mlp 1-row /predict >= 90% of the ceiling's best batch", comp_share is not None and comp_share >= 0.9,
        pct(comp_share) if comp_share is not None else "n/a")
 target("compute_mlp 1-row /predict >= 6x max_batch_rows = 1", speedups is not None and med(speedups) >= 6,

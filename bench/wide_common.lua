@@ -1,10 +1,12 @@
 -- Shared by the wide_mlp wrk scripts (predict_wide32.lua, infer_wide32.lua,
--- infer_wide_binary.lua), which load it with dofile from their own folder.
--- wide_values(): 32 rows of 64 fixed pseudo-random values in -2.000..2.000 (Park-Miller
--- generator, seed 42), row after row: the same numbers in every script.
+-- infer_wide_binary.lua), which load it with dofile from their own folder; their 1-row forms
+-- (infer_wide1.lua, infer_wide1_binary.lua) set ROWS to 1 and load the 32-row script.
+-- wide_values(): ROWS rows (32 unless set) of 64 fixed pseudo-random values in -2.000..2.000
+-- (Park-Miller generator, seed 42), row after row: the same numbers in every script, and in
+-- bench/grpc_load.rs.
 -- setup/init/response/done: count answers by status; only 200s count as served rows, and the
 -- last other status is reported.
-ROWS, COLS = 32, 64
+ROWS, COLS = ROWS or 32, 64
 
 function wide_values()
   local state, out = 42, {}
