@@ -16,6 +16,7 @@ mod fuzz;
 mod grpc;
 mod helpers;
 mod hostile;
+mod http2;
 mod metrics;
 mod model_sources;
 mod named;
