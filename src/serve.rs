@@ -110,6 +110,8 @@ struct Protocols {
     router: Router,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// `server.max_header_bytes`, which HTTP/2 requests are checked against in [`WithPeer`].
+    max_header_bytes: usize,
 }
 
 /// Once stopping, a connection is closed when its client has been quiet this long (responses
@@ -147,6 +149,14 @@ const H2_MIN_WINDOW: u32 = 65_535;
 /// Streams reset by the client before the server saw them, allowed at once: hyper's own
 /// default, stated (the "rapid reset" attack opens and cancels streams without end).
 const H2_PENDING_RESETS: usize = 20;
+/// HTTP/2's header list limit, as a multiple of `server.max_header_bytes`. h2 answers a list
+/// over its own limit with a bare 431 and a PROTOCOL_ERROR reset, which gRPC clients read as
+/// UNKNOWN; so its limit is set higher, and the configured one is checked in [`WithPeer`],
+/// which answers on the stream alone in each protocol's terms (see [`oversize_head`]). Beyond
+/// this multiple h2's own 431 stands, and for a far larger list (four times it decoded, or a
+/// field still arriving in CONTINUATION frames once the list is over) h2 tears the connection
+/// down with GOAWAY: only a client that ignores the advertised limit goes there.
+const H2_HEADER_ROOM: usize = 2;
 /// After GOAWAY, how long a client has to acknowledge it before its connection, if it has no
 /// request in progress, is dropped: hyper waits for the PING sent with GOAWAY to come back (so
 /// that a call crossing it is not lost), which a client that has stopped reading never sends.
@@ -168,7 +178,10 @@ impl Server {
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_STREAMS)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // Room above the configured limit, which `WithPeer` checks itself (see `H2_HEADER_ROOM`).
+            .max_header_list_size(
+                u32::try_from(limits.max_header_bytes.saturating_mul(H2_HEADER_ROOM)).unwrap_or(u32::MAX),
+            )
             .max_frame_size(H2_MAX_FRAME)
             .initial_stream_window_size(stream_window)
             // Room for a few streams' bodies at once: the connection's whole unread input.
@@ -181,7 +194,7 @@ impl Server {
             .keep_alive_interval(limits.header_read_timeout)
             .keep_alive_timeout(limits.write_timeout);
         Self {
-            protocols: Arc::new(Protocols { router, http1, http2 }),
+            protocols: Arc::new(Protocols { router, http1, http2, max_header_bytes: limits.max_header_bytes }),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             write_timeout: limits.write_timeout,
             header_read_timeout: limits.header_read_timeout,
@@ -211,7 +224,12 @@ impl Server {
             };
             if let Some(protocol) = protocol {
                 let io = TokioIo::new(Watched::new(stream, activity.clone(), write_timeout));
-                let service = WithPeer { router: protocols.router.clone(), peer, activity: activity.clone() };
+                let service = WithPeer {
+                    router: protocols.router.clone(),
+                    peer,
+                    activity: activity.clone(),
+                    max_header_bytes: protocols.max_header_bytes,
+                };
                 let connection = match protocol {
                     Protocol::Http1 => Connection::Http1(Box::pin(protocols.http1.serve_connection(io, service))),
                     Protocol::Http2 => Connection::Http2(Box::pin(protocols.http2.serve_connection(io, service))),
@@ -404,6 +422,7 @@ struct WithPeer {
     router: Router,
     peer: SocketAddr,
     activity: Arc<Activity>,
+    max_header_bytes: usize,
 }
 
 impl hyper::service::Service<Request<Incoming>> for WithPeer {
@@ -413,15 +432,61 @@ impl hyper::service::Service<Request<Incoming>> for WithPeer {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let answering = Some(self.activity.answering());
+        // HTTP/1.1's head is held to the limit by hyper's read buffer (431, no body).
+        if request.version() == hyper::Version::HTTP_2 {
+            let size = header_list_size(&request);
+            if size > self.max_header_bytes {
+                let refused = oversize_head(&request, size, self.max_header_bytes);
+                return Answer { routing: Err(Some(refused)), answering };
+            }
+        }
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        Answer { routing: tower::Service::call(&mut self.router.clone(), request), answering }
+        Answer { routing: Ok(tower::Service::call(&mut self.router.clone(), request)), answering }
     }
 }
 
-/// The router's answer to one request, handed to hyper with the request's [`Answering`] mark
-/// in its body.
+/// The size of a request's header list as HTTP/2 counts it (RFC 9113, section 6.5.2): each
+/// field's name and value and 32 bytes, the pseudo-header fields included.
+fn header_list_size(request: &Request<Incoming>) -> usize {
+    const FIELD: usize = 32;
+    let uri = request.uri();
+    let pseudo = [
+        Some(":method".len() + request.method().as_str().len()),
+        uri.scheme_str().map(|scheme| ":scheme".len() + scheme.len()),
+        uri.authority().map(|authority| ":authority".len() + authority.as_str().len()),
+        uri.path_and_query().map(|path| ":path".len() + path.as_str().len()),
+    ];
+    let fields = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len());
+    pseudo.into_iter().flatten().chain(fields).map(|size| size + FIELD).sum()
+}
+
+/// The answer to an HTTP/2 request whose header list is over `server.max_header_bytes`, on its
+/// stream alone (the connection's other streams go on): a gRPC call gets RESOURCE_EXHAUSTED,
+/// gRPC's code for a limit of the receiver, with a message naming it (a 431 would reach a gRPC
+/// client as UNKNOWN); any other request gets 431 with no body, as over HTTP/1.1.
+fn oversize_head(request: &Request<Incoming>, size: usize, limit: usize) -> axum::response::Response {
+    // As `grpc::alongside` tells gRPC calls apart.
+    let grpc = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        tonic::Status::resource_exhausted(format!(
+            "the call's metadata is {size} bytes as HTTP/2 counts it; at most {limit} are accepted \
+             (server.max_header_bytes)"
+        ))
+        .into_http()
+    } else {
+        let mut response = axum::response::Response::new(axum::body::Body::empty());
+        *response.status_mut() = hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        response
+    }
+}
+
+/// The router's answer to one request (or [`oversize_head`]'s), handed to hyper with the
+/// request's [`Answering`] mark in its body.
 struct Answer {
-    routing: RouteFuture<Infallible>,
+    routing: Result<RouteFuture<Infallible>, Option<axum::response::Response>>,
     answering: Option<Answering>,
 }
 
@@ -430,10 +495,13 @@ impl Future for Answer {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
-        let response = match Pin::new(&mut this.routing).poll(cx) {
-            Poll::Ready(Ok(response)) => response,
-            Poll::Ready(Err(never)) => match never {},
-            Poll::Pending => return Poll::Pending,
+        let response = match &mut this.routing {
+            Ok(routing) => match Pin::new(routing).poll(cx) {
+                Poll::Ready(Ok(response)) => response,
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => return Poll::Pending,
+            },
+            Err(refused) => refused.take().expect("an answer is polled until it is ready, not after"),
         };
         let answering = this.answering.take();
         Poll::Ready(Ok(response.map(|body| Tracked { body, _answering: answering })))

@@ -119,8 +119,9 @@ pub struct ServerConfig {
     #[validate(range(min = 65536))]
     pub max_body_bytes_in_flight: usize,
     /// Largest request head (request line and headers), in bytes; a larger one gets 431 with no
-    /// body. Each connection's read buffer is held to it, so it is most of what an open
-    /// connection costs.
+    /// body (over HTTP/2, where each header counts 32 bytes more, on its stream alone, and a gRPC
+    /// call gets RESOURCE_EXHAUSTED). Each connection's read buffer is held to it, so it is most
+    /// of what an open connection costs.
     #[validate(range(min = 8192, max = 1048576))]
     pub max_header_bytes: usize,
     /// How the listener stops completing new TCP handshakes at shutdown, before it drains its

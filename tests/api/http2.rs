@@ -1,18 +1,20 @@
 //! HTTP/2 connections held as HTTP/1.1 ones are: one with no request in progress is closed
-//! after the header-read timeout (GOAWAY), a client that stops answering is found by ping, and
-//! a slow call is never cut by the idle timer.
+//! after the header-read timeout (GOAWAY), a client that stops answering is found by ping, a
+//! slow call is never cut by the idle timer, and a header list over the limit is refused on
+//! its stream alone, in each protocol's terms.
 
 use std::time::{Duration, Instant};
 
 use http_body_util::{BodyExt, Full};
 use hyper::body::Bytes;
 use hyper::client::conn::http2;
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use inferd::grpc::proto;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::grpc::{answer_of, arriving, call_of, framed, h2, linear_row, unary};
+use crate::grpc::{answer_of, arriving, call_of, framed, h2, linear_row, unary, unary_metadata};
 use crate::helpers::{eventually, test_config, TestApp};
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -181,5 +183,36 @@ async fn a_client_that_stops_answering_pings_is_disconnected_with_its_call_in_pr
     // The server goes on serving.
     let (_, status, _) = unary(&mut h2(&app).await, "ServerLive", &proto::ServerLiveRequest {}).await;
     assert_eq!(status, "0");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_header_list_over_the_limit_is_refused_on_its_stream_alone() {
+    let app = TestApp::spawn().await;
+    // server.max_header_bytes is 16 KiB.
+    let big = "a".repeat(20_000);
+    let mut sender = h2(&app).await;
+    let (_, status, message) =
+        unary_metadata(&mut sender, "ServerLive", &proto::ServerLiveRequest {}, &[("x-big", &big)]).await;
+    assert_eq!(status, "8", "RESOURCE_EXHAUSTED: {message}");
+    assert!(message.contains("16384") && message.contains("max_header_bytes"), "names the limit: {message}");
+
+    // REST over HTTP/2: 431 with no body, as over HTTP/1.1.
+    let rest = Request::get("http://localhost/health").header("x-big", &big).body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(rest).await.expect("answered");
+    assert_eq!(response.status(), 431);
+    assert!(response.into_body().collect().await.unwrap().to_bytes().is_empty());
+    let http1 = app.client.get(app.url("/health")).header("x-big", &big).send().await.unwrap();
+    assert_eq!(http1.status(), 431);
+
+    // Far over it (past twice the limit): h2's own 431, still on the stream alone.
+    let huge = "a".repeat(40_000);
+    let rest = Request::get("http://localhost/health").header("x-big", &huge).body(Full::new(Bytes::new())).unwrap();
+    let response = sender.send_request(rest).await.expect("answered");
+    assert_eq!(response.status(), 431);
+
+    // The connection's other calls go on.
+    let (_, status, message) = unary(&mut sender, "ModelInfer", &linear_row()).await;
+    assert_eq!(status, "0", "{message}");
     app.stop().await;
 }
