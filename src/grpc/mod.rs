@@ -5,7 +5,9 @@
 //! (`error.rs`). Access control checks the same scopes from the same headers (`authorization`,
 //! `x-api-key` metadata) before the message is read.
 
+mod codec;
 mod error;
+mod framing;
 mod infer;
 
 use std::convert::Infallible;
@@ -104,6 +106,7 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
             // that read too: a body that never ends would otherwise hold the stream (and what
             // it sent) forever. The method itself answers at the deadline; this is its backstop.
             let limit = call_limit(state, request.headers());
+            let request = framing::one_message(request);
             let call = async {
                 match &span {
                     Some(span) => scope.clone().run(grpc.oneshot(request).with_context(span.context())).await,

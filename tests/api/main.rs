@@ -14,6 +14,7 @@ mod errors;
 mod faults;
 mod fuzz;
 mod grpc;
+mod grpc_fuzz;
 mod helpers;
 mod hostile;
 mod http2;
