@@ -13,6 +13,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(false)
         .build_transport(false)
         .file_descriptor_set_path(descriptors)
+        // A malformed message is INVALID_ARGUMENT, not tonic's INTERNAL (src/grpc/codec.rs).
+        .codec_path("crate::grpc::codec::ProtoCodec")
         .compile_protos(&["proto/grpc_predict_v2.proto"], &["proto"])?;
     Ok(())
 }

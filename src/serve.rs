@@ -1,9 +1,9 @@
 //! The HTTP accept loop (HTTP/1.1, and HTTP/2 cleartext by prior knowledge on the same port,
-//! told apart by the connection's first bytes), in place of `axum::serve`, for what a public port needs and axum's
-//! loop does not offer: a cap on open connections and on what each holds in its read buffer, a
-//! header-read (and keep-alive idle) timeout, accept errors that are survived and logged at most
-//! once a second, and a shutdown that first answers the connections already waiting in the
-//! kernel's accept queue.
+//! told apart by the connection's first bytes), in place of `axum::serve`, for what a public port
+//! needs and axum's loop does not offer: a cap on open connections and on what each holds in its
+//! read buffer, a header-read (and keep-alive idle, HTTP/2 included) timeout, accept errors that
+//! are survived and logged at most once a second, and a shutdown that first answers the
+//! connections already waiting in the kernel's accept queue.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,12 +33,15 @@ use crate::observe::RateLimited;
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
     /// Time a client has to send a request's headers, counted from the connection's start or
-    /// the end of the previous response: it is also how long an idle keep-alive connection lives.
+    /// the end of the previous response: it is also how long an idle keep-alive connection
+    /// lives, and an HTTP/2 connection with no request in progress. An HTTP/2 client that has
+    /// sent nothing for this long is pinged.
     pub header_read_timeout: Duration,
     /// Connections open at once; beyond it new ones wait in the kernel's accept queue.
     pub max_connections: usize,
     /// A client that takes none of its response for this long is disconnected, so that one
-    /// that never reads cannot hold a connection and the response's memory.
+    /// that never reads cannot hold a connection and the response's memory; so is an HTTP/2
+    /// client that does not answer a ping in this time.
     pub write_timeout: Duration,
     /// Largest request head; also the most a connection's read buffer holds. hyper's default
     /// lets the buffer grow to 400 KiB while a large body streams through and keeps it for the
@@ -107,6 +110,8 @@ struct Protocols {
     router: Router,
     http1: http1::Builder,
     http2: http2::Builder<TokioExecutor>,
+    /// `server.max_header_bytes`, which HTTP/2 requests are checked against in [`WithPeer`].
+    max_header_bytes: usize,
 }
 
 /// Once stopping, a connection is closed when its client has been quiet this long (responses
@@ -144,6 +149,20 @@ const H2_MIN_WINDOW: u32 = 65_535;
 /// Streams reset by the client before the server saw them, allowed at once: hyper's own
 /// default, stated (the "rapid reset" attack opens and cancels streams without end).
 const H2_PENDING_RESETS: usize = 20;
+/// HTTP/2's header list limit, as a multiple of `server.max_header_bytes`. h2 answers a list
+/// over its own limit with a bare 431 and a PROTOCOL_ERROR reset, which gRPC clients read as
+/// UNKNOWN; so its limit is set higher, and the configured one is checked in [`WithPeer`],
+/// which answers on the stream alone in each protocol's terms (see [`oversize_head`]). Beyond
+/// this multiple h2's own 431 stands, and for a far larger list (four times it decoded, or a
+/// field still arriving in CONTINUATION frames once the list is over) h2 tears the connection
+/// down with GOAWAY: only a client that ignores the advertised limit goes there.
+const H2_HEADER_ROOM: usize = 2;
+/// After GOAWAY, how long a client has to acknowledge it before its connection, if it has no
+/// request in progress, is dropped: hyper waits for the PING sent with GOAWAY to come back (so
+/// that a call crossing it is not lost), which a client that has stopped reading never sends.
+const GOAWAY_ANSWER: Duration = Duration::from_secs(1);
+/// How often a connection that is closing is looked at while it still has requests in progress.
+const CLOSING_CHECK: Duration = Duration::from_millis(50);
 
 impl Server {
     fn new(router: Router, limits: Limits) -> Self {
@@ -159,15 +178,23 @@ impl Server {
         http2
             .timer(TokioTimer::new())
             .max_concurrent_streams(H2_MAX_STREAMS)
-            .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+            // Room above the configured limit, which `WithPeer` checks itself (see `H2_HEADER_ROOM`).
+            .max_header_list_size(
+                u32::try_from(limits.max_header_bytes.saturating_mul(H2_HEADER_ROOM)).unwrap_or(u32::MAX),
+            )
             .max_frame_size(H2_MAX_FRAME)
             .initial_stream_window_size(stream_window)
             // Room for a few streams' bodies at once: the connection's whole unread input.
             .initial_connection_window_size(stream_window.saturating_mul(4))
             .max_send_buf_size(stream_window as usize)
-            .max_pending_accept_reset_streams(H2_PENDING_RESETS);
+            .max_pending_accept_reset_streams(H2_PENDING_RESETS)
+            // A client that has sent nothing for the header-read timeout is pinged, and one that
+            // does not answer within the write timeout is gone (a dead peer, a cable pulled): its
+            // connection is closed, its requests in progress with it.
+            .keep_alive_interval(limits.header_read_timeout)
+            .keep_alive_timeout(limits.write_timeout);
         Self {
-            protocols: Arc::new(Protocols { router, http1, http2 }),
+            protocols: Arc::new(Protocols { router, http1, http2, max_header_bytes: limits.max_header_bytes }),
             slots: Arc::new(Semaphore::new(limits.max_connections)),
             write_timeout: limits.write_timeout,
             header_read_timeout: limits.header_read_timeout,
@@ -184,6 +211,8 @@ impl Server {
         let open = self.open.clone();
         open.0.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
+            // From the accept on: an HTTP/2 connection's idle time counts from here.
+            let activity = Arc::new(Activity::new());
             // A client that sends nothing in time is dropped, as hyper drops one that sends no
             // complete request head: the header-read timeout counts from the first byte.
             let protocol = tokio::select! {
@@ -194,16 +223,20 @@ impl Server {
                 } => None,
             };
             if let Some(protocol) = protocol {
-                let activity = Arc::new(Activity::new());
                 let io = TokioIo::new(Watched::new(stream, activity.clone(), write_timeout));
-                // The peer, for routes that only a local client may call (see `http::admin`).
-                let service = WithPeer { router: protocols.router.clone(), peer };
+                let service = WithPeer {
+                    router: protocols.router.clone(),
+                    peer,
+                    activity: activity.clone(),
+                    max_header_bytes: protocols.max_header_bytes,
+                };
                 let connection = match protocol {
                     Protocol::Http1 => Connection::Http1(Box::pin(protocols.http1.serve_connection(io, service))),
                     Protocol::Http2 => Connection::Http2(Box::pin(protocols.http2.serve_connection(io, service))),
                 };
                 // HTTP/1.1's idle keep-alive connection is closed by hyper's header-read timeout;
-                // an HTTP/2 one, which has no such timeout, here.
+                // an HTTP/2 one, which has no such timeout, here, after as long without a stream
+                // (a client that sends only PINGs or SETTINGS holds no request, only a slot).
                 let idle = (protocol == Protocol::Http2).then_some(header_read_timeout);
                 run(connection, &activity, &mut stopping, idle).await;
             }
@@ -290,16 +323,41 @@ impl Server {
     }
 }
 
-/// When a connection's client last sent something.
+/// When a connection's client last sent something, and the requests it has in progress.
 struct Activity {
     opened: Instant,
     /// Milliseconds from `opened` to the last read that brought bytes; `u64::MAX` before any.
     last_read_ms: AtomicU64,
+    /// Requests in progress: from their head to the end (or reset) of their response.
+    answering: AtomicUsize,
+    /// Milliseconds from `opened` to the end of the last response; 0 before any.
+    answered_ms: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
-        Self { opened: Instant::now(), last_read_ms: AtomicU64::new(u64::MAX) }
+        Self {
+            opened: Instant::now(),
+            last_read_ms: AtomicU64::new(u64::MAX),
+            answering: AtomicUsize::new(0),
+            answered_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a request in progress until the mark is dropped.
+    fn answering(self: &Arc<Self>) -> Answering {
+        self.answering.fetch_add(1, Ordering::SeqCst);
+        Answering(self.clone())
+    }
+
+    /// How long the connection has had no request in progress (since it opened, or since its
+    /// last response ended); `None` while one is.
+    fn idle_for(&self) -> Option<Duration> {
+        if self.answering.load(Ordering::SeqCst) > 0 {
+            return None;
+        }
+        let answered = Duration::from_millis(self.answered_ms.load(Ordering::SeqCst));
+        Some(self.opened.elapsed().saturating_sub(answered))
     }
 
     fn read(&self) {
@@ -312,6 +370,19 @@ impl Activity {
             u64::MAX => None,
             ms => Some(self.opened.elapsed().saturating_sub(Duration::from_millis(ms))),
         }
+    }
+}
+
+/// A request in progress on a connection (see [`Activity::answering`]).
+struct Answering(Arc<Activity>);
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        let activity = &self.0;
+        // Stamped before the count drops, so that an idle connection is never seen with an
+        // older stamp.
+        activity.answered_ms.store(activity.opened.elapsed().as_millis() as u64, Ordering::SeqCst);
+        activity.answering.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -343,21 +414,124 @@ async fn sniff(stream: &TcpStream, timeout: Duration) -> Option<Protocol> {
     }
 }
 
-/// The router as hyper's service for one connection, with the peer's address.
+/// The router as hyper's service for one connection: each request carries the peer's address
+/// (for routes that only a local client may call, see `http::admin`) and is counted in the
+/// connection's [`Activity`] until its response has been sent or given up.
 #[derive(Clone)]
 struct WithPeer {
     router: Router,
     peer: SocketAddr,
+    activity: Arc<Activity>,
+    max_header_bytes: usize,
 }
 
 impl hyper::service::Service<Request<Incoming>> for WithPeer {
-    type Response = axum::response::Response;
+    type Response = hyper::Response<Tracked>;
     type Error = Infallible;
-    type Future = RouteFuture<Infallible>;
+    type Future = Answer;
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let answering = Some(self.activity.answering());
+        // HTTP/1.1's head is held to the limit by hyper's read buffer (431, no body).
+        if request.version() == hyper::Version::HTTP_2 {
+            let size = header_list_size(&request);
+            if size > self.max_header_bytes {
+                let refused = oversize_head(&request, size, self.max_header_bytes);
+                return Answer { routing: Err(Some(refused)), answering };
+            }
+        }
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        tower::Service::call(&mut self.router.clone(), request)
+        Answer { routing: Ok(tower::Service::call(&mut self.router.clone(), request)), answering }
+    }
+}
+
+/// The size of a request's header list as HTTP/2 counts it (RFC 9113, section 6.5.2): each
+/// field's name and value and 32 bytes, the pseudo-header fields included.
+fn header_list_size(request: &Request<Incoming>) -> usize {
+    const FIELD: usize = 32;
+    let uri = request.uri();
+    let pseudo = [
+        Some(":method".len() + request.method().as_str().len()),
+        uri.scheme_str().map(|scheme| ":scheme".len() + scheme.len()),
+        uri.authority().map(|authority| ":authority".len() + authority.as_str().len()),
+        uri.path_and_query().map(|path| ":path".len() + path.as_str().len()),
+    ];
+    let fields = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len());
+    pseudo.into_iter().flatten().chain(fields).map(|size| size + FIELD).sum()
+}
+
+/// The answer to an HTTP/2 request whose header list is over `server.max_header_bytes`, on its
+/// stream alone (the connection's other streams go on): a gRPC call gets RESOURCE_EXHAUSTED,
+/// gRPC's code for a limit of the receiver, with a message naming it (a 431 would reach a gRPC
+/// client as UNKNOWN); any other request gets 431 with no body, as over HTTP/1.1.
+fn oversize_head(request: &Request<Incoming>, size: usize, limit: usize) -> axum::response::Response {
+    // As `grpc::alongside` tells gRPC calls apart.
+    let grpc = request
+        .headers()
+        .get(hyper::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if grpc {
+        tonic::Status::resource_exhausted(format!(
+            "the call's metadata is {size} bytes as HTTP/2 counts it; at most {limit} are accepted \
+             (server.max_header_bytes)"
+        ))
+        .into_http()
+    } else {
+        let mut response = axum::response::Response::new(axum::body::Body::empty());
+        *response.status_mut() = hyper::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+        response
+    }
+}
+
+/// The router's answer to one request (or [`oversize_head`]'s), handed to hyper with the
+/// request's [`Answering`] mark in its body.
+struct Answer {
+    routing: Result<RouteFuture<Infallible>, Option<axum::response::Response>>,
+    answering: Option<Answering>,
+}
+
+impl Future for Answer {
+    type Output = Result<hyper::Response<Tracked>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let response = match &mut this.routing {
+            Ok(routing) => match Pin::new(routing).poll(cx) {
+                Poll::Ready(Ok(response)) => response,
+                Poll::Ready(Err(never)) => match never {},
+                Poll::Pending => return Poll::Pending,
+            },
+            Err(refused) => refused.take().expect("an answer is polled until it is ready, not after"),
+        };
+        let answering = this.answering.take();
+        Poll::Ready(Ok(response.map(|body| Tracked { body, _answering: answering })))
+    }
+}
+
+/// A response body that holds its request's [`Answering`] mark until hyper drops it: once the
+/// response is sent, or the client has reset the stream or gone.
+struct Tracked {
+    body: axum::body::Body,
+    _answering: Option<Answering>,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = hyper::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 
@@ -393,8 +567,9 @@ impl Future for Connection {
 }
 
 /// Serves `connection` until it ends; once the server stops, lets it finish what it was sent
-/// and closes it (HTTP/1.1 once its client is quiet, HTTP/2 at once with GOAWAY). With `idle`, it is also closed (gracefully) once its client has sent
-/// nothing for that long.
+/// and closes it (HTTP/1.1 once its client is quiet, HTTP/2 at once with GOAWAY). With `idle`
+/// (HTTP/2), it is also closed (gracefully) once it has had no request in progress for that
+/// long: a call in progress, however slow, is never cut by it.
 async fn run(
     mut connection: Connection,
     activity: &Activity,
@@ -404,19 +579,19 @@ async fn run(
     let idle_out = async {
         let Some(idle) = idle else { return std::future::pending().await };
         loop {
-            let quiet = activity.quiet_for().unwrap_or_else(|| activity.opened.elapsed());
-            if quiet >= idle {
-                return;
-            }
-            tokio::time::sleep(idle - quiet).await;
+            // While a request is in progress, looked at again an idle period later: the soonest
+            // the connection could be idle for that long.
+            let wait = match activity.idle_for() {
+                Some(quiet) if quiet >= idle => return,
+                Some(quiet) => idle - quiet,
+                None => idle,
+            };
+            tokio::time::sleep(wait).await;
         }
     };
     tokio::select! {
         () = &mut connection => {}
-        () = idle_out => {
-            connection.graceful_shutdown();
-            connection.await;
-        }
+        () = idle_out => close(connection, activity).await,
         () = async { drop(stopping.wait_for(|stop| *stop).await) } => {
             let stopped = tokio::time::Instant::now();
             // HTTP/2's GOAWAY (hyper sends it twice, a round trip apart) tells the client which
@@ -437,9 +612,28 @@ async fn run(
                 }
             };
             if !finished {
-                connection.graceful_shutdown();
-                connection.await;
+                close(connection, activity).await;
             }
+        }
+    }
+}
+
+/// Closes `connection` gracefully: HTTP/1.1 after the request in progress; HTTP/2 with GOAWAY,
+/// once the calls in progress are answered and the client has acknowledged (hyper waits for
+/// the PING it sends with GOAWAY). A client that never acknowledges would hold the connection
+/// for ever: once [`GOAWAY_ANSWER`] has passed, it is dropped as soon as it has no request in
+/// progress.
+async fn close(mut connection: Connection, activity: &Activity) {
+    connection.graceful_shutdown();
+    if matches!(connection, Connection::Http1(_)) {
+        return connection.await;
+    }
+    if tokio::time::timeout(GOAWAY_ANSWER, &mut connection).await.is_ok() {
+        return;
+    }
+    while activity.idle_for().is_none() {
+        if tokio::time::timeout(CLOSING_CHECK, &mut connection).await.is_ok() {
+            return;
         }
     }
 }

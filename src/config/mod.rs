@@ -100,14 +100,16 @@ pub struct ServerConfig {
     pub request_timeout_ms: u64,
     /// Time a client has to send a request's headers, in milliseconds, counted from the
     /// connection's start or the end of the previous response; so it is also how long an idle
-    /// keep-alive connection stays open.
+    /// keep-alive connection stays open, and an HTTP/2 connection with no request in progress
+    /// (then sent GOAWAY). An HTTP/2 client that has sent nothing for this long is pinged.
     #[validate(range(min = 100, max = 3600000))]
     pub header_read_timeout_ms: u64,
     /// Connections open at once (per listener); more wait in the kernel's accept queue. Lowered
     /// at start to what the open-files limit allows (less 128 descriptors kept for files).
     #[validate(range(min = 1, max = 1000000))]
     pub max_connections: usize,
-    /// A client that takes none of its response for this many milliseconds is disconnected.
+    /// A client that takes none of its response for this many milliseconds is disconnected, and
+    /// so is an HTTP/2 client that answers no ping in this time.
     #[validate(range(min = 100, max = 3600000))]
     pub write_timeout_ms: u64,
     /// Request bodies held at once, from their first byte read to the end of their request,
@@ -117,8 +119,9 @@ pub struct ServerConfig {
     #[validate(range(min = 65536))]
     pub max_body_bytes_in_flight: usize,
     /// Largest request head (request line and headers), in bytes; a larger one gets 431 with no
-    /// body. Each connection's read buffer is held to it, so it is most of what an open
-    /// connection costs.
+    /// body (over HTTP/2, where each header counts 32 bytes more, on its stream alone, and a gRPC
+    /// call gets RESOURCE_EXHAUSTED). Each connection's read buffer is held to it, so it is most
+    /// of what an open connection costs.
     #[validate(range(min = 8192, max = 1048576))]
     pub max_header_bytes: usize,
     /// How the listener stops completing new TCP handshakes at shutdown, before it drains its

@@ -7,7 +7,9 @@
 //! (`grpc.health.v1.Health`, `health.rs`) is served beside it.
 
 mod budget;
+mod codec;
 mod error;
+mod framing;
 mod health;
 mod infer;
 mod methods;
@@ -169,6 +171,7 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
             let holding = Holding::default();
             let request =
                 request.map(|body| Body::new(Charged::new(body, state.body_budget().clone(), holding.clone())));
+            let request = framing::one_message(request);
             let call = async {
                 match &span {
                     Some(span) => scope.clone().run(grpc.oneshot(request).with_context(span.context())).await,

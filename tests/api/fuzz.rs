@@ -121,13 +121,13 @@ async fn hostile_shapes_get_a_documented_answer() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn env_number(name: &str) -> Option<u64> {
+pub(crate) fn env_number(name: &str) -> Option<u64> {
     let text = std::env::var(name).ok()?;
     Some(text.trim().parse().unwrap_or_else(|_| panic!("{name} must be a number, got {text:?}")))
 }
 
 /// Case `i`'s own seed, so that one case replays without generating the ones before it.
-fn case_seed(seed: u64, i: usize) -> u64 {
+pub(crate) fn case_seed(seed: u64, i: usize) -> u64 {
     let mut z = seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);

@@ -15,7 +15,7 @@ use prost::Message;
 use crate::helpers::{eventually, metric, TestApp};
 
 /// An HTTP/2 connection opened by prior knowledge.
-async fn h2<B>(app: &TestApp) -> http2::SendRequest<B>
+pub(crate) async fn h2<B>(app: &TestApp) -> http2::SendRequest<B>
 where
     B: hyper::body::Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -29,7 +29,7 @@ where
 }
 
 /// A unary gRPC call: the answer's message bytes (without the frame) and its `grpc-status`.
-async fn unary(
+pub(crate) async fn unary(
     sender: &mut http2::SendRequest<Full<Bytes>>,
     method: &str,
     message: &impl Message,
@@ -49,7 +49,7 @@ async fn unary_with(
 }
 
 /// [`unary`] with metadata.
-async fn unary_metadata(
+pub(crate) async fn unary_metadata(
     sender: &mut http2::SendRequest<Full<Bytes>>,
     method: &str,
     message: &impl Message,
@@ -66,7 +66,7 @@ async fn unary_metadata(
 }
 
 /// A message as gRPC frames it: uncompressed, its length, its bytes.
-fn framed(message: &impl Message) -> Vec<u8> {
+pub(crate) fn framed(message: &impl Message) -> Vec<u8> {
     let body = message.encode_to_vec();
     let mut framed = vec![0u8];
     framed.extend((body.len() as u32).to_be_bytes());
@@ -74,7 +74,7 @@ fn framed(message: &impl Message) -> Vec<u8> {
     framed
 }
 
-fn call_of<B>(method: &str, body: B) -> Request<B> {
+pub(crate) fn call_of<B>(method: &str, body: B) -> Request<B> {
     Request::post(format!("http://localhost/inference.GRPCInferenceService/{method}"))
         .header("content-type", "application/grpc")
         .header("te", "trailers")
@@ -83,7 +83,7 @@ fn call_of<B>(method: &str, body: B) -> Request<B> {
 }
 
 /// The answer's message bytes (without the frame), its `grpc-status` and `grpc-message`.
-async fn answer_of(response: hyper::Response<hyper::body::Incoming>) -> (Vec<u8>, String, String) {
+pub(crate) async fn answer_of(response: hyper::Response<hyper::body::Incoming>) -> (Vec<u8>, String, String) {
     assert_eq!(response.status(), 200, "gRPC answers 200, its status in the trailers");
     let (parts, body) = response.into_parts();
     let collected = body.collect().await.expect("body");
@@ -139,7 +139,7 @@ async fn http1_and_h2c_share_the_port() {
 }
 
 /// One row for `house_price_linear`, raw, as tritonclient.grpc sends it.
-fn linear_row() -> proto::ModelInferRequest {
+pub(crate) fn linear_row() -> proto::ModelInferRequest {
     let features: Vec<u8> = [5850f32, 3.0, 1.0, 2.0, 1.0].iter().flat_map(|v| v.to_le_bytes()).collect();
     proto::ModelInferRequest {
         model_name: "house_price_linear".into(),
@@ -156,7 +156,7 @@ fn linear_row() -> proto::ModelInferRequest {
 
 /// A body that has sent `first` and goes on with whatever is sent on the returned channel,
 /// ending when the channel is dropped: a message still arriving.
-async fn arriving(
+pub(crate) async fn arriving(
     first: &[u8],
 ) -> (tokio::sync::mpsc::Sender<Bytes>, http_body_util::combinators::BoxBody<Bytes, std::convert::Infallible>) {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(2);
