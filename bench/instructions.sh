@@ -20,7 +20,8 @@
 # more "on" server per argument with its prediction log on that sink; the table gains a column
 # each, the instructions per request against the files sink's. `traces=` is one more "on"
 # server exporting OpenTelemetry traces (every request sampled, the default sampler) to an
-# OTLP/HTTP receiver the script starts (python3, answering 200 to every export).
+# OTLP/HTTP receiver the script starts (python3, answering 200 to every export), in batches
+# sized so that each case's window holds the export of the spans it made (see `measure`).
 #
 # Usage: bench/instructions.sh [requests per case, default 400] [SINK=URL ...]
 # BENCH_PORT (default 18471) is the first of the two ports used. Needs valgrind (Debian package
@@ -68,7 +69,12 @@ measure() {
   local name=$1 config=$2 port=$3 sink=${4:-files} url=${5:-} otel=()
   if [[ $sink == traces ]]; then
     sink=files
-    otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$receiver_port")
+    # Spans leave in batches of 3n, never on the timer: a traced case makes 6 spans a request,
+    # so its n requests fill exactly two batches, and with n >= 200 both are sent within its
+    # window (the 30 warm-up requests before each case put the batch edges inside it). With the
+    # default batch (512), a window held one export more or fewer than its spans made.
+    otel=(OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:$receiver_port" OTEL_BSP_SCHEDULE_DELAY=3600000
+      OTEL_BSP_MAX_EXPORT_BATCH_SIZE=$((3 * n)) OTEL_BSP_MAX_QUEUE_SIZE=$((6 * n)))
   fi
   if curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/"; then
     echo "bench: something already answers on port $port; set BENCH_PORT to a free pair" >&2

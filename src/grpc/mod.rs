@@ -22,7 +22,6 @@ use axum::extract::Request;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Version};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use opentelemetry::context::FutureExt as _;
 use tonic::Status;
 use tonic_health::pb::health_server::HealthServer;
 use tower::ServiceExt;
@@ -174,7 +173,7 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
             let request = framing::one_message(request);
             let call = async {
                 match &span {
-                    Some(span) => scope.clone().run(grpc.oneshot(request).with_context(span.context())).await,
+                    Some(span) => scope.clone().run(span.run(grpc.oneshot(request))).await,
                     None => scope.clone().run(grpc.oneshot(request)).await,
                 }
             };
@@ -205,7 +204,7 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
     let served = response.extensions().get::<ServedBy>();
     let (model, version, rows) = served
         .map_or((None, None, None), |s| (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows)));
-    let trace_id = span.as_ref().and_then(ServerSpan::trace_id);
+    let trace_id = span.as_ref().map(ServerSpan::trace_id);
     if let Some(span) = span {
         span.end(trace::Answer { method: http_method, route: &route, status, model, version, rows });
     }

@@ -10,7 +10,6 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::context::FutureExt as _;
 use tower_http::request_id::RequestId;
 
 use super::error::Shape;
@@ -94,7 +93,7 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         false => None,
     };
     let mut response = match &span {
-        Some(span) => scope.clone().run(next.run(request).with_context(span.context())).await,
+        Some(span) => scope.clone().run(span.run(next.run(request))).await,
         None => scope.clone().run(next.run(request)).await,
     };
     super::error::stamp(&mut response, &id, shape);
@@ -113,7 +112,7 @@ pub async fn track(State(state): State<AppState>, mut request: Request, next: Ne
         .map_or((None, None, None), |s| (Some(s.spec.name.as_str()), Some(s.spec.version.as_str()), Some(s.rows)));
     let quiet = !state.config.logging.log_probes && status.is_success() && PROBE_ROUTES.contains(&route);
     let status = status.as_u16();
-    let trace_id = span.as_ref().and_then(ServerSpan::trace_id);
+    let trace_id = span.as_ref().map(ServerSpan::trace_id);
     if let Some(span) = span {
         span.end(trace::Answer { method, route, status, model, version, rows });
     }

@@ -4,6 +4,10 @@
 //! drops the connection; the next attempt waits a backoff, and the writer holds the lines
 //! meanwhile. Lines still unsent at exit are saved in `directory` and sent first at the next
 //! start.
+//!
+//! The table is created when missing. One made before the `trace_id` column existed gains it
+//! at connect; when that cannot be done (the table belongs to another role, or a long query
+//! holds it), rows go in without their trace id and a warning says why.
 
 use std::fs;
 use std::io::{self, Write};
@@ -26,8 +30,15 @@ const UNSENT_PREFIX: &str = "unsent-";
 const UNSENT_SUFFIX: &str = ".jsonl";
 
 /// The columns, in the line's field order; the line's keys are these names.
-const COLUMNS: &str =
+const COLUMNS: &str = "ts, request_id, principal, trace_id, model, version, instance, inputs, outputs, batch_size, \
+                       queue_ms, inference_ms";
+/// The same without `trace_id`, for a table made before that column that cannot gain it.
+const COLUMNS_UNTRACED: &str =
     "ts, request_id, principal, model, version, instance, inputs, outputs, batch_size, queue_ms, inference_ms";
+
+/// How long adding `trace_id` to an older table may wait for its lock: a waiting `ALTER TABLE`
+/// would hold up every other query on the table behind it.
+const ALTER_LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '1s'";
 
 pub struct Postgres {
     options: PgConnectOptions,
@@ -35,7 +46,11 @@ pub struct Postgres {
     place: String,
     /// Built from the validated table name (letters, digits, `_`, one `.`).
     create: [SqlStr; 2],
-    insert: SqlStr,
+    trace_column: TraceColumn,
+    /// The insert with `trace_id`, and the one without it.
+    inserts: [SqlStr; 2],
+    /// Whether the connected table has `trace_id` (which insert is used).
+    traced: bool,
     batch_rows: usize,
     timeout: Duration,
     max_bytes: usize,
@@ -70,16 +85,27 @@ impl Postgres {
             create: [
                 sql(format!(
                     "CREATE TABLE IF NOT EXISTS {table} (id bigserial PRIMARY KEY, ts timestamptz NOT NULL, \
-                     request_id text NOT NULL, principal text, model text NOT NULL, version text NOT NULL, \
-                     instance integer NOT NULL, inputs jsonb NOT NULL, outputs jsonb NOT NULL, \
-                     batch_size integer NOT NULL, queue_ms double precision NOT NULL, \
+                     request_id text NOT NULL, principal text, trace_id text, model text NOT NULL, \
+                     version text NOT NULL, instance integer NOT NULL, inputs jsonb NOT NULL, \
+                     outputs jsonb NOT NULL, batch_size integer NOT NULL, queue_ms double precision NOT NULL, \
                      inference_ms double precision NOT NULL)"
                 )),
                 sql(format!("CREATE INDEX IF NOT EXISTS {index} ON {table} (model, ts)")),
             ],
-            insert: sql(format!(
-                "INSERT INTO {table} ({COLUMNS}) SELECT {COLUMNS} FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)"
-            )),
+            trace_column: TraceColumn {
+                present: sql(format!(
+                    "SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = '{table}'::regclass \
+                     AND attname = 'trace_id' AND NOT attisdropped)"
+                )),
+                add: sql(format!("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS trace_id text")),
+            },
+            inserts: [COLUMNS, COLUMNS_UNTRACED].map(|columns| {
+                sql(format!(
+                    "INSERT INTO {table} ({columns}) SELECT {columns} \
+                     FROM jsonb_populate_recordset(NULL::{table}, $1::text::jsonb)"
+                ))
+            }),
+            traced: true,
             batch_rows: pg.batch_rows,
             timeout: Duration::from_millis(pg.timeout_ms),
             max_bytes: usize::try_from(pg.buffer_bytes).unwrap_or(usize::MAX),
@@ -109,29 +135,35 @@ impl Postgres {
                 return Err(io::Error::other("waiting to reconnect to PostgreSQL"));
             }
             let connected = self.connect();
-            let connection = self.settle(connected)?;
+            let (connection, traced) = self.settle(connected)?;
+            self.traced = traced;
             self.connection = Some(connection);
         }
         Ok(self.connection.as_mut().expect("connected above"))
     }
 
-    fn connect(&mut self) -> io::Result<PgConnection> {
+    /// A connection with the table ready, and whether the table has `trace_id`.
+    fn connect(&mut self) -> io::Result<(PgConnection, bool)> {
         let limit = self.limit();
         let runtime = self.runtime.get_or_insert_with(|| {
             tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime")
         });
         let unsent = unsent_files(&self.directory);
-        let (options, create, insert, batch_rows) = (&self.options, &self.create, &self.insert, self.batch_rows);
+        let (options, create, trace_column, batch_rows) =
+            (&self.options, &self.create, &self.trace_column, self.batch_rows);
+        let inserts = &self.inserts;
         runtime.block_on(async {
             let work = async {
                 let mut connection = options.connect().await?;
                 for statement in create {
                     sqlx::query(statement.clone()).execute(&mut connection).await?;
                 }
+                let traced = trace_column.ensure(&mut connection).await?;
+                let insert = &inserts[usize::from(!traced)];
                 for file in &unsent {
                     send_unsent(&mut connection, insert, batch_rows, file).await?;
                 }
-                Ok::<_, sqlx::Error>(connection)
+                Ok::<_, sqlx::Error>((connection, traced))
             };
             timed(limit, work).await
         })
@@ -160,7 +192,8 @@ impl Postgres {
         let (Some(runtime), Some(connection)) = (runtime, connection) else {
             return Err(io::Error::other("not connected"));
         };
-        let result = runtime.block_on(timed(limit, sqlx::query(self.insert.clone()).bind(json).execute(connection)));
+        let insert = self.inserts[usize::from(!self.traced)].clone();
+        let result = runtime.block_on(timed(limit, sqlx::query(insert).bind(json).execute(connection)));
         self.settle(result.map(drop))
     }
 }
@@ -218,6 +251,46 @@ impl Sink for Postgres {
         file.sync_all()?;
         Ok(true)
     }
+}
+
+/// The statements that check for the `trace_id` column and add it.
+struct TraceColumn {
+    present: SqlStr,
+    add: SqlStr,
+}
+
+impl TraceColumn {
+    /// Whether the table has `trace_id`, adding it to a table made before it. `false` when the
+    /// column is missing and cannot be added now: the table is another role's (adding a column
+    /// takes its owner) or its lock was not had within [`ALTER_LOCK_TIMEOUT`].
+    async fn ensure(&self, connection: &mut PgConnection) -> Result<bool, sqlx::Error> {
+        let present: bool = sqlx::query_scalar(self.present.clone()).fetch_one(&mut *connection).await?;
+        if present {
+            return Ok(true);
+        }
+        let mut transaction = connection.begin().await?;
+        sqlx::query(ALTER_LOCK_TIMEOUT).execute(&mut *transaction).await?;
+        match sqlx::query(self.add.clone()).execute(&mut *transaction).await {
+            Ok(_) => {
+                transaction.commit().await?;
+                tracing::info!("added the column trace_id to the prediction log's table");
+                Ok(true)
+            }
+            Err(error) if cannot_add_now(&error) => {
+                transaction.rollback().await?;
+                tracing::warn!(%error, "the prediction log's table has no trace_id column and it cannot be added: rows go in without their trace id");
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+}
+
+/// Not the owner of the table (`insufficient_privilege`), or its lock not had in time
+/// (`lock_not_available`).
+fn cannot_add_now(error: &sqlx::Error) -> bool {
+    let code = error.as_database_error().and_then(|e| e.code());
+    matches!(code.as_deref(), Some("42501" | "55P03"))
 }
 
 /// SQL text built from the validated table name: nothing a client sends reaches it.

@@ -140,11 +140,16 @@ async fn a_request_is_a_server_span_in_the_callers_trace_with_its_steps() {
     assert_eq!(string(span, "inferd.model").as_deref(), Some("house_price"));
     assert_eq!(string(span, "inferd.version").as_deref(), Some("1"));
     assert!(matches!(attribute(span, "http.response.status_code"), Some(Any::IntValue(200))), "{span:?}");
+    assert_eq!(string(span, "url.path").as_deref(), Some("/predict"));
+    assert!(matches!(attribute(span, "inferd.rows"), Some(Any::IntValue(1))), "{span:?}");
 
     for step in ["receive", "decode", "queue", "inference", "prediction_log"] {
         let child = spans.iter().find(|s| s.span.name == step).unwrap_or_else(|| panic!("no {step} span: {names:?}"));
         assert_eq!(child.span.trace_id, trace_id, "{step}");
         assert_eq!(child.span.parent_span_id, span.span_id, "{step} is a child of the server span");
+        assert_eq!(child.span.kind, SpanKind::Internal as i32, "{step}");
+        assert_eq!(child.span.trace_state, "vendor=opaque", "{step} keeps the caller's tracestate");
+        assert_ne!(child.span.span_id, span.span_id, "{step} has a span id of its own");
         assert!(child.span.start_time_unix_nano >= span.start_time_unix_nano, "{step}");
         assert!(child.span.end_time_unix_nano <= span.end_time_unix_nano, "{step}");
     }

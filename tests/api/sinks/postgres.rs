@@ -1,7 +1,8 @@
 //! `sink = "postgres"` on a throwaway cluster: typed rows in `inferd_predictions`, none lost
 //! across a restart mid-load; an outage past `stall_ms` is a 503 and an unready instance, not a
 //! hang, and every answered row arrives once the database is back; `inferd replay
-//! postgres://...` reads the rows back.
+//! postgres://...` reads the rows back; a traced request's row holds its trace id, and a table
+//! made before that column gains it.
 
 use std::time::{Duration, Instant};
 
@@ -118,6 +119,7 @@ async fn restart_mid_load(keys: &str) {
         ("ts", "timestamp with time zone"),
         ("request_id", "text"),
         ("principal", "text"),
+        ("trace_id", "text"),
         ("model", "text"),
         ("version", "text"),
         ("instance", "integer"),
@@ -587,4 +589,85 @@ async fn acknowledge_written_answers_no_200_while_postgres_is_down() {
     assert!(missing.is_empty(), "answered 200 without a row: {missing:?}");
     let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
     assert_eq!(code, Some(0), "{}", server.stderr());
+}
+
+/// The column names of `table`, in order.
+async fn columns(conn: &mut sqlx::PgConnection, table: &str) -> Vec<String> {
+    sqlx::query_scalar(
+        "select column_name::text from information_schema.columns where table_name = $1 order by ordinal_position",
+    )
+    .bind(table)
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+/// A 1-row `/predict` with `x-request-id: id`, and `traceparent` in trace `trace_id` when given.
+async fn traced_predict(server: &SinkServer, id: &str, trace_id: Option<&str>) {
+    let mut request = reqwest::Client::new()
+        .post(server.url("/predict"))
+        .header("x-request-id", id)
+        .json(&serde_json::json!({"instances": [schema_example("house_price")]}));
+    if let Some(trace_id) = trace_id {
+        request = request.header("traceparent", format!("00-{trace_id}-00f067aa0ba902b7-01"));
+    }
+    assert_eq!(request.send().await.unwrap().status(), 200);
+}
+
+/// With traces on, a row holds its request's trace id in `trace_id`. A table made before that
+/// column keeps taking rows: while a long read holds it, the column cannot be added, so rows go
+/// in without their trace id and a warning says why; the next start adds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_traced_requests_row_holds_its_trace_id_and_an_older_table_gains_the_column() {
+    const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let cluster = PgCluster::start();
+    let mut conn = cluster.connect().await;
+    // The table as inferd made it before the column.
+    sqlx::query(
+        "create table inferd_predictions (id bigserial primary key, ts timestamptz not null, \
+         request_id text not null, principal text, model text not null, version text not null, \
+         instance integer not null, inputs jsonb not null, outputs jsonb not null, batch_size integer not null, \
+         queue_ms double precision not null, inference_ms double precision not null)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config =
+        postgres_config(dir.path(), "shutdown_grace_seconds = 10", "", &format!("url = \"{}\"\n", cluster.url()));
+    // Traces on, to a collector that is not there: the spans are lost, the trace ids are not.
+    let otel = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), format!("http://127.0.0.1:{}", super::free_port())),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "600000".to_owned()),
+    ];
+
+    let mut reader = cluster.connect().await;
+    let mut reading = reader.begin().await.unwrap();
+    sqlx::query("select count(*) from inferd_predictions").execute(&mut *reading).await.unwrap();
+    let mut server = SinkServer::start(&config, &otel);
+    traced_predict(&server, "while-read", Some(TRACE_ID)).await;
+    wait_for_rows(&cluster, "inferd_predictions", 1, Duration::from_secs(30)).await;
+    assert!(!columns(&mut conn, "inferd_predictions").await.contains(&"trace_id".to_owned()));
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let warned = server.stdout_after_exit().iter().any(|l| l.contains("no trace_id column"));
+    assert!(warned, "a warning says the rows go in without their trace id");
+    reading.rollback().await.unwrap();
+
+    let mut server = SinkServer::start(&config, &otel);
+    traced_predict(&server, "caller-traced", Some(TRACE_ID)).await;
+    traced_predict(&server, "root", None).await;
+    wait_for_rows(&cluster, "inferd_predictions", 3, Duration::from_secs(30)).await;
+    let (code, _) = tokio::task::block_in_place(|| server.terminate(Duration::from_secs(10 + 2)));
+    assert_eq!(code, Some(0), "{}", server.stderr());
+    let columns = columns(&mut conn, "inferd_predictions").await;
+    assert_eq!(columns.last().map(String::as_str), Some("trace_id"), "added to the older table: {columns:?}");
+    let rows: Vec<(String, Option<String>)> =
+        sqlx::query_as("select request_id, trace_id from inferd_predictions order by id").fetch_all(&mut conn).await.unwrap();
+    assert_eq!(rows[0], ("while-read".to_owned(), None), "a row from before the column has none");
+    assert_eq!(rows[1], ("caller-traced".to_owned(), Some(TRACE_ID.to_owned())), "the caller's trace");
+    let (id, root) = &rows[2];
+    let root = root.as_deref().unwrap_or_default();
+    assert_eq!(id, "root");
+    assert!(root.len() == 32 && root.bytes().all(|b| b.is_ascii_hexdigit()) && root != TRACE_ID, "a trace of its own: {root}");
 }
