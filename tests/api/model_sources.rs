@@ -2,6 +2,8 @@
 //! with a private CA, cached by hash so that a restart fetches nothing, refetched when the
 //! object changes, and refused when they are not the file their `sha256` pins.
 
+#![cfg_attr(not(feature = "external-tools"), allow(dead_code))]
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
