@@ -4,6 +4,10 @@
 //! a call that named no compression) or not at all (it drops a second message unread); each is
 //! the client's error, so it is INVALID_ARGUMENT here, with a message saying what was wrong.
 //!
+//! A message declared longer than `server.body_limit_bytes` is refused from its prefix, before
+//! it is read, as REST refuses such a body: the table's `payload_too_large`, RESOURCE_EXHAUSTED
+//! (what grpc-go and gRPC C++ answer; tonic's own check would say OUT_OF_RANGE).
+//!
 //! gRPC's compression document asks for INTERNAL on a compressed flag without `grpc-encoding`;
 //! this server keeps INTERNAL for its own faults (it is what its alerts count), and a client
 //! library that sets the flag wrongly is told so as plainly with INVALID_ARGUMENT.
@@ -16,15 +20,18 @@ use axum::extract::Request;
 use hyper::body::{Bytes, Frame, SizeHint};
 use tonic::Status;
 
+use super::error;
+use crate::http::error::ApiError;
+
 /// The gRPC message prefix: a flag byte (1: compressed) and a 4-byte big-endian length.
 const PREFIX: usize = 5;
 
 /// `request` with its body checked as one unary message (see the module's documentation).
-pub fn one_message(request: Request) -> Request {
+pub fn one_message(request: Request, limit: usize) -> Request {
     // tonic refuses an encoding it does not support (UNIMPLEMENTED) before reading the body,
     // so a compressed message is only possible with one it supports.
     let compression = request.headers().get("grpc-encoding").is_some_and(|value| value != "identity");
-    request.map(|body| Body::new(OneMessage { body, framing: Framing::new(compression), ended: false }))
+    request.map(|body| Body::new(OneMessage { body, framing: Framing::new(compression, limit), ended: false }))
 }
 
 /// A body passed through unchanged while [`Framing`] finds it well formed; at the first fault,
@@ -57,7 +64,11 @@ impl hyper::body::Body for OneMessage {
         };
         if let Err(fault) = checked {
             this.ended = true;
-            return Poll::Ready(Some(Err(axum::Error::new(Status::invalid_argument(fault.to_string())))));
+            let status = match fault {
+                Fault::TooLarge { limit, .. } => error::status(ApiError::PayloadTooLarge { limit }),
+                fault => Status::invalid_argument(fault.to_string()),
+            };
+            return Poll::Ready(Some(Err(axum::Error::new(status))));
         }
         this.ended = !matches!(polled, Some(Ok(_)));
         Poll::Ready(polled)
@@ -88,6 +99,8 @@ pub enum Fault {
     CutMessage { got: u64, declared: u64 },
     #[error("more follows the message: a unary call carries exactly one")]
     Trailing,
+    #[error("the message is {declared} bytes, over the limit of {limit} bytes")]
+    TooLarge { declared: u64, limit: usize },
 }
 
 /// Where a unary call's body is: in the message's prefix, in the message, or past it.
@@ -95,6 +108,8 @@ pub enum Fault {
 pub struct Framing {
     /// Whether the call named a compression, so that a compressed message is allowed.
     compression: bool,
+    /// The longest message taken (`server.body_limit_bytes`).
+    limit: usize,
     prefix: [u8; PREFIX],
     /// Bytes of the prefix seen.
     prefixed: usize,
@@ -103,8 +118,8 @@ pub struct Framing {
 }
 
 impl Framing {
-    pub fn new(compression: bool) -> Self {
-        Self { compression, prefix: [0; PREFIX], prefixed: 0, message: None }
+    pub fn new(compression: bool, limit: usize) -> Self {
+        Self { compression, limit, prefix: [0; PREFIX], prefixed: 0, message: None }
     }
 
     /// Takes the body's next bytes.
@@ -129,8 +144,11 @@ impl Framing {
                             1 => return Err(Fault::CompressedWithoutEncoding),
                             flag => return Err(Fault::BadFlag(flag)),
                         }
-                        let length = u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes"));
-                        self.message = Some((u64::from(length), 0));
+                        let length = u64::from(u32::from_be_bytes(self.prefix[1..].try_into().expect("4 bytes")));
+                        if length > self.limit as u64 {
+                            return Err(Fault::TooLarge { declared: length, limit: self.limit });
+                        }
+                        self.message = Some((length, 0));
                     }
                 }
             }
@@ -162,7 +180,7 @@ mod tests {
 
     /// `body` fed in pieces of `piece` bytes, then finished.
     fn check(body: &[u8], piece: usize, compression: bool) -> Result<(), Fault> {
-        let mut framing = Framing::new(compression);
+        let mut framing = Framing::new(compression, 1024);
         for chunk in body.chunks(piece) {
             framing.feed(chunk)?;
         }
@@ -196,10 +214,16 @@ mod tests {
     }
 
     #[test]
-    fn a_huge_declared_length_is_only_a_count() {
-        // tonic refuses it against the body limit; here it costs nothing.
-        let mut framing = Framing::new(false);
-        framing.feed(&[0, 0xff, 0xff, 0xff, 0xff, 1, 2]).unwrap();
-        assert_eq!(framing.finish(), Err(Fault::CutMessage { got: 2, declared: u64::from(u32::MAX) }));
+    fn a_declared_length_over_the_limit_is_refused_from_the_prefix() {
+        let mut framing = Framing::new(false, 1024);
+        assert_eq!(framing.feed(&[0, 0, 0, 4, 0]), Ok(()), "1024 bytes: at the limit");
+        let mut framing = Framing::new(false, 1024);
+        assert_eq!(framing.feed(&[0, 0, 0, 4, 1]), Err(Fault::TooLarge { declared: 1025, limit: 1024 }));
+        let mut framing = Framing::new(false, 1024);
+        assert_eq!(framing.feed(&[0, 0xff, 0xff]), Ok(()), "not known until the prefix is whole");
+        assert_eq!(
+            framing.feed(&[0xff, 0xff, 1, 2]),
+            Err(Fault::TooLarge { declared: u64::from(u32::MAX), limit: 1024 })
+        );
     }
 }

@@ -67,7 +67,8 @@ const GRPC_TIMEOUT: HeaderName = HeaderName::from_static("grpc-timeout");
 pub fn alongside(http: Router, state: AppState) -> Router {
     let limit = state.config.server.body_limit_bytes;
     let service = GrpcInferenceServiceServer::new(methods::Inference { state: state.clone() })
-        // A message over the body limit is refused from its length prefix, before it is read.
+        // A message over the body limit is refused from its length prefix before tonic sees it
+        // (framing.rs); tonic's own check stays as a second line.
         .max_decoding_message_size(limit);
     let health = HealthServer::new(health::Probe { state: state.clone() }).max_decoding_message_size(limit);
     // Server reflection lets grpcurl and other generic clients call without the proto file.
@@ -170,7 +171,7 @@ async fn call(state: &AppState, grpc: Router, mut request: Request) -> Response 
             let holding = Holding::default();
             let request =
                 request.map(|body| Body::new(Charged::new(body, state.body_budget().clone(), holding.clone())));
-            let request = framing::one_message(request);
+            let request = framing::one_message(request, state.config.server.body_limit_bytes);
             let call = async {
                 match &span {
                     Some(span) => scope.clone().run(span.run(grpc.oneshot(request))).await,

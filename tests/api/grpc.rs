@@ -298,10 +298,11 @@ async fn a_grpc_message_over_the_body_limit_is_refused_before_it_is_read() {
         ..Default::default()
     };
     let (_, status, message) = unary(&mut sender, "ModelInfer", &request).await;
-    // tonic refuses it from the length prefix, before reading it, with its own status
-    // (OUT_OF_RANGE; grpc-go and gRPC C++ say RESOURCE_EXHAUSTED).
-    assert_eq!(status, "11", "OUT_OF_RANGE: {message}");
-    assert!(message.contains("1024"), "names the limit: {message}");
+    // Refused from the length prefix, before it is read, as REST's payload_too_large (grpc-go
+    // and gRPC C++ say RESOURCE_EXHAUSTED too).
+    assert_eq!(status, "8", "RESOURCE_EXHAUSTED: {message}");
+    // grpc-message is percent-encoded.
+    assert!(message.contains("larger%20than%20the%20limit%20of%201024%20bytes"), "names the limit: {message}");
     app.stop().await;
 }
 
