@@ -13,6 +13,9 @@
 //! cargo run --release --example grpc_load -- http://127.0.0.1:8080 wide_mlp --rows 32 \
 //!     --connections 4 --streams 16 --secs 5 --warmup 1
 //! ```
+//! With `--write-request FILE` it writes the framed request body it would send and exits
+//! (bench/request_path.sh hands it to h2load, a client in C, to see what a cheaper client gets).
+//!
 //! Output, one machine-readable line in the style of the wrk scripts':
 //! `BENCH rps=2100 ok_rps=2100 rows_per_s=67200 p50_ms=29.1 p99_ms=41.0 errors=0 bad_answers=0`,
 //! plus `code_<Code>=N` for each gRPC status other than OK that answers came back with (each
@@ -60,6 +63,10 @@ struct Args {
     /// Seconds a call may take before the client gives up on it (wrk's --timeout).
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
+    /// Write the request body (one gRPC-framed ModelInferRequest, as sent) to this file and
+    /// exit, for a plain HTTP/2 load generator (h2load) to send.
+    #[arg(long)]
+    write_request: Option<std::path::PathBuf>,
 }
 
 const INFER: &str = "/inference.GRPCInferenceService/ModelInfer";
@@ -94,6 +101,17 @@ async fn run(args: Args) -> anyhow::Result<()> {
         channels.push(endpoint.connect().await.with_context(|| format!("cannot connect to {}", args.addr))?);
     }
     let request = Arc::new(infer_request(&mut Grpc::new(channels[0].clone()), &args.model, args.rows).await?);
+    if let Some(path) = &args.write_request {
+        // The gRPC frame: flag 0 (not compressed), the length big-endian, the message.
+        let message = prost::Message::encode_to_vec(&*request);
+        let mut body = Vec::with_capacity(5 + message.len());
+        body.push(0);
+        body.extend_from_slice(&u32::try_from(message.len()).context("a message over 4 GiB")?.to_be_bytes());
+        body.extend_from_slice(&message);
+        std::fs::write(path, &body).with_context(|| format!("cannot write {}", path.display()))?;
+        eprintln!("grpc_load: wrote {} ({} bytes)", path.display(), body.len());
+        return Ok(());
+    }
 
     let start = Instant::now() + Duration::from_secs_f64(args.warmup);
     let window = Window { start, end: start + Duration::from_secs_f64(args.secs) };

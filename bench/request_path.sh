@@ -11,7 +11,9 @@
 #     "n/a (status)" where the server does not answer it with 200); ModelInfer over gRPC with the
 #     tensor in raw_input_contents, 64 calls in flight on 4 HTTP/2 connections (bench/grpc_load.rs,
 #     a load generator on tonic's client); then the same three /v2 cases with 1-row requests
-#     (bench/infer_wide1.lua, bench/infer_wide1_binary.lua, grpc_load --rows 1);
+#     (bench/infer_wide1.lua, bench/infer_wide1_binary.lua, grpc_load --rows 1); and the 32-row
+#     gRPC call again from h2load (nghttp2's load generator, in C), the body grpc_load sends,
+#     its calls counted OK from the server's inferd_grpc_requests_total (h2load sees HTTP only);
 #   - compute_mlp (bench/compute_mlp.toml), 1-row POST /predict at 64 connections, with the
 #     config's max_batch_rows (64) and with INFERD_MAX_BATCH_ROWS=1;
 #   - the default model (./runtime.toml, house_price), on a server started afresh each round:
@@ -22,7 +24,8 @@
 # Usage: bench/request_path.sh [seconds per case, default 5] [rounds, default 3]
 # CEILING_SECS (default 1) is the ceiling's seconds per batch size; BENCH_PORT (default 18461)
 # the first of the four ports used; GRPC_CONNS and GRPC_STREAMS (default 4 and 16) grpc_load's
-# connections and calls in flight on each. Needs wrk (Debian package `wrk`), curl and python3; builds
+# connections and calls in flight on each (h2load's too). Needs wrk (Debian package `wrk`), h2load
+# (`nghttp2-client`), curl and python3; builds
 # models/compute_mlp.onnx (git-ignored) when missing, with numpy and onnx from
 # models/requirements.txt (in .venv-models/, made when no python at hand has them).
 # The servers log to, and keep their prediction logs in, a temporary folder removed at exit;
@@ -35,8 +38,10 @@ ceiling_secs="${CEILING_SECS:-1}"
 base_port="${BENCH_PORT:-18461}"
 [[ "$secs" =~ ^[1-9][0-9]*$ && "$rounds" =~ ^[1-9][0-9]*$ ]] ||
   { echo "usage: bench/request_path.sh [seconds per case, whole >= 1] [rounds >= 1]" >&2; exit 2; }
-for tool in wrk curl python3; do
-  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install $tool)" >&2; exit 1; }
+for tool in wrk h2load curl python3; do
+  package=$tool
+  [[ $tool == h2load ]] && package=nghttp2-client
+  command -v "$tool" >/dev/null || { echo "bench: $tool is missing (apt-get install $package)" >&2; exit 1; }
 done
 
 # --- models, runtime, binaries ---------------------------------------------------------------
@@ -152,6 +157,30 @@ run_model_grpc() { # label rows server model: grpc_load's line as run_model_wrk 
   echo "WRK round=$round case=$label ${line#BENCH }" >>"$results"
   echo "BATCH round=$round case=$label rows=$((r1 - r0)) batches=$((b1 - b0))" >>"$results"
 }
+grpc_calls() { # name -> "ok all": the ModelInfer calls that server has counted, OK and in all
+  curl -s "http://127.0.0.1:${port[$1]}/metrics" |
+    awk '/^inferd_grpc_requests_total\{/ && /method="ModelInfer"/ { all += $NF; if (/code="OK"/) ok += $NF }
+         END { printf "%d %d\n", ok, all }'
+}
+run_model_h2load() { # label rows server model body: h2load's calls, recorded as run_model_grpc does
+  local label=$1 rows=$2 server=$3 model=$4 body=$5 r0 b0 r1 b1 ok0 all0 ok1 all1 out rps
+  read -r r0 b0 < <(batch_stats "$server" "$model")
+  read -r ok0 all0 < <(grpc_calls "$server")
+  out=$(h2load -D "$secs" --warm-up-time=1 -c "$grpc_conns" -m "$grpc_streams" -t 1 -d "$body" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://127.0.0.1:${port[$server]}/inference.GRPCInferenceService/ModelInfer" 2>&1) ||
+    { echo "bench: h2load failed for $label:" >&2; tail -n 5 <<<"$out" >&2; exit 1; }
+  read -r ok1 all1 < <(grpc_calls "$server")
+  read -r r1 b1 < <(batch_stats "$server" "$model")
+  rps=$(sed -n 's/^finished in [^,]*, \([0-9.]*\) req\/s.*/\1/p' <<<"$out")
+  [[ -n "$rps" && $((all1 - all0)) -gt 0 ]] || { echo "bench: no h2load result for $label:" >&2; echo "$out" >&2; exit 1; }
+  # h2load reads HTTP statuses only (200 for every gRPC answer); the gRPC status is in the
+  # trailers, which the server counts: the share OK (warm-up included) and the calls not OK.
+  python3 -c 'import sys; rps, rows, ok, all_ = float(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+print(f"WRK round={sys.argv[5]} case={sys.argv[6]} rps={rps} ok_rps={rps * ok / all_:.1f} rows_per_s={rps * ok / all_ * rows:.0f} errors={all_ - ok}")' \
+    "$rps" "$rows" $((ok1 - ok0)) $((all1 - all0)) "$round" "$label" >>"$results"
+  echo "BATCH round=$round case=$label rows=$((r1 - r0)) batches=$((b1 - b0))" >>"$results"
+}
 run_ceiling() { # label model batches
   "$ceiling" "$2" "$3" "$ceiling_secs" 1 | grep -E '^CEILING ' | sed "s/^CEILING /CEIL round=$round model=$1 /" >>"$results"
 }
@@ -231,6 +260,9 @@ line=$("$grpc_load" "$wide_url" wide_mlp --rows 32 --connections 1 --streams 1 -
   grep '^BENCH') || { echo "bench: grpc_load failed:" >&2; cat "$tmp/grpc_load.log" >&2; exit 1; }
 [[ "$line" == *" errors=0 "* && "$line" != *" ok_rps=0 "* ]] ||
   { echo "bench: wide_mlp ModelInfer over gRPC: $line" >&2; cat "$tmp/grpc_load.log" >&2; exit 1; }
+# The same call for h2load: the request body grpc_load sends, written once.
+"$grpc_load" "$wide_url" wide_mlp --rows 32 --write-request "$tmp/infer32.grpc" 2>>"$tmp/grpc_load.log" ||
+  { echo "bench: grpc_load could not write the request:" >&2; cat "$tmp/grpc_load.log" >&2; exit 1; }
 for name in compute compute1; do
   python3 -c 'import json; print(json.dumps({"instances":[{f"features_{i}": (i % 7) / 7 - 0.4 for i in range(64)}]}))' >"$tmp/body"
   s=$(first_status "http://127.0.0.1:${port[$name]}/predict" "$tmp/body" application/json)
@@ -254,6 +286,7 @@ for round in $(seq "$rounds"); do
     run_model_wrk wide_v2_binary bench/infer_wide_binary.lua wide wide_mlp /v2/models/wide_mlp/infer 64
   fi
   run_model_grpc wide_grpc 32 wide wide_mlp
+  run_model_h2load wide_grpc_h2load 32 wide wide_mlp "$tmp/infer32.grpc"
   run_model_wrk wide1_v2_json bench/infer_wide1.lua wide wide_mlp /v2/models/wide_mlp/infer 64
   if [[ "$binary_status" == 200 ]]; then
     run_model_wrk wide1_v2_binary bench/infer_wide1_binary.lua wide wide_mlp /v2/models/wide_mlp/infer 64
@@ -354,7 +387,9 @@ grpc_label = f"gRPC ModelInfer raw, {grpc_conns} conn x {grpc_streams} calls"
 binary_row("wide_mlp 32-row /v2 infer binary, c=64", "wide_v2_binary", 32)
 grpc_share = share_row(f"wide_mlp 32-row {grpc_label}", served_rows("wide_grpc", 32), wide_ceiling, wide_label,
                        batch_note("wide_grpc"))
-share_row("wide_mlp 1-row /v2 infer JSON, c=64", served_rows("wide1_v2_json", 1), wide_ceiling, wide_label,
+share_row(f"wide_mlp 32-row the same calls from h2load (C, HTTP/2), {grpc_conns} conn x {grpc_streams} calls",
+          served_rows("wide_grpc_h2load", 32), wide_ceiling, wide_label, batch_note("wide_grpc_h2load"))
+share_row(f"wide_mlp 1-row /v2 infer JSON, c=64", served_rows("wide1_v2_json", 1), wide_ceiling, wide_label,
           batch_note("wide1_v2_json"))
 binary_row("wide_mlp 1-row /v2 infer binary, c=64", "wide1_v2_binary", 1)
 share_row(f"wide_mlp 1-row {grpc_label}", served_rows("wide1_grpc", 1), wide_ceiling, wide_label,
